@@ -1,0 +1,27 @@
+"""Configuration of the artifact store and the model registry."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from tasks.config_base import Section
+
+
+class StoreConfig(Section):
+    # file:///abs/path, a plain path, or s3://bucket/prefix
+    uri: str = ".driftloop/store"
+    # S3 only: endpoint of an S3-compatible server (MinIO, SeaweedFS); None means AWS.
+    endpoint_url: str | None = None
+    region: str | None = None
+    # None: the standard AWS credential chain (env, ~/.aws, instance profile).
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    # Multipart threshold/chunk for large uploads, bytes.
+    multipart_chunk_bytes: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    max_attempts: int = Field(5, ge=1, description="retries for transient S3 errors")
+
+
+class RegistryConfig(Section):
+    model_name: str = Field("digits-classifier", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    # A candidate is promoted when its test accuracy >= champion's - tolerance.
+    promote_tolerance: float = Field(0.0, ge=0.0, le=1.0)
