@@ -1,0 +1,155 @@
+"""The stage sequence shared by the training and retraining flows (composition only).
+
+load -> validate -> [tune] -> federate | train -> [harden] -> evaluate -> register -> gate/promote.
+A disabled stage is skipped and the previous stage's model and configuration go on unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import get_run_logger
+
+from tasks.data import steps as data_steps
+from tasks.models import steps as model_steps
+from tasks.models.trained import TrainedModel
+from tasks.settings import Settings
+from tasks.ui import publish_markdown, publish_table
+
+
+@dataclass
+class PipelineInputs:
+    """What started the run and what it adds to the configured training data."""
+
+    trigger: dict[str, Any] = field(default_factory=lambda: {"kind": "manual"})
+    # Labelled batch URIs (npz/parquet/csv) trained on together with the training data (retraining).
+    extra_batches: list[str] = field(default_factory=list)
+    # Start from the champion's weights when the architecture matches (retraining).
+    warm_start: bool = False
+
+
+def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
+    log = get_run_logger()
+    stages: list[str] = []
+
+    # Load
+    champion = model_steps.get_champion(settings)
+    ref_schema = model_steps.champion_schema(settings, champion) if champion else None
+    dataset = data_steps.load_data(settings)
+    for uri in inputs.extra_batches:
+        # Each added batch must pass the champion's (or the dataset's) schema; a bad one is quarantined.
+        batch = data_steps.validate_or_quarantine(uri, ref_schema or data_steps.infer_schema_task(dataset),
+                                                  settings)
+        dataset = data_steps.concat_datasets(dataset, batch)
+    splits = data_steps.split_data(dataset, settings)
+
+    # Validate
+    schema = data_steps.infer_schema_task(splits.train)
+    data_steps.validate_or_quarantine(dataset, ref_schema or schema, settings)
+    stages.append("validate")
+
+    # Tune
+    best_config: dict[str, Any] | None = None
+    if settings.tuning.enabled:
+        from tasks.tuning import steps as tuning_steps
+
+        study = tuning_steps.tune_hyperparameters(splits, settings)
+        best_config = study["best_config"]
+        settings = tuning_steps.apply_best_config(settings, best_config)
+        stages.append("tune")
+
+    initial: TrainedModel | None = None
+    if inputs.warm_start and champion is not None:
+        initial = model_steps.load_champion_model(settings, champion)
+
+    # Federate (or train centrally)
+    federated: dict[str, Any] | None = None
+    if settings.federated.enabled:
+        from tasks.federated import steps as fed_steps
+
+        federated = fed_steps.federate(splits, settings, initial)
+        model = federated["model"]
+        stages.append("federate")
+    else:
+        model = model_steps.train_model(splits, settings, initial)
+        stages.append("train")
+
+    # Harden
+    hardening: dict[str, Any] | None = None
+    if settings.adversarial.enabled:
+        from tasks.adversarial import steps as adv_steps
+
+        hardening = adv_steps.harden_model(model, splits, schema, settings)
+        model = hardening["model"]
+        stages.append("harden")
+
+    # Evaluate: candidate and champion on the same test split
+    evaluation = model_steps.evaluate_model(model, splits, settings, "candidate")
+    metrics = dict(evaluation["metrics"])
+    champion_metrics = None
+    champion_model = None
+    if champion is not None:
+        champion_model = model_steps.load_champion_model(settings, champion)
+        if champion_model.spec["in_shape"] == model.spec["in_shape"]:
+            champion_metrics = dict(model_steps.evaluate_model(champion_model, splits, settings, "champion")["metrics"])
+    robust: dict[str, Any] | None = None
+    champion_robust: dict[str, Any] | None = None
+    if settings.adversarial.enabled:
+        from tasks.adversarial import steps as adv_steps
+
+        robust = adv_steps.robust_evaluate(model, splits, schema, settings, "candidate")
+        metrics.update(robust["metrics"])
+        if champion_metrics is not None:
+            champion_robust = adv_steps.robust_evaluate(champion_model, splits, schema, settings, "champion")
+            champion_metrics.update(champion_robust["metrics"])
+    stages.append("evaluate")
+
+    # Gate
+    if settings.adversarial.enabled:
+        decision = adv_steps.robustness_gate(robust, champion_robust, champion_metrics, settings)
+    else:
+        decision = model_steps.accuracy_gate(metrics, champion_metrics, settings)
+    log.info("gate: %s (%s)", "promote" if decision["promote"] else "keep champion", decision["reason"])
+
+    # Register
+    extras = {"best_config": best_config, "stages": stages, "trigger": inputs.trigger,
+              "history": model.history, "extra_batches": inputs.extra_batches,
+              "federated": federated and federated.get("summary"),
+              "hardening": hardening and hardening.get("summary"),
+              "robust_evaluation": robust and robust.get("summary"), "gate": decision}
+    registered = model_steps.register_candidate(settings, model, schema, splits, metrics, extras,
+                                                parent=champion, trigger=inputs.trigger)
+    promoted = None
+    if decision["promote"]:
+        promoted = model_steps.promote_version(settings, registered["version"], decision["reason"])
+        stages.append("promote")
+    stages.append("register")
+
+    summary = _summary(settings, registered, metrics, champion, champion_metrics, decision, stages)
+    publish_table("training-metrics", [{"metric": k, "candidate": round(float(v), 6),
+                                        "champion": (round(float(champion_metrics[k]), 6)
+                                                     if champion_metrics and k in champion_metrics else None)}
+                                       for k, v in metrics.items() if isinstance(v, (int, float))],
+                  "Candidate vs champion on the same test split")
+    publish_markdown("training-summary", summary, "What this run did and where its artifacts are")
+    return {"run_id": registered["run_id"], "version": registered["version"], "promoted": promoted is not None,
+            "metrics": metrics, "champion_metrics": champion_metrics, "decision": decision, "stages": stages,
+            "manifest_uri": registered["manifest_uri"], "summary": summary, "best_config": best_config}
+
+
+def _summary(settings: Settings, registered: dict, metrics: dict, champion: dict | None,
+             champion_metrics: dict | None, decision: dict, stages: list[str]) -> str:
+    lines = [f"# driftloop run `{registered['run_id']}`", "",
+             f"* model **{settings.registry.model_name}** version **{registered['version']}**",
+             f"* stages: {' -> '.join(stages)}",
+             f"* decision: **{'promoted to champion' if decision['promote'] else 'champion kept'}**: {decision['reason']}",
+             f"* previous champion: {('version ' + str(champion['version'])) if champion else 'none'}",
+             f"* manifest: `{registered['manifest_uri']}`", "", "| metric | candidate | champion |", "|---|---|---|"]
+    for k, v in metrics.items():
+        if isinstance(v, (int, float)):
+            c = champion_metrics.get(k) if champion_metrics else None
+            lines.append(f"| {k} | {v:.4f} | {'' if c is None else f'{c:.4f}'} |")
+    lines += ["", "Stored artifacts:", ""]
+    lines += [f"* `{name}`: `{uri}`" for name, uri in registered.get("artifacts", {}).items()]
+    return "\n".join(lines)

@@ -1,0 +1,74 @@
+"""Storing a candidate with its provenance, registering it, and the plain accuracy gate."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tasks.data.schema import Schema
+from tasks.data.sources import Splits, fingerprint
+from tasks.models.report import learning_curve_png
+from tasks.models.trained import TrainedModel
+from tasks.settings import Settings
+from tasks.store.artifacts import ArtifactStore
+from tasks.store.registry import ModelRegistry
+
+
+def open_registry(settings: Settings) -> tuple[ArtifactStore, ModelRegistry]:
+    store = ArtifactStore.from_config(settings.store)
+    return store, ModelRegistry(store, settings.registry.model_name)
+
+
+def load_schema(store: ArtifactStore, record: dict) -> Schema:
+    """The schema stored with a registered version (sha256-verified)."""
+    return Schema.from_json(store.get_bytes(record["run_id"], "schema.json"))
+
+
+def load_trained(store: ArtifactStore, record: dict) -> TrainedModel:
+    """A registered version as a TrainedModel (spec + verified safetensors weights)."""
+    spec = json.loads(store.get_bytes(record["run_id"], "model.json"))
+    return TrainedModel(spec, store.get_bytes(record["run_id"], "model.safetensors"), {}, origin="champion")
+
+
+def accuracy_decision(metrics: dict, champion_metrics: dict | None, tolerance: float) -> dict[str, Any]:
+    """Promote when there is no champion, or the candidate's test accuracy >= champion's - tolerance."""
+    if champion_metrics is None:
+        return {"promote": True, "reason": "no champion yet (or not comparable): the first model becomes champion"}
+    c, ch = metrics["test_accuracy"], champion_metrics["test_accuracy"]
+    if c >= ch - tolerance:
+        return {"promote": True, "reason": f"test accuracy {c:.4f} >= champion {ch:.4f} - tolerance {tolerance}"}
+    return {"promote": False, "reason": f"test accuracy {c:.4f} < champion {ch:.4f} - tolerance {tolerance}"}
+
+
+def register_candidate(store: ArtifactStore, registry: ModelRegistry, settings: Settings, model: TrainedModel,
+                       schema: Schema, splits: Splits, metrics: dict, extras: dict,
+                       parent: dict | None, trigger: dict) -> dict[str, Any]:
+    """Write weights, architecture, schema, metrics and plots under one run prefix, publish the
+    manifest last, then add a registry version pointing at that run."""
+    with store.begin_run("training") as w:
+        w.put_bytes("model.safetensors", model.weights)
+        w.put_json("model.json", model.spec)
+        w.put_bytes("schema.json", schema.to_json().encode())
+        w.put_json("metrics.json", metrics)
+        if model.history.get("epoch"):
+            w.put_json("history.json", model.history)
+            w.put_bytes("learning_curve.png", learning_curve_png(model.history))
+        data_fp = {"train": fingerprint(splits.train), "val": fingerprint(splits.val), "test": fingerprint(splits.test)}
+        manifest = w.commit({
+            "kind": "training",
+            "config": settings.resolved(),
+            "seed": settings.seed,
+            "data_fingerprint": data_fp,
+            "metrics": metrics,
+            "parent": ({"model": settings.registry.model_name, "version": parent["version"], "run_id": parent["run_id"]}
+                       if parent else None),
+            "trigger": trigger,
+            "extra": extras,
+        })
+    lineage = {"parent_version": parent["version"] if parent else None, "trigger": trigger,
+               "stages": extras.get("stages"), "data_fingerprint": data_fp}
+    version = registry.register(w.run_id, metrics, lineage=lineage)
+    names = sorted(manifest["objects"]) + ["manifest.json"]
+    return {"run_id": w.run_id, "version": version,
+            "manifest_uri": store.url(w.run_id, "manifest.json"),
+            "artifacts": {n: store.url(w.run_id, n) for n in names}}

@@ -1,0 +1,47 @@
+"""Publishing results where users look: Prefect UI artifacts (tables, markdown, images).
+
+This is Prefect-layer code (pure modules never import it). Images are embedded as ``data:`` URIs,
+so they show without a web server for the store; the stored PNG's key is named beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any, Sequence
+
+from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
+from prefect.context import FlowRunContext, TaskRunContext
+
+
+def _key(key: str) -> str:
+    # Artifact keys: lowercase letters, numbers and dashes only.
+    return re.sub(r"[^a-z0-9-]+", "-", key.lower()).strip("-")[:100]
+
+
+def in_prefect_run() -> bool:
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
+def publish_table(key: str, rows: Sequence[dict[str, Any]], description: str = "") -> None:
+    if in_prefect_run():
+        create_table_artifact(table=[dict(r) for r in rows], key=_key(key), description=description)
+
+
+def publish_markdown(key: str, markdown: str, description: str = "") -> None:
+    if in_prefect_run():
+        create_markdown_artifact(markdown=markdown, key=_key(key), description=description)
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def publish_image(key: str, png: bytes, description: str = "") -> None:
+    """An image artifact (data URI) plus a markdown artifact showing the same picture inline."""
+    if not in_prefect_run():
+        return
+    uri = png_data_uri(png)
+    create_image_artifact(image_url=uri, key=_key(key), description=description)
+    create_markdown_artifact(markdown=f"### {description or key}\n\n![{key}]({uri})\n", key=_key(key + "-md"),
+                             description=description)
