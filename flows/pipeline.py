@@ -12,6 +12,7 @@ from typing import Any
 from prefect import get_run_logger
 
 from tasks.data import steps as data_steps
+from tasks.data.sources import concat_datasets
 from tasks.models import steps as model_steps
 from tasks.models.trained import TrainedModel
 from tasks.settings import Settings
@@ -36,17 +37,20 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
     # Load
     champion = model_steps.get_champion(settings)
     ref_schema = model_steps.champion_schema(settings, champion) if champion else None
-    dataset = data_steps.load_data(settings)
-    for uri in inputs.extra_batches:
-        # Each added batch must pass the champion's (or the dataset's) schema; a bad one is quarantined.
-        batch = data_steps.validate_or_quarantine(uri, ref_schema or data_steps.infer_schema_task(dataset),
-                                                  settings)
-        dataset = data_steps.concat_datasets(dataset, batch)
-    splits = data_steps.split_data(dataset, settings)
+    dataset = data_steps.load_data(settings.data, settings.store)
 
-    # Validate
+    # Validate: against the champion's schema when there is one, else the schema of this data's
+    # training split (which still catches NaN/inf, bad labels, duplicates, unreadable files).
+    own_schema = data_steps.infer_schema_task(data_steps.split_data(dataset, settings.seed, settings.data).train)
+    dataset = data_steps.validate_or_quarantine(dataset, ref_schema or own_schema, settings.data.validation,
+                                                settings.store, label_column=settings.data.label_column).dataset
+    for uri in inputs.extra_batches:
+        # Each added batch must pass too; a bad one is quarantined and the run stops.
+        batch = data_steps.validate_or_quarantine(uri, ref_schema or own_schema, settings.data.validation,
+                                                  settings.store, label_column=settings.data.label_column)
+        dataset = concat_datasets(dataset, batch.dataset)
+    splits = data_steps.split_data(dataset, settings.seed, settings.data)
     schema = data_steps.infer_schema_task(splits.train)
-    data_steps.validate_or_quarantine(dataset, ref_schema or schema, settings)
     stages.append("validate")
 
     # Tune
@@ -120,11 +124,11 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
               "robust_evaluation": robust and robust.get("summary"), "gate": decision}
     registered = model_steps.register_candidate(settings, model, schema, splits, metrics, extras,
                                                 parent=champion, trigger=inputs.trigger)
+    stages.append("register")
     promoted = None
     if decision["promote"]:
         promoted = model_steps.promote_version(settings, registered["version"], decision["reason"])
         stages.append("promote")
-    stages.append("register")
 
     summary = _summary(settings, registered, metrics, champion, champion_metrics, decision, stages)
     publish_table("training-metrics", [{"metric": k, "candidate": round(float(v), 6),

@@ -179,3 +179,11 @@ def to_npz_bytes(ds: Dataset) -> bytes:
     buf = io.BytesIO()
     np.savez_compressed(buf, x=ds.x, y=ds.y)
     return buf.getvalue()
+
+
+def concat_datasets(a: Dataset, b: Dataset) -> Dataset:
+    """Rows of ``a`` then ``b`` (same sample shape); used to add labelled drifted batches to training data."""
+    if a.sample_shape != b.sample_shape:
+        raise DataError(f"cannot add {b.name} (samples {b.sample_shape}) to {a.name} (samples {a.sample_shape})")
+    return Dataset(np.concatenate([a.x, b.x.astype(a.x.dtype, copy=False)]), np.concatenate([a.y, b.y]),
+                   f"{a.name}+{b.name}", a.feature_names, dict(a.meta))

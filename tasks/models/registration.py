@@ -55,12 +55,11 @@ def register_candidate(store: ArtifactStore, registry: ModelRegistry, settings: 
             w.put_bytes("learning_curve.png", learning_curve_png(model.history))
         data_fp = {"train": fingerprint(splits.train), "val": fingerprint(splits.val), "test": fingerprint(splits.test)}
         manifest = w.commit({
-            "kind": "training",
             "config": settings.resolved(),
             "seed": settings.seed,
             "data_fingerprint": data_fp,
             "metrics": metrics,
-            "parent": ({"model": settings.registry.model_name, "version": parent["version"], "run_id": parent["run_id"]}
+            "parent_model": ({"model": settings.registry.model_name, "version": parent["version"], "run_id": parent["run_id"]}
                        if parent else None),
             "trigger": trigger,
             "extra": extras,
@@ -70,5 +69,5 @@ def register_candidate(store: ArtifactStore, registry: ModelRegistry, settings: 
     version = registry.register(w.run_id, metrics, lineage=lineage)
     names = sorted(manifest["objects"]) + ["manifest.json"]
     return {"run_id": w.run_id, "version": version,
-            "manifest_uri": store.url(w.run_id, "manifest.json"),
-            "artifacts": {n: store.url(w.run_id, n) for n in names}}
+            "manifest_uri": store.object_url(w.run_id, "manifest.json"),
+            "artifacts": {n: store.object_url(w.run_id, n) for n in names}}
