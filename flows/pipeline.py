@@ -42,7 +42,9 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
     # Validate: against the champion's schema when there is one, else the schema of this data's
     # training split (which still catches NaN/inf, bad labels, duplicates, unreadable files).
     own_schema = data_steps.infer_schema_task(data_steps.split_data(dataset, settings.seed, settings.data).train)
-    dataset = data_steps.validate_or_quarantine(dataset, ref_schema or own_schema, settings.data.validation,
+    # A file source is validated from its raw bytes, so a failing file is quarantined byte for byte.
+    source = dataset if settings.data.source == "digits" else settings.data.source
+    dataset = data_steps.validate_or_quarantine(source, ref_schema or own_schema, settings.data.validation,
                                                 settings.store, label_column=settings.data.label_column).dataset
     for uri in inputs.extra_batches:
         # Each added batch must pass too; a bad one is quarantined and the run stops.
