@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import get_run_logger
+
 
 from tasks.data import steps as data_steps
 from tasks.data.sources import concat_datasets
 from tasks.models import steps as model_steps
 from tasks.models.trained import TrainedModel
 from tasks.settings import Settings
-from tasks.ui import publish_markdown, publish_table
+from tasks.ui import publish_markdown, publish_table, run_logger
 
 
 @dataclass
@@ -31,7 +31,7 @@ class PipelineInputs:
 
 
 def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
-    log = get_run_logger()
+    log = run_logger()
     stages: list[str] = []
 
     # Load

@@ -45,3 +45,15 @@ def publish_image(key: str, png: bytes, description: str = "") -> None:
     create_image_artifact(image_url=uri, key=_key(key), description=description)
     create_markdown_artifact(markdown=f"### {description or key}\n\n![{key}]({uri})\n", key=_key(key + "-md"),
                              description=description)
+
+
+def run_logger():
+    """Prefect's run logger inside a flow/task run; a plain ``driftloop`` logger outside one
+    (so the same code runs when a benchmark or test calls the functions directly)."""
+    if in_prefect_run():
+        from prefect import get_run_logger
+
+        return get_run_logger()
+    import logging
+
+    return logging.getLogger("driftloop")

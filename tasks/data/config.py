@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from tasks.config_base import Section
@@ -9,8 +11,17 @@ from tasks.config_base import Section
 
 class ValidationConfig(Section):
     enabled: bool = True
-    # A feature is out of range when it leaves [min - tol*span, max + tol*span] of the training data.
-    range_tolerance: float = Field(0.0, ge=0.0)
+    # Which range a value is checked against. "feature": each feature's own training [min, max]
+    # (tabular columns with their own units); "overall": the training data's overall
+    # [value_min, value_max] (images: every pixel shares one domain, and an edge pixel that never
+    # lit up in training must not fail a clean batch); "auto": "overall" when samples have more
+    # than one axis (e.g. (1, 8, 8)), else "feature".
+    range_scope: Literal["auto", "feature", "overall"] = "auto"
+    # A value is out of range when it leaves [min - tol*span, max + tol*span] of that range.
+    # None: 0.0 for the overall scope (the domain is exact, e.g. pixels in [0, 1]) and 0.25 for
+    # the per-feature scope (a continuous column's held-out extremes routinely pass its training
+    # extremes by a little; a quarter of the span still catches unit and scale errors).
+    range_tolerance: float | None = Field(None, ge=0.0)
     # Gross shift: |batch mean - train mean| / train std, averaged over features, above this fails.
     max_mean_shift: float = Field(3.0, gt=0.0)
     # Minimum batch size for the shift rule to apply (tiny batches have noisy means).
@@ -18,6 +29,12 @@ class ValidationConfig(Section):
     # Share of exactly duplicated rows tolerated inside a batch (digits has a few true duplicates).
     max_duplicate_fraction: float = Field(0.05, ge=0.0, le=1.0)
     max_examples: int = Field(5, ge=1, description="examples listed per violated rule in a report")
+
+    def tolerance_for(self, scope: str) -> float:
+        """The range tolerance that applies to ``scope`` ("feature" or "overall")."""
+        if self.range_tolerance is not None:
+            return self.range_tolerance
+        return 0.0 if scope == "overall" else 0.25
 
 
 class DataConfig(Section):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data.sources import Splits
 from tasks.models.report import learning_curve_png, metrics_rows
 from tasks.models.trained import TrainedModel, evaluate_candidate, num_classes_of, train_candidate
 from tasks.settings import Settings
-from tasks.ui import publish_image, publish_table
+from tasks.ui import publish_image, publish_table, run_logger
 
 
 def _progress(total: int, label: str):
@@ -28,7 +28,7 @@ def _progress(total: int, label: str):
 @task(name="train", cache_policy=NO_CACHE)
 def train_model(splits: Splits, settings: Settings, initial: TrainedModel | None = None) -> TrainedModel:
     """Train on the training split, validating every epoch; learning curve published as an image."""
-    log = get_run_logger()
+    log = run_logger()
     k = num_classes_of(splits.train.y, splits.val.y, splits.test.y)
     bar = _progress(settings.training.epochs, "training")
     tid = bar.add_task("train", total=settings.training.epochs, info="") if bar else None
