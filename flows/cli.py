@@ -197,6 +197,9 @@ def models_rollback(to: Optional[int] = typer.Option(None, "--to", help="Version
     _print_json(entry)
 
 
+from flows.cli_ops import register; register(app)  # noqa: E402,E702
+
+
 def main() -> None:
     # Quiet, local defaults for a laptop run; a user's own settings win.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -42,10 +42,13 @@ def accuracy_decision(metrics: dict, champion_metrics: dict | None, tolerance: f
 
 def register_candidate(store: ArtifactStore, registry: ModelRegistry, settings: Settings, model: TrainedModel,
                        schema: Schema, splits: Splits, metrics: dict, extras: dict,
-                       parent: dict | None, trigger: dict) -> dict[str, Any]:
-    """Write weights, architecture, schema, metrics and plots under one run prefix, publish the
-    manifest last, then add a registry version pointing at that run."""
+                       parent: dict | None, trigger: dict,
+                       extra_files: dict[str, bytes] | None = None) -> dict[str, Any]:
+    """Write weights, architecture, schema, metrics, plots and ``extra_files`` (the drift reference)
+    under one run prefix, publish the manifest last, then add a registry version pointing at that run."""
     with store.begin_run("training") as w:
+        for name, data in (extra_files or {}).items():
+            w.put_bytes(name, data)
         w.put_bytes("model.safetensors", model.weights)
         w.put_json("model.json", model.spec)
         w.put_bytes("schema.json", schema.to_json().encode())

@@ -97,15 +97,18 @@ def accuracy_gate(metrics: dict, champion_metrics: dict | None, settings: Settin
 
 @task(name="register", **_IO)
 def register_candidate(settings: Settings, model: TrainedModel, schema, splits: Splits, metrics: dict,
-                       extras: dict, parent: dict | None, trigger: dict) -> dict:
+                       extras: dict, parent: dict | None, trigger: dict,
+                       extra_files: dict[str, bytes] | None = None) -> dict:
     from tasks.models.registration import open_registry, register_candidate as _register
 
     store, registry = open_registry(settings)
-    return _register(store, registry, settings, model, schema, splits, metrics, extras, parent, trigger)
+    return _register(store, registry, settings, model, schema, splits, metrics, extras, parent, trigger, extra_files)
 
 
 @task(name="promote", **_IO)
-def promote_version(settings: Settings, version: int, reason: str) -> dict:
+def promote_version(settings: Settings, version: int, reason: str, expected_champion: int | None) -> dict:
+    """Promote ``version`` only if the champion is still the one the gate compared against
+    (a concurrent promotion in between makes this fail with RegistryError instead of overwriting it)."""
     from tasks.models.registration import open_registry
 
-    return open_registry(settings)[1].promote(version, reason)
+    return open_registry(settings)[1].promote(version, reason, expected_champion=expected_champion)

@@ -16,8 +16,12 @@ class StoreConfig(Section):
     # None: the standard AWS credential chain (env, ~/.aws, instance profile).
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
+    # Temporary (STS) credentials only; None otherwise.
+    session_token: SecretStr | None = None
     # Multipart threshold/chunk for large uploads, bytes.
     multipart_chunk_bytes: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    # Parallel part uploads/downloads per transfer (boto3 TransferConfig.max_concurrency).
+    max_concurrency: int = Field(10, ge=1, le=64)
     max_attempts: int = Field(5, ge=1, description="retries for transient S3 errors")
 
 

@@ -142,14 +142,26 @@ def start_seaweedfs(data_dir: str | os.PathLike, access_key: str = DEFAULT_ACCES
     idents.update(extra_identities or {})
     cfg_path = data_dir / "s3-identities.json"
     cfg_path.write_text(json.dumps(identities_config(idents)))
+    # SeaweedFS makes every bucket its own collection and grows 7 volumes for each by default:
+    # with -volume.max volumes in all, a test session that creates a fresh bucket per test ran out
+    # after ~7 buckets ("No writable volumes and no free volumes left", HTTP 500). One volume per
+    # growth step is plenty for development and tests. `weed` reads master.toml from its cwd.
+    (data_dir / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\ncopy_2 = 1\ncopy_3 = 1\n"
+                                          "copy_other = 1\n")
     log_path = data_dir / "weed.log"
     cmd = [weed_binary(), "server", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
            f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-           "-s3", f"-s3.port={s3}", f"-s3.config={cfg_path}", "-master.volumeSizeLimitMB=512",
-           "-volume.max=50", "-filer"]
+           "-s3", f"-s3.port={s3}", f"-s3.config={cfg_path}",
+           "-master.volumeSizeLimitMB=512",
+           "-volume.max=200", "-filer",
+           # 4.48 also opens Iceberg (8181) and Lance (9101) listeners on FIXED ports: a second
+           # server on the machine (parallel test sessions) died with "address already in use".
+           "-s3.port.iceberg=0", "-s3.port.lance=0",
+           # no usage reports to telemetry.seaweedfs.com from dev/test servers
+           "-master.telemetry=false"]
     log = open(log_path, "ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, cwd=data_dir)
     server = SeaweedServer(proc, data_dir, s3, access_key, secret_key, log_path,
                            {"master": master, "volume": volume, "filer": filer, "s3": s3})
     deadline = time.time() + timeout

@@ -1,0 +1,161 @@
+"""Artifact-store throughput against plain boto3, on a real SeaweedFS started for the run.
+
+Uploads and downloads one object (100 MB; 20 MB with --quick) several times, two ways in the same
+run, alternating which goes first in each repetition:
+
+* store:    ``RunWriter.put_file`` + ``commit`` (sha256 of the file, manifest written last) and
+            ``ArtifactStore.get_file`` (manifest read, download, sha256 verified before the rename);
+* baseline: ``boto3`` ``upload_file`` / ``download_file`` of the same file with the same
+            ``TransferConfig`` (multipart chunk size and concurrency from StoreConfig's defaults).
+
+Reports median MB/s of each and the ratio store/baseline (goal: >= 0.9), writes
+benchmarks/results/store_throughput.json and stops the server.
+
+    .venv/bin/python benchmarks/store_throughput.py [--quick] [--reps N] [--mb N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from tasks.store.artifacts import ArtifactStore, package_versions  # noqa: E402
+from tasks.store.backends import open_backend  # noqa: E402
+from tasks.store.config import StoreConfig  # noqa: E402
+from tasks.store.seaweed import start_seaweedfs  # noqa: E402
+
+SEED = 1337
+GOAL = 0.9
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="20 MB, 3 repetitions")
+    ap.add_argument("--mb", type=int, default=None, help="object size in MB (default 100, quick 20)")
+    ap.add_argument("--reps", type=int, default=None, help="repetitions (default 5, quick 3)")
+    args = ap.parse_args()
+    mb = args.mb or (20 if args.quick else 100)
+    reps = args.reps or (3 if args.quick else 5)
+
+    work = Path(tempfile.mkdtemp(prefix="driftloop-bench-store-"))
+    server = start_seaweedfs(work / "seaweedfs")
+    try:
+        bucket = "bench-store"
+        server.create_bucket(bucket)
+        cfg = StoreConfig(uri=f"s3://{bucket}/store", endpoint_url=server.endpoint_url, region="us-east-1",
+                          access_key_id=server.access_key, secret_access_key=server.secret_key)
+        backend = open_backend(cfg)
+        client, transfer = backend.client, backend.transfer_config  # same client settings and TransferConfig
+
+        src = work / "blob.bin"
+        rng = np.random.default_rng(SEED)
+        src.write_bytes(rng.integers(0, 256, size=mb * 1_000_000, dtype=np.uint8).tobytes())
+        size = src.stat().st_size
+
+        def store_upload(i):
+            store = ArtifactStore.from_config(cfg)
+            with store.begin_run("bench") as w:
+                w.put_file("blob.bin", src)
+                return w.commit({"metrics": {"rep": i}})["run_id"]
+
+        def store_download(run_id, dest):
+            ArtifactStore.from_config(cfg).get_file(run_id, "blob.bin", dest)
+
+        def plain_upload(i):
+            key = f"plain/{i}/blob.bin"
+            client.upload_file(str(src), bucket, key, Config=transfer)
+            return key
+
+        def plain_download(key, dest):
+            client.download_file(bucket, key, str(dest), Config=transfer)
+
+        def timed(fn, *a):
+            t0 = time.perf_counter()
+            out = fn(*a)
+            return time.perf_counter() - t0, out
+
+        # one untimed warm-up of each path (connection pool, volume growth for the collection)
+        run_id = store_upload(-1)
+        key = plain_upload(-1)
+        times = {m: {"upload": [], "download": []} for m in ("store", "baseline")}
+        for i in range(reps):
+            order = ("baseline", "store") if i % 2 == 0 else ("store", "baseline")
+            for method in order:
+                dest = work / f"dl-{method}-{i}.bin"
+                if method == "store":
+                    tu, run_id = timed(store_upload, i)
+                    td, _ = timed(store_download, run_id, dest)
+                else:
+                    tu, key = timed(plain_upload, i)
+                    td, _ = timed(plain_download, key, dest)
+                assert dest.stat().st_size == size
+                dest.unlink()
+                times[method]["upload"].append(tu)
+                times[method]["download"].append(td)
+            print(f"rep {i}: " + ", ".join(f"{m} up {times[m]['upload'][-1]:.2f}s down {times[m]['download'][-1]:.2f}s"
+                                           for m in order), flush=True)
+
+        def mbps(seconds):
+            return size / 1e6 / statistics.median(seconds)
+
+        summary = {}
+        for direction in ("upload", "download"):
+            s, b = mbps(times["store"][direction]), mbps(times["baseline"][direction])
+            summary[direction] = {"store_MBps": round(s, 1), "baseline_MBps": round(b, 1), "ratio": round(s / b, 3)}
+        total = {m: statistics.median([u + d for u, d in zip(times[m]["upload"], times[m]["download"])])
+                 for m in times}
+        summary["round_trip"] = {"store_s": round(total["store"], 3), "baseline_s": round(total["baseline"], 3),
+                                 "ratio": round(total["baseline"] / total["store"], 3)}
+        ok = all(summary[d]["ratio"] >= GOAL for d in ("upload", "download", "round_trip"))
+
+        result = {
+            "benchmark": "store_throughput",
+            "command": " ".join([Path(sys.executable).name] + sys.argv),
+            "seed": SEED,
+            "object_bytes": size,
+            "repetitions": reps,
+            "order": "alternating (baseline first on even repetitions)",
+            "statistic": "median",
+            "transfer_config": {"multipart_chunk_bytes": cfg.multipart_chunk_bytes,
+                                "max_concurrency": cfg.max_concurrency},
+            "results": summary,
+            "goal": f"store >= {GOAL} x plain boto3 throughput",
+            "goal_met": ok,
+            "seconds": times,
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                        "python": platform.python_version()},
+            "versions": {**package_versions(), "seaweedfs": "4.48"},
+        }
+        out = ROOT / "benchmarks" / "results" / "store_throughput.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+        print(f"\n{size / 1e6:.0f} MB object, {reps} repetitions, medians (SeaweedFS on 127.0.0.1):")
+        for direction in ("upload", "download"):
+            r = summary[direction]
+            print(f"  {direction:8s} store {r['store_MBps']:7.1f} MB/s  boto3 {r['baseline_MBps']:7.1f} MB/s  "
+                  f"ratio {r['ratio']:.3f}")
+        r = summary["round_trip"]
+        print(f"  round trip store {r['store_s']:.2f}s  boto3 {r['baseline_s']:.2f}s  ratio {r['ratio']:.3f}")
+        print(f"goal (>= {GOAL}): {'met' if ok else 'NOT met'}; wrote {out.relative_to(ROOT)}")
+        return 0
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

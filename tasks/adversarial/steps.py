@@ -1,0 +1,84 @@
+"""Prefect tasks of the harden stage: each calls one pure function and publishes its artifacts.
+
+Plots: Prefect 3.8.8's ``create_image_artifact(image_url=...)`` only stores a URL, so it needs the
+PNG to be served from somewhere the UI can reach. The plots are instead embedded in markdown
+artifacts as ``data:image/png;base64`` URIs (a few tens of kB each), which keeps every artifact
+self-contained; the same PNG bytes are returned for the flow to store with the run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from torch import nn
+
+from tasks.adversarial.evaluation import RobustEvaluation, evaluate_with_config
+from tasks.adversarial.gate import GateDecision, robustness_gate as decide
+from tasks.adversarial.report import (curve_plot, curve_rows, evaluation_markdown, gate_markdown, history_markdown,
+                                      history_plot, history_rows)
+from tasks.adversarial.training import HardenResult, adversarial_train
+from tasks.data.sources import Dataset
+from tasks.models.train import select_device
+from tasks.seeding import derive_seed
+from tasks.settings import Settings
+
+
+@dataclass
+class Hardened:
+    result: HardenResult
+    plot_png: bytes | None      # Figure-2-like natural vs adversarial accuracy per epoch
+
+
+@dataclass
+class Evaluated:
+    evaluation: RobustEvaluation
+    plot_png: bytes             # accuracy vs epsilon
+
+
+def _key(text: str) -> str:
+    # Prefect artifact keys allow only lowercase letters, digits and dashes.
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "model"
+
+
+# Models and arrays are not hashable inputs: no caching.
+@task(name="harden-model", cache_policy=NO_CACHE)
+def harden_model(model: nn.Module, train: Dataset, val: Dataset, settings: Settings, lo, hi,
+                 num_classes: int, key_prefix: str = "harden") -> Hardened:
+    """Adversarially fine-tune ``model`` in place (mode from ``settings.adversarial``); publish the
+    per-epoch history as a table and a markdown artifact with the Figure-2-like plot."""
+    res = adversarial_train(model, train.x, train.y, val.x, val.y, settings.adversarial, settings.training,
+                            derive_seed(settings.seed, "harden"), lo, hi, num_classes)
+    png = history_plot(res) if res.history else None
+    key_prefix = _key(key_prefix)
+    create_table_artifact(history_rows(res), key=f"{key_prefix}-history", description="natural and robust accuracy per epoch")
+    create_markdown_artifact(history_markdown(res, png), key=f"{key_prefix}-curves", description="adversarial fine-tuning")
+    return Hardened(res, png)
+
+
+@task(name="robust-evaluate", cache_policy=NO_CACHE)
+def robust_evaluate(model: nn.Module, test: Dataset, settings: Settings, lo, hi, num_classes: int,
+                    label: str = "candidate") -> Evaluated:
+    """Accuracy-vs-epsilon curve and sanity checks on ``test``; published as a table and markdown."""
+    ev = evaluate_with_config(model, test.x, test.y, settings.adversarial, lo, hi, num_classes,
+                              derive_seed(settings.seed, "robust-eval"), select_device(settings.training.device),
+                              label=label)
+    png = curve_plot([ev])
+    slug = _key(label)
+    create_table_artifact(curve_rows(ev), key=f"robust-curve-{slug}", description=f"accuracy vs epsilon ({label})")
+    create_markdown_artifact(evaluation_markdown(ev, png), key=f"robust-eval-{slug}",
+                             description=f"robust evaluation ({label}): {'reliable' if ev.reliable else 'UNRELIABLE'}")
+    return Evaluated(ev, png)
+
+
+@task(name="robustness-gate", cache_policy=NO_CACHE)
+def robustness_gate(candidate: RobustEvaluation, champion: RobustEvaluation | dict | None,
+                    settings: Settings) -> GateDecision:
+    """Promote or keep the champion (tasks.adversarial.gate); the decision as a markdown artifact."""
+    decision = decide(candidate, champion, settings.adversarial.clean_tolerance)
+    create_markdown_artifact(gate_markdown(decision), key="robustness-gate",
+                             description="promote" if decision.promote else "keep champion")
+    return decision

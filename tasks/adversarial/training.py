@@ -1,0 +1,187 @@
+"""Adversarial training: regular PGD-k (Madry et al. 2017), delayed (Gupta et al. 2020), fast
+FGSM with random start (Wong et al. 2020), and natural training as the baseline.
+
+Madry et al. train on the inner maximisation's solution, ``min_theta E[max_{delta in S}
+L(theta, x + delta, y)]``, found by PGD-k: each step costs k+1 forward/backward passes instead
+of 1. Delayed adversarial training (DAT) observes that adversarial examples made against the
+fast-changing early parameters help little, so it trains naturally for the first
+``switch_epoch`` epochs and adversarially afterwards, saving roughly
+``switch/epochs * k/(k+1)`` of the cost. Fast adversarial training replaces PGD-k by one FGSM
+step of 1.25 * epsilon from a uniform random start (2 passes per batch).
+
+``mix_ratio`` makes that share of every batch adversarial (the rest stays natural), as in
+Goodfellow et al.'s mixed objective. Natural epochs go through ``tasks.models.train.train_one_epoch``
+unchanged; adversarial epochs need the attack between the batch and the update, so they run their
+own loop over the same ``batches`` iterator, with the same seeded order and optimiser.
+
+Gradient evaluations (one forward plus one backward pass over a mini-batch) are counted so that
+the benchmark can compare the modes' cost independently of the machine.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from tasks.adversarial.attacks import check_input_range, fast_fgsm, pgd
+from tasks.adversarial.config import AdversarialConfig
+from tasks.adversarial.evaluation import attack_accuracy
+from tasks.models.config import TrainingConfig
+from tasks.models.train import batches, evaluate, make_optimizer, select_device, train_one_epoch
+from tasks.seeding import derive_seed
+
+
+@dataclass
+class EpochRecord:
+    epoch: int                  # 0: before fine-tuning
+    phase: str                  # "start", "natural" or "adversarial"
+    train_loss: float | None
+    natural_accuracy: float
+    robust_accuracy: float
+    grad_passes: int            # cumulative forward+backward passes over mini-batches
+    example_grads: int          # cumulative per-example forward+backward passes
+    train_seconds: float        # cumulative training time (history evaluation excluded)
+
+
+@dataclass
+class HardenResult:
+    mode: str
+    norm: str
+    epsilon: float
+    epochs: int
+    switch_epoch: int           # natural epochs before the first adversarial one
+    history: list[EpochRecord] = field(default_factory=list)
+    grad_passes: int = 0
+    example_grads: int = 0
+    train_seconds: float = 0.0
+    train_cpu_seconds: float = 0.0  # process CPU time of training: less sensitive to a busy machine
+    eval_seconds: float = 0.0
+    history_samples: int = 0
+
+    @property
+    def final(self) -> EpochRecord | None:
+        return self.history[-1] if self.history else None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_inputs(train_x, train_y, val_x, val_y, cfg: AdversarialConfig, lo, hi, num_classes: int) -> None:
+    if len(train_y) == 0 or len(train_x) != len(train_y):
+        raise ValueError(f"adversarial training: need matching non-empty x and y, got {len(train_x)} and {len(train_y)}")
+    if len(val_x) != len(val_y):
+        raise ValueError(f"adversarial training: validation x and y differ in length ({len(val_x)} vs {len(val_y)})")
+    if num_classes < 2:
+        raise ValueError(f"adversarial training: num_classes must be >= 2, got {num_classes}")
+    if int(train_y.max()) >= num_classes or int(train_y.min()) < 0:
+        raise ValueError(f"adversarial training: labels must lie in [0, {num_classes}), got "
+                         f"{int(train_y.min())}..{int(train_y.max())}")
+    # The config validates itself when loaded; re-check here for configs built without validation.
+    if not cfg.epsilon >= 0 or not cfg.step_size > 0 or cfg.steps < 1:
+        raise ValueError(f"adversarial: need epsilon >= 0, step_size > 0, steps >= 1; got "
+                         f"{cfg.epsilon}, {cfg.step_size}, {cfg.steps}")
+    if cfg.switch_epoch_resolved() > cfg.epochs:
+        raise ValueError(f"adversarial.switch_epoch={cfg.switch_epoch_resolved()} is beyond the budget of "
+                         f"{cfg.epochs} epochs")
+    check_input_range(train_x, lo, hi, what="training data")
+    if len(val_y):
+        check_input_range(val_x, lo, hi, what="validation data")
+
+
+def adversarial_train(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
+                      val_y: np.ndarray, cfg: AdversarialConfig, training: TrainingConfig, seed: int, lo, hi,
+                      num_classes: int, track_history: bool = True,
+                      on_epoch: Callable[[EpochRecord], None] | None = None) -> HardenResult:
+    """Train ``model`` in place for ``cfg.epochs`` epochs in ``cfg.mode`` and return its history.
+
+    Optimiser, batch size, device and threads come from ``training`` (``cfg.lr`` and
+    ``cfg.batch_size`` override its learning rate and batch size). Epoch ``e`` shuffles with
+    ``derive_seed(seed, "epoch", e)`` and attacks with ``derive_seed(seed, "attack", e)``, so
+    modes run on the same seed see the same batches. With ``track_history`` every epoch (and epoch 0,
+    the starting point) records natural and PGD accuracy at ``cfg.epsilon`` on up to
+    ``cfg.history_samples`` validation samples; that evaluation is timed separately from training.
+
+    Raises ``DataError`` (data outside ``[lo, hi]``) or ``ValueError`` before any training.
+    """
+    _check_inputs(train_x, train_y, val_x, val_y, cfg, lo, hi, num_classes)
+    if training.num_threads:
+        torch.set_num_threads(training.num_threads)
+    device = select_device(training.device)
+    model.to(device)
+    opt = make_optimizer(model, training.optimizer, cfg.lr, training.weight_decay, training.momentum)
+    bs = cfg.batch_size or training.batch_size
+    switch = cfg.switch_epoch_resolved()
+    result = HardenResult(cfg.mode, cfg.norm, cfg.epsilon, cfg.epochs, switch)
+
+    hx, hy = val_x, val_y
+    if track_history and len(val_y) > cfg.history_samples:
+        idx = np.sort(np.random.default_rng(derive_seed(seed, "history")).permutation(len(val_y))[:cfg.history_samples])
+        hx, hy = val_x[idx], val_y[idx]
+    result.history_samples = int(len(hy)) if track_history else 0
+
+    def record(epoch: int, phase: str, loss: float | None) -> None:
+        if not track_history or len(hy) == 0:
+            return
+        t0 = time.perf_counter()
+        nat = evaluate(model, hx, hy, device, num_classes).accuracy
+        rob, _ = attack_accuracy(model, hx, hy, cfg.epsilon, attack="pgd", norm=cfg.norm, lo=lo, hi=hi,
+                                 device=device, steps=cfg.eval_steps,
+                                 step_size=cfg.eval_step_factor * cfg.epsilon / cfg.eval_steps if cfg.epsilon > 0 else None,
+                                 restarts=1, seed=derive_seed(seed, "history", epoch))
+        result.eval_seconds += time.perf_counter() - t0
+        rec = EpochRecord(epoch, phase, loss, nat, rob, result.grad_passes, result.example_grads, result.train_seconds)
+        result.history.append(rec)
+        if on_epoch is not None:
+            on_epoch(rec)
+
+    record(0, "start", None)
+    for epoch in range(1, cfg.epochs + 1):
+        t0, c0 = time.perf_counter(), time.process_time()
+        order_seed = derive_seed(seed, "epoch", epoch)
+        if epoch <= switch or cfg.epsilon == 0.0:
+            loss = train_one_epoch(model, opt, train_x, train_y, bs, order_seed, device)
+            result.grad_passes += math.ceil(len(train_y) / bs)
+            result.example_grads += len(train_y)
+            phase = "natural"
+        else:
+            loss = _adversarial_epoch(model, opt, train_x, train_y, bs, order_seed, device, cfg, lo, hi,
+                                      torch.Generator().manual_seed(derive_seed(seed, "attack", epoch)), result)
+            phase = "adversarial"
+        result.train_seconds += time.perf_counter() - t0
+        result.train_cpu_seconds += time.process_time() - c0
+        record(epoch, phase, loss)
+    model.eval()
+    return result
+
+
+def _adversarial_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y: np.ndarray, bs: int,
+                       order_seed: int, device: torch.device, cfg: AdversarialConfig, lo, hi,
+                       gen: torch.Generator, result: HardenResult) -> float:
+    """One epoch whose batches carry ``mix_ratio`` adversarial examples (PGD-k, or FGSM-RS in fast mode)."""
+    total, count = 0.0, 0
+    for xb, yb in batches(x, y, bs, order_seed, device):
+        # The batch order is already random, so its first m samples are a random share of it.
+        m = min(len(yb), max(1, int(round(cfg.mix_ratio * len(yb)))))
+        if cfg.mode == "fast":
+            att = fast_fgsm(model, xb[:m], yb[:m], cfg.epsilon, cfg.fast_step_factor * cfg.epsilon, lo, hi,
+                            cfg.norm, generator=gen)
+        else:
+            att = pgd(model, xb[:m], yb[:m], cfg.epsilon, cfg.step_size, cfg.steps, lo, hi, cfg.norm,
+                      restarts=cfg.restarts, rand_init=True, keep_best=False, generator=gen)
+        xin = att.x_adv if m == len(yb) else torch.cat([att.x_adv, xb[m:]])
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(xin), yb)
+        loss.backward()
+        opt.step()
+        result.grad_passes += att.grad_passes + 1
+        result.example_grads += att.grad_passes * m + len(yb)
+        total += float(loss.detach()) * len(yb)
+        count += len(yb)
+    return total / count

@@ -1,0 +1,507 @@
+"""The artifact store: every run writes its artifacts and a manifest under ``runs/<run_id>/``.
+
+A run is written through a :class:`RunWriter`: objects first, ``manifest.json`` last. The manifest
+records the sha256 and size of every object, the resolved configuration, data fingerprint,
+metrics, parent model, package versions and git revision. A run exists for readers only once its
+manifest exists (:meth:`ArtifactStore.list_runs`), so a reader never sees a half-written run; a
+``with store.begin_run(...)`` block that raises deletes what it wrote. Every read through
+:meth:`ArtifactStore.get_bytes` is checked against the manifest's sha256 (IntegrityError naming
+the key on a mismatch).
+
+Nothing read back is a pickle: weights are safetensors, arrays ``.npz`` loaded with
+``allow_pickle=False``, metadata JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import functools
+import hashlib
+import io
+import json
+import os
+import platform
+import re
+import secrets
+import subprocess
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from tasks.errors import IntegrityError, ObjectNotFound, StoreError
+from tasks.store.backends import Backend, PreconditionFailed, open_backend, sha256_file, validate_key
+from tasks.store.config import StoreConfig
+
+MANIFEST = "manifest.json"
+MODEL_SPEC = "model.json"
+MODEL_WEIGHTS = "model.safetensors"
+RUNS_PREFIX = "runs/"
+MANIFEST_FORMAT = 1
+
+KIND_RE = re.compile(r"^[a-z0-9][a-z0-9_]*(?:-[a-z0-9_]+)*$")
+RUN_ID_RE = re.compile(r"^(?P<kind>[a-z0-9][a-z0-9_-]*)-(?P<ts>\d{8}T\d{6})-(?P<rand>[0-9a-f]{6})$")
+# Keys the store owns; a caller's manifest fields may not replace them.
+RESERVED_MANIFEST_KEYS = ("manifest_format", "run_id", "kind", "created_at", "objects")
+
+# Distributions whose versions every manifest records (read from metadata: nothing is imported).
+RECORDED_PACKAGES = ("driftloop", "torch", "numpy", "prefect", "ray", "flwr", "boto3", "safetensors",
+                     "pyarrow", "alibi-detect")
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+
+
+def new_run_id(kind: str, now: _dt.datetime | None = None) -> str:
+    """``{kind}-{UTC %Y%m%dT%H%M%S}-{6 hex}``: sorts by time within a kind, unique by 24 random bits."""
+    if not KIND_RE.match(kind or ""):
+        raise StoreError(f"invalid run kind {kind!r}: use lowercase letters, digits, '_' and single '-'")
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return f"{kind}-{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def parse_run_id(run_id: str) -> tuple[str, str]:
+    """``(kind, timestamp)`` of a run id; StoreError naming it when it is malformed."""
+    m = RUN_ID_RE.match(run_id or "")
+    if not m:
+        raise StoreError(f"invalid run id {run_id!r}: expected {{kind}}-{{YYYYmmddTHHMMSS}}-{{6 hex}}")
+    return m["kind"], m["ts"]
+
+
+def package_versions() -> dict[str, str | None]:
+    """Python and the key packages' versions, from installed metadata (None when not installed)."""
+    return dict(_package_versions())
+
+
+@functools.lru_cache(maxsize=1)  # installed versions do not change under a running process
+def _package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_revision(cwd: str | os.PathLike | None = None) -> str | None:
+    """``git rev-parse HEAD`` of the repository holding ``cwd`` (default: the working directory),
+    or None outside a repository or without git. Cached per directory: the code a process runs is
+    what it imported, so the first answer is the right one even if HEAD moves later."""
+    return _git_revision(os.path.abspath(cwd or os.getcwd()))
+
+
+@functools.lru_cache(maxsize=16)
+def _git_revision(cwd: str) -> str | None:
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    rev = res.stdout.strip()
+    return rev if res.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", rev) else None
+
+
+def to_jsonable(obj: Any) -> Any:
+    """``json.dumps`` default hook: pydantic models (secrets stay masked), numpy, paths, dataclasses."""
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (Path, uuid.UUID)):
+        return str(obj)
+    if isinstance(obj, (_dt.datetime, _dt.date)):
+        return obj.isoformat()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return sorted(obj) if isinstance(obj, (set, frozenset)) else list(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def dumps_json(obj: Any) -> bytes:
+    """Deterministic JSON bytes (sorted keys, NaN refused) for anything :func:`to_jsonable` handles."""
+    try:
+        return json.dumps(obj, default=to_jsonable, sort_keys=True, indent=1, allow_nan=False).encode()
+    except (TypeError, ValueError) as e:
+        raise StoreError(f"cannot store as JSON: {e}") from None
+
+
+def check_safetensors(data: bytes, where: str) -> None:
+    """Refuse bytes that are not a well-formed safetensors file, before any parser sees them.
+
+    Checks the 8-byte little-endian header length, the JSON header and every tensor's offsets.
+    A pickle (or anything else) fails here with a StoreError naming ``where``; nothing is executed.
+    """
+    def bad(reason: str) -> StoreError:
+        return StoreError(f"{where} is not a safetensors file ({reason}); refusing to load it")
+
+    if len(data) < 8:
+        raise bad("shorter than the 8-byte header length")
+    n = int.from_bytes(data[:8], "little")
+    if n < 2 or n > len(data) - 8 or n > 100 * 1024 * 1024:
+        raise bad(f"header length {n} does not fit the {len(data)}-byte file")
+    try:
+        header = json.loads(bytes(data[8:8 + n]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise bad("header is not JSON") from None
+    if not isinstance(header, dict):
+        raise bad("header is not a JSON object")
+    body = len(data) - 8 - n
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+            raise bad(f"tensor entry {name!r} lacks dtype/shape/data_offsets")
+        off = info["data_offsets"]
+        if (not isinstance(off, list) or len(off) != 2 or not all(isinstance(o, int) for o in off)
+                or not 0 <= off[0] <= off[1] <= body):
+            raise bad(f"tensor {name!r} has offsets {off!r} outside the data")
+
+
+def npz_bytes(arrays: Mapping[str, Any], where: str) -> bytes:
+    """Arrays as uncompressed ``.npz`` bytes; object arrays (which numpy would pickle) are refused."""
+    clean = {}
+    for k, v in arrays.items():
+        a = np.asarray(v)
+        if a.dtype.hasobject:
+            raise StoreError(f"{where}: array {k!r} has dtype object, which npz can only store as a pickle")
+        clean[k] = a
+    buf = io.BytesIO()
+    np.savez(buf, **clean)
+    return buf.getvalue()
+
+
+def npz_load(data: bytes, where: str) -> dict[str, np.ndarray]:
+    """Parse ``.npz`` bytes with ``allow_pickle=False``; errors name ``where``."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError) as e:
+        raise StoreError(f"{where} is not a readable pickle-free npz file: {e}") from None
+
+
+class RunWriter:
+    """Writes one run's objects, then its manifest. Use as a context manager: an exception inside
+    the block (or leaving it without :meth:`commit`) deletes everything the writer wrote."""
+
+    def __init__(self, store: "ArtifactStore", kind: str, run_id: str):
+        self.store = store
+        self.kind = kind
+        self.run_id = run_id
+        self.prefix = f"{RUNS_PREFIX}{run_id}/"
+        self.objects: dict[str, dict[str, Any]] = {}
+        self._written: list[str] = []
+        self._state = "open"
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"RunWriter({self.run_id!r}, {self._state}, {len(self.objects)} objects)"
+
+    @property
+    def state(self) -> str:
+        """``open``, ``committed`` or ``aborted``."""
+        return self._state
+
+    def url(self, name: str) -> str:
+        return self.store.backend.url(self.prefix + name)
+
+    def _claim(self, name: str) -> str:
+        if self._state != "open":
+            raise StoreError(f"run {self.run_id} is {self._state}; cannot write {name!r}")
+        validate_key(name)
+        if name == MANIFEST:
+            raise StoreError(f"run {self.run_id}: {MANIFEST!r} is written by commit(), not put")
+        with self._lock:
+            if name in self.objects or self.prefix + name in self._written:
+                raise StoreError(f"run {self.run_id}: object {name!r} was already written")
+            key = self.prefix + name
+            # Recorded before the write, so an abort also removes a write that failed half-way.
+            self._written.append(key)
+        return key
+
+    def put_bytes(self, name: str, data: bytes) -> dict[str, Any]:
+        """Store ``data`` as ``name``; returns its manifest entry ``{"sha256", "size"}``."""
+        key = self._claim(name)
+        data = bytes(data)
+        self.store.backend.put_bytes(key, data)
+        entry = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        self.objects[name] = entry
+        return entry
+
+    def put_json(self, name: str, obj: Any) -> dict[str, Any]:
+        return self.put_bytes(name, dumps_json(obj))
+
+    def put_npz(self, name: str, **arrays: Any) -> dict[str, Any]:
+        return self.put_bytes(name, npz_bytes(arrays, self.url(name)))
+
+    def put_state_dict(self, name: str, state_dict: Any) -> dict[str, Any]:
+        """A torch state dict (or module) as safetensors bytes."""
+        from tasks.models.serialize import state_dict_to_bytes
+
+        return self.put_bytes(name, state_dict_to_bytes(state_dict))
+
+    def put_model(self, spec: Mapping[str, Any], state_dict: Any) -> None:
+        """The architecture spec (``model.json``) and weights (``model.safetensors``) the registry loads."""
+        self.put_json(MODEL_SPEC, dict(spec))
+        if isinstance(state_dict, (bytes, bytearray, memoryview)):
+            check_safetensors(bytes(state_dict), self.url(MODEL_WEIGHTS))
+            self.put_bytes(MODEL_WEIGHTS, bytes(state_dict))
+        else:
+            self.put_state_dict(MODEL_WEIGHTS, state_dict)
+
+    def put_file(self, name: str, path: str | os.PathLike) -> dict[str, Any]:
+        """Upload a local file (streamed; multipart on S3) and record its sha256 and size."""
+        if not Path(path).is_file():
+            raise ObjectNotFound(f"local file {str(path)!r} does not exist (for {self.url(name)})")
+        key = self._claim(name)
+        # Hash on a second thread while the upload streams (hashlib releases the GIL), so the
+        # bookkeeping costs next to nothing on top of the transfer itself.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
+            hashed = pool.submit(sha256_file, path)
+            self.store.backend.put_file(key, path)
+            digest, size = hashed.result()
+        entry = {"sha256": digest, "size": size}
+        self.objects[name] = entry
+        return entry
+
+    def commit(self, manifest: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Publish the run: write ``manifest.json`` (write-once) after every object, return it.
+
+        ``manifest`` fields are merged over the defaults (``config``, ``data_fingerprint``,
+        ``metrics``, ``parent_model``, ``package_versions``, ``git_revision``); the store's own
+        fields (``run_id``, ``kind``, ``created_at``, ``objects``, ``manifest_format``) cannot be set.
+        """
+        if self._state != "open":
+            raise StoreError(f"run {self.run_id} is {self._state}; cannot commit it")
+        manifest = dict(manifest or {})
+        clash = [k for k in RESERVED_MANIFEST_KEYS if k in manifest]
+        if clash:
+            raise StoreError(f"run {self.run_id}: manifest fields {clash} are set by the store")
+        doc: dict[str, Any] = {
+            "manifest_format": MANIFEST_FORMAT,
+            "run_id": self.run_id,
+            "kind": self.kind,
+            "created_at": utc_now(),
+            "config": None,
+            "data_fingerprint": None,
+            "metrics": {},
+            "parent_model": None,
+            "package_versions": package_versions(),
+            "git_revision": git_revision(),
+        }
+        doc.update(manifest)
+        doc["objects"] = {k: self.objects[k] for k in sorted(self.objects)}
+        data = dumps_json(doc)
+        key = self.prefix + MANIFEST
+        try:
+            self.store.backend.put_bytes(key, data, if_absent=True)
+        except PreconditionFailed:
+            raise StoreError(f"run {self.run_id} already has a manifest at {self.url(MANIFEST)}") from None
+        self._state = "committed"
+        return json.loads(data)
+
+    def abort(self) -> None:
+        """Delete every object this writer wrote (the run never becomes visible)."""
+        if self._state == "committed":
+            raise StoreError(f"run {self.run_id} is committed; delete it with ArtifactStore.delete_run")
+        self._state = "aborted"
+        errors = []
+        for key in reversed(self._written):
+            try:
+                self.store.backend.delete(key)
+            except StoreError as e:
+                errors.append(str(e))
+        if errors:
+            raise StoreError(f"aborting run {self.run_id} left objects behind: {'; '.join(errors)}")
+
+    def __enter__(self) -> "RunWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._state != "open":
+            return
+        try:
+            self.abort()
+        except StoreError as e:
+            if exc is not None:
+                exc.add_note(str(e))
+            else:
+                raise
+        if exc is None:
+            raise StoreError(f"run {self.run_id} was left without commit(); its objects were deleted")
+
+
+class ArtifactStore:
+    """Runs (objects plus a manifest) in a backend; see the module docstring."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self._manifests: dict[str, tuple[dict[str, Any], str]] = {}
+
+    @classmethod
+    def from_config(cls, cfg: StoreConfig) -> "ArtifactStore":
+        return cls(open_backend(cfg))
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.backend!r})"
+
+    # ---- writing
+
+    def begin_run(self, kind: str, run_id: str | None = None) -> RunWriter:
+        """A writer for a new run of ``kind`` (``training``, ``drift``, ...). A given ``run_id``
+        must have the run-id form for this kind and no objects yet."""
+        if run_id is None:
+            run_id = new_run_id(kind)
+        else:
+            got_kind, _ = parse_run_id(run_id)
+            if got_kind != kind:
+                raise StoreError(f"run id {run_id!r} is not of kind {kind!r}")
+            existing = self.backend.list(f"{RUNS_PREFIX}{run_id}/")
+            if existing:
+                raise StoreError(f"run {run_id} already has objects ({existing[0]}, ...)")
+        return RunWriter(self, kind, run_id)
+
+    def delete_run(self, run_id: str) -> None:
+        """Unpublish a run (manifest first, so readers stop seeing it at once), then its objects."""
+        parse_run_id(run_id)
+        prefix = f"{RUNS_PREFIX}{run_id}/"
+        self.backend.delete(prefix + MANIFEST)
+        self._manifests.pop(run_id, None)
+        for key in self.backend.list(prefix):
+            self.backend.delete(key)
+
+    # ---- reading
+
+    def list_runs(self, kind: str | None = None) -> list[str]:
+        """Ids of committed runs (their manifest exists), oldest first; only ``kind`` when given."""
+        prefix = RUNS_PREFIX + (f"{kind}-" if kind else "")
+        out = []
+        for key in self.backend.list(prefix):
+            parts = key.split("/")
+            if len(parts) == 3 and parts[2] == MANIFEST:
+                m = RUN_ID_RE.match(parts[1])
+                if m and (kind is None or m["kind"] == kind):
+                    out.append((m["ts"], parts[1]))
+        return [rid for _, rid in sorted(out)]
+
+    def _manifest_entry(self, run_id: str, fresh: bool = False) -> tuple[dict[str, Any], str]:
+        if run_id in self._manifests and not fresh:  # manifests are write-once: caching is safe
+            return self._manifests[run_id]
+        parse_run_id(run_id)
+        key = f"{RUNS_PREFIX}{run_id}/{MANIFEST}"
+        try:
+            data = self.backend.get_bytes(key)
+        except ObjectNotFound as e:
+            raise ObjectNotFound(f"run {run_id} has no manifest (unknown, uncommitted or aborted run): {e}") from None
+        try:
+            doc = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise IntegrityError(f"{self.backend.url(key)} is not valid JSON: {e}") from None
+        entry = (doc, hashlib.sha256(data).hexdigest())
+        self._manifests[run_id] = entry
+        return entry
+
+    def manifest(self, run_id: str) -> dict[str, Any]:
+        """The run's manifest (ObjectNotFound naming the run when it has none)."""
+        return json.loads(json.dumps(self._manifest_entry(run_id)[0]))  # a copy the caller may mutate
+
+    def manifest_sha256(self, run_id: str, fresh: bool = False) -> str:
+        """sha256 of the manifest's bytes (the version registry pins it); ``fresh`` re-reads it."""
+        return self._manifest_entry(run_id, fresh)[1]
+
+    def object_url(self, run_id: str, name: str) -> str:
+        return self.backend.url(f"{RUNS_PREFIX}{run_id}/{name}")
+
+    def _entry(self, run_id: str, name: str) -> dict[str, Any]:
+        objects = self._manifest_entry(run_id)[0].get("objects", {})
+        if name not in objects:
+            raise ObjectNotFound(f"run {run_id} has no object {name!r} (it has: {sorted(objects)})")
+        return objects[name]
+
+    def _verify(self, url: str, run_id: str, entry: Mapping[str, Any], digest: str, size: int) -> None:
+        if size != entry["size"] or digest != entry["sha256"]:
+            raise IntegrityError(f"{url}: content does not match the manifest of run {run_id} "
+                                 f"(sha256 {digest[:16]}..., {size} bytes; recorded "
+                                 f"{str(entry['sha256'])[:16]}..., {entry['size']} bytes)")
+
+    def get_bytes(self, run_id: str, name: str) -> bytes:
+        """An object's bytes, verified against the manifest's sha256 and size."""
+        entry = self._entry(run_id, name)
+        key = f"{RUNS_PREFIX}{run_id}/{name}"
+        data = self.backend.get_bytes(key)
+        self._verify(self.backend.url(key), run_id, entry, hashlib.sha256(data).hexdigest(), len(data))
+        return data
+
+    def get_file(self, run_id: str, name: str, path: str | os.PathLike) -> Path:
+        """Download an object to ``path`` (streamed; multipart on S3), verified before it appears there."""
+        entry = self._entry(run_id, name)
+        key = f"{RUNS_PREFIX}{run_id}/{name}"
+        dest = Path(path)
+        tmp = dest.with_name(f".{dest.name}.verify-{uuid.uuid4().hex[:8]}")
+        try:
+            digest, size = self.backend.get_file(key, tmp)  # hashed during the transfer
+            self._verify(self.backend.url(key), run_id, entry, digest, size)
+            os.replace(tmp, dest)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return dest
+
+    def get_json(self, run_id: str, name: str) -> Any:
+        data = self.get_bytes(run_id, name)
+        try:
+            return json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise StoreError(f"{self.object_url(run_id, name)} is not valid JSON: {e}") from None
+
+    def get_npz(self, run_id: str, name: str) -> dict[str, np.ndarray]:
+        return npz_load(self.get_bytes(run_id, name), self.object_url(run_id, name))
+
+    def get_state_dict(self, run_id: str, name: str = MODEL_WEIGHTS) -> dict[str, Any]:
+        """A safetensors state dict; anything else (a pickle) is refused without being parsed."""
+        data = self.get_bytes(run_id, name)
+        where = self.object_url(run_id, name)
+        check_safetensors(data, where)
+        from tasks.models.serialize import state_dict_from_bytes
+
+        try:
+            return state_dict_from_bytes(data)
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError
+            raise StoreError(f"{where} is not a valid safetensors file: {e}") from None
+
+    def verify_run(self, run_id: str) -> dict[str, Any]:
+        """Re-read and check every object of a run; returns the manifest, raises IntegrityError."""
+        for name in self._manifest_entry(run_id)[0].get("objects", {}):
+            self.get_bytes(run_id, name)
+        return self.manifest(run_id)
+
+
+def write_run(store: ArtifactStore, kind: str, objects: Mapping[str, Any],
+              manifest: Mapping[str, Any] | None = None, run_id: str | None = None) -> dict[str, Any]:
+    """Write a whole run in one call and return its committed manifest (includes ``run_id``).
+
+    ``objects`` maps names to values, stored by type: ``bytes`` as is, ``os.PathLike`` as an
+    uploaded file, a ``*.npz`` name's mapping of arrays as npz, a ``*.safetensors`` name's state
+    dict as safetensors, anything else as JSON. Nothing is left behind when a write fails.
+    """
+    with store.begin_run(kind, run_id) as w:
+        for name, value in objects.items():
+            if isinstance(value, (bytes, bytearray, memoryview)):
+                w.put_bytes(name, bytes(value))
+            elif isinstance(value, os.PathLike):
+                w.put_file(name, value)
+            elif name.endswith(".npz"):
+                w.put_npz(name, **dict(value))
+            elif name.endswith(".safetensors"):
+                w.put_state_dict(name, value)
+            else:
+                w.put_json(name, value)
+        return w.commit(manifest)

@@ -1,0 +1,111 @@
+"""Adversarial training: every mode beats natural training on robust accuracy, costs what it
+should, follows its schedule, and refuses bad input before training."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tasks.adversarial.config import AdversarialConfig
+from tasks.adversarial.evaluation import attack_accuracy
+from tasks.adversarial.training import adversarial_train
+from tasks.errors import DataError
+from tasks.models.config import ModelConfig, TrainingConfig
+from tasks.models.zoo import build_model
+
+from .conftest import EPS, HI, LO, train_mlp
+
+EPOCHS = 6
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    """The four modes, trained from scratch with the same seed and budget (about 2 s in all)."""
+    return {mode: train_mlp(digits, mode, epochs=EPOCHS) for mode in ("natural", "pgd", "delayed", "fast")}
+
+
+def _robust(model, digits):
+    acc, _ = attack_accuracy(model, digits.test.x, digits.test.y, EPS, attack="pgd", norm="linf", lo=LO, hi=HI,
+                             device=torch.device("cpu"), steps=10, seed=1)
+    return acc
+
+
+@pytest.mark.parametrize("mode", ["pgd", "delayed", "fast"])
+def test_each_mode_raises_robust_accuracy_over_natural(trained, digits, mode):
+    natural = _robust(trained["natural"][0], digits)
+    robust = _robust(trained[mode][0], digits)
+    assert robust >= natural + 0.15, (mode, robust, natural)
+    # ...and the per-epoch history, measured on validation data, says the same at the end.
+    assert trained[mode][1].final.robust_accuracy > trained["natural"][1].final.robust_accuracy
+
+
+def test_gradient_evaluations_are_counted(trained, digits):
+    nb = math.ceil(len(digits.train.y) / 32)
+    k = 5
+    expect = {"natural": EPOCHS * nb, "pgd": EPOCHS * nb * (k + 1), "fast": EPOCHS * nb * 2,
+              "delayed": 3 * nb + 3 * nb * (k + 1)}
+    for mode, passes in expect.items():
+        res = trained[mode][1]
+        assert res.grad_passes == passes, mode
+        assert res.history[-1].grad_passes == passes
+    assert trained["delayed"][1].grad_passes < 0.6 * trained["pgd"][1].grad_passes
+
+
+def test_delayed_schedule_is_natural_then_adversarial(trained):
+    delayed, natural = trained["delayed"][1], trained["natural"][1]
+    assert delayed.switch_epoch == 3
+    assert [h.phase for h in delayed.history] == ["start"] + ["natural"] * 3 + ["adversarial"] * 3
+    # Same seed, same batches: the natural phase is exactly natural training.
+    for a, b in zip(delayed.history[:4], natural.history[:4]):
+        assert (a.natural_accuracy, a.robust_accuracy, a.train_loss) == (b.natural_accuracy, b.robust_accuracy, b.train_loss)
+    assert [h.epoch for h in delayed.history] == list(range(EPOCHS + 1))
+
+
+def test_switch_epoch_wins_over_fraction(digits):
+    _, res = train_mlp(digits, "delayed", epochs=3, switch_epoch=1, switch_fraction=0.9)
+    assert res.switch_epoch == 1
+    assert [h.phase for h in res.history[1:]] == ["natural", "adversarial", "adversarial"]
+
+
+def test_mix_ratio_attacks_a_share_of_each_batch(digits):
+    _, res = train_mlp(digits, "pgd", epochs=1, mix_ratio=0.5)
+    n, nb = len(digits.train.y), math.ceil(len(digits.train.y) / 32)
+    sizes = [32] * (n // 32) + ([n % 32] if n % 32 else [])
+    attacked = sum(max(1, round(0.5 * s)) for s in sizes)
+    assert res.grad_passes == nb * 6
+    assert res.example_grads == attacked * 5 + n
+
+
+def test_training_is_reproducible(digits):
+    a = train_mlp(digits, "fast", epochs=2, seed=5)
+    b = train_mlp(digits, "fast", epochs=2, seed=5)
+    for pa, pb in zip(a[0].parameters(), b[0].parameters()):
+        assert torch.equal(pa, pb)
+
+
+def _fresh():
+    return build_model(ModelConfig(arch="mlp", width=16, depth=1), (1, 8, 8), 10)
+
+
+def test_data_outside_the_range_fails_before_training(digits):
+    model = _fresh()
+    before = [p.detach().clone() for p in model.parameters()]
+    bad = digits.train.x.copy()
+    bad[3, 0, 2, 2] = 1.25
+    with pytest.raises(DataError, match=r"training data: 1 values lie outside the valid input range \[0, 1\]"):
+        adversarial_train(model, bad, digits.train.y, digits.val.x, digits.val.y, AdversarialConfig(mode="pgd"),
+                          TrainingConfig(), 0, LO, HI, 10)
+    with pytest.raises(DataError, match="validation data"):
+        adversarial_train(model, digits.train.x, digits.train.y, digits.val.x - 0.5, digits.val.y,
+                          AdversarialConfig(mode="pgd"), TrainingConfig(), 0, LO, HI, 10)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_bad_labels_and_shapes_fail_before_training(digits):
+    with pytest.raises(ValueError, match="labels must lie in"):
+        adversarial_train(_fresh(), digits.train.x, digits.train.y + 5, digits.val.x, digits.val.y,
+                          AdversarialConfig(), TrainingConfig(), 0, LO, HI, 10)
+    with pytest.raises(ValueError, match="matching non-empty"):
+        adversarial_train(_fresh(), digits.train.x[:0], digits.train.y[:0], digits.val.x, digits.val.y,
+                          AdversarialConfig(), TrainingConfig(), 0, LO, HI, 10)

@@ -1,0 +1,217 @@
+"""The two storage backends behave the same: keys, conditional writes, errors, no leaked secrets."""
+
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+
+import pytest
+
+from tasks.errors import ConfigError, ObjectNotFound, StoreError
+from tasks.store.backends import (LocalBackend, PreconditionFailed, list_uri, open_backend, parse_store_uri,
+                                  pyarrow_filesystem, read_uri, write_uri)
+from tasks.store.config import StoreConfig
+
+
+@pytest.fixture
+def backend(store_cfg):
+    return open_backend(store_cfg)
+
+
+def test_put_get_list_delete(backend):
+    backend.put_bytes("a/b/one.bin", b"1")
+    backend.put_bytes("a/b/two.bin", b"22")
+    backend.put_bytes("a/c.txt", b"333")
+    backend.put_bytes("z.json", b"{}")
+    assert backend.get_bytes("a/b/two.bin") == b"22"
+    assert backend.exists("a/c.txt") and not backend.exists("a/nope")
+    assert backend.list() == ["a/b/one.bin", "a/b/two.bin", "a/c.txt", "z.json"]
+    assert backend.list("a/b/") == ["a/b/one.bin", "a/b/two.bin"]
+    assert backend.list("a/b/t") == ["a/b/two.bin"]  # a plain string prefix, not only directories
+    backend.put_bytes("a/c.txt", b"overwritten")
+    assert backend.get_bytes("a/c.txt") == b"overwritten"
+    backend.delete("a/b/one.bin")
+    backend.delete("a/b/one.bin")  # deleting a missing key is not an error
+    assert backend.list("a/") == ["a/b/two.bin", "a/c.txt"]
+    assert backend.url("z.json").endswith("/z.json")
+
+
+def test_missing_key_names_the_uri(backend):
+    with pytest.raises(ObjectNotFound) as ei:
+        backend.get_bytes("runs/nothing/here.bin")
+    assert backend.url("runs/nothing/here.bin") in str(ei.value)
+
+
+def test_if_absent_is_write_once(backend):
+    backend.put_bytes("once.json", b"first", if_absent=True)
+    with pytest.raises(PreconditionFailed):
+        backend.put_bytes("once.json", b"second", if_absent=True)
+    assert backend.get_bytes("once.json") == b"first"
+
+
+def test_if_match_compare_and_swap(backend):
+    backend.put_bytes("ptr.json", b"v1")
+    _, token = backend.get_with_token("ptr.json")
+    backend.put_bytes("ptr.json", b"v2", if_match=token)
+    with pytest.raises(PreconditionFailed):  # the token is stale now
+        backend.put_bytes("ptr.json", b"v3", if_match=token)
+    assert backend.get_bytes("ptr.json") == b"v2"
+    with pytest.raises(PreconditionFailed):  # nothing to match
+        backend.put_bytes("absent.json", b"x", if_match=token)
+
+
+def test_concurrent_compare_and_swap_has_one_winner(backend):
+    backend.put_bytes("ptr.json", b"start")
+    _, token = backend.get_with_token("ptr.json")
+    barrier = threading.Barrier(6)
+    wins, losses = [], []
+
+    def writer(i):
+        barrier.wait()
+        try:
+            backend.put_bytes("ptr.json", f"writer-{i}".encode(), if_match=token)
+            wins.append(i)
+        except PreconditionFailed:
+            losses.append(i)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and len(losses) == 5
+    assert backend.get_bytes("ptr.json") == f"writer-{wins[0]}".encode()
+
+
+def test_file_transfer_roundtrip(backend, tmp_path):
+    # 11 MiB: three 5 MiB parts on S3 (the fixture's multipart chunk size)
+    src = tmp_path / "big.bin"
+    payload = os.urandom(11 * 1024 * 1024)
+    src.write_bytes(payload)
+    backend.put_file("files/big.bin", src)
+    dest = tmp_path / "out" / "big.bin"
+    backend.get_file("files/big.bin", dest)
+    assert dest.read_bytes() == payload
+    assert [p.name for p in dest.parent.iterdir()] == ["big.bin"]  # no temporary left
+    with pytest.raises(ObjectNotFound):
+        backend.get_file("files/absent.bin", tmp_path / "absent.bin")
+    assert not (tmp_path / "absent.bin").exists()
+
+
+def test_unsafe_keys_are_refused(backend):
+    for key in ["", "/abs", "a//b", "a/../b", "a/./b", ".hidden", "a/.tmp-x", "a\\b"]:
+        with pytest.raises(StoreError, match="invalid store key"):
+            backend.put_bytes(key, b"x")
+    assert backend.list() == []
+
+
+def test_local_write_is_atomic_when_rename_fails(tmp_path, monkeypatch):
+    backend = LocalBackend(tmp_path / "root")
+    backend.put_bytes("k.bin", b"old")
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(StoreError, match="k.bin"):
+        backend.put_bytes("k.bin", b"new")
+    monkeypatch.undo()
+    assert backend.get_bytes("k.bin") == b"old"
+    assert sorted(p.name for p in (tmp_path / "root").iterdir() if p.name != ".locks") == ["k.bin"]
+
+
+def test_missing_bucket_names_the_bucket(s3_store_config):
+    cfg = s3_store_config.model_copy(update={"uri": "s3://no-such-bucket-x1/prefix"})
+    backend = open_backend(cfg)
+    for op in (lambda: backend.get_bytes("runs/a/manifest.json"), lambda: backend.list("runs/"),
+               lambda: read_uri("s3://no-such-bucket-x1/data/batch.npz", cfg)):
+        with pytest.raises(ObjectNotFound, match="no-such-bucket-x1"):
+            op()
+    with pytest.raises(ObjectNotFound, match="bucket 'no-such-bucket-x1' does not exist"):
+        backend.get_file("x.bin", "/tmp/driftloop-never-written.bin")
+
+
+@pytest.mark.parametrize("which", ["bad-access-key", "bad-secret"])
+def test_credentials_never_appear_in_errors_or_reprs(s3_server, s3_bucket, which):
+    access = "AKIDLEAKCHECK1234" if which == "bad-access-key" else s3_server.access_key
+    secret = "SECRETLEAKCHECK-5678-do-not-print"
+    cfg = StoreConfig(uri=f"s3://{s3_bucket}/p", endpoint_url=s3_server.endpoint_url, region="us-east-1",
+                      access_key_id=access, secret_access_key=secret, max_attempts=1)
+    backend = open_backend(cfg)
+    texts = [repr(cfg), str(cfg), cfg.model_dump_json(), repr(backend)]
+    for op in (lambda: backend.put_bytes("k", b"x"), lambda: backend.get_bytes("k"), lambda: backend.list(),
+               lambda: backend.exists("k")):
+        with pytest.raises(StoreError) as ei:
+            op()
+        assert "403" in str(ei.value) and "credentials" in str(ei.value)
+        texts += [str(ei.value), repr(ei.value), "".join(traceback.format_exception(ei.value))]
+    joined = "\n".join(texts)
+    assert secret not in joined
+    if which == "bad-access-key":
+        assert access not in joined
+
+
+def test_store_uri_forms(tmp_path):
+    assert parse_store_uri("s3://bkt/a/b/") == ("s3", "bkt", "a/b/")
+    assert parse_store_uri("s3://bkt") == ("s3", "bkt", "")
+    assert parse_store_uri(f"file://{tmp_path}") == ("file", str(tmp_path), "")
+    assert parse_store_uri("rel/dir")[1] == os.path.abspath("rel/dir")
+    for bad in ("gs://bkt/x", "s3:///nobucket", "file://host/x", ""):
+        with pytest.raises(ConfigError):
+            parse_store_uri(bad)
+
+
+def test_uri_helpers(store_cfg, tmp_path):
+    """read_uri / write_uri / list_uri on local paths, file:// URIs and s3:// URIs."""
+    scheme = parse_store_uri(store_cfg.uri)[0]
+    base = (f"s3://{parse_store_uri(store_cfg.uri)[1]}/incoming" if scheme == "s3" else str(tmp_path / "incoming"))
+    write_uri(f"{base}/b.npz", b"B", store_cfg)
+    write_uri(f"{base}/a.npz", b"A", store_cfg)
+    write_uri(f"{base}/sub/c.csv", b"C", store_cfg)
+    assert read_uri(f"{base}/a.npz", store_cfg) == b"A"
+    assert list_uri(base, store_cfg) == [f"{base}/a.npz", f"{base}/b.npz", f"{base}/sub/c.csv"]
+    assert list_uri(f"{base}/b.npz", store_cfg) == [f"{base}/b.npz"]
+    with pytest.raises(ObjectNotFound, match="missing.npz"):
+        read_uri(f"{base}/missing.npz", store_cfg)
+    if scheme == "file":
+        as_uri = (tmp_path / "incoming").as_uri()
+        assert list_uri(as_uri, store_cfg)[0] == f"{as_uri}/a.npz"
+        assert read_uri(f"{as_uri}/sub/c.csv", store_cfg) == b"C"
+        with pytest.raises(ObjectNotFound):
+            list_uri(str(tmp_path / "nowhere"), store_cfg)
+
+
+def test_pyarrow_filesystem_reads_what_the_store_wrote(store_cfg):
+    fs, path = pyarrow_filesystem(store_cfg, "tune")
+    with fs.open_output_stream(f"{path}/probe.txt") as f:
+        f.write(b"hello")
+    with fs.open_input_stream(f"{path}/probe.txt") as f:
+        assert f.read() == b"hello"
+    assert open_backend(store_cfg).get_bytes("tune/probe.txt") == b"hello"
+
+
+def test_hash_follower_hashes_out_of_order_writes(tmp_path):
+    """The download wrapper's sha256 equals the file's, whatever order the parts arrive in."""
+    import hashlib
+    import random
+
+    from tasks.store.backends import _HashFollower
+
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    parts = [(o, payload[o:o + 256 * 1024]) for o in range(0, len(payload), 256 * 1024)]
+    random.Random(7).shuffle(parts)
+    with open(tmp_path / "f.bin", "w+b", buffering=0) as f:
+        follower = _HashFollower(f)
+        for offset, data in parts:
+            follower.seek(offset)
+            follower.write(data)
+        digest, size = follower.finish()
+    assert (digest, size) == (hashlib.sha256(payload).hexdigest(), len(payload))
+    assert (tmp_path / "f.bin").read_bytes() == payload
+    with open(tmp_path / "g.bin", "w+b", buffering=0) as f:
+        follower = _HashFollower(f)
+        follower.seek(1000)
+        follower.write(b"x")  # a gap before byte 1000 is never hashed over
+        with pytest.raises(OSError, match="gap"):
+            follower.finish()
