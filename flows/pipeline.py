@@ -14,7 +14,8 @@ from typing import Any
 from tasks.data import steps as data_steps
 from tasks.data.sources import concat_datasets
 from tasks.models import steps as model_steps
-from tasks.models.trained import TrainedModel
+from tasks.models.serialize import model_spec, state_dict_to_bytes
+from tasks.models.trained import TrainedModel, num_classes_of
 from tasks.settings import Settings
 from tasks.ui import publish_markdown, publish_table, run_logger
 
@@ -68,14 +69,20 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
     initial: TrainedModel | None = None
     if inputs.warm_start and champion is not None:
         initial = model_steps.load_champion_model(settings, champion)
+        k = num_classes_of(splits.train.y, splits.val.y, splits.test.y)
+        if initial.spec != model_spec(settings.model, splits.train.sample_shape, k):
+            log.info("champion's architecture differs from the configured one: training from scratch")
+            initial = None
 
     # Federate (or train centrally)
     federated: dict[str, Any] | None = None
     if settings.federated.enabled:
         from tasks.federated import steps as fed_steps
 
-        federated = fed_steps.federate(splits, settings, initial)
-        model = federated["model"]
+        parent_ref = {"model": settings.registry.model_name, "version": champion["version"]} if champion else None
+        federated = fed_steps.federate(splits, settings, initial_weights=initial.weights if initial else None,
+                                       parent_model=parent_ref)
+        model = TrainedModel(federated["model_spec"], federated["weights"], {}, origin="federate")
         stages.append("federate")
     else:
         model = model_steps.train_model(splits, settings, initial)
@@ -83,11 +90,15 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
 
     # Harden
     hardening: dict[str, Any] | None = None
+    lo, hi = schema.value_min, schema.value_max  # attacks stay inside the data range in the schema
+    k = num_classes_of(splits.train.y, splits.val.y, splits.test.y)
     if settings.adversarial.enabled:
         from tasks.adversarial import steps as adv_steps
 
-        hardening = adv_steps.harden_model(model, splits, schema, settings)
-        model = hardening["model"]
+        module = model.module()
+        hardened = adv_steps.harden_model(module, splits.train, splits.val, settings, lo, hi, k)
+        hardening = hardened.result.as_dict()
+        model = TrainedModel(model.spec, state_dict_to_bytes(module), model.history, origin="harden")
         stages.append("harden")
 
     # Evaluate: candidate and champion on the same test split
@@ -99,21 +110,19 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
         champion_model = model_steps.load_champion_model(settings, champion)
         if champion_model.spec["in_shape"] == model.spec["in_shape"]:
             champion_metrics = dict(model_steps.evaluate_model(champion_model, splits, settings, "champion")["metrics"])
-    robust: dict[str, Any] | None = None
-    champion_robust: dict[str, Any] | None = None
+    robust = champion_robust = None
     if settings.adversarial.enabled:
-        from tasks.adversarial import steps as adv_steps
-
-        robust = adv_steps.robust_evaluate(model, splits, schema, settings, "candidate")
-        metrics.update(robust["metrics"])
+        robust = adv_steps.robust_evaluate(model.module(), splits.test, settings, lo, hi, k, "candidate").evaluation
+        metrics.update(_robust_metrics(robust.summary()))
         if champion_metrics is not None:
-            champion_robust = adv_steps.robust_evaluate(champion_model, splits, schema, settings, "champion")
-            champion_metrics.update(champion_robust["metrics"])
+            champion_robust = adv_steps.robust_evaluate(champion_model.module(), splits.test, settings, lo, hi, k,
+                                                        "champion").evaluation
+            champion_metrics.update(_robust_metrics(champion_robust.summary()))
     stages.append("evaluate")
 
-    # Gate
+    # Gate: with hardening on, robustness is part of promotion (clean within tolerance, robust not lower).
     if settings.adversarial.enabled:
-        decision = adv_steps.robustness_gate(robust, champion_robust, champion_metrics, settings)
+        decision = adv_steps.robustness_gate(robust, champion_robust, settings).as_dict()
     else:
         decision = model_steps.accuracy_gate(metrics, champion_metrics, settings)
     log.info("gate: %s (%s)", "promote" if decision["promote"] else "keep champion", decision["reason"])
@@ -121,15 +130,20 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
     # Register
     extras = {"best_config": best_config, "stages": stages, "trigger": inputs.trigger,
               "history": model.history, "extra_batches": inputs.extra_batches,
-              "federated": federated and federated.get("summary"),
-              "hardening": hardening and hardening.get("summary"),
-              "robust_evaluation": robust and robust.get("summary"), "gate": decision}
+              "federated": federated and {"run_id": federated["run_id"], "metrics": federated["metrics"],
+                                          "rounds": federated["rounds"]},
+              "hardening": hardening, "robust_evaluation": robust.as_dict() if robust else None, "gate": decision}
+    # The drift reference is stored beside the weights, so a promoted model always has one.
+    from tasks.drift import steps as drift_steps
+
+    reference_files = drift_steps.reference_files_for(model, splits, settings)
     registered = model_steps.register_candidate(settings, model, schema, splits, metrics, extras,
-                                                parent=champion, trigger=inputs.trigger)
+                                                parent=champion, trigger=inputs.trigger, extra_files=reference_files)
     stages.append("register")
     promoted = None
     if decision["promote"]:
-        promoted = model_steps.promote_version(settings, registered["version"], decision["reason"])
+        promoted = model_steps.promote_version(settings, registered["version"], decision["reason"],
+                                               champion["version"] if champion else None)
         stages.append("promote")
 
     summary = _summary(settings, registered, metrics, champion, champion_metrics, decision, stages)
@@ -142,6 +156,11 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
     return {"run_id": registered["run_id"], "version": registered["version"], "promoted": promoted is not None,
             "metrics": metrics, "champion_metrics": champion_metrics, "decision": decision, "stages": stages,
             "manifest_uri": registered["manifest_uri"], "summary": summary, "best_config": best_config}
+
+
+def _robust_metrics(summary: dict) -> dict[str, Any]:
+    return {"clean_accuracy": summary["clean_accuracy"], "robust_accuracy": summary["robust_accuracy"],
+            "robust_epsilon": summary["epsilon"], "robust_reliable": float(bool(summary["reliable"]))}
 
 
 def _summary(settings: Settings, registered: dict, metrics: dict, champion: dict | None,

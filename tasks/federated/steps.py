@@ -1,0 +1,46 @@
+"""Prefect task of the federate stage: one call to ``run_federated``, then the run is stored and
+shown. Artifacts: the per-round table, the partition table (labels per client), and a markdown
+page with the round and partition plots (PNG as ``data:`` URIs: Prefect 3.8.8's
+``create_image_artifact`` only stores a URL; ``tasks.ui.publish_image`` does both)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.data.sources import Splits, fingerprint
+from tasks.federated.engine import run_federated
+from tasks.federated.publish import publish_federated
+from tasks.federated.report import markdown_report, partition_plot_png, partition_rows, round_plot_png, round_rows
+from tasks.settings import Settings
+from tasks.ui import publish_image, publish_markdown, publish_table
+
+__all__ = ["federate"]
+
+
+@task(name="federate", cache_policy=NO_CACHE)
+def federate(splits: Splits, settings: Settings, initial_weights: bytes | None = None,
+             parent_model: Any = None) -> dict[str, Any]:
+    """Run the federated rounds (settings.federated), store the run, publish its artifacts.
+
+    Returns ``run_id`` (the store run holding model.json/model.safetensors and every round's
+    checkpoint), ``metrics`` (final global val/test accuracy and loss), ``weights`` (safetensors
+    bytes of the global model, the next stage's input), ``model_spec`` and ``rounds``.
+    """
+    result = run_federated(settings, splits, initial_weights)
+    manifest = publish_federated(result, settings.store, config=settings.resolved(),
+                                 data_fingerprint=fingerprint(splits.train), parent_model=parent_model)
+    publish_table("federated-rounds", round_rows(result.rounds),
+                  f"{result.strategy} ({result.engine}): global model per round; round 0 is the start")
+    publish_table("federated-partition", partition_rows(result.partition),
+                  f"Partition '{result.partition['scheme']}': samples of each label per client")
+    publish_image("federated-rounds-plot", round_plot_png(result.rounds), "Loss and accuracy per round")
+    publish_image("federated-partition-plot", partition_plot_png(result.partition), "Labels per client")
+    publish_markdown("federated-summary", markdown_report(result.rounds, result.partition, result.strategy,
+                                                          result.engine), f"Federated run {manifest['run_id']}")
+    get_run_logger().info("federated %s: %d rounds, final %s, stored as %s", result.strategy,
+                          len(result.rounds) - 1, result.final_metrics, manifest["run_id"])
+    return {"run_id": manifest["run_id"], "metrics": result.final_metrics, "weights": result.weights_bytes(),
+            "model_spec": result.model_spec, "rounds": round_rows(result.rounds)}

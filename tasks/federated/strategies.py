@@ -1,0 +1,179 @@
+"""Flower (1.32, Message API) server strategies built from the configuration, behind a reply filter.
+
+:func:`build_strategy` returns one of Flower's ``flwr.serverapp.strategy`` classes (FedAvg, FedProx,
+FedMedian, FedTrimmedAvg, Krum, MultiKrum) extended by :class:`ReplyFilter`, which, before the
+strategy aggregates a round:
+
+- rejects replies carrying NaN/inf weights, missing or extra arrays, or arrays whose shapes differ
+  from the global model's, each with a logged reason;
+- records who was sampled, who replied, who failed (error reply, rejected, or no reply before the
+  round timeout) in :attr:`ReplyFilter.round_log`;
+- raises :class:`RoundFailed` when fewer than ``min_fit_clients`` usable replies remain, so a round
+  nobody (or too few) answered stops the run instead of silently keeping the old model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Iterable
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg, Krum, MultiKrum, Strategy
+
+from tasks.errors import DriftloopError
+from tasks.federated.config import FederatedConfig
+
+log = logging.getLogger("driftloop.federated")
+
+WEIGHT_KEY = "num-examples"
+CLIENT_KEY = "partition-id"
+
+
+class RoundFailed(DriftloopError):
+    """A federated round ended with fewer usable client replies than ``federated.min_fit_clients``."""
+
+
+def screen_reply(content: RecordDict, expected: dict[str, tuple[int, ...]]) -> str | None:
+    """Why a training reply must not be aggregated, or None when it is usable.
+
+    ``expected`` maps each array name of the global model to its shape.
+    """
+    arecs = list(content.array_records.values())
+    if len(arecs) != 1:
+        return f"expected exactly one ArrayRecord, got {len(arecs)}"
+    mrecs = list(content.metric_records.values())
+    if len(mrecs) != 1:
+        return f"expected exactly one MetricRecord, got {len(mrecs)}"
+    n = mrecs[0].get(WEIGHT_KEY)
+    if not isinstance(n, (int, float)) or isinstance(n, bool) or not math.isfinite(n) or n <= 0:
+        return f"metric {WEIGHT_KEY!r} must be a positive number, got {n!r}"
+    arrays = arecs[0]
+    keys = set(arrays.keys())
+    if keys != set(expected):
+        missing, extra = sorted(set(expected) - keys), sorted(keys - set(expected))
+        return f"array names differ from the global model (missing {missing[:3]}, unexpected {extra[:3]})"
+    for name, shape in expected.items():
+        a = arrays[name].numpy()
+        if tuple(a.shape) != tuple(shape):
+            return f"array {name!r} has shape {tuple(a.shape)}, the global model's is {tuple(shape)}"
+        if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+            bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+            return f"array {name!r} holds {bad} NaN/inf values"
+    return None
+
+
+def aggregate_train_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
+    """Example-weighted mean of each training metric, leaving out the weight and the client id."""
+    weights, rows = [], []
+    for rec in records:
+        m = next(iter(rec.metric_records.values()))
+        weights.append(float(m[weight_key]))
+        rows.append(m)
+    total = sum(weights)
+    out = MetricRecord()
+    for key in rows[0].keys():
+        if key in (weight_key, CLIENT_KEY) or isinstance(rows[0][key], list):
+            continue
+        out[key] = float(sum(w * float(r[key]) for w, r in zip(weights, rows)) / total)
+    out["examples"] = int(total)
+    return out
+
+
+class ReplyFilter:
+    """Mixin placed before a Flower strategy class: screens replies, logs rounds, enforces the minimum."""
+
+    round_log: dict[int, dict]
+
+    def _init_filter(self) -> None:
+        self.round_log = {}
+        self._expected: dict[str, tuple[int, ...]] = {}
+        self._node_to_client: dict[int, int] = {}
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid) -> Iterable[Message]:
+        messages = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
+        self._expected = {k: tuple(v.shape) for k, v in arrays.items()}
+        self.round_log[server_round] = {"sampled_nodes": [int(m.metadata.dst_node_id) for m in messages],
+                                        "participants": [], "failures": []}
+        return messages
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        replies = list(replies)
+        entry = self.round_log.setdefault(server_round, {"sampled_nodes": [], "participants": [], "failures": []})
+        accepted: list[Message] = []
+        replied_nodes = set()
+        for msg in replies:
+            node = int(msg.metadata.src_node_id)
+            replied_nodes.add(node)
+            if msg.has_error():
+                reason = f"client error: {msg.error.reason}"
+                client = self._node_to_client.get(node)
+            else:
+                metrics = next(iter(msg.content.metric_records.values()), None)
+                client = int(metrics[CLIENT_KEY]) if metrics is not None and CLIENT_KEY in metrics else None
+                if client is not None:
+                    self._node_to_client[node] = client
+                reason = screen_reply(msg.content, self._expected)
+                if reason is None:
+                    accepted.append(msg)
+                    entry["participants"].append(client if client is not None else node)
+                    continue
+            log.warning("round %d: reply from node %d (client %s) rejected: %s", server_round, node, client, reason)
+            entry["failures"].append({"node": node, "client": client, "reason": reason})
+        for node in entry["sampled_nodes"]:
+            if node not in replied_nodes:
+                client = self._node_to_client.get(node)
+                reason = "no reply before the round timeout (client crashed, was killed or timed out)"
+                log.warning("round %d: node %d (client %s): %s", server_round, node, client, reason)
+                entry["failures"].append({"node": node, "client": client, "reason": reason})
+        entry["participants"].sort(key=lambda c: (c is None, c))
+        need = self.min_train_nodes  # type: ignore[attr-defined]
+        if len(accepted) < need:
+            reasons = "; ".join(f"client {f['client']}: {f['reason']}" for f in entry["failures"]) or "none"
+            raise RoundFailed(
+                f"federated round {server_round}: {len(accepted)} usable client replies of "
+                f"{len(entry['sampled_nodes'])} sampled, below federated.min_fit_clients={need}; "
+                f"failures: {reasons}")
+        arrays, metrics = super().aggregate_train(server_round, accepted)  # type: ignore[misc]
+        if metrics is not None and "train_loss" in metrics:
+            entry["train_loss"] = float(metrics["train_loss"])
+        return arrays, metrics
+
+
+_BASES: dict[str, type[Strategy]] = {
+    "fedavg": FedAvg, "fedprox": FedProx, "fedmedian": FedMedian,
+    "fedtrimmedavg": FedTrimmedAvg, "krum": Krum, "multikrum": MultiKrum,
+}
+_FILTERED: dict[str, type] = {
+    name: type(f"Filtered{base.__name__}", (ReplyFilter, base), {}) for name, base in _BASES.items()
+}
+
+
+def build_strategy(cfg: FederatedConfig) -> Strategy:
+    """The configured Flower strategy, wrapped in :class:`ReplyFilter`.
+
+    Clients are sampled as in FedAvg: ``max(floor(C * K), min_fit_clients)`` of the ``K`` connected
+    SuperNodes per round. Federated (client-side) evaluation is off: the ServerApp evaluates the
+    global model centrally on the held-out split (``evaluate_fn``).
+    """
+    common = dict(fraction_train=cfg.fraction_fit, fraction_evaluate=0.0, min_train_nodes=cfg.min_fit_clients,
+                  min_evaluate_nodes=0, min_available_nodes=cfg.min_fit_clients, weighted_by_key=WEIGHT_KEY,
+                  train_metrics_aggr_fn=aggregate_train_metrics)
+    name = cfg.strategy
+    extra: dict = {}
+    if name == "fedprox":
+        extra = {"proximal_mu": cfg.proximal_mu}
+    elif name == "fedtrimmedavg":
+        extra = {"beta": cfg.trimmed_beta}
+    elif name == "krum":
+        extra = {"num_malicious_nodes": cfg.krum_byzantine}
+    elif name == "multikrum":
+        extra = {"num_malicious_nodes": cfg.krum_byzantine, "num_nodes_to_select": cfg.multikrum_select}
+    try:
+        cls = _FILTERED[name]
+    except KeyError:
+        raise DriftloopError(f"federated.strategy: unknown strategy {name!r}; known: {', '.join(_BASES)}") from None
+    strategy = cls(**common, **extra)
+    strategy._init_filter()
+    return strategy

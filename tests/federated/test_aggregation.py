@@ -1,0 +1,137 @@
+"""Aggregation maths on hand-computed examples, through the real Flower strategy objects, and the
+reply filter (NaN / shape rejection, too few replies)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from torch import nn
+
+from tasks.federated.algorithms import client_update, poison_update, proximal_hook, weighted_average
+from tasks.federated.config import FederatedConfig
+from tasks.federated.strategies import RoundFailed, build_strategy, screen_reply
+
+
+class FakeGrid:
+    def __init__(self, n):
+        self.n = n
+
+    def get_node_ids(self):
+        return list(range(1, self.n + 1))
+
+
+def _round(strategy, global_arrays, client_arrays, counts, server_round=1):
+    """Configure a round on a fake grid, answer each instruction with the given arrays."""
+    ins = list(strategy.configure_train(server_round, ArrayRecord({k: Array(v) for k, v in global_arrays.items()}), ConfigRecord(), FakeGrid(len(client_arrays))))
+    ins.sort(key=lambda m: m.metadata.dst_node_id)
+    replies = []
+    for i, (m, arrs, n) in enumerate(zip(ins, client_arrays, counts)):
+        if arrs is None:
+            continue  # this client never answers
+        content = RecordDict({"arrays": ArrayRecord({k: Array(np.asarray(v, np.float32)) for k, v in arrs.items()}),
+                              "metrics": MetricRecord({"train_loss": float(i), "num-examples": n, "partition-id": i})})
+        replies.append(Message(content=content, reply_to=m))
+    return strategy.aggregate_train(server_round, replies)
+
+
+def cfg(**kw):
+    base = dict(num_clients=3, min_fit_clients=2, fraction_fit=1.0)
+    base.update(kw)
+    return FederatedConfig(**base)
+
+
+G = {"w": np.zeros((2,), np.float32)}
+
+
+def test_fedavg_weights_by_example_count():
+    s = build_strategy(cfg())
+    arrays, metrics = _round(s, G, [{"w": [1.0, 0.0]}, {"w": [0.0, 2.0]}, {"w": [4.0, 4.0]}], [10, 30, 60])
+    # (10*[1,0] + 30*[0,2] + 60*[4,4]) / 100 = [2.5, 3.0]
+    np.testing.assert_allclose(arrays["w"].numpy(), [2.5, 3.0], rtol=1e-6)
+    # train_loss weighted the same way: (10*0 + 30*1 + 60*2)/100 = 1.5; the client id is not averaged
+    assert metrics["train_loss"] == pytest.approx(1.5) and "partition-id" not in metrics
+    assert s.round_log[1]["participants"] == [0, 1, 2] and s.round_log[1]["train_loss"] == pytest.approx(1.5)
+
+
+def test_weighted_average_function_matches():
+    out = weighted_average([{"w": torch.tensor([1.0, 0.0])}, {"w": torch.tensor([0.0, 2.0])},
+                            {"w": torch.tensor([4.0, 4.0])}], [10, 30, 60])
+    torch.testing.assert_close(out["w"], torch.tensor([2.5, 3.0]))
+    with pytest.raises(ValueError):
+        weighted_average([{"w": torch.zeros(1)}], [0])
+
+
+def test_median_and_trimmed_mean_and_krum():
+    clients = [{"w": [1.0, 1.0]}, {"w": [2.0, 2.0]}, {"w": [3.0, 3.0]}, {"w": [4.0, 4.0]}, {"w": [100.0, -100.0]}]
+    counts = [1, 1, 1, 1, 50]
+    med, _ = _round(build_strategy(cfg(strategy="fedmedian", num_clients=5)), G, clients, counts)
+    np.testing.assert_allclose(med["w"].numpy(), [3.0, 2.0])  # coordinate-wise median, weights ignored
+    trim, _ = _round(build_strategy(cfg(strategy="fedtrimmedavg", num_clients=5, trimmed_beta=0.2)), G, clients, counts)
+    np.testing.assert_allclose(trim["w"].numpy(), [3.0, 2.0])  # drops 1 of 5 at each end: mean(2,3,4)=3, mean(1,2,3)=2
+    krum, _ = _round(build_strategy(cfg(strategy="krum", num_clients=5, krum_byzantine=1)), G, clients, counts)
+    assert krum["w"].numpy().tolist() in ([2.0, 2.0], [3.0, 3.0])  # a central update, never the outlier
+    fedavg, _ = _round(build_strategy(cfg(num_clients=5)), G, clients, counts)
+    assert fedavg["w"].numpy()[0] > 80  # plain FedAvg is dragged to the heavy outlier
+
+
+def test_fedprox_sends_mu_and_proximal_gradient_is_mu_times_drift():
+    s = build_strategy(cfg(strategy="fedprox", proximal_mu=0.5))
+    ins = list(s.configure_train(1, ArrayRecord({k: Array(v) for k, v in G.items()}), ConfigRecord(), FakeGrid(3)))
+    assert all(m.content["config"]["proximal-mu"] == 0.5 for m in ins)
+
+    lin = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, -2.0]]))
+    hook = proximal_hook(list(lin.parameters()), mu=0.5)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[3.0, 0.0]]))  # drift d = w - w_t = [2, 2]
+    zero = torch.zeros((), requires_grad=True)
+    total = hook(lin, None, None, zero)
+    assert float(total.detach()) == pytest.approx(0.5 / 2 * (4 + 4))  # mu/2 * ||d||^2 = 2
+    total.backward()
+    torch.testing.assert_close(lin.weight.grad, torch.tensor([[1.0, 1.0]]))  # mu * d
+
+
+def test_proximal_term_keeps_client_closer_to_global():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g).numpy()
+    y = (x[:, 0] > 0).astype(np.int64)
+    model = nn.Linear(4, 2)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    kw = dict(epochs=3, batch_size=8, optimizer="sgd", lr=0.1, seed=1, device=torch.device("cpu"))
+    free, _ = client_update(model, start, x, y, proximal_mu=0.0, **kw)
+    prox, _ = client_update(model, start, x, y, proximal_mu=2.0, **kw)
+    dist = lambda s: sum(float(((s[k] - start[k]) ** 2).sum()) for k in s)  # noqa: E731
+    assert 0 < dist(prox) < 0.5 * dist(free)
+
+
+def test_filter_rejects_nan_and_shape_and_keeps_the_rest(caplog):
+    s = build_strategy(cfg(min_fit_clients=1))
+    with caplog.at_level("WARNING", logger="driftloop.federated"):
+        arrays, _ = _round(s, G, [{"w": [1.0, 1.0]}, {"w": [np.nan, 0.0]}, {"w": [1.0, 1.0, 1.0]}], [1, 1, 1])
+    np.testing.assert_allclose(arrays["w"].numpy(), [1.0, 1.0])
+    reasons = {f["client"]: f["reason"] for f in s.round_log[1]["failures"]}
+    assert "NaN/inf" in reasons[1] and "shape (3,)" in reasons[2]
+    assert s.round_log[1]["participants"] == [0]
+    assert "rejected" in caplog.text and "NaN/inf" in caplog.text
+
+
+def test_too_few_usable_replies_fail_the_round():
+    s = build_strategy(cfg(min_fit_clients=2))
+    with pytest.raises(RoundFailed, match=r"round 1: 1 usable client replies of 3 sampled, below federated.min_fit_clients=2"):
+        _round(s, G, [{"w": [1.0, 1.0]}, {"w": [np.inf, 0.0]}, None], [1, 1, 1])
+    fails = s.round_log[1]["failures"]
+    assert any("no reply before the round timeout" in f["reason"] for f in fails)
+
+
+def test_screen_reply_and_poison_helpers():
+    good = RecordDict({"a": ArrayRecord({"w": Array(np.ones(2, np.float32))}), "m": MetricRecord({"num-examples": 3})})
+    assert screen_reply(good, {"w": (2,)}) is None
+    assert "missing ['v']" in screen_reply(good, {"w": (2,), "v": (1,)})
+    zero = RecordDict({"a": ArrayRecord({"w": Array(np.ones(2, np.float32))}), "m": MetricRecord({"num-examples": 0})})
+    assert "positive number" in screen_reply(zero, {"w": (2,)})
+    g, l = {"w": torch.tensor([1.0, 1.0])}, {"w": torch.tensor([2.0, 0.0])}
+    torch.testing.assert_close(poison_update(g, l, "sign_flip", 2.0)["w"], torch.tensor([-1.0, 3.0]))
+    torch.testing.assert_close(poison_update(g, l, "scale", 2.0)["w"], torch.tensor([3.0, -1.0]))
