@@ -47,9 +47,12 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
     source = dataset if settings.data.source == "digits" else settings.data.source
     dataset = data_steps.validate_or_quarantine(source, ref_schema or own_schema, settings.data.validation,
                                                 settings.store, label_column=settings.data.label_column).dataset
+    # Drifted batches added by retraining are shifted by definition: the gross-shift rule is the
+    # drift check's call (drift.validate_shift); every other rule still applies.
+    extra_validation = settings.data.validation.model_copy(update={"check_shift": settings.drift.validate_shift})
     for uri in inputs.extra_batches:
         # Each added batch must pass too; a bad one is quarantined and the run stops.
-        batch = data_steps.validate_or_quarantine(uri, ref_schema or own_schema, settings.data.validation,
+        batch = data_steps.validate_or_quarantine(uri, ref_schema or own_schema, extra_validation,
                                                   settings.store, label_column=settings.data.label_column)
         dataset = concat_datasets(dataset, batch.dataset)
     splits = data_steps.split_data(dataset, settings.seed, settings.data)

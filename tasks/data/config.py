@@ -26,6 +26,9 @@ class ValidationConfig(Section):
     max_mean_shift: float = Field(3.0, gt=0.0)
     # Minimum batch size for the shift rule to apply (tiny batches have noisy means).
     shift_min_rows: int = Field(20, ge=1)
+    # The gross-shift rule; the drift check turns it off (drift.validate_shift), since a shifted
+    # batch is what the detectors measure and what retraining learns from, not a broken file.
+    check_shift: bool = True
     # Share of exactly duplicated rows tolerated inside a batch (digits has a few true duplicates).
     max_duplicate_fraction: float = Field(0.05, ge=0.0, le=1.0)
     max_examples: int = Field(5, ge=1, description="examples listed per violated rule in a report")

@@ -1,0 +1,41 @@
+"""Event-triggered retraining: the drifted batches plus the training data -> the training pipeline,
+warm-started from the champion -> the gate promotes the candidate or keeps the champion.
+
+Labels arrive with the batches in this setting (a labelling process upstream writes labelled
+batches); that is what makes training on drifted data possible. One run per drift episode: the
+first run for an episode claims it in the store, later deliveries for the same episode return
+without training (the deployment also has a concurrency limit of 1).
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.pipeline import PipelineInputs, run_pipeline
+from tasks.drift import steps as drift_steps
+from tasks.settings import Settings, load_settings
+from tasks.ui import run_logger
+
+
+@flow(name="retraining", log_prints=True)
+def retraining(config: Settings | None = None, event_id: str | None = None, episode_id: str | None = None,
+               batch_ids: list[str] | None = None, detector: str | None = None,
+               model_version: int | None = None) -> dict:
+    """Retrain on the training data plus the drifted batches; promote or keep the champion."""
+    settings = config if config is not None else load_settings()
+    log = run_logger()
+    trigger = {"kind": "drift-event" if event_id else "manual", "event_id": event_id, "episode_id": episode_id,
+               "batch_ids": batch_ids or [], "detector": detector, "model_version": model_version}
+    claim_key = episode_id or event_id
+    if claim_key and not drift_steps.claim_retraining(settings, claim_key, trigger):
+        reason = f"episode {claim_key} already has a retraining run"
+        log.info("skipping: %s", reason)
+        return {"status": "duplicate", "reason": reason, "summary": f"retraining skipped: {reason}"}
+    uris = drift_steps.resolve_batches(settings, batch_ids or [])
+    result = run_pipeline(settings, PipelineInputs(trigger=trigger, extra_batches=uris, warm_start=True))
+    result["status"] = "promoted" if result["promoted"] else "kept-champion"
+    return result
+
+
+if __name__ == "__main__":
+    print(retraining(load_settings())["summary"])

@@ -1,0 +1,81 @@
+"""What the drift loop remembers between scheduled checks, kept in the artifact store:
+
+* ``drift/<model>/checks/<batch_id>.json``: one write-once record per checked batch (its reports or
+  its quarantine), so a batch is never checked twice, even by two overlapping checks;
+* ``drift/<model>/episode.json``: the current drift episode (see tasks.drift.events);
+* ``drift/<model>/retraining/<episode_id>.json``: a write-once claim, so an episode starts at most
+  one retraining however many events (distinct, repeated or duplicated) arrive for it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import PurePosixPath
+from typing import Any, Iterable
+
+from tasks.drift.events import Episode
+from tasks.store.backends import Backend, PreconditionFailed
+
+BATCH_SUFFIXES = (".npz", ".parquet", ".csv")
+
+
+def _prefix(model: str) -> str:
+    return f"drift/{model}/"
+
+
+def batch_id_of(uri: str) -> str:
+    """A batch's id: its file name without the suffix (``batch-00061.npz`` -> ``batch-00061``)."""
+    return PurePosixPath(uri.rstrip("/")).stem
+
+
+def batch_files(uris: Iterable[str]) -> list[str]:
+    """The batch files among ``uris`` (npz, parquet, csv), sorted by id."""
+    return sorted((u for u in uris if PurePosixPath(u).suffix.lower() in BATCH_SUFFIXES), key=batch_id_of)
+
+
+def checked_ids(backend: Backend, model: str) -> set[str]:
+    pre = _prefix(model) + "checks/"
+    return {PurePosixPath(k).stem for k in backend.list(pre) if k.endswith(".json")}
+
+
+def record_check(backend: Backend, model: str, batch_id: str, record: dict[str, Any]) -> bool:
+    """Store a batch's check record once; False when another check already recorded it."""
+    doc = {"batch_id": batch_id, "recorded_at": time.time(), **record}
+    try:
+        backend.put_bytes(f"{_prefix(model)}checks/{batch_id}.json", json.dumps(doc, default=str).encode(),
+                          if_absent=True)
+        return True
+    except PreconditionFailed:
+        return False
+
+
+def check_history(backend: Backend, model: str) -> list[dict[str, Any]]:
+    """Every recorded check, oldest first."""
+    recs = [json.loads(backend.get_bytes(k)) for k in backend.list(_prefix(model) + "checks/") if k.endswith(".json")]
+    return sorted(recs, key=lambda r: (r.get("recorded_at", 0), r["batch_id"]))
+
+
+def load_episode(backend: Backend, model: str) -> Episode | None:
+    key = _prefix(model) + "episode.json"
+    return Episode.from_dict(json.loads(backend.get_bytes(key))) if backend.exists(key) else None
+
+
+def save_episode(backend: Backend, episode: Episode) -> None:
+    backend.put_bytes(_prefix(episode.model) + "episode.json", json.dumps(episode.as_dict()).encode())
+
+
+def claim_retraining(backend: Backend, model: str, episode_id: str, info: dict[str, Any]) -> bool:
+    """Claim an episode for one retraining run; False when it was already claimed."""
+    doc = {"episode_id": episode_id, "claimed_at": time.time(), **info}
+    try:
+        backend.put_bytes(f"{_prefix(model)}retraining/{episode_id}.json", json.dumps(doc, default=str).encode(),
+                          if_absent=True)
+        return True
+    except PreconditionFailed:
+        return False
+
+
+def retraining_claims(backend: Backend, model: str) -> list[dict[str, Any]]:
+    return [json.loads(backend.get_bytes(k)) for k in backend.list(_prefix(model) + "retraining/")
+            if k.endswith(".json")]

@@ -1,0 +1,181 @@
+"""Drift references: what the detectors compare new batches with.
+
+A reference is a seeded sample of inputs, the model's softmax outputs and penultimate embeddings
+on them, the detector configuration, and the online detectors' calibration. It is stored beside
+a promoted model as two files: ``drift_reference.npz`` (arrays; loaded with
+``allow_pickle=False``) and ``drift_reference.json`` (configuration, provenance, array shapes and
+sha256). Detectors are rebuilt from these; alibi-detect's ``save_detector``/``load_detector`` are
+never used (``load_detector`` can unpickle what it reads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from tasks.errors import DataError
+from tasks.seeding import rng
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from tasks.drift.config import DriftConfig
+
+FORMAT = "driftloop.drift-reference/1"
+NPZ_NAME = "drift_reference.npz"
+JSON_NAME = "drift_reference.json"
+REFERENCE_FILES = (NPZ_NAME, JSON_NAME)
+_CAL_PREFIX = "calibration."
+
+
+@dataclass
+class DriftReference:
+    """Arrays plus configuration; see the module docstring. ``config`` is a DriftConfig as a dict."""
+
+    x: np.ndarray
+    probs: np.ndarray
+    embeddings: np.ndarray
+    config: dict[str, Any]
+    seed: int
+    meta: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.probs.shape[1])
+
+    def features(self) -> dict[str, np.ndarray]:
+        """Reference arrays by feature name (``probs``, ``embeddings``, ``confidence``)."""
+        from tasks.drift.detectors import features_from_outputs
+
+        return features_from_outputs(self.probs, self.embeddings)
+
+    def calibration_for(self, name: str) -> dict[str, np.ndarray] | None:
+        """The stored online calibration of detector ``name``, if it was calibrated for this config."""
+        return self.calibration.get(name)
+
+
+def build_reference(model: "nn.Module", x_inputs: np.ndarray, cfg: "DriftConfig", seed: int,
+                    meta: Mapping[str, Any] | None = None, device: str | None = None) -> DriftReference:
+    """Sample ``cfg.reference_size`` inputs (seeded; all when fewer), run the model on them, and
+    calibrate the configured online detectors.
+
+    Which inputs: data the model was *not* fitted on (the validation split, or validation plus
+    training data) make the better reference. The softmax outputs on the fitting data are more
+    confident than on any new data, so KS on the outputs would flag clean held-out batches.
+    ``meta`` (model name, version, data fingerprint...) is stored for provenance.
+    """
+    from tasks.drift.detectors import (ONLINE_DETECTORS, batch_features, calibrate_online, check_detector_names,
+                                       features_from_outputs, DETECTOR_FEATURES)
+
+    names = check_detector_names(cfg.detectors)
+    x_inputs = np.asarray(x_inputs)
+    if x_inputs.ndim < 2 or x_inputs.shape[0] == 0:
+        raise DataError(f"drift reference: need a non-empty array of samples, got shape {x_inputs.shape}")
+    if not np.all(np.isfinite(x_inputs)):
+        raise DataError("drift reference: the inputs hold NaN or infinite values")
+    n = min(cfg.reference_size, len(x_inputs))
+    if n < 10:
+        raise DataError(f"drift reference: {len(x_inputs)} samples are too few (need at least 10)")
+    idx = np.sort(rng(seed, "drift-reference").choice(len(x_inputs), n, replace=False))
+    x = np.ascontiguousarray(x_inputs[idx], dtype=np.float32)
+    conf = cfg.model_dump(mode="json")
+    feats = batch_features(model, x, device or cfg.device)
+    info = {"created": datetime.now(timezone.utc).isoformat(), "n_inputs_available": int(len(x_inputs)),
+            "sample_indices_sha256": hashlib.sha256(idx.astype(np.int64).tobytes()).hexdigest()}
+    info.update(dict(meta or {}))
+    ref = DriftReference(x=x, probs=feats["probs"], embeddings=feats["embeddings"], config=conf, seed=int(seed),
+                         meta=info)
+    ref_feats = features_from_outputs(ref.probs, ref.embeddings)
+    for name in names:
+        if name in ONLINE_DETECTORS:
+            ref.calibration[name] = calibrate_online(name, ref_feats[DETECTOR_FEATURES[name]], conf, seed)
+    return ref
+
+
+def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def reference_to_files(ref: DriftReference) -> dict[str, bytes]:
+    """The reference as ``{"drift_reference.npz": ..., "drift_reference.json": ...}`` bytes."""
+    arrays: dict[str, np.ndarray] = {"x": ref.x, "probs": ref.probs, "embeddings": ref.embeddings}
+    for name, cal in ref.calibration.items():
+        for key, arr in cal.items():
+            arrays[f"{_CAL_PREFIX}{name}.{key}"] = np.asarray(arr)
+    doc = {
+        "format": FORMAT,
+        "seed": ref.seed,
+        "config": ref.config,
+        "meta": ref.meta,
+        "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.str,
+                       "sha256": hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()}
+                   for k, v in arrays.items()},
+    }
+    return {NPZ_NAME: _npz_bytes(arrays), JSON_NAME: json.dumps(doc, indent=2, sort_keys=True).encode()}
+
+
+def reference_from_files(files: Mapping[str, bytes], origin: str = "drift reference") -> DriftReference:
+    """Rebuild a reference from :func:`reference_to_files` output (e.g. read back from the store).
+
+    Raises DataError naming the missing file, a wrong format tag, or an array whose shape, dtype or
+    sha256 differs from what the JSON recorded. No pickles: the npz is read with allow_pickle=False.
+    """
+    from tasks.drift.config import DriftConfig
+
+    missing = [n for n in REFERENCE_FILES if n not in files or files[n] is None]
+    if missing:
+        raise DataError(f"{origin}: missing {missing} (a reference is {list(REFERENCE_FILES)})")
+    try:
+        doc = json.loads(files[JSON_NAME])
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{origin}/{JSON_NAME}: not valid JSON: {e}") from e
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise DataError(f"{origin}/{JSON_NAME}: format is {doc.get('format') if isinstance(doc, dict) else None!r}, "
+                        f"expected {FORMAT!r}")
+    try:
+        with np.load(io.BytesIO(files[NPZ_NAME]), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # truncated or not an npz: say which file
+        raise DataError(f"{origin}/{NPZ_NAME}: cannot be read as npz: {type(e).__name__}: {e}") from e
+    for k, want in doc.get("arrays", {}).items():
+        if k not in arrays:
+            raise DataError(f"{origin}/{NPZ_NAME}: array {k!r} recorded in {JSON_NAME} is missing")
+        a = arrays[k]
+        if list(a.shape) != want["shape"] or a.dtype.str != want["dtype"] or \
+                hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() != want["sha256"]:
+            raise DataError(f"{origin}/{NPZ_NAME}: array {k!r} differs from what {JSON_NAME} recorded "
+                            f"(shape {list(a.shape)} vs {want['shape']})")
+    for k in ("x", "probs", "embeddings"):
+        if k not in arrays:
+            raise DataError(f"{origin}/{NPZ_NAME}: array {k!r} is missing")
+    n = len(arrays["x"])
+    if len(arrays["probs"]) != n or len(arrays["embeddings"]) != n:
+        raise DataError(f"{origin}: x, probs and embeddings hold different numbers of samples")
+    # Validate the stored configuration (a stale or hand-edited file fails here, naming the key).
+    try:
+        config = DriftConfig.model_validate(doc["config"]).model_dump(mode="json")
+    except Exception as e:
+        raise DataError(f"{origin}/{JSON_NAME}: invalid detector configuration: {e}") from e
+    calibration: dict[str, dict[str, np.ndarray]] = {}
+    for k, a in arrays.items():
+        if k.startswith(_CAL_PREFIX):
+            name, key = k[len(_CAL_PREFIX):].split(".", 1)
+            calibration.setdefault(name, {})[key] = a
+    return DriftReference(x=arrays["x"], probs=arrays["probs"], embeddings=arrays["embeddings"], config=config,
+                          seed=int(doc["seed"]), meta=dict(doc.get("meta") or {}), calibration=calibration)

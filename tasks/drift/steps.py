@@ -1,0 +1,172 @@
+"""Prefect tasks of the drift concern: each a decorator plus a call to one pure function."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import numpy as np
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+
+from tasks.drift import detectors as _detectors
+from tasks.drift import events as _events
+from tasks.drift import ledger as _ledger
+from tasks.drift import reference as _reference
+from tasks.drift.report import DriftReport, markdown_summary
+from tasks.errors import DataError, ObjectNotFound
+from tasks.seeding import derive_seed
+
+
+def artifact_key(*parts: object) -> str:
+    """A Prefect artifact key (lowercase letters, digits and dashes) from ``parts``."""
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", "-".join(str(p) for p in parts).lower())).strip("-")
+
+
+# Models, arrays and detectors are not worth hashing for a cache key: NO_CACHE throughout.
+@task(name="build-drift-reference", cache_policy=NO_CACHE)
+def build_reference(model, x_inputs: np.ndarray, cfg, seed: int, meta: dict | None = None) -> _reference.DriftReference:
+    """Build the drift reference of a model (see tasks.drift.reference.build_reference)."""
+    return _reference.build_reference(model, x_inputs, cfg, seed, meta=meta)
+
+
+@task(name="detect-drift", cache_policy=NO_CACHE)
+def detect_drift(reference, x_batch: np.ndarray, model, detectors=None, cfg=None, batch_id: str = "batch",
+                 artifact_prefix: str | None = "drift-check") -> list[DriftReport]:
+    """Run the detectors on one batch and publish the reports as a table and a markdown artifact."""
+    reports = _detectors.check_batch(reference, x_batch, model, detectors, cfg, batch_id)
+    if artifact_prefix:
+        create_table_artifact([{k: v for k, v in r.to_dict().items() if k != "details"} for r in reports],
+                              key=artifact_key(artifact_prefix, "reports"), description=f"drift reports of {batch_id}")
+        create_markdown_artifact(markdown_summary(reports, f"Drift check of {batch_id}"),
+                                 key=artifact_key(artifact_prefix, "summary"))
+    return reports
+
+
+@task(name="emit-drift-event", cache_policy=NO_CACHE)
+def emit_drift_event(model: str, version: int | str | None, reports: Sequence[DriftReport], episode_id: str,
+                     batch_uris: Sequence[str] | None = None) -> dict[str, Any] | None:
+    """Emit ``driftloop.drift.detected`` for the model when a report found drift; no drift, no event.
+
+    Returns ``{"event_id", "payload", "sent"}``, or None when there was no drift. ``sent`` is False
+    when Prefect had no API to send to (emit_event then drops the event); the send itself is
+    asynchronous (Prefect's events worker), so the event reaches the API shortly after.
+    """
+    spec = _events.drift_event(model, version, reports, episode_id, batch_uris)
+    if spec is None:
+        return None
+    sent = emit_event(**spec)
+    return {"event_id": str(spec["id"]), "payload": spec["payload"], "sent": sent is not None}
+
+
+# ---- the drift loop's store-backed state (tasks.drift.ledger) and references beside models ----
+
+_IO = dict(retries=3, retry_delay_seconds=[1, 4, 10], cache_policy=NO_CACHE)
+
+
+def batch_id_of(uri: str) -> str:
+    return _ledger.batch_id_of(uri)
+
+
+@task(name="drift-reference-files", cache_policy=NO_CACHE)
+def reference_files_for(model, splits, settings) -> dict[str, bytes]:
+    """The drift reference of a candidate as files to store beside its weights.
+
+    Inputs are the held-out validation and test splits: softmax outputs on the data a model was
+    fitted on are over-confident, and KS on them would flag clean batches.
+    """
+    x = np.concatenate([splits.val.x, splits.test.x])
+    ref = _reference.build_reference(model.module(), x, settings.drift, derive_seed(settings.seed, "drift-reference"),
+                                     meta={"model": settings.registry.model_name})
+    return _reference.reference_to_files(ref)
+
+
+@task(name="load-drift-reference", **_IO)
+def load_reference(settings, champion: dict) -> _reference.DriftReference | None:
+    """The champion's stored reference (sha256-verified), or None when it has none."""
+    from tasks.store.artifacts import ArtifactStore
+
+    store = ArtifactStore.from_config(settings.store)
+    objects = store.manifest(champion["run_id"]).get("objects", {})
+    if not all(n in objects for n in _reference.REFERENCE_FILES):
+        return None
+    files = {n: store.get_bytes(champion["run_id"], n) for n in _reference.REFERENCE_FILES}
+    return _reference.reference_from_files(files, origin=f"run {champion['run_id']}")
+
+
+@task(name="new-batches", **_IO)
+def new_batches(settings) -> list[str]:
+    """Batch files under ``drift.batches_uri`` not yet checked for this model."""
+    from tasks.store.backends import list_uri, open_backend
+
+    done = _ledger.checked_ids(open_backend(settings.store), settings.registry.model_name)
+    try:
+        uris = list_uri(settings.drift.batches_uri, settings.store)
+    except ObjectNotFound:
+        return []
+    return [u for u in _ledger.batch_files(uris) if _ledger.batch_id_of(u) not in done]
+
+
+@task(name="record-check", **_IO)
+def record_check(settings, batch_id: str, record: dict) -> bool:
+    from tasks.store.backends import open_backend
+
+    return _ledger.record_check(open_backend(settings.store), settings.registry.model_name, batch_id, record)
+
+
+@task(name="publish-drift-history", **_IO)
+def publish_history(settings) -> int:
+    """The p-value-over-time plot of every recorded check (one point per batch and detector)."""
+    from tasks.drift.report import DriftReport
+    from tasks.store.backends import open_backend
+    from tasks.ui import publish_image, publish_table
+
+    hist = _ledger.check_history(open_backend(settings.store), settings.registry.model_name)
+    reports = [DriftReport.from_dict(r) for h in hist if h.get("status") == "checked" for r in h.get("reports", [])]
+    if reports:
+        from tasks.drift.report import pvalue_plot_png
+
+        publish_image("drift-pvalues", pvalue_plot_png(reports), "Drift p-values over time (one point per batch)")
+    publish_table("drift-history", [{"batch_id": h["batch_id"], "status": h.get("status"),
+                                     "drift": any(r.get("drift") for r in h.get("reports", [])),
+                                     "rules": ",".join(h.get("rules", []))} for h in hist[-200:]],
+                  "Every checked batch (latest 200)")
+    return len(hist)
+
+
+@task(name="update-drift-episode", **_IO)
+def update_episode(settings, version, batch_ids: list[str]) -> dict:
+    """Place this check's drift in the current episode (a new one after the cooldown)."""
+    import time
+
+    from tasks.store.backends import open_backend
+
+    backend = open_backend(settings.store)
+    name = settings.registry.model_name
+    episode, _new = _events.assign_episode(_ledger.load_episode(backend, name), name, version, time.time(),
+                                           settings.drift.cooldown_seconds, batch_ids)
+    _ledger.save_episode(backend, episode)
+    return episode.as_dict()
+
+
+@task(name="claim-retraining", **_IO)
+def claim_retraining(settings, episode_id: str, info: dict) -> bool:
+    from tasks.store.backends import open_backend
+
+    return _ledger.claim_retraining(open_backend(settings.store), settings.registry.model_name, episode_id, info)
+
+
+@task(name="resolve-batches", **_IO)
+def resolve_batches(settings, batch_ids: list[str]) -> list[str]:
+    """URIs of the named batches under ``drift.batches_uri``; an unknown id is an error naming it."""
+    from tasks.store.backends import list_uri
+
+    if not batch_ids:
+        return []
+    by_id = {_ledger.batch_id_of(u): u for u in _ledger.batch_files(list_uri(settings.drift.batches_uri, settings.store))}
+    missing = [b for b in batch_ids if b not in by_id]
+    if missing:
+        raise DataError(f"batches {missing} not found under {settings.drift.batches_uri}")
+    return [by_id[b] for b in batch_ids]

@@ -1,0 +1,57 @@
+import json
+
+import numpy as np
+import pytest
+
+from tasks.drift.detectors import build_detectors, check_batch
+from tasks.drift.reference import JSON_NAME, NPZ_NAME, build_reference, reference_from_files, reference_to_files
+from tasks.drift.stream import simulate_stream
+from tasks.errors import DataError
+
+
+def test_round_trip_through_bytes_rebuilds_identical_detectors(drift_reference, digits_model, digits_splits):
+    files = reference_to_files(drift_reference)
+    assert set(files) == {NPZ_NAME, JSON_NAME} and all(isinstance(v, bytes) for v in files.values())
+    back = reference_from_files(files)
+    for k in ("x", "probs", "embeddings"):
+        np.testing.assert_array_equal(getattr(back, k), getattr(drift_reference, k))
+    assert back.config == drift_reference.config and back.seed == 7 and back.meta["version"] == 1
+    assert set(back.calibration) == {"mmd_online", "cvm_online"}
+    np.testing.assert_array_equal(back.calibration["mmd_online"]["thresholds"],
+                                  drift_reference.calibration["mmd_online"]["thresholds"])
+    b = next(iter(simulate_stream(digits_splits, "none", n_batches=1, batch_size=60, seed=2)))
+    r1 = check_batch(drift_reference, b.x, digits_model, build_detectors(drift_reference), batch_id="b")
+    r2 = check_batch(back, b.x, digits_model, build_detectors(back), batch_id="b")
+    assert [(r.detector, r.drift, r.p_value, round(r.statistic, 6)) for r in r1] == \
+           [(r.detector, r.drift, r.p_value, round(r.statistic, 6)) for r in r2]
+
+
+def test_reference_is_seeded_and_sized(digits_model, digits_splits):
+    from tasks.drift.config import DriftConfig
+
+    cfg = DriftConfig(detectors=["ks_softmax"], reference_size=50)
+    a = build_reference(digits_model, digits_splits.val.x, cfg, seed=1)
+    b = build_reference(digits_model, digits_splits.val.x, cfg, seed=1)
+    c = build_reference(digits_model, digits_splits.val.x, cfg, seed=2)
+    assert len(a) == 50 and a.probs.shape == (50, 10) and a.embeddings.shape == (50, 32)
+    np.testing.assert_array_equal(a.x, b.x)
+    assert not np.array_equal(a.x, c.x)
+    np.testing.assert_allclose(a.probs.sum(1), 1.0, rtol=1e-5)
+    with pytest.raises(DataError, match="non-empty"):
+        build_reference(digits_model, digits_splits.val.x[:0], cfg, seed=1)
+
+
+def test_damaged_or_missing_files_are_named(drift_reference):
+    files = reference_to_files(drift_reference)
+    with pytest.raises(DataError, match="missing.*drift_reference.npz"):
+        reference_from_files({JSON_NAME: files[JSON_NAME]})
+    doc = json.loads(files[JSON_NAME])
+    doc["arrays"]["probs"]["sha256"] = "0" * 64
+    with pytest.raises(DataError, match="array 'probs' differs"):
+        reference_from_files({NPZ_NAME: files[NPZ_NAME], JSON_NAME: json.dumps(doc).encode()})
+    doc = json.loads(files[JSON_NAME])
+    doc["config"]["detectors"] = ["chi2"]
+    with pytest.raises(DataError, match="invalid detector configuration"):
+        reference_from_files({NPZ_NAME: files[NPZ_NAME], JSON_NAME: json.dumps(doc).encode()})
+    with pytest.raises(DataError, match="cannot be read as npz"):
+        reference_from_files({NPZ_NAME: b"not an npz", JSON_NAME: files[JSON_NAME]})
