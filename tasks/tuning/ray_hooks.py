@@ -1,0 +1,144 @@
+"""Small Ray Tune extensions used by ``tasks.tuning.search`` (imported only when a study runs, so
+that the plan and the CLI do not import Ray).
+
+Tune pickles the scheduler and callbacks into the experiment (``tuner.pkl``) and unpickles them on
+``Tuner.restore``, so they live in an importable module.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import HyperBandScheduler
+from ray.tune.schedulers.hyperband import _Bracket
+
+
+class _PlanBracket(_Bracket):
+    """Ray's bracket, "filled" once it has held its planned number of trials (Ray counts only the
+    live ones, so a trial ending early would let a later trial into the same bracket)."""
+
+    def filled(self) -> bool:
+        return len(self._all_trials) >= self._n0
+
+
+def _tag_of(trial):
+    """(band, s) recorded in a restored trial's last result, or None."""
+    r = trial.last_result
+    if r and r.get("hb_bracket") is not None and r.get("hb_band") is not None:
+        return int(r["hb_band"]), int(r["hb_bracket"])
+    return None
+
+
+class BracketTaggingHyperBand(HyperBandScheduler):
+    """Ray's synchronous HyperBandScheduler (ray 2.55.1) made safe to pause, retry and restore.
+
+    * Notes each trial's (band, bracket s) on the Trial (``BracketTagger`` copies it into results).
+    * A trial restored by ``Tuner.restore`` (whose last result carries its tag) goes back into its
+      own bracket; Ray would place it as a new trial, and would put finished trials back into
+      brackets as live ones, which then never complete (the restored study hangs). A trial retried
+      after an error is placed by Ray as usual (possibly in a new bracket).
+    * Finished trials stay in their bracket's count but not among its live trials.
+    * After a restore, a bracket whose halvings had happened before the interruption is brought
+      forward to its current rung (the scheduler's own state is not saved by Tune).
+    * A trial removed (error, stop) that finishes its bracket stops the bracket's PAUSED trials
+      (Ray 2.55.1 leaves them paused: the study hangs when a retried trial leaves its bracket).
+    * A trial stopped while PAUSED is marked for the next experiment snapshot: Tune 2.55.1 would
+      otherwise save it as PAUSED, and a restore would run it again.
+    """
+
+    def _create_bracket(self, s):
+        return _PlanBracket(time_attr=self._time_attr, max_trials=self._get_n0(s), init_t_attr=self._get_r0(s),
+                            max_t_attr=self._max_t_attr, eta=self._eta, s=s, stop_last_trials=self._stop_last_trials)
+
+    def _bracket_at(self, band: int, s: int):
+        while len(self._hyperbands) <= band:
+            self._hyperbands.append([])
+        brackets = self._hyperbands[band]
+        while len(brackets) <= s:
+            k = len(brackets)
+            brackets.append(self._create_bracket(k) if self._get_r0(k) > 0 else None)
+        if (band, s) >= (self._state["band_idx"], self._bracket_index(self._state["bracket"])):
+            self._state.update(band_idx=band, bracket=brackets[s])
+        return brackets[s]
+
+    def _bracket_index(self, bracket) -> int:
+        if bracket is None:
+            return -1
+        band = self._hyperbands[self._state["band_idx"]]
+        return band.index(bracket) if bracket in band else -1
+
+    def on_trial_add(self, tune_controller, trial):
+        if not self._metric or not self._metric_op:
+            return super().on_trial_add(tune_controller, trial)  # raises Ray's own error
+        # A trial retried after an error keeps Ray's own placement (its tag is on the Trial object);
+        # only trials restored from a saved experiment go back to the bracket their results name.
+        tag = None if "_driftloop_hb" in trial.__dict__ else _tag_of(trial)
+        if tag is None:
+            super().on_trial_add(tune_controller, trial)
+            bracket, band = self._trial_info[trial]
+            tag = (int(band), int(self._hyperbands[band].index(bracket)))
+        else:
+            bracket = self._bracket_at(*tag)
+            if trial not in bracket._all_trials:
+                bracket._all_trials.append(trial)
+            result = trial.last_result if trial.last_result and self._time_attr in trial.last_result else None
+            bracket._live_trials[trial] = result
+            self._trial_info[trial] = (bracket, tag[0])
+        trial.__dict__["_driftloop_hb"] = tag
+        if trial.status in (Trial.TERMINATED, Trial.ERROR):
+            bracket.cleanup_trial(trial)
+
+    def _catch_up(self, bracket) -> None:
+        # Halvings that had happened before a restore: every live trial is past the milestone and
+        # no more of them are left than the halving keeps. (Never true in an uninterrupted run:
+        # after a halving the live trials are below the new milestone.)
+        while (bracket._halves > 0 and bracket._live_trials
+               and all(r is not None and r[self._time_attr] >= bracket._cumul_r for r in bracket._live_trials.values())
+               and len(bracket._live_trials) <= math.ceil(bracket._n / self._eta)):
+            bracket._halves -= 1
+            bracket._n = int(math.ceil(bracket._n / self._eta))
+            bracket._r = int(min(bracket._r * self._eta, self._max_t_attr))
+            bracket._cumul_r = bracket._r
+
+    def on_trial_result(self, tune_controller, trial, result):
+        self._catch_up(self._trial_info[trial][0])
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial):
+        bracket = self._trial_info[trial][0] if trial in self._trial_info else None
+        super().on_trial_remove(tune_controller, trial)
+        # Ray skips a bracket that the removal itself finished (an errored trial was the last one
+        # below max_t): trials PAUSED at max_t would wait forever. Stop them, as a finished
+        # bracket does.
+        if bracket is not None and bracket.finished() and hasattr(tune_controller, "stop_trial"):
+            bracket.cleanup_full(tune_controller)
+        mark = getattr(tune_controller, "_mark_trial_to_checkpoint", None)
+        if mark is not None:
+            mark(trial)
+
+
+class BracketTagger(Callback):
+    """Adds ``hb_band`` / ``hb_bracket`` to every result of a trial the Hyperband scheduler placed."""
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        tag = trial.__dict__.get("_driftloop_hb")
+        if tag is not None:
+            result["hb_band"], result["hb_bracket"] = tag
+
+
+class InterruptAfter(Callback):
+    """Interrupts the study after ``after`` trials have ended, the way Ctrl+C does: Tune's SIGUSR1
+    handler saves the experiment state and ``fit`` returns, leaving an unfinished experiment."""
+
+    def __init__(self, after: int):
+        self.after = after
+        self.ended = 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.ended += 1
+        if self.ended == self.after:
+            os.kill(os.getpid(), signal.SIGUSR1)
