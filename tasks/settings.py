@@ -58,7 +58,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {
         "training": {"epochs": 12, "batch_size": 32, "lr": 3e-3, "num_threads": 1},
         "tuning": {"max_t": 3, "eta": 3, "num_samples": 5},
-        "federated": {"num_clients": 4, "rounds": 3, "local_epochs": 1, "min_fit_clients": 2},
+        "federated": {"num_clients": 4, "rounds": 4, "local_epochs": 3, "min_fit_clients": 2},
         "adversarial": {"epochs": 3, "steps": 3, "eval_steps": 5, "eval_epsilons": [0.0, 0.1, 0.3, 1.0]},
         "drift": {"reference_size": 200},
     },
