@@ -1,5 +1,8 @@
 """The stage sequence shared by the training and retraining flows (composition only).
 
+The optional stages' task modules are imported when their stage is on, so a run with tuning or
+federated learning switched off never imports Ray or Flower.
+
 load -> validate -> [tune] -> federate | train -> [harden] -> evaluate -> register -> gate/promote.
 A disabled stage is skipped and the previous stage's model and configuration go on unchanged.
 """
@@ -13,6 +16,7 @@ from typing import Any
 
 from tasks.data import steps as data_steps
 from tasks.data.sources import concat_datasets
+from tasks.drift import steps as drift_steps
 from tasks.models import steps as model_steps
 from tasks.models.serialize import model_spec, state_dict_to_bytes
 from tasks.models.trained import TrainedModel, num_classes_of
@@ -137,8 +141,6 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
                                           "rounds": federated["rounds"]},
               "hardening": hardening, "robust_evaluation": robust.as_dict() if robust else None, "gate": decision}
     # The drift reference is stored beside the weights, so a promoted model always has one.
-    from tasks.drift import steps as drift_steps
-
     reference_files = drift_steps.reference_files_for(model, splits, settings)
     registered = model_steps.register_candidate(settings, model, schema, splits, metrics, extras,
                                                 parent=champion, trigger=inputs.trigger, extra_files=reference_files)
