@@ -57,3 +57,15 @@ def run_logger():
     import logging
 
     return logging.getLogger("driftloop")
+
+
+def publish_table_artifact(table, key: str | None = None, description: str | None = None) -> None:
+    """``create_table_artifact`` inside a run; nothing outside one."""
+    if in_prefect_run():
+        create_table_artifact(table=table, key=key, description=description)
+
+
+def publish_markdown_artifact(markdown: str, key: str | None = None, description: str | None = None) -> None:
+    """``create_markdown_artifact`` inside a run; nothing outside one."""
+    if in_prefect_run():
+        create_markdown_artifact(markdown=markdown, key=key, description=description)

@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+
+from tasks.ui import publish_markdown_artifact, publish_table_artifact
 from torch import nn
 
 from tasks.adversarial.evaluation import RobustEvaluation, evaluate_with_config
@@ -54,8 +55,8 @@ def harden_model(model: nn.Module, train: Dataset, val: Dataset, settings: Setti
                             derive_seed(settings.seed, "harden"), lo, hi, num_classes)
     png = history_plot(res) if res.history else None
     key_prefix = _key(key_prefix)
-    create_table_artifact(history_rows(res), key=f"{key_prefix}-history", description="natural and robust accuracy per epoch")
-    create_markdown_artifact(history_markdown(res, png), key=f"{key_prefix}-curves", description="adversarial fine-tuning")
+    publish_table_artifact(history_rows(res), key=f"{key_prefix}-history", description="natural and robust accuracy per epoch")
+    publish_markdown_artifact(history_markdown(res, png), key=f"{key_prefix}-curves", description="adversarial fine-tuning")
     return Hardened(res, png)
 
 
@@ -68,8 +69,8 @@ def robust_evaluate(model: nn.Module, test: Dataset, settings: Settings, lo, hi,
                               label=label)
     png = curve_plot([ev])
     slug = _key(label)
-    create_table_artifact(curve_rows(ev), key=f"robust-curve-{slug}", description=f"accuracy vs epsilon ({label})")
-    create_markdown_artifact(evaluation_markdown(ev, png), key=f"robust-eval-{slug}",
+    publish_table_artifact(curve_rows(ev), key=f"robust-curve-{slug}", description=f"accuracy vs epsilon ({label})")
+    publish_markdown_artifact(evaluation_markdown(ev, png), key=f"robust-eval-{slug}",
                              description=f"robust evaluation ({label}): {'reliable' if ev.reliable else 'UNRELIABLE'}")
     return Evaluated(ev, png)
 
@@ -79,6 +80,6 @@ def robustness_gate(candidate: RobustEvaluation, champion: RobustEvaluation | di
                     settings: Settings) -> GateDecision:
     """Promote or keep the champion (tasks.adversarial.gate); the decision as a markdown artifact."""
     decision = decide(candidate, champion, settings.adversarial.clean_tolerance)
-    create_markdown_artifact(gate_markdown(decision), key="robustness-gate",
+    publish_markdown_artifact(gate_markdown(decision), key="robustness-gate",
                              description="promote" if decision.promote else "keep champion")
     return decision

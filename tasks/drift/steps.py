@@ -7,8 +7,9 @@ from typing import Any, Sequence
 
 import numpy as np
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+
+from tasks.ui import publish_markdown_artifact, publish_table_artifact
 from prefect.events import emit_event
 
 from tasks.drift import detectors as _detectors
@@ -38,9 +39,9 @@ def detect_drift(reference, x_batch: np.ndarray, model, detectors=None, cfg=None
     """Run the detectors on one batch and publish the reports as a table and a markdown artifact."""
     reports = _detectors.check_batch(reference, x_batch, model, detectors, cfg, batch_id)
     if artifact_prefix:
-        create_table_artifact([{k: v for k, v in r.to_dict().items() if k != "details"} for r in reports],
+        publish_table_artifact([{k: v for k, v in r.to_dict().items() if k != "details"} for r in reports],
                               key=artifact_key(artifact_prefix, "reports"), description=f"drift reports of {batch_id}")
-        create_markdown_artifact(markdown_summary(reports, f"Drift check of {batch_id}"),
+        publish_markdown_artifact(markdown_summary(reports, f"Drift check of {batch_id}"),
                                  key=artifact_key(artifact_prefix, "summary"))
     return reports
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data.sources import Splits, fingerprint
@@ -15,7 +15,7 @@ from tasks.federated.engine import run_federated
 from tasks.federated.publish import publish_federated
 from tasks.federated.report import markdown_report, partition_plot_png, partition_rows, round_plot_png, round_rows
 from tasks.settings import Settings
-from tasks.ui import publish_image, publish_markdown, publish_table
+from tasks.ui import publish_image, publish_markdown, publish_table, run_logger
 
 __all__ = ["federate"]
 
@@ -40,7 +40,7 @@ def federate(splits: Splits, settings: Settings, initial_weights: bytes | None =
     publish_image("federated-partition-plot", partition_plot_png(result.partition), "Labels per client")
     publish_markdown("federated-summary", markdown_report(result.rounds, result.partition, result.strategy,
                                                           result.engine), f"Federated run {manifest['run_id']}")
-    get_run_logger().info("federated %s: %d rounds, final %s, stored as %s", result.strategy,
+    run_logger().info("federated %s: %d rounds, final %s, stored as %s", result.strategy,
                           len(result.rounds) - 1, result.final_metrics, manifest["run_id"])
     return {"run_id": manifest["run_id"], "metrics": result.final_metrics, "weights": result.weights_bytes(),
             "model_spec": result.model_spec, "rounds": round_rows(result.rounds)}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data.sources import Splits
@@ -20,7 +20,7 @@ from tasks.settings import Settings
 from tasks.tuning.plan import ray_hyperband_plan
 from tasks.tuning.report import bracket_rows, best_rows, learning_curves_png, plan_rows, study_markdown, trial_rows
 from tasks.tuning.search import StudyResult, apply_best_config, run_study
-from tasks.ui import publish_image, publish_markdown, publish_table
+from tasks.ui import publish_image, publish_markdown, publish_table, run_logger
 
 __all__ = ["tune_hyperparameters", "apply_best_config", "publish_study"]
 
@@ -31,7 +31,7 @@ def tune_hyperparameters(splits: Splits, settings: Settings) -> dict[str, Any]:
     fields), ``best_metric``, ``study`` (StudyResult as a dict) and ``curves_png``."""
     study = run_study(settings.tuning, splits, seed=settings.seed, store=settings.store,
                       model=settings.model, training=settings.training)
-    get_run_logger().info("tuning study %s: best %s=%.4f with %s (%d trials, %d epochs, %.1f s)",
+    run_logger().info("tuning study %s: best %s=%.4f with %s (%d trials, %d epochs, %.1f s)",
                           study.study_name, study.metric, study.best_metric, study.best_params,
                           len(study.trials), study.total_epochs, study.wall_seconds)
     png = publish_study(study)
