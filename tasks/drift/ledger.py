@@ -39,15 +39,19 @@ def checked_ids(backend: Backend, model: str) -> set[str]:
     return {PurePosixPath(k).stem for k in backend.list(pre) if k.endswith(".json")}
 
 
-def record_check(backend: Backend, model: str, batch_id: str, record: dict[str, Any]) -> bool:
-    """Store a batch's check record once; False when another check already recorded it."""
-    doc = {"batch_id": batch_id, "recorded_at": time.time(), **record}
+def _put_once(backend: Backend, key: str, doc: dict[str, Any]) -> bool:
+    """Write ``doc`` at ``key`` unless something is there already (S3 If-None-Match / O_EXCL)."""
     try:
-        backend.put_bytes(f"{_prefix(model)}checks/{batch_id}.json", json.dumps(doc, default=str).encode(),
-                          if_absent=True)
+        backend.put_bytes(key, json.dumps(doc, default=str).encode(), if_absent=True)
         return True
     except PreconditionFailed:
         return False
+
+
+def record_check(backend: Backend, model: str, batch_id: str, record: dict[str, Any]) -> bool:
+    """Store a batch's check record once; False when another check already recorded it."""
+    doc = {"batch_id": batch_id, "recorded_at": time.time(), **record}
+    return _put_once(backend, f"{_prefix(model)}checks/{batch_id}.json", doc)
 
 
 def check_history(backend: Backend, model: str) -> list[dict[str, Any]]:
@@ -68,12 +72,7 @@ def save_episode(backend: Backend, episode: Episode) -> None:
 def claim_retraining(backend: Backend, model: str, episode_id: str, info: dict[str, Any]) -> bool:
     """Claim an episode for one retraining run; False when it was already claimed."""
     doc = {"episode_id": episode_id, "claimed_at": time.time(), **info}
-    try:
-        backend.put_bytes(f"{_prefix(model)}retraining/{episode_id}.json", json.dumps(doc, default=str).encode(),
-                          if_absent=True)
-        return True
-    except PreconditionFailed:
-        return False
+    return _put_once(backend, f"{_prefix(model)}retraining/{episode_id}.json", doc)
 
 
 def retraining_claims(backend: Backend, model: str) -> list[dict[str, Any]]:

@@ -1,0 +1,53 @@
+"""The drift loop's store-backed memory: write-once checks and one retraining claim per episode."""
+
+import threading
+
+from tasks.drift import ledger
+from tasks.drift.events import Episode
+from tasks.store.backends import open_backend
+from tasks.store.config import StoreConfig
+
+
+def _backend(tmp_path):
+    return open_backend(StoreConfig(uri=str(tmp_path / "store")))
+
+
+def test_batch_ids_and_files():
+    uris = ["s3://b/p/batch-00002.npz", "s3://b/p/stream.json", "s3://b/p/batch-00001.csv", "/x/notes.txt"]
+    assert ledger.batch_files(uris) == ["s3://b/p/batch-00001.csv", "s3://b/p/batch-00002.npz"]
+    assert ledger.batch_id_of("file:///d/batch-00007.parquet") == "batch-00007"
+
+
+def test_checks_are_recorded_once_and_listed_in_order(tmp_path):
+    b = _backend(tmp_path)
+    assert ledger.record_check(b, "m", "batch-1", {"status": "checked"})
+    assert not ledger.record_check(b, "m", "batch-1", {"status": "checked again"})
+    assert ledger.record_check(b, "m", "batch-2", {"status": "quarantined"})
+    assert ledger.checked_ids(b, "m") == {"batch-1", "batch-2"}
+    assert [h["status"] for h in ledger.check_history(b, "m")] == ["checked", "quarantined"]
+    assert ledger.checked_ids(b, "other-model") == set()
+
+
+def test_episode_round_trip(tmp_path):
+    b = _backend(tmp_path)
+    assert ledger.load_episode(b, "m") is None
+    ep = Episode("e1", "m", 3, 10.0, 12.0, ["batch-1"], 2)
+    ledger.save_episode(b, ep)
+    assert ledger.load_episode(b, "m") == ep
+
+
+def test_exactly_one_concurrent_claim_per_episode(tmp_path):
+    b = _backend(tmp_path)
+    wins = []
+
+    def claim(i):
+        wins.append(ledger.claim_retraining(b, "m", "episode-1", {"caller": i}))
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(wins) == [False] * 7 + [True]
+    assert len(ledger.retraining_claims(b, "m")) == 1
+    assert ledger.claim_retraining(b, "m", "episode-2", {})
