@@ -3,7 +3,6 @@ retraining deployment when a drift event arrives."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 from deployments.stack import stop_group
 from tasks.store.artifacts import ArtifactStore
 from tasks.store.config import StoreConfig
-from tests.deployments.test_deploy_server import _deployment_runs, _emit, _event
+from tests.deployments.test_deploy_server import _deployment_runs
 
 pytestmark = pytest.mark.integration
 
@@ -34,15 +33,18 @@ def _wait_for(pred, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def test_serve_runs_training_on_demand_and_retraining_on_an_event(on_server, tmp_path):
+def test_serve_closes_the_loop_drift_to_exactly_one_retraining(on_server, tmp_path):
+    """Served deployments only: training on demand, then a drifted stream, then the drift-check
+    deployment emits an event, the retraining deployment runs once, and the registry shows it."""
     model = f"served-{uuid.uuid4().hex[:6]}"
-    store_uri = str(tmp_path / "store")
+    store_uri, batches = str(tmp_path / "store"), str(tmp_path / "batches")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DRIFTLOOP_"))}
     env.update(PREFECT_API_URL=on_server.api_url, PREFECT_HOME=str(tmp_path / "home"),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false")
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_RUNNER_POLL_FREQUENCY="2")
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--smoke", *FAST,
-                             "--param", f"store.uri={store_uri}", "--param", f"registry.model_name={model}"],
+                             "--param", f"store.uri={store_uri}", "--param", f"registry.model_name={model}",
+                             "--param", f"drift.batches_uri={batches}"],
                             cwd=Path(__file__).resolve().parents[2], env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
@@ -61,20 +63,39 @@ def test_serve_runs_training_on_demand_and_retraining_on_an_event(on_server, tmp
 
         run = run_deployment("training/training", timeout=240, poll_interval=1)
         assert run.state.is_completed(), run.state
-        runs = ArtifactStore.from_config(StoreConfig(uri=store_uri)).list_runs("training")
-        assert len(runs) == 1  # the served run wrote to the store named in the deployment's config
+        store = ArtifactStore.from_config(StoreConfig(uri=store_uri))
+        assert len(store.list_runs("training")) == 1  # the served run wrote to the store in the deployment's config
 
-        # A drift event: the served retraining deployment picks it up; nothing else is started.
+        # A labelled stream that drifts at batches 2-3 (the simulator draws from the test split).
+        from tasks.drift.cli import simulate_stream_command
+        from tasks.settings import load_settings
+
+        s = load_settings(profile="smoke", environ={}, overrides={"store.uri": store_uri})
+        simulate_stream_command(batches, kind="gaussian_noise", onset=2, duration=2, batches=5, batch_size=100,
+                                settings=s)
         before = {r.id for r in _deployment_runs("retraining/retraining")}
-        asyncio.run(_emit(on_server.api_url, [_event(model, str(uuid.uuid4()), ["no-such-batch"], version=1)]))
+        check = run_deployment("drift-check/drift-check", timeout=240, poll_interval=1)
+        assert check.state.is_completed(), check.state
 
-        def picked_up():
+        def finished():
             new = [r for r in _deployment_runs("retraining/retraining") if r.id not in before]
-            return new if new and new[0].state and new[0].state.is_final() else None
-        (rt,) = _wait_for(picked_up, 120, "the event-triggered retraining run to finish")
-        assert rt.parameters["batch_ids"] == ["no-such-batch"] and rt.parameters["model_version"] == 1
-        # the batch does not exist, so the run fails naming it; the point is that it ran
-        assert rt.state.is_completed() or rt.state.is_failed()
+            return new if new and all(r.state and r.state.is_final() for r in new) else None
+        (rt,) = _wait_for(finished, 240, "the event-triggered retraining run to finish")
+        assert rt.state.is_completed(), rt.state
+        assert rt.parameters["batch_ids"] == ["batch-00002", "batch-00003"] and rt.parameters["model_version"] == 1
+
+        from tasks.store.registry import ModelRegistry
+
+        reg = ModelRegistry(store, model)
+        v2 = reg.get(2)
+        assert v2["lineage"]["parent_version"] == 1 and v2["lineage"]["trigger"]["event_id"]
+        assert reg.champion()["version"] in (1, 2)  # promoted or kept: the gate's call, recorded either way
+
+        # Checking again finds nothing new: no event, still exactly one retraining run.
+        again = run_deployment("drift-check/drift-check", timeout=240, poll_interval=1)
+        assert again.state.is_completed()
+        time.sleep(3)
+        assert len([r for r in _deployment_runs("retraining/retraining") if r.id not in before]) == 1
     finally:
         stop_group(proc.pid, 15, proc)
         log.close()
