@@ -57,13 +57,13 @@ def measure(poll_s: int, repeats: int, work: Path, api_url: str) -> list[dict]:
     from tasks.settings import load_settings
 
     model = f"latency-p{poll_s}"
-    store_uri = str(work / f"store-{poll_s}")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DRIFTLOOP_"))}
     env.update(PREFECT_API_URL=api_url, PREFECT_HOME=str(work / f"home-{poll_s}"),
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_RUNNER_POLL_FREQUENCY=str(poll_s))
     out = []
     for rep in range(repeats):
-        batches = str(work / f"batches-{poll_s}-{rep}")
+        # A fresh store per repetition: batch ids (file names) are remembered per model once checked.
+        batches, store_uri = str(work / f"batches-{poll_s}-{rep}"), str(work / f"store-{poll_s}-{rep}")
         log = open(work / f"serve-{poll_s}-{rep}.log", "wb")
         proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--smoke", *FAST,
                                  "--param", f"store.uri={store_uri}", "--param", f"registry.model_name={model}",
@@ -78,8 +78,7 @@ def measure(poll_s: int, repeats: int, work: Path, api_url: str) -> list[dict]:
                         return None
                     return d.parameters["config"]["drift"]["batches_uri"] == batches
             _wait(served, 120, "the served deployments")
-            if rep == 0:
-                assert run_deployment("training/training", timeout=300, poll_interval=1).state.is_completed()
+            assert run_deployment("training/training", timeout=300, poll_interval=1).state.is_completed()
             s = load_settings(profile="smoke", environ={}, overrides={"store.uri": store_uri})
             simulate_stream_command(batches, kind="gaussian_noise", onset=2, duration=2, batches=5, batch_size=100,
                                     settings=s, seed=rep)
