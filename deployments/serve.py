@@ -283,6 +283,9 @@ def deploy_all(settings: Settings, work_pool: str = DEFAULT_WORK_POOL, pool_type
             actions[full] = "unchanged"
             continue
         d.version = version
+        # Prefect replaces a version that came from the flow with the git commit when the checkout
+        # has a remote (a fresh clone does); ours must stay the declaration's fingerprint.
+        d._version_from_flow = False
         if cur and cur.get("exists"):
             d.paused = bool(cur["paused"])
         try:
