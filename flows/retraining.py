@@ -27,6 +27,13 @@ def retraining(config: Settings | None = None, event_id: str | None = None, epis
     trigger = {"kind": "drift-event" if event_id else "manual", "event_id": event_id, "episode_id": episode_id,
                "batch_ids": batch_ids or [], "detector": detector, "model_version": model_version}
     claim_key = episode_id or event_id
+    if claim_key is None:
+        # A manual trigger within an open drift episode's cooldown joins that episode, so the
+        # episode still trains once (pass an episode_id of your own to force a separate run).
+        episode = drift_steps.open_episode(settings)
+        if episode is not None:
+            claim_key = trigger["episode_id"] = episode["episode_id"]
+            batch_ids = trigger["batch_ids"] = batch_ids or episode["batch_ids"]
     if claim_key and not drift_steps.claim_retraining(settings, claim_key, trigger):
         reason = f"episode {claim_key} already has a retraining run"
         log.info("skipping: %s", reason)

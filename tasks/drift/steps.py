@@ -152,6 +152,19 @@ def update_episode(settings, version, batch_ids: list[str]) -> dict:
     return episode.as_dict()
 
 
+@task(name="open-drift-episode", **_IO)
+def open_episode(settings) -> dict | None:
+    """The model's current drift episode while within ``drift.cooldown_seconds`` of its start, else None."""
+    import time
+
+    from tasks.store.backends import open_backend
+
+    episode = _ledger.load_episode(open_backend(settings.store), settings.registry.model_name)
+    if episode is None or not 0.0 <= time.time() - episode.started_at <= settings.drift.cooldown_seconds:
+        return None
+    return episode.as_dict()
+
+
 @task(name="claim-retraining", **_IO)
 def claim_retraining(settings, episode_id: str, info: dict) -> bool:
     from tasks.store.backends import open_backend
