@@ -3,7 +3,12 @@
 * ``training/training``: on demand (UI, ``driftloop run``, ``prefect deployment run``); its default
   parameter ``config`` is the resolved configuration.
 * ``drift-check/drift-check``: a cron schedule from ``drift.schedule_cron`` (default every 15 minutes);
-  pause and resume it from the UI (a re-deploy keeps the pause).
+  pause and resume it from the UI (a re-deploy keeps the pause). At most one check runs at a time,
+  collision strategy ``CANCEL_NEW``: after the scheduler, the server or the worker was down for
+  several intervals, the runs scheduled meanwhile are all due at once; the first one starts and
+  checks every batch that arrived (the store's ledger makes a second check of a batch impossible
+  anyway), the others are cancelled instead of queueing up identical checks. A check that
+  overruns its interval likewise cancels the next tick rather than stacking behind it.
 * ``retraining/retraining``: an event trigger on ``driftloop.drift.detected`` for this model's
   resource (``driftloop.model.<name>``), parameters templated from the event, at most one run at a time.
 
@@ -153,7 +158,9 @@ def build_deployments(settings: Settings, work_pool: str | None = None, paused: 
                                      "good as the champion. Run on demand."),
         "drift-check": dict(description=f"Check new batches under {settings.drift.batches_uri} for drift "
                                         f"(cron {settings.drift.schedule_cron}); pause it here to stop checking.",
-                            schedules=[schedule] if schedule is not None else []),
+                            schedules=[schedule] if schedule is not None else [],
+                            concurrency_limit=ConcurrencyLimitConfig(
+                                limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)),
         "retraining": dict(description="Retrain on the training data plus the drifted batches when a "
                                        f"{DRIFT_EVENT} event for {settings.registry.model_name} arrives.",
                            triggers=[trigger],

@@ -1,4 +1,4 @@
-"""Operations commands of ``driftloop``: deploy, serve, up/down, artifacts, hyperband-plan, simulate-stream.
+"""Operations commands of ``driftloop``: deploy, serve, up/down, artifacts (ls/get/gc), hyperband-plan, simulate-stream.
 
 ``flows/cli.py`` mounts them with ``register(app)``. Exit codes follow cli.py: 0 success, 1 the work
 failed (a server refused, an object is missing), 2 bad usage or configuration (including "no
@@ -164,6 +164,33 @@ def register(app: typer.Typer) -> None:
             _fail(str(e), 1)
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
+
+    @artifacts_app.command("gc")
+    def artifacts_gc(older_than_hours: float = typer.Option(24.0, "--older-than-hours", min=0.0,
+                                                            help="Only runs started at least this long ago "
+                                                                 "(longer than your longest run)."),
+                     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted; delete nothing."),
+                     config: Optional[Path] = ConfigOpt, param: Optional[list[str]] = ParamOpt, as_json: bool = JsonOpt) -> None:
+        """Delete the objects of runs that never committed (killed before their manifest)."""
+        from tasks.store.artifacts import ArtifactStore
+
+        settings = _settings(config, param, False)
+        try:
+            report = ArtifactStore.from_config(settings.store).collect_garbage(min_age_s=older_than_hours * 3600.0,
+                                                                               dry_run=dry_run)
+        except DriftloopError as e:
+            _fail(str(e), 1)
+        if as_json:
+            _print_json(report)
+            return
+        verb = "would delete" if dry_run else "deleted"
+        for r in report["runs"]:
+            n = len(r["objects"]) if dry_run else r["objects_deleted"]
+            typer.echo(f"{verb} {n} objects of {r['run_id']} (no manifest, started {r['age_s'] / 3600:.1f} h ago)")
+        for rid in report["committed_meanwhile"]:
+            typer.echo(f"skipped {rid}: committed while collecting")
+        if not report["runs"]:
+            typer.echo(f"no orphaned runs older than {older_than_hours:g} h in {settings.store.uri}")
 
     @app.command("hyperband-plan")
     def hyperband_plan(max_t: Optional[int] = typer.Option(None, "--max-t", "-R", help="Max epochs per configuration (default: tuning.max_t)."),

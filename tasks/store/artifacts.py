@@ -8,6 +8,14 @@ manifest exists (:meth:`ArtifactStore.list_runs`), so a reader never sees a half
 :meth:`ArtifactStore.get_bytes` is checked against the manifest's sha256 (IntegrityError naming
 the key on a mismatch).
 
+A run killed before its manifest (SIGKILL, a lost machine) leaves objects no reader can see.
+:meth:`ArtifactStore.collect_garbage` (``driftloop artifacts gc``) deletes those of runs started
+longer ago than a minimum age. It claims each such run first by writing a *tombstone* at the
+run's manifest key with the same write-once condition a commit uses, so a writer that was only
+slow, not dead, cannot publish a manifest over deleted objects: exactly one of the two wins, and a
+losing commit fails with an error naming the run. The tombstone and a ``gc-tombstone.json`` marker stay
+(two small objects) so the run id is never reused; readers never list a collected run.
+
 Nothing read back is a pickle: weights are safetensors, arrays ``.npz`` loaded with
 ``allow_pickle=False``, metadata JSON.
 """
@@ -43,6 +51,8 @@ MODEL_SPEC = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
 RUNS_PREFIX = "runs/"
 MANIFEST_FORMAT = 1
+COLLECTED_MARKER = "gc-tombstone.json"
+TOMBSTONE_FIELD = "garbage_collected_at"
 
 KIND_RE = re.compile(r"^[a-z0-9][a-z0-9_]*(?:-[a-z0-9_]+)*$")
 RUN_ID_RE = re.compile(r"^(?P<kind>[a-z0-9][a-z0-9_-]*)-(?P<ts>\d{8}T\d{6})-(?P<rand>[0-9a-f]{6})$")
@@ -217,8 +227,8 @@ class RunWriter:
         if self._state != "open":
             raise StoreError(f"run {self.run_id} is {self._state}; cannot write {name!r}")
         validate_key(name)
-        if name == MANIFEST:
-            raise StoreError(f"run {self.run_id}: {MANIFEST!r} is written by commit(), not put")
+        if name in (MANIFEST, COLLECTED_MARKER):
+            raise StoreError(f"run {self.run_id}: {name!r} is reserved for the store (commit / garbage collection)")
         with self._lock:
             if name in self.objects or self.prefix + name in self._written:
                 raise StoreError(f"run {self.run_id}: object {name!r} was already written")
@@ -304,7 +314,9 @@ class RunWriter:
         try:
             self.store.backend.put_bytes(key, data, if_absent=True)
         except PreconditionFailed:
-            raise StoreError(f"run {self.run_id} already has a manifest at {self.url(MANIFEST)}") from None
+            raise StoreError(f"run {self.run_id} already has a manifest at {self.url(MANIFEST)} (committed twice, "
+                             "or garbage-collected as an orphan: `driftloop artifacts gc` claims runs older "
+                             "than its minimum age that have no manifest)") from None
         self._state = "committed"
         return json.loads(data)
 
@@ -383,14 +395,73 @@ class ArtifactStore:
     def list_runs(self, kind: str | None = None) -> list[str]:
         """Ids of committed runs (their manifest exists), oldest first; only ``kind`` when given."""
         prefix = RUNS_PREFIX + (f"{kind}-" if kind else "")
-        out = []
+        out, collected = [], set()
         for key in self.backend.list(prefix):
             parts = key.split("/")
+            if len(parts) == 3 and parts[2] == COLLECTED_MARKER:
+                collected.add(parts[1])
             if len(parts) == 3 and parts[2] == MANIFEST:
                 m = RUN_ID_RE.match(parts[1])
                 if m and (kind is None or m["kind"] == kind):
                     out.append((m["ts"], parts[1]))
-        return [rid for _, rid in sorted(out)]
+        return [rid for _, rid in sorted(out) if rid not in collected]
+
+    def orphaned_runs(self, min_age_s: float = 0.0, now: _dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Runs with objects but no manifest (never committed: killed, or still being written),
+        started at least ``min_age_s`` ago (the run id's timestamp), oldest first:
+        ``{"run_id", "objects", "age_s"}``. Keys under ``runs/`` that are not a run id are ignored."""
+        now = now or _dt.datetime.now(_dt.timezone.utc)
+        keys: dict[str, list[str]] = {}
+        for key in self.backend.list(RUNS_PREFIX):
+            parts = key.split("/")
+            if len(parts) >= 3 and RUN_ID_RE.match(parts[1]):
+                keys.setdefault(parts[1], []).append(key)
+        out = []
+        for run_id, ks in keys.items():
+            names = {k.split("/", 2)[2] for k in ks}
+            if MANIFEST in names or COLLECTED_MARKER in names:
+                continue
+            started = _dt.datetime.strptime(parse_run_id(run_id)[1], "%Y%m%dT%H%M%S").replace(tzinfo=_dt.timezone.utc)
+            age = (now - started).total_seconds()
+            if age >= min_age_s:
+                out.append({"run_id": run_id, "objects": sorted(ks), "age_s": round(age, 1)})
+        return sorted(out, key=lambda o: (parse_run_id(o["run_id"])[1], o["run_id"]))
+
+    def collect_garbage(self, min_age_s: float = 86400.0, dry_run: bool = False,
+                        now: _dt.datetime | None = None) -> dict[str, Any]:
+        """Delete the objects of orphaned runs (no manifest) started at least ``min_age_s`` ago.
+
+        Each run is claimed with a write-once tombstone at its manifest key before anything is
+        deleted; a run whose writer commits first is skipped (``committed_meanwhile``). The default
+        minimum age (a day) must exceed the longest run you have: an older run still being written
+        loses its commit (with an error naming the run), never its committed objects.
+        Returns what was (or, ``dry_run``, would be) collected."""
+        if min_age_s < 0:
+            raise StoreError(f"collect_garbage: min_age_s must be >= 0, got {min_age_s}")
+        orphans = self.orphaned_runs(min_age_s, now=now)
+        report: dict[str, Any] = {"store": repr(self.backend), "min_age_s": min_age_s, "dry_run": dry_run,
+                                  "runs": [], "objects_deleted": 0, "committed_meanwhile": []}
+        for o in orphans:
+            if dry_run:
+                report["runs"].append(o)
+                continue
+            prefix = f"{RUNS_PREFIX}{o['run_id']}/"
+            tomb = dumps_json({"manifest_format": MANIFEST_FORMAT, "run_id": o["run_id"], "kind": parse_run_id(o["run_id"])[0],
+                               TOMBSTONE_FIELD: utc_now(), "objects": {}})
+            try:
+                self.backend.put_bytes(prefix + MANIFEST, tomb, if_absent=True)
+            except PreconditionFailed:
+                report["committed_meanwhile"].append(o["run_id"])
+                continue
+            self.backend.put_bytes(prefix + COLLECTED_MARKER, tomb)
+            deleted = 0
+            for key in self.backend.list(prefix):
+                if key not in (prefix + MANIFEST, prefix + COLLECTED_MARKER):
+                    self.backend.delete(key)
+                    deleted += 1
+            report["runs"].append(dict(o, objects_deleted=deleted))
+            report["objects_deleted"] += deleted
+        return report
 
     def _manifest_entry(self, run_id: str, fresh: bool = False) -> tuple[dict[str, Any], str]:
         if run_id in self._manifests and not fresh:  # manifests are write-once: caching is safe
@@ -405,6 +476,9 @@ class ArtifactStore:
             doc = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise IntegrityError(f"{self.backend.url(key)} is not valid JSON: {e}") from None
+        if isinstance(doc, dict) and TOMBSTONE_FIELD in doc:
+            raise ObjectNotFound(f"run {run_id} was never committed; its orphaned objects were garbage-collected "
+                                 f"at {doc[TOMBSTONE_FIELD]}")
         entry = (doc, hashlib.sha256(data).hexdigest())
         self._manifests[run_id] = entry
         return entry

@@ -60,6 +60,8 @@ def test_three_deployments_with_module_entrypoints():
     assert set(ds) == {"training", "drift-check", "retraining"}
     assert ds["training"].entrypoint == "flows.training.training" and not ds["training"].schedules
     assert [s.schedule.cron for s in ds["drift-check"].schedules] == ["*/15 * * * *"]
+    dc = ds["drift-check"]
+    assert dc.concurrency_limit == 1 and dc.concurrency_options.collision_strategy.value == "CANCEL_NEW"
     r = ds["retraining"]
     assert r.concurrency_limit == 1 and r.concurrency_options.collision_strategy.value == "ENQUEUE"
     assert len(r.triggers) == 1 and not r.schedules
@@ -87,6 +89,7 @@ def test_prefect_yaml_declares_the_same_three():
     assert deps["retraining"]["entrypoint"] == "flows/retraining.py:retraining"
     assert [s["cron"] for s in deps["drift-check"]["schedules"]] == [defaults.drift.schedule_cron]
     assert deps["retraining"]["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+    assert deps["drift-check"]["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
     (trig,) = deps["retraining"]["triggers"]
     t = retraining_trigger(defaults)
     assert set(trig["expect"]) == t.expect and trig["match"] == dict(t.match.root)

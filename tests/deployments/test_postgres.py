@@ -12,7 +12,7 @@ import tempfile
 import pytest
 
 from deployments.stack import free_port, start_prefect_server
-from tests.deployments.conftest import using_server
+from tests.fixtures.servers import using_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]
 

@@ -153,12 +153,18 @@ def test_killed_training_leaves_no_partial_run_and_a_rerun_adds_one_version(pref
             assert len(extra) == 1
 
     rc, out = _run(launcher, s.store.uri, "")
+    # Garbage collection (`driftloop artifacts gc`) removes the SIGKILLed run's orphaned objects and
+    # nothing that a committed run or the registry needs (every run still verifies below).
+    gc = store.collect_garbage(min_age_s=0)
     after = store_snapshot(s)
+    orphan_keys_left = [k for o in store.orphaned_runs(0) for k in o["objects"]]
     figures.update(faults_injected=3, kills=kills, runs_marked_crashed=crashed,
                    rerun_exit_code=rc, versions_before=before["versions"], versions_after=after["versions"],
                    champion_before=before["champion"], champion_after=after["champion"],
-                   invisible_orphan_objects=orphans, runs_completed=len(after["runs"]), objects_lost=0)
+                   invisible_orphan_objects=orphans, orphan_objects_collected=gc["objects_deleted"],
+                   orphan_objects_left=len(orphan_keys_left), runs_completed=len(after["runs"]), objects_lost=0)
     assert rc == 0, out[-3000:]
+    assert gc["objects_deleted"] == orphans and not orphan_keys_left
     assert after["versions"] == [1, 2]  # exactly one new version
     reg_store = ArtifactStore.from_config(s.store)
     from tasks.store.registry import ModelRegistry

@@ -151,7 +151,7 @@ def test_writer_refuses_bad_input_before_writing(store):
     w = store.begin_run("drift")
     with pytest.raises(StoreError, match="dtype object"):
         w.put_npz("ref.npz", x=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(StoreError, match="written by commit"):
+    with pytest.raises(StoreError, match="reserved for the store"):
         w.put_bytes(MANIFEST, b"{}")
     w.put_bytes("a.bin", b"a")
     with pytest.raises(StoreError, match="already written"):

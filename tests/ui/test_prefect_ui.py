@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deployments.conftest import using_server
+from tests.fixtures.servers import using_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
