@@ -126,6 +126,83 @@ def retraining_trigger(settings: Settings):
     )
 
 
+CRASH_DETECTOR = "driftloop: mark runs crashed when their heartbeats stop"
+HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"
+# A run that ends says so with one of these; a run whose process died says nothing more.
+FINAL_EVENTS = ("prefect.flow-run.Completed", "prefect.flow-run.Failed", "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed")
+DEFAULT_HEARTBEAT_S = 30  # what `driftloop` sets (PREFECT_FLOWS_HEARTBEAT_FREQUENCY; Prefect's minimum)
+MISSED_HEARTBEATS = 3
+
+
+def crash_detector(within_s: float | None = None):
+    """The automation that marks a driftloop flow run Crashed when its heartbeats stop.
+
+    A flow run's own process reports Crashed when it can (an exception, SIGTERM), and a runner or
+    worker reports it when the run's subprocess dies; nobody reports a run whose process was
+    SIGKILLed together with its runner, or whose machine vanished: it would stay Running forever
+    (tests/reliability/test_killed_flow.py records exactly that). Prefect's flow engine emits
+    ``prefect.flow-run.heartbeat`` every ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` seconds; this
+    proactive trigger fires when, after a heartbeat, neither another heartbeat nor a final state
+    arrives within ``within_s`` (default: 3 heartbeats), for each run of the three driftloop
+    deployments (whose runs heartbeat every :func:`heartbeat_seconds`: the deployments set it for
+    workers, ``driftloop serve`` for its runs), and sets the run Crashed. The run's results in the store are unaffected (nothing is visible
+    before its manifest), so a rerun starts clean."""
+    from datetime import timedelta
+
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    if within_s is None:
+        within_s = MISSED_HEARTBEATS * heartbeat_seconds()
+    return AutomationCore(
+        name=CRASH_DETECTOR,
+        description=(f"Sets a training, drift-check or retraining run Crashed when no heartbeat or final state "
+                     f"follows its last heartbeat within {within_s:g} s (its process died without a word)."),
+        enabled=True,
+        trigger=EventTrigger(
+            posture=Posture.Proactive, after={HEARTBEAT_EVENT}, expect={HEARTBEAT_EVENT, *FINAL_EVENTS},
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            # Runs of driftloop's deployments only (both must match): they heartbeat at the frequency
+            # the deployment sets; a flow someone runs from Python keeps Prefect's 180 s default.
+            match_related=[{"prefect.resource.role": "flow", "prefect.resource.name": list(DEPLOYMENTS)},
+                           {"prefect.resource.role": "deployment"}],
+            for_each={"prefect.resource.id"}, threshold=1, within=timedelta(seconds=within_s)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"no heartbeat for {within_s:g} s: the process running this flow died "
+                                            "(killed, or its machine was lost)")],
+    )
+
+
+def heartbeat_seconds() -> int:
+    """Seconds between a deployed run's heartbeats: ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` of this
+    process (``driftloop`` sets 30), at least Prefect's minimum of 30."""
+    from prefect.settings import get_current_settings
+
+    return max(int(get_current_settings().flows.heartbeat_frequency or DEFAULT_HEARTBEAT_S), DEFAULT_HEARTBEAT_S)
+
+
+def ensure_crash_detector(within_s: float | None = None) -> str:
+    """Create or update :func:`crash_detector` on the server (one automation of that name); its id."""
+    from prefect.client.orchestration import get_client
+
+    wanted = crash_detector(within_s)
+    with get_client(sync_client=True) as client:
+        existing = client.read_automations_by_name(CRASH_DETECTOR)
+        for extra in existing[1:]:
+            client.delete_automation(extra.id)
+        if existing:
+            cur = existing[0]
+            if (cur.trigger.model_dump(mode="json") == wanted.trigger.model_dump(mode="json")
+                    and [a.model_dump(mode="json") for a in cur.actions]
+                    == [a.model_dump(mode="json") for a in wanted.actions] and cur.enabled):
+                return str(cur.id)
+            client.update_automation(cur.id, wanted)
+            return str(cur.id)
+        return str(client.create_automation(wanted))
+
+
 def _flows() -> dict[str, Any]:
     from flows.drift_check import drift_check
     from flows.retraining import retraining
@@ -153,6 +230,9 @@ def build_deployments(settings: Settings, work_pool: str | None = None, paused: 
     paused = paused or {}
     common = dict(parameters=params, tags=TAGS, entrypoint_type=EntrypointType.MODULE_PATH,
                   work_pool_name=work_pool, version=None)
+    if work_pool is not None:
+        # A worker's runs heartbeat as often as the crash detector expects (see crash_detector).
+        common["job_variables"] = {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat_seconds())}}
     specs = {
         "training": dict(description="Train, evaluate and register a model; promote it when it is at least as "
                                      "good as the champion. Run on demand."),
@@ -199,7 +279,33 @@ def check_server(url: str | None = None, timeout: float = 5.0) -> str:
     except httpx.HTTPError as e:
         raise DeploymentError(f"no Prefect server at {url} ({type(e).__name__}: {e}): run `driftloop up` "
                               "(or `prefect server start`), or fix PREFECT_API_URL") from None
+    # /health answers without credentials; a server started with PREFECT_SERVER_API_AUTH_STRING
+    # refuses everything else. Say so before a deploy fails half-way with a bare 401.
+    try:
+        r = httpx.get(f"{url}/admin/version", headers=_auth_headers(), timeout=timeout)
+    except httpx.HTTPError:
+        return url
+    if r.status_code in (401, 403):
+        given = "the credentials in PREFECT_API_AUTH_STRING were refused" if _auth_headers() else \
+            "no credentials were given"
+        raise DeploymentError(f"the Prefect server at {url} requires authentication and {given}: set "
+                              "PREFECT_API_AUTH_STRING='user:password' to the server's PREFECT_SERVER_API_AUTH_STRING")
     return url
+
+
+def _auth_headers() -> dict[str, str]:
+    """The Authorization header the Prefect client sends (basic auth string or API key); never logged."""
+    import base64
+
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().api
+    if api.auth_string is not None:
+        token = base64.b64encode(api.auth_string.get_secret_value().encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+    if api.key is not None:
+        return {"Authorization": f"Bearer {api.key.get_secret_value()}"}
+    return {}
 
 
 def ensure_work_pool(name: str, pool_type: str = "process") -> dict[str, Any]:
@@ -249,7 +355,8 @@ def fingerprint(deployment, work_pool: str | None) -> str:
            "concurrency": [deployment.concurrency_limit,
                            deployment.concurrency_options.model_dump(mode="json")
                            if deployment.concurrency_options else None],
-           "triggers": [t.model_dump(mode="json") for t in (deployment.triggers or [])]}
+           "triggers": [t.model_dump(mode="json") for t in (deployment.triggers or [])],
+           "job_variables": deployment.job_variables or {}}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -301,6 +408,7 @@ def deploy_all(settings: Settings, work_pool: str = DEFAULT_WORK_POOL, pool_type
             raise DeploymentApplyError(f"deployment {full} could not be applied on {api_url()}: {e}") from e
         _prune_schedules(dep_id, [s.schedule for s in (d.schedules or [])])
         actions[full] = "updated" if cur and cur.get("exists") else "created"
+    ensure_crash_detector()
     return [dict(x, action=actions.get(x["name"])) for x in describe_deployments(names)]
 
 
@@ -347,8 +455,11 @@ def serve_all(settings: Settings, limit: int | None = None, only: list[str] | No
     """
     from prefect import serve
 
+    # The served runs inherit this environment: they heartbeat as often as the crash detector expects.
+    os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(heartbeat_seconds())
     deployments = build_deployments(settings, work_pool=None, only=only)
     check_server()
+    ensure_crash_detector()
     serve(*deployments, limit=limit, print_starting_message=True)
 
 

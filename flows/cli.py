@@ -15,6 +15,7 @@ from typing import Any, Optional
 import typer
 
 from tasks.errors import ConfigError, DriftloopError
+from tasks.ray_security import enable_token_auth
 
 app = typer.Typer(help="driftloop: an MLOps loop on Prefect (validate, tune, federate, harden, watch drift, retrain).",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -200,8 +201,9 @@ def models_rollback(to: Optional[int] = typer.Option(None, "--to", help="Version
 from flows.cli_ops import register; register(app)  # noqa: E402,E702
 
 
-def main() -> None:
-    # Quiet, local defaults for a laptop run; a user's own settings win.
+def prepare_environment() -> None:
+    """Process-wide defaults, set before anything imports Prefect or Ray; a user's own settings win."""
+    # Quiet, local defaults for a laptop run.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # The ephemeral API server can take longer than Prefect's 20 s default on a busy 2-core machine.
@@ -209,6 +211,16 @@ def main() -> None:
     # `driftloop serve` polls for scheduled and triggered runs every 2 s, not Prefect's 10 s: a drift
     # event's retraining starts in ~6 s instead of ~14 s (benchmarks/drift_to_retrain_latency.py).
     os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")
+    # Heartbeats every 30 s (Prefect's minimum; its default is 180): the crash detector that
+    # `driftloop deploy` / `serve` install marks a run Crashed after 3 missed ones.
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
+    # Token authentication for any local Ray this process (or a child) starts: Ray reads it once,
+    # at import, so it must be in the environment before then (tasks/ray_security.py).
+    enable_token_auth()
+
+
+def main() -> None:
+    prepare_environment()
     try:
         app()
     except ConfigError as e:

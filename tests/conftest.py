@@ -15,5 +15,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DISABLE_DOCKER_CPU_WARNING", "1")
 for _k in [k for k in os.environ if k.startswith("DRIFTLOOP_")]:
     del os.environ[_k]
+# Before anything imports ray, as the `driftloop` command does: every local Ray the tests start
+# (Ray Tune, Flower simulations) runs with token authentication.
+from tasks.ray_security import enable_token_auth  # noqa: E402
+
+enable_token_auth()
 
 pytest_plugins = ["tests.fixtures.servers"]

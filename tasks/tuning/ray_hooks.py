@@ -26,10 +26,15 @@ class _PlanBracket(_Bracket):
 
 
 def _tag_of(trial):
-    """(band, s) recorded in a restored trial's last result, or None."""
+    """(band, s) of a trial restored from a saved experiment: from its last result, else from the
+    tag saved with the trial itself (Tune saves a Trial's ``__dict__`` in the experiment state, so
+    a trial placed but not yet run when the study was interrupted has one too); None for a new trial."""
     r = trial.last_result
     if r and r.get("hb_bracket") is not None and r.get("hb_band") is not None:
         return int(r["hb_band"]), int(r["hb_bracket"])
+    saved = trial.__dict__.get("_driftloop_hb")
+    if isinstance(saved, (list, tuple)) and len(saved) == 2:
+        return int(saved[0]), int(saved[1])
     return None
 
 
@@ -37,10 +42,15 @@ class BracketTaggingHyperBand(HyperBandScheduler):
     """Ray's synchronous HyperBandScheduler (ray 2.55.1) made safe to pause, retry and restore.
 
     * Notes each trial's (band, bracket s) on the Trial (``BracketTagger`` copies it into results).
-    * A trial restored by ``Tuner.restore`` (whose last result carries its tag) goes back into its
-      own bracket; Ray would place it as a new trial, and would put finished trials back into
-      brackets as live ones, which then never complete (the restored study hangs). A trial retried
-      after an error is placed by Ray as usual (possibly in a new bracket).
+    * A trial restored by ``Tuner.restore`` (its last result, or its saved state, carries its tag)
+      goes back into its own bracket, also one that had not run yet; Ray would place it as a new trial, and would put finished trials back into
+      brackets as live ones, which then never complete (the restored study hangs).
+    * A trial retried after an error (``FailureConfig``; e.g. its worker process died) keeps its
+      place in its bracket. Ray removes it from the bracket and adds it again as a new trial, in
+      whichever bracket is being filled, often a new band: it would then run to another budget
+      than in an uninterrupted run (and last, after every other trial), and its old bracket would
+      halve without it. Kept in place, it resumes from its checkpoint and the study makes the same
+      decisions as an uninterrupted one.
     * Finished trials stay in their bracket's count but not among its live trials.
     * After a restore, a bracket whose halvings had happened before the interruption is brought
       forward to its current rung (the scheduler's own state is not saved by Tune).
@@ -74,9 +84,11 @@ class BracketTaggingHyperBand(HyperBandScheduler):
     def on_trial_add(self, tune_controller, trial):
         if not self._metric or not self._metric_op:
             return super().on_trial_add(tune_controller, trial)  # raises Ray's own error
-        # A trial retried after an error keeps Ray's own placement (its tag is on the Trial object);
-        # only trials restored from a saved experiment go back to the bracket their results name.
-        tag = None if "_driftloop_hb" in trial.__dict__ else _tag_of(trial)
+        if trial.__dict__.pop("_driftloop_retry", False):
+            return  # a retried trial: still in its bracket, with its last result (on_trial_error)
+        # Trials restored from a saved experiment (unknown to this scheduler, which Tune does not
+        # save) go back to the bracket they were in; new trials are placed by Ray.
+        tag = None if trial in self._trial_info else _tag_of(trial)
         if tag is None:
             super().on_trial_add(tune_controller, trial)
             bracket, band = self._trial_info[trial]
@@ -107,6 +119,15 @@ class BracketTaggingHyperBand(HyperBandScheduler):
     def on_trial_result(self, tune_controller, trial, result):
         self._catch_up(self._trial_info[trial][0])
         return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_error(self, tune_controller, trial):
+        # Ray calls this for a trial it is about to retry (TuneController._requeue_trial: the trial
+        # is already ERROR and should_recover()) and for one that failed for good (still RUNNING or
+        # PENDING). Only the latter leaves its bracket; the retry's on_trial_add keeps it in place.
+        if trial.status == Trial.ERROR and trial.should_recover() and trial in self._trial_info:
+            trial.__dict__["_driftloop_retry"] = True
+            return
+        super().on_trial_error(tune_controller, trial)
 
     def on_trial_remove(self, tune_controller, trial):
         bracket = self._trial_info[trial][0] if trial in self._trial_info else None

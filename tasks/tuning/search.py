@@ -41,6 +41,7 @@ import numpy as np
 from tasks.data.sources import Splits, fingerprint
 from tasks.errors import ConfigError, DriftloopError
 from tasks.models.config import ModelConfig, TrainingConfig
+from tasks.ray_security import warn_if_token_auth_off
 from tasks.seeding import derive_seed
 from tasks.store.config import StoreConfig
 from tasks.tuning.config import TuningConfig
@@ -241,10 +242,21 @@ class TrialSetup:
     threads: int
     crash_once_marker: str | None = None
     crash_at_epoch: int = 2
+    crash_kill: bool = False  # the crash is a SIGKILL of the trial's own worker process
 
 
 class InjectedCrash(RuntimeError):
     """Raised once by a trial when a crash marker is configured (fault-tolerance tests)."""
+
+
+def _crash(setup: TrialSetup, epoch: int) -> None:
+    """The injected fault: SIGKILL of this trial's worker process (a real death: no exception, no
+    cleanup, Tune sees the actor die) when ``setup.crash_kill``, else :class:`InjectedCrash`."""
+    if setup.crash_kill:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise InjectedCrash(f"injected crash at epoch {epoch} (marker {setup.crash_once_marker})")
 
 
 def train_trial(config: dict, data: dict | None = None, setup: TrialSetup | None = None) -> None:
@@ -290,7 +302,7 @@ def train_trial(config: dict, data: dict | None = None, setup: TrialSetup | None
             except FileExistsError:
                 pass
             else:
-                raise InjectedCrash(f"injected crash at epoch {epoch} (marker {setup.crash_once_marker})")
+                _crash(setup, epoch)
         # Dropout masks from a per-epoch seed too: a trial resumed from a checkpoint then trains
         # exactly as an uninterrupted one (the global torch RNG is not in the checkpoint).
         torch.manual_seed(derive_seed(seed, "torch", epoch))
@@ -318,8 +330,7 @@ class TrialRecord:
 
     ``status``: ``completed`` (reached max_t), ``stopped`` (stopped early by the scheduler),
     ``error``, or ``unfinished`` (the study was interrupted before the trial ended). ``band``/``bracket`` are Ray's Hyperband band index and bracket s (None for ASHA;
-    a trial retried after a failure is placed again by Ray's scheduler, possibly in another
-    bracket). ``resumes`` counts starts from a checkpoint (Hyperband pausing and resuming, or a
+    with hyperband a trial retried after a failure keeps its bracket; ASHA/BOHB place it again). ``resumes`` counts starts from a checkpoint (Hyperband pausing and resuming, or a
     retry); ``failures`` the errors Tune retried (``FailureConfig``) or gave up on.
     ``epochs_this_session`` counts the epochs trained by this ``run_study`` call (0 for a trial
     that had finished before a resume).
@@ -489,9 +500,11 @@ def connect_ray(cfg: TuningConfig) -> bool:
         except Exception as e:  # ConnectionError, RuntimeError: report it as the config's fault
             raise ConfigError(f"tuning.ray_address {cfg.ray_address!r}: cannot connect: {e}") from e
         return True
-    # Local Ray: every CPU and GPU of this machine, nothing listening beyond 127.0.0.1.
+    # Local Ray: every CPU and GPU of this machine; no dashboard, no Ray Client server, and token
+    # authentication when the process set it up before importing Ray (tasks/ray_security.py).
+    warn_if_token_auth_off()
     ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, dashboard_host="127.0.0.1",
-             log_to_driver=False, _node_ip_address="127.0.0.1")
+             log_to_driver=False)
     return True
 
 
@@ -550,7 +563,7 @@ def _make_scheduler(cfg: TuningConfig, seed: int):
 def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfig,
               model: ModelConfig | None = None, training: TrainingConfig | None = None,
               num_classes: int | None = None, crash_once_marker: str | os.PathLike | None = None,
-              interrupt_after_trials: int | None = None) -> StudyResult:
+              crash_kill: bool = False, interrupt_after_trials: int | None = None) -> StudyResult:
     """Run (or resume) a hyperparameter study on Ray Tune and return its :class:`StudyResult`.
 
     Validates the configuration (errors name the ``tuning.*`` key) and the Ray address before
@@ -562,7 +575,8 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
     continue from their checkpoints.
 
     ``crash_once_marker`` (fault-tolerance tests): the first trial to reach epoch 2 creates this
-    file and raises once. ``interrupt_after_trials`` (resume tests, benchmarks): after that many
+    file and raises once; with ``crash_kill`` it SIGKILLs its own worker process instead (a real
+    death of the trial mid-study, after its epoch-1 checkpoint). ``interrupt_after_trials`` (resume tests, benchmarks): after that many
     trials have ended, the study is interrupted the way Ctrl+C does (SIGUSR1 to this process;
     Tune saves its state and returns), leaving an unfinished experiment behind.
     """
@@ -592,7 +606,8 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
         setup = TrialSetup(model=model.model_dump(mode="json"), training=training.model_dump(mode="json"),
                            seed=seed, max_t=cfg.max_t, num_classes=n_classes, session=session,
                            threads=max(1, int(resources["cpu"])),
-                           crash_once_marker=str(crash_once_marker) if crash_once_marker else None)
+                           crash_once_marker=str(crash_once_marker) if crash_once_marker else None,
+                           crash_kill=crash_kill)
         data = {"x_train": splits.train.x, "y_train": splits.train.y, "x_val": splits.val.x, "y_val": splits.val.y}
         trainable = tune.with_resources(tune.with_parameters(train_trial, data=data, setup=setup), resources)
         exp_path = f"{storage_path.rstrip('/')}/{name}"

@@ -12,7 +12,7 @@ import uuid
 import pytest
 from typer.testing import CliRunner
 
-from deployments.serve import deploy_all, describe_deployments
+from deployments.serve import CRASH_DETECTOR, deploy_all, describe_deployments, heartbeat_seconds
 from flows.cli import app
 from tasks.drift.events import DRIFT_EVENT, resource_id
 from tasks.settings import load_settings
@@ -70,8 +70,13 @@ def test_deploy_twice_changes_nothing_and_updates_leave_nothing_stale(on_server)
     assert len(fourth["retraining/retraining"]["automations"]) == 1
     with get_client(sync_client=True) as c:
         c.resume_deployment(fourth["drift-check/drift-check"]["id"])
-        autos = [a for a in c.read_automations() if a.name.startswith("driftloop:")]
-    assert len(autos) == 1  # no automation left over from an earlier deploy
+        autos = sorted(a.name for a in c.read_automations() if a.name.startswith("driftloop:"))
+    # no automation left over from an earlier deploy: the retraining trigger and one crash detector
+    assert autos == [CRASH_DETECTOR, "driftloop: retrain digits-classifier on drift"]
+    with get_client(sync_client=True) as c:
+        (detector,) = c.read_automations_by_name(CRASH_DETECTOR)
+    assert detector.trigger.posture.value == "Proactive" and detector.trigger.within.total_seconds() == 3 * heartbeat_seconds()
+    assert detector.actions[0].state.value == "CRASHED"
 
 
 def test_drift_check_schedule_creates_runs_every_15_minutes(on_server):

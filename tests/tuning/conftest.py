@@ -13,9 +13,12 @@ def small_splits():
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """One local Ray (2 CPUs, 127.0.0.1, no dashboard) for a whole test module; run_study reuses it."""
+    """One local Ray (2 CPUs, no dashboard, token authentication) for a whole test module; run_study reuses it."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    from tasks.ray_security import enable_token_auth
+
+    enable_token_auth()  # as connect_ray does: Ray Tune runs under token authentication
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
