@@ -39,29 +39,46 @@ SCENARIOS: list[tuple[str, str, str, list[str]]] = [
      "SIGTERM: run Crashed in the API; registry unchanged; no partial run listed; every listed run verifies; "
      "a rerun adds exactly one version",
      ["tests/reliability/test_killed_flow.py::test_killed_training_leaves_no_partial_run_and_a_rerun_adds_one_version"]),
+    ("Orchestration", "A deployed run is SIGKILLed together with its runner (a lost machine): nobody can report it",
+     "the heartbeat crash detector (`driftloop deploy`/`serve`) marks it Crashed; a run that ended normally "
+     "is never touched",
+     ["tests/reliability/test_heartbeat_crash.py::test_run_killed_with_its_runner_is_marked_crashed_by_missing_heartbeats"]),
     ("Orchestration", "Drift storm: 2 distinct events of one episode, each delivered twice, plus a manual trigger "
      "within the cooldown, all at once",
      "exactly one retraining run and one new model version",
      ["tests/reliability/test_drift_storm.py::test_drift_storm_gives_one_retraining_and_one_version",
       "tests/flows/test_drift_loop.py::test_retraining_runs_once_per_episode_with_lineage",
       "tests/deployments/test_builders.py::test_retraining_trigger_dedups_per_episode_within_the_cooldown"]),
-    ("Orchestration", "Scheduler back after an outage: overlapping catch-up drift checks",
-     "no batch is checked twice (write-once ledger)",
-     ["tests/reliability/test_drift_storm.py::test_overlapping_catch_up_checks_check_each_batch_once"]),
-    ("Tuning", "A trial killed mid-trial resumes from its checkpoint; an interrupted study is restored",
-     "trial completes from its checkpoint; restored study reruns no finished trial",
-     ["tests/tuning/test_study.py::test_crashed_trial_completes_from_its_checkpoint",
+    ("Orchestration", "The scheduler / runner was down for 4 drift-check intervals (4 late runs due at once on a "
+     "real `prefect server start`), then `driftloop serve` returns; also 4 checks started at once in one process",
+     "exactly one catch-up check runs (concurrency 1, CANCEL_NEW), the rest are cancelled; no batch is checked "
+     "twice (write-once ledger)",
+     ["tests/reliability/test_scheduler_outage.py::test_scheduler_back_after_an_outage_runs_one_catch_up_check",
+      "tests/reliability/test_drift_storm.py::test_overlapping_catch_up_checks_check_each_batch_once"]),
+    ("Tuning", "A trial's worker process is SIGKILLed mid-trial; the driver process is SIGKILLed mid-study and "
+     "the study restored (synchronous Hyperband, same seed as a clean run)",
+     "the trial resumes from its checkpoint and keeps its bracket; best configuration (and every trial's "
+     "curve) equals the uninterrupted run's; no duplicate trial, no finished trial rerun",
+     ["tests/reliability/test_tuning_faults.py::test_killed_trial_resumes_from_its_checkpoint_and_the_best_config_is_unchanged",
+      "tests/reliability/test_tuning_faults.py::test_killed_driver_restored_study_has_no_duplicate_trials_and_the_same_best",
+      "tests/tuning/test_study.py::test_crashed_trial_completes_from_its_checkpoint",
       "tests/tuning/test_study.py::test_interrupted_study_on_s3_resumes_without_rerunning_finished_trials"]),
-    ("Federated", "Crashing and NaN clients; a killed SuperNode",
+    ("Federated", "20% of 10 clients crash in every round (a different 2 each round, from the base seed)",
+     "training completes; final test accuracy within 1 point of the clean run",
+     ["tests/reliability/test_federated_faults.py::test_twenty_percent_of_clients_crashing_every_round_stays_within_one_point"]),
+    ("Federated", "2 of 10 clients poisoned (sign-flipped x10, boosted x10)",
+     "FedAvg degrades by more than 5 points; the robust aggregator (FedMedian) stays within 2 points of clean",
+     ["tests/reliability/test_federated_faults.py::test_poisoned_clients_degrade_fedavg_but_not_the_robust_aggregator",
+      "tests/federated/test_aggregation.py::test_median_and_trimmed_mean_and_krum"]),
+    ("Federated", "Crashing and NaN clients; a SuperNode killed mid-run (real SuperLink/SuperNodes)",
      "training completes; bad replies never aggregated",
      ["tests/federated/test_simulation.py::test_simulation_learns_and_survives_nan_and_crashing_clients",
       "tests/federated/test_deployment.py::test_killed_supernode_is_left_out_and_run_completes"]),
     ("Federated", "Only SuperNodes holding registered keys join a TLS SuperLink",
-     "TLS + SuperNode authentication run completes",
-     ["tests/federated/test_deployment.py::test_deployment_engine_with_tls_and_supernode_auth"]),
-    ("Federated", "Robust aggregators against poisoned updates (unit level)",
-     "median / trimmed mean / Krum resist outliers",
-     ["tests/federated/test_aggregation.py::test_median_and_trimmed_mean_and_krum"]),
+     "a SuperNode with an unregistered key is refused (exits, never listed, never sampled) while the TLS + "
+     "SuperNode-auth run completes with the registered ones",
+     ["tests/federated/test_deployment.py::test_unregistered_supernode_is_refused_by_tls_superlink",
+      "tests/federated/test_deployment.py::test_deployment_engine_with_tls_and_supernode_auth"]),
     ("Storage", "The S3 server is stopped during a multipart upload (after part 1) and restarted on the same "
      "port and data dir",
      "the upload retries and completes byte for byte (or fails cleanly and the step retries); no partial "
@@ -71,6 +88,13 @@ SCENARIOS: list[tuple[str, str, str, list[str]]] = [
      "IntegrityError naming the key; the previous champion stays in service",
      ["tests/store/test_artifacts.py::test_sha256_mismatch_raises_integrity_error_naming_the_key",
       "tests/store/test_registry.py::test_corrupted_weights_raise_integrity_error"]),
+    ("Storage", "A run killed before its manifest leaves orphaned objects; a slow writer races garbage collection",
+     "`driftloop artifacts gc` deletes only manifest-less runs older than the minimum age; a commit that "
+     "loses to GC's write-once tombstone fails naming the run; committed runs untouched",
+     ["tests/store/test_gc.py::test_gc_deletes_only_old_orphans_and_keeps_committed_runs",
+      "tests/store/test_gc.py::test_a_slow_writer_loses_its_commit_to_gc_never_its_objects",
+      "tests/store/test_gc.py::test_gc_skips_a_run_committed_meanwhile",
+      "tests/reliability/test_killed_flow.py::test_killed_training_leaves_no_partial_run_and_a_rerun_adds_one_version"]),
     ("Storage", "Two promotions race", "exactly one wins; history consistent",
      ["tests/store/test_registry.py::test_concurrent_promotions_have_exactly_one_winner",
       "tests/store/test_backends.py::test_concurrent_compare_and_swap_has_one_winner"]),
@@ -94,45 +118,49 @@ SCENARIOS: list[tuple[str, str, str, list[str]]] = [
       "tests/data/test_uri_and_quarantine.py::test_unreadable_or_truncated_file",
       "tests/flows/test_training_flow.py::test_corrupted_data_is_quarantined_and_nothing_trained",
       "tests/flows/test_drift_loop.py::test_drift_check_flags_drift_quarantines_bad_batch_and_emits_one_event"]),
-    ("Security", "Ray dashboard and client ports on 127.0.0.1 by default",
-     "local ray.init: no dashboard, dashboard_host and node IP 127.0.0.1; Flower's simulation Ray without dashboard",
-     ["tests/reliability/test_security_defaults.py::test_local_ray_binds_127_0_0_1_without_dashboard",
-      "tests/reliability/test_security_defaults.py::test_flower_simulation_ray_has_no_dashboard"]),
+    ("Security", "Ray: who can reach and use the local Ray driftloop starts",
+     "no dashboard HTTP port, no Ray Client server; token authentication on: a process without the token "
+     "(or with a wrong one) cannot join, one with it can; `driftloop` and the Flower simulation turn it on "
+     "before Ray is imported",
+     ["tests/reliability/test_security_defaults.py::test_local_ray_has_no_dashboard_no_client_server_and_requires_its_token",
+      "tests/reliability/test_security_defaults.py::test_the_driftloop_command_turns_on_ray_token_auth_before_ray_is_imported",
+      "tests/reliability/test_security_defaults.py::test_token_auth_respects_a_users_ray_auth_setting",
+      "tests/reliability/test_security_defaults.py::test_flower_simulation_ray_has_no_dashboard_and_token_auth"]),
+    ("Security", "Prefect server with `PREFECT_SERVER_API_AUTH_STRING`",
+     "anonymous and wrong credentials get 401; `driftloop` names the variable to set; a flow with the "
+     "credentials is recorded, one without cannot start; the secret is in no log or output",
+     ["tests/reliability/test_security_defaults.py::test_prefect_server_with_an_auth_string_refuses_anonymous_clients"]),
 ]
 
 NOT_COVERED = [
-    "**Scheduler outage, 'at most one catch-up check'**: the ledger guarantees no batch is checked twice "
-    "(tested), but the `drift-check` deployment has no concurrency limit, so after an outage Prefect may start "
-    "several late runs. Proposed: `concurrency_limit=1` with collision strategy `CANCEL_NEW` on the drift-check "
-    "deployment (`deployments/serve.py`); not tested against a real scheduler outage.",
-    "**Tuning, 'best configuration equals that of an uninterrupted run'**: the checkpoint-resume and no-rerun "
-    "guarantees are tested; a full killed-vs-clean study comparison (and killing the driver process) is not "
-    "(two full Hyperband studies exceed the time budget on 2 cores).",
-    "**Federated, 20% of clients crashing every round within 1 point of the clean run; 2 of 10 clients poisoned, "
-    "FedAvg degrades and the robust aggregator stays within 2 points**: crash/NaN tolerance and the aggregators "
-    "are tested, the end-to-end accuracy comparisons with 10 clients are not (several Flower simulations, > 60 s "
-    "each here).",
-    "**Flower: a SuperNode without a registered key is refused**: the authenticated run is tested; the negative "
-    "case (an unregistered key) is not.",
-    "**A SIGKILLed flow run stays 'Running' in the Prefect API** (SIGKILL cannot be caught; recorded in the "
-    "figures). Marking it Crashed needs runner heartbeats (`PREFECT_RUNNER_HEARTBEAT_FREQUENCY`) plus an "
-    "automation on missing heartbeats; not set up or tested.",
-    "**Orphaned objects** of a run killed before its manifest are invisible to readers (no manifest) but stay "
-    "in the store; there is no garbage collection of manifest-less run prefixes yet.",
+    "**In-process runs killed with SIGKILL** (`driftloop run ...` without a server-side deployment) stay "
+    "'Running' in the Prefect API: the crash detector watches deployment runs only, whose heartbeat frequency "
+    "driftloop controls (a flow started from Python keeps Prefect's 180 s default and could be mistaken for a "
+    "dead one). Their store writes are still all-or-nothing.",
+    "**Ray's gRPC ports listen on every interface** (Ray 2.55 offers no loopback binding; `ray.init` replaces "
+    "127.0.0.1 by the machine's address), as does the autoscaler's read-only metrics port (44217). Token "
+    "authentication is the protection; a host firewall or a private network is still advised.",
 ]
 
 SECURITY_DEFAULTS = """\
-* **Ray** (`tasks/tuning/search.py`): a local Ray is started with `include_dashboard=False`,
-  `dashboard_host="127.0.0.1"` and `_node_ip_address="127.0.0.1"`; the Flower simulation's Ray has no
-  dashboard. Ray executes arbitrary code for anyone who reaches its ports: a remote cluster
-  (`tuning.ray_address`) must sit on a private network (see `infra/ray/README.md`).
+* **Ray** (`tasks/ray_security.py`, `tasks/tuning/search.py`): a local Ray is started without the
+  dashboard's HTTP server and without the Ray Client server, and with **token authentication**
+  (`RAY_AUTH_MODE=token`, a fresh 256-bit `RAY_AUTH_TOKEN` per `driftloop` process, set before Ray is
+  imported and inherited by the Ray processes and the Flower simulation; never logged or written).
+  Ray 2.55 cannot bind its gRPC ports to loopback (`ray.init` turns 127.0.0.1 into the machine's
+  address; `_node_ip_address="127.0.0.1"` was a no-op), so the token is what stops another process or
+  host from running code in it. A remote cluster (`tuning.ray_address`) keeps its own settings and
+  must sit on a private network (see `infra/ray/README.md`); set `RAY_AUTH_MODE`/`RAY_AUTH_TOKEN`
+  yourself to use the cluster's token.
 * **Prefect server**: the server started by `driftloop up` listens on 127.0.0.1. Prefect's open-source
   server has no user accounts; to require credentials set `PREFECT_SERVER_API_AUTH_STRING="user:password"`
   on the server and the same `PREFECT_API_AUTH_STRING` on every client/worker (HTTP basic auth), and put it
-  behind TLS (a reverse proxy) when it is reachable beyond localhost. Not exercised by a test here.
+  behind TLS (a reverse proxy) when it is reachable beyond localhost. Tested above: anonymous clients
+  get 401, `driftloop deploy`/`serve` say which variable to set.
 * **Flower**: `federated.engine = "deployment"` with TLS certificates (`infra/flower/make_certs.sh`) and
   SuperNode authentication (only SuperNodes whose public keys are registered with the SuperLink may
-  join; `infra/flower/README.md`); tested by `tests/federated/test_deployment.py`.
+  join; `infra/flower/README.md`); tested by `tests/federated/test_deployment.py`, including a SuperNode
+  with an unregistered key being refused.
 * **S3**: `infra/s3/drift-check-policy.json` (IAM policy: read models, write only drift reports and
   quarantine); the same split on SeaweedFS identities is exercised by the least-privilege scenario above.
   Credentials are `SecretStr` in the settings, masked in resolved configurations, scrubbed from S3 error
@@ -149,6 +177,23 @@ FINDINGS = """\
 * **Prefect 3.8.8 race**: a SIGTERM that lands while a `log_prints=True` flow is shipping a `print()` to
   the API leaves the run `Running` instead of `Crashed` (reproduced with a 5-line flow). The killed-flow
   test sends SIGTERM once the run is settled in an epoch.
+* **Fixed: Ray token authentication instead of a loopback bind that never happened.** The earlier
+  security test mocked `ray.init` and asserted the arguments; run for real, Ray's GCS, raylets and
+  workers listened on every interface. See Security defaults.
+* **Fixed (tuning): a retried trial left its Hyperband bracket.** Ray 2.55's HyperBand removed a failed
+  trial from its bracket and re-added it to a new band on retry, so a SIGKILLed trial could run with a
+  different budget while its old bracket halved without it; and a restored study put a trial that had
+  not yet reported into another bracket. Both fixed in `tasks/tuning/ray_hooks.py`; the kill tests
+  compare every trial's curve with the clean run's.
+* **Finding (tuning)**: Ray Tune saves the experiment state to storage at most every ~10 s by default,
+  so a killed driver redoes trials finished since the last save (from their checkpoints; results are
+  deterministic, so the outcome is unchanged, only work is repeated).
+* **Added: one drift check at a time.** The drift-check deployment now has a concurrency limit of 1
+  with `CANCEL_NEW` (the late runs of an outage are cancelled, not queued); the retraining deployment
+  keeps `ENQUEUE` (a new episode's retraining must not be dropped).
+* **Added: a crash detector.** `driftloop deploy`/`serve` install a proactive automation that marks a
+  deployment run Crashed when 3 heartbeats (30 s each, set for workers and served runs) go missing.
+* **Added: garbage collection of orphaned runs** (`driftloop artifacts gc`, write-once tombstone claim).
 * Concurrent drift checks as *threads of one process* collide in matplotlib (not thread-safe) when
   plotting the p-value history; Prefect runners run each flow run in its own process, where this cannot
   happen. The catch-up test serialises the plot with a lock.

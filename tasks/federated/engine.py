@@ -2,6 +2,8 @@
 
 - ``simulation``: ``python -m tasks.federated.simulate WORKDIR`` in its own subprocess (and process
   group), so Flower's Ray runtime never meets Ray Tune's in one process (../shared/STACK.md).
+  :func:`run_simulations` runs several such runs (a clean run and faulty variants) one after
+  another in one subprocess, sharing its start-up.
 - ``deployment``: a real ``flower-superlink`` and N ``flower-supernode`` processes on 127.0.0.1 over
   gRPC (TLS and SuperNode authentication when configured), each in its own process group with
   ``FLWR_HOME`` in a temporary directory, driven by ``flwr run APP_DIR NAME --stream``; or an existing
@@ -26,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -34,6 +36,7 @@ from tasks.errors import ConfigError, DriftloopError
 from tasks.federated.partition import partition_from_config, partition_summary
 from tasks.federated.strategies import RoundFailed
 from tasks.federated.workspace import RUN_CONFIG_KEY, Fault, write_workspace
+from tasks.ray_security import token_auth_env
 
 log = logging.getLogger("driftloop.federated")
 
@@ -151,10 +154,12 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    # Never attach to another Ray cluster (Tune's): the simulation starts its own.
+def _child_env(extra: dict[str, str] | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if environ is None else environ)
+    # Never attach to another Ray cluster (Tune's): the simulation starts its own, with token
+    # authentication (set before the subprocess imports Ray; kept when the parent set it already).
     env.pop("RAY_ADDRESS", None)
+    env.update(token_auth_env(env))
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env.setdefault("RAY_DISABLE_DOCKER_CPU_WARNING", "1")
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
@@ -223,6 +228,7 @@ class FlowerCluster:
         self.startup_timeout = startup_timeout
         self.superlink: subprocess.Popen | None = None
         self.supernodes: list[subprocess.Popen | None] = []
+        self.extra_supernodes: list[subprocess.Popen] = []
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
 
     @classmethod
@@ -283,15 +289,35 @@ class FlowerCluster:
         return self
 
     def _start_supernode(self, i: int) -> subprocess.Popen:
+        priv, pub = self.auth_keys[i] if self.auth_keys else (None, None)
+        return self._supernode(i, priv, pub, f"supernode-{i}.log")
+
+    def _supernode(self, partition_id: int, private_key: Path | None, register: Path | None,
+                   logname: str) -> subprocess.Popen:
         cmd = [str(BIN / "flower-supernode"), "--superlink", self.fleet_address,
                "--clientappio-api-address", f"127.0.0.1:{free_port()}",
-               "--node-config", f"partition-id={i} num-partitions={self.n}"]
+               "--node-config", f"partition-id={partition_id} num-partitions={self.n}"]
         cmd += ["--root-certificates", str(self.tls.ca_cert)] if self.tls else ["--insecure"]
-        if self.auth_keys:
-            priv, pub = self.auth_keys[i]
-            self.flwr(["supernode", "register", str(pub), self.CONNECTION], timeout=self.startup_timeout)
-            cmd += ["--auth-supernode-private-key", str(priv)]
-        return self._spawn(cmd, f"supernode-{i}.log")
+        if register is not None:
+            self.flwr(["supernode", "register", str(register), self.CONNECTION], timeout=self.startup_timeout)
+        if private_key is not None:
+            cmd += ["--auth-supernode-private-key", str(private_key)]
+        return self._spawn(cmd, logname)
+
+    def start_extra_supernode(self, partition_id: int, private_key: Path | None = None, *,
+                              register_public_key: Path | None = None, logname: str = "supernode-extra.log") -> subprocess.Popen:
+        """Start one more ``flower-supernode`` against this cluster's Fleet API (own process group, log in
+        ``logs/logname``) and return it; :meth:`stop` stops it too.
+
+        ``private_key``: the key it authenticates with. Its public key is registered with the SuperLink
+        only when given as ``register_public_key``: a SuperNode whose key was never registered is
+        refused by a SuperLink started with ``--enable-supernode-auth`` (the deployment tests check it).
+        """
+        if self.fleet_address is None:
+            raise FederatedEngineError("this cluster has no Fleet API address to start a SuperNode against")
+        proc = self._supernode(partition_id, private_key, register_public_key, logname)
+        self.extra_supernodes.append(proc)
+        return proc
 
     def flwr(self, args: list[str], timeout: float) -> subprocess.CompletedProcess:
         """Run the ``flwr`` CLI against this cluster; raise naming the command when it fails."""
@@ -349,7 +375,7 @@ class FlowerCluster:
                 raise FederatedEngineError(f"`flwr run` did not finish within {timeout:.0f} s") from None
 
     def stop(self) -> None:
-        for p in self.supernodes:
+        for p in [*self.supernodes, *self.extra_supernodes]:
             if p is not None:
                 _stop_group(p)
         if self.superlink is not None:
@@ -405,12 +431,12 @@ clientapp = "driftloop_flower_app:client_app"
 # the entry point
 
 
-def _run_simulation(workdir: Path, timeout: float) -> str:
-    logpath = workdir / "logs" / "simulation.log"
+def _run_simulation(workdirs: Sequence[Path], timeout: float, logpath: Path) -> str:
+    """``python -m tasks.federated.simulate WORKDIR...``: the runs of ``workdirs``, one after another, in one subprocess."""
     logpath.parent.mkdir(parents=True, exist_ok=True)
     with open(logpath, "ab") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "tasks.federated.simulate", str(workdir)], stdout=logf,
-                                stderr=subprocess.STDOUT, env=_child_env({"DRIFTLOOP_FED_WORKDIR": str(workdir)}),
+        proc = subprocess.Popen([sys.executable, "-m", "tasks.federated.simulate", *map(str, workdirs)], stdout=logf,
+                                stderr=subprocess.STDOUT, env=_child_env({"DRIFTLOOP_FED_WORKDIR": str(workdirs[0])}),
                                 cwd=str(PROJECT_ROOT), start_new_session=True)
         try:
             proc.wait(timeout=timeout)
@@ -435,29 +461,38 @@ def _run_deployment(workdir: Path, fed, cluster: FlowerCluster | None, timeout: 
     return f"flwr run exit status {rc}\n" + _tail(home / "logs" / "flwr-run.log")
 
 
-def run_federated(settings, splits, initial_state: dict[str, torch.Tensor] | bytes | None = None, *,
-                  workdir: str | os.PathLike | None = None, faults: Sequence[Fault] = (),
-                  cluster: FlowerCluster | None = None, engine: str | None = None) -> FederatedResult:
-    """Run ``settings.federated.rounds`` federated rounds over client partitions of ``splits.train``.
+@dataclass
+class _StagedRun:
+    """A run whose inputs passed every cheap check, ready to be written to a work dir."""
 
-    ``initial_state``: the starting global weights (a state dict or safetensors bytes, e.g. the tuned
-    model's), else a fresh model from ``settings.model`` seeded by ``settings.seed``. The global model
-    is evaluated on ``splits.val`` and ``splits.test`` before round one and after every round.
-    ``engine`` overrides ``settings.federated.engine``; ``cluster`` runs the deployment engine on a
-    :class:`FlowerCluster` the caller started (tests kill its SuperNodes). ``workdir`` keeps the
-    inputs, logs and per-round checkpoints (default: a temporary directory, deleted afterwards).
-    ``faults``: injected client faults (tests, drills, benchmarks).
+    settings: Any
+    engine: str
+    spec: dict[str, Any]
+    summary: dict[str, Any]
+    initial_weights: bytes
+    parts: list
 
-    Bad input (more clients than samples, missing TLS files, an unreachable SuperLink) raises
-    before round one. A round with fewer than ``min_fit_clients`` usable replies raises
-    :class:`RoundFailed`; an engine that stops without a result raises :class:`FederatedEngineError`.
-    No result means no model: nothing is returned to publish.
-    """
+    @property
+    def timeout(self) -> float:
+        fed = self.settings.federated
+        return fed.startup_timeout_s + fed.rounds * (fed.round_timeout_s + 60.0)
+
+    def write(self, root: Path, splits, faults: Sequence[Fault]) -> None:
+        write_workspace(root, settings_json=self.settings.resolved(), model_spec=self.spec,
+                        initial_weights=self.initial_weights, train=(splits.train.x, splits.train.y), parts=self.parts,
+                        val=(splits.val.x, splits.val.y), test=(splits.test.x, splits.test.y), faults=faults,
+                        extra={"engine": self.engine, "partition": self.summary})
+
+    def collect(self, root: Path, tail: str) -> FederatedResult:
+        return _collect(root, self.settings.federated, self.engine, self.spec, self.summary, tail)
+
+
+def _stage(settings, splits, initial_state, engine: str, cluster: FlowerCluster | None) -> _StagedRun:
+    """Check a run's inputs (cheap checks, before any process starts) and build its initial model."""
     from tasks.models.serialize import build_from_spec, model_spec, state_dict_from_bytes, state_dict_to_bytes
     from tasks.seeding import derive_seed
 
     fed = settings.federated
-    engine = engine or fed.engine
     if engine not in ("simulation", "deployment"):
         raise ConfigError(f"federated.engine: unknown engine {engine!r}; use simulation or deployment")
     train, val, test = splits.train, splits.val, splits.test
@@ -479,22 +514,72 @@ def run_federated(settings, splits, initial_state: dict[str, torch.Tensor] | byt
         except RuntimeError as e:
             raise ConfigError(f"the initial model does not fit model={settings.model.model_dump()}: {e}") from e
     summary = partition_summary(train.y, parts, num_classes, fed.partition)
+    return _StagedRun(settings, engine, spec, summary, state_dict_to_bytes(model), list(parts))
 
+
+def run_federated(settings, splits, initial_state: dict[str, torch.Tensor] | bytes | None = None, *,
+                  workdir: str | os.PathLike | None = None, faults: Sequence[Fault] = (),
+                  cluster: FlowerCluster | None = None, engine: str | None = None) -> FederatedResult:
+    """Run ``settings.federated.rounds`` federated rounds over client partitions of ``splits.train``.
+
+    ``initial_state``: the starting global weights (a state dict or safetensors bytes, e.g. the tuned
+    model's), else a fresh model from ``settings.model`` seeded by ``settings.seed``. The global model
+    is evaluated on ``splits.val`` and ``splits.test`` before round one and after every round.
+    ``engine`` overrides ``settings.federated.engine``; ``cluster`` runs the deployment engine on a
+    :class:`FlowerCluster` the caller started (tests kill its SuperNodes). ``workdir`` keeps the
+    inputs, logs and per-round checkpoints (default: a temporary directory, deleted afterwards).
+    ``faults``: injected client faults (tests, drills, benchmarks).
+
+    Bad input (more clients than samples, missing TLS files, an unreachable SuperLink) raises
+    before round one. A round with fewer than ``min_fit_clients`` usable replies raises
+    :class:`RoundFailed`; an engine that stops without a result raises :class:`FederatedEngineError`.
+    No result means no model: nothing is returned to publish.
+    """
+    fed = settings.federated
+    staged = _stage(settings, splits, initial_state, engine or fed.engine, cluster)
     own_dir = workdir is None
     root = Path(tempfile.mkdtemp(prefix="driftloop-fed-")) if own_dir else Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
     try:
-        write_workspace(root, settings_json=settings.resolved(), model_spec=spec,
-                        initial_weights=state_dict_to_bytes(model), train=(train.x, train.y), parts=parts,
-                        val=(val.x, val.y), test=(test.x, test.y), faults=faults,
-                        extra={"engine": engine, "partition": summary})
-        timeout = fed.startup_timeout_s + fed.rounds * (fed.round_timeout_s + 60.0)
-        log.info("federated: %s engine, %s, %d clients, %d rounds", engine, fed.strategy, fed.num_clients, fed.rounds)
-        if engine == "simulation":
-            tail = _run_simulation(root, timeout)
+        staged.write(root, splits, faults)
+        log.info("federated: %s engine, %s, %d clients, %d rounds", staged.engine, fed.strategy, fed.num_clients,
+                 fed.rounds)
+        if staged.engine == "simulation":
+            tail = _run_simulation([root], staged.timeout, root / "logs" / "simulation.log")
         else:
-            tail = _run_deployment(root, fed, cluster, timeout)
-        return _collect(root, fed, engine, spec, summary, tail)
+            tail = _run_deployment(root, fed, cluster, staged.timeout)
+        return staged.collect(root, tail)
+    finally:
+        if own_dir:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def run_simulations(runs: Sequence[tuple[Any, Sequence[Fault]]], splits,
+                    initial_state: dict[str, torch.Tensor] | bytes | None = None, *,
+                    workdir: str | os.PathLike | None = None) -> list[FederatedResult]:
+    """Several simulation-engine runs over the same ``splits`` in ONE simulation subprocess.
+
+    ``runs``: ``(settings, faults)`` pairs, e.g. a clean run and faulty variants of it to compare.
+    Each run is what :func:`run_federated` with ``engine="simulation"`` would do (same checks, same
+    work-dir layout, in ``workdir/run-<i>``, same result), but the runs share one
+    ``python -m tasks.federated.simulate`` process and run one after another in it: each still gets
+    its own Ray runtime; what is saved is the process start-up and imports, a few seconds per run on
+    2 cores. Every run is checked before the subprocess starts. All runs are attempted; then the
+    results come back in order, or the first failed run raises as :func:`run_federated` would.
+    """
+    if not runs:
+        raise ConfigError("run_simulations: no runs given")
+    staged = [_stage(s, splits, initial_state, "simulation", None) for s, _ in runs]
+    own_dir = workdir is None
+    root = Path(tempfile.mkdtemp(prefix="driftloop-fed-")) if own_dir else Path(workdir)
+    roots = [root / f"run-{i}" for i in range(len(runs))]
+    try:
+        for st, wd, (_, faults) in zip(staged, roots, runs):
+            wd.mkdir(parents=True, exist_ok=True)
+            st.write(wd, splits, faults)
+        log.info("federated: %d simulation runs in one process", len(runs))
+        tail = _run_simulation(roots, sum(st.timeout for st in staged), root / "logs" / "simulation.log")
+        return [st.collect(wd, tail) for st, wd in zip(staged, roots)]
     finally:
         if own_dir:
             shutil.rmtree(root, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""Shared set-up of the federated tests: a small digits split and smoke settings for Flower runs."""
+"""Shared set-up of the federated tests: a small digits split, smoke settings for Flower runs, and the
+reliability `figures` recorder (the deployment scenarios report figures too)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,14 @@ def fed_settings(**federated):
     return load_settings(profile="smoke", overrides={"model": {"arch": "mlp", "width": 32, "depth": 1, "dropout": 0.0},
                                                      "training": {"lr": 0.01, "optimizer": "adam", "num_threads": 1},
                                                      "federated": base}, environ={})
+
+
+@pytest.fixture
+def figures(request):
+    """Record a scenario's figures like tests/reliability does (``test-output/reliability/figures/``),
+    for ``scripts/reliability_report.py``: ``figures["runs_completed"] = 1``."""
+    from tests.reliability.conftest import Figures
+
+    rec = Figures(request.node.nodeid)
+    yield rec
+    rec.write()

@@ -156,8 +156,11 @@ def test_flower_simulation_ray_has_no_dashboard_and_token_auth():
 
     cfg = simulate.backend_config(2)
     assert cfg["init_args"]["include_dashboard"] is False
-    env = engine.simulation_env({"PATH": os.environ.get("PATH", "")})
-    assert env["RAY_AUTH_MODE"] == "token" and len(env["RAY_AUTH_TOKEN"]) == 64
+    env = engine._child_env(environ={"PATH": os.environ.get("PATH", "")})
+    assert env["RAY_AUTH_MODE"] == "token" and len(env["RAY_AUTH_TOKEN"]) == 64 and "RAY_ADDRESS" not in env
+    mine = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "a" * 64, "RAY_ADDRESS": "10.0.0.1:6379"}
+    env = engine._child_env(environ=mine)  # a parent's own token is passed on; Tune's cluster is not
+    assert env["RAY_AUTH_TOKEN"] == "a" * 64 and "RAY_ADDRESS" not in env
 
 
 @pytest.mark.integration
