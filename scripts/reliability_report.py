@@ -1,7 +1,9 @@
 """Run the reliability and security scenario tests and write docs/RELIABILITY.md from the results.
 
     .venv/bin/python scripts/reliability_report.py            # new scenarios + the existing scenario tests
-    .venv/bin/python scripts/reliability_report.py --new-only # only tests/reliability (about 4 minutes)
+    .venv/bin/python scripts/reliability_report.py --new-only # only tests/reliability (about 8 minutes)
+    .venv/bin/python scripts/reliability_report.py --from-junit test-output/junit.xml
+                                              # no new run: the whole suite's XML (bash scripts/test.sh)
 
 Runs pytest with ``--junitxml`` on the scenario tests, reads each test's outcome and duration from
 the XML and the figures the tests recorded under ``test-output/reliability/figures/`` (see
@@ -303,8 +305,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--new-only", action="store_true", help="run only tests/reliability")
     ap.add_argument("--doc", type=Path, default=DOC, help="where to write the markdown (default: docs/RELIABILITY.md)")
+    ap.add_argument("--from-junit", type=Path, default=None,
+                    help="render from this junit XML of an earlier run (e.g. the whole suite's "
+                         "test-output/junit.xml) and the figures it recorded, instead of running pytest")
     ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments")
     args = ap.parse_args(argv)
+    if args.from_junit is not None:
+        if not args.from_junit.is_file():
+            print(f"no junit XML at {args.from_junit}", file=sys.stderr)
+            return 2
+        root = ET.parse(args.from_junit).getroot()
+        suite = root if root.tag == "testsuite" else next(root.iter("testsuite"))
+        wall = float(suite.get("time", 0))
+        shown = f"bash scripts/test.sh  (the whole suite), then python scripts/reliability_report.py --from-junit {args.from_junit}"
+        args.doc.parent.mkdir(parents=True, exist_ok=True)
+        args.doc.write_text(render(_results(args.from_junit), _figures(), shown, wall))
+        print(f"wrote {args.doc}")
+        return 0
     tests = ["tests/reliability"]
     if not args.new_only:
         tests += sorted({t for *_, ts in SCENARIOS for t in ts if not t.startswith("tests/reliability/")})
