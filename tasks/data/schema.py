@@ -82,6 +82,21 @@ class Schema(BaseModel):
         """Samples with more than one axis (e.g. (1, 8, 8)): all features share one value domain."""
         return len(self.sample_shape) > 1
 
+    def feature_bounds(self, tolerance: float, tail_factor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature allowed range: the training [min, max] widened on each side by
+        ``max(tolerance * span, tail_factor * tail gap)``, where the tail gap is the distance from
+        the 1st (99th) percentile to the minimum (maximum). A long-tailed column (areas, incomes)
+        has a wide gap and its held-out extremes routinely pass the training maximum by a lot; a
+        bounded or binary column has none. NaN where the training data had no values."""
+        mins, maxs = self.array("min"), self.array("max")
+        span = maxs - mins
+        q01 = np.array([np.nan if f.quantiles.get("q01") is None else f.quantiles["q01"] for f in self.features])
+        q99 = np.array([np.nan if f.quantiles.get("q99") is None else f.quantiles["q99"] for f in self.features])
+        low_gap = np.nan_to_num(q01 - mins, nan=0.0)
+        high_gap = np.nan_to_num(maxs - q99, nan=0.0)
+        return (mins - np.maximum(tolerance * span, tail_factor * low_gap),
+                maxs + np.maximum(tolerance * span, tail_factor * high_gap))
+
     def feature_name(self, flat_index: int) -> str:
         return self.features[flat_index].name
 
@@ -159,6 +174,12 @@ def infer_schema(ds: Dataset) -> Schema:
     finite = flat[np.isfinite(flat)]
     if finite.size == 0:
         raise DataError(f"{ds.name}: every feature value is missing; cannot infer a value range")
+    # A source that knows its value domain (pixels scaled to [0, 1]) records it: a held-out image
+    # brighter than every training image is still a valid image.
+    domain = ds.meta.get("value_range")
+    value_min, value_max = float(finite.min()), float(finite.max())
+    if domain is not None:
+        value_min, value_max = min(value_min, float(domain[0])), max(value_max, float(domain[1]))
     return Schema(
         name=ds.name,
         sample_shape=list(ds.sample_shape),
@@ -169,8 +190,8 @@ def infer_schema(ds: Dataset) -> Schema:
         labels=[int(v) for v in labels],
         class_balance={str(int(v)): float(c) / n for v, c in zip(labels, counts)},
         missing_values={names[j]: int(m) for j, m in enumerate(missing) if m},
-        value_min=float(finite.min()),
-        value_max=float(finite.max()),
+        value_min=value_min,
+        value_max=value_max,
         num_rows=n,
         fingerprint=fingerprint(ds),
     )

@@ -1,7 +1,8 @@
 """Datasets: the bundled digits set and user files (npz, parquet, csv) on disk or in S3.
 
 A :class:`Dataset` holds float32 features ``x`` of shape ``(n, *sample_shape)`` and int64 labels
-``y``. Splits are deterministic in the seed; :func:`fingerprint` identifies the exact bytes.
+``y``. Splits are decided per row by a hash of its content and the seed (:mod:`tasks.data.splits`);
+:func:`fingerprint` identifies the exact bytes.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class Splits:
     train: Dataset
     val: Dataset
     test: Dataset
+    # Row ids of each split (tasks.data.splits.SplitIds), when split by hash.
+    ids: object | None = None
 
 
 def load_digits_dataset() -> Dataset:
@@ -143,25 +146,12 @@ def load_dataset(source: str, read_bytes: Callable[[str], bytes], label_column: 
 
 
 def split_dataset(ds: Dataset, seed: int, val_fraction: float, test_fraction: float,
-                  max_train_samples: int | None = None) -> Splits:
-    """Stratified, seed-deterministic train/validation/test split."""
-    from sklearn.model_selection import train_test_split
+                  max_train_samples: int | None = None, exclude_from_test=None) -> Splits:
+    """Train/validation/test split by a hash of each row's content and the seed
+    (:func:`tasks.data.splits.split_by_hash`): adding rows never moves an existing row."""
+    from tasks.data.splits import split_by_hash
 
-    n = len(ds)
-    if n < 10:
-        raise DataError(f"{ds.name}: {n} samples are too few to split into train/validation/test")
-    idx = np.arange(n)
-    counts = np.bincount(ds.y)
-    strat = ds.y if counts[counts > 0].min() >= 3 else None
-    rest, test = train_test_split(idx, test_size=test_fraction, random_state=seed % (2**32), stratify=strat)
-    strat_rest = ds.y[rest] if strat is not None else None
-    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction),
-                                  random_state=(seed + 1) % (2**32), stratify=strat_rest)
-    train = np.sort(train)
-    if max_train_samples is not None and len(train) > max_train_samples:
-        train = np.sort(np.random.default_rng(seed).choice(train, max_train_samples, replace=False))
-    return Splits(ds.subset(train, f"{ds.name}:train"), ds.subset(np.sort(val), f"{ds.name}:val"),
-                  ds.subset(np.sort(test), f"{ds.name}:test"))
+    return split_by_hash(ds, seed, val_fraction, test_fraction, max_train_samples, exclude_from_test)
 
 
 def fingerprint(ds: Dataset) -> str:

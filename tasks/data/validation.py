@@ -463,9 +463,7 @@ def _check_values(f: np.ndarray, schema: Schema, cfg: ValidationConfig, out: _Co
         lo = np.full(d, schema.value_min - tol * schema.value_span)
         hi = np.full(d, schema.value_max + tol * schema.value_span)
     else:
-        mins, maxs = schema.array("min"), schema.array("max")
-        span = maxs - mins
-        lo, hi = mins - tol * span, maxs + tol * span
+        lo, hi = schema.feature_bounds(tol, cfg.tail_factor_for())
     with np.errstate(invalid="ignore"):
         # Features without a training range (all missing) are not range-checked.
         oor = np.isfinite(f) & np.isfinite(lo)[None, :] & ((f < lo[None, :]) | (f > hi[None, :]))
