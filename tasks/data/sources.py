@@ -61,6 +61,17 @@ def load_digits_dataset() -> Dataset:
     return Dataset(x=x, y=d.target.astype(np.int64), name="digits", meta={"value_range": [0.0, 1.0]})
 
 
+def model_name_for_source(source: str) -> str:
+    """The default registry name for a data source: its file or folder stem plus ``-classifier``
+    (``digits`` -> ``digits-classifier``, ``s3://b/x/churn.parquet`` -> ``churn-classifier``)."""
+    import re
+
+    stem = Path(str(source).split("?")[0].rstrip("/")).name or "data"
+    stem = stem.split(".")[0] if "." in stem[1:] else stem
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-_")[:60] or "data"
+    return f"{stem}-classifier"
+
+
 def _from_frame(df, label_column: str, origin: str) -> Dataset:
     if label_column not in df.columns:
         raise DataError(f"{origin}: label column {label_column!r} not found (columns: {list(df.columns)[:10]})")

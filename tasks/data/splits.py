@@ -124,3 +124,16 @@ def split_by_hash(ds: Dataset, seed: int, val_fraction: float, test_fraction: fl
     split_ids = SplitIds(ids[train], ids[val], ids[test], np.unique(ids[train]), moved)
     return Splits(ds.subset(train, f"{ds.name}:train"), ds.subset(val, f"{ds.name}:val"),
                   ds.subset(test, f"{ds.name}:test"), ids=split_ids)
+
+
+def split_summary(splits: Splits, excluded: np.ndarray | None = None) -> dict:
+    """What the manifest records about how the splits were drawn (sizes, test fingerprint, rows
+    moved out of test because a compared model trained on them)."""
+    from tasks.data.sources import fingerprint
+
+    ids: SplitIds | None = splits.ids  # type: ignore[assignment]
+    return {"method": "hash(row content, seed)", "sizes": {"train": len(splits.train), "val": len(splits.val),
+                                                          "test": len(splits.test)},
+            "test_fingerprint": fingerprint(splits.test),
+            "moved_from_test": ids.moved_from_test if ids is not None else 0,
+            "excluded_rows_known": int(len(excluded)) if excluded is not None else 0}

@@ -51,9 +51,11 @@ def load_data(data_cfg: DataConfig, store_cfg) -> Dataset:
 
 
 @task(name="split-data", cache_policy=NO_CACHE)
-def split_data(ds: Dataset, seed: int, data_cfg: DataConfig) -> Splits:
-    """Stratified, seed-deterministic train/validation/test split."""
-    return split_dataset(ds, seed, data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.max_train_samples)
+def split_data(ds: Dataset, seed: int, data_cfg: DataConfig, exclude_from_test=None) -> Splits:
+    """Train/validation/test by a hash of each row and the seed; rows in ``exclude_from_test``
+    (what a compared model trained on) never land in the test split."""
+    return split_dataset(ds, seed, data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.max_train_samples,
+                         exclude_from_test)
 
 
 @task(name="infer-schema", cache_policy=NO_CACHE)

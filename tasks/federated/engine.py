@@ -490,6 +490,7 @@ class _StagedRun:
 def _stage(settings, splits, initial_state, engine: str, cluster: FlowerCluster | None) -> _StagedRun:
     """Check a run's inputs (cheap checks, before any process starts) and build its initial model."""
     from tasks.models.serialize import build_from_spec, model_spec, state_dict_from_bytes, state_dict_to_bytes
+    from tasks.models.standardize import fit_standardization
     from tasks.seeding import derive_seed
 
     fed = settings.federated
@@ -504,7 +505,8 @@ def _stage(settings, splits, initial_state, engine: str, cluster: FlowerCluster 
         _auth_keys(fed.supernode_auth_dir, fed.num_clients)
         if fed.superlink_address:
             check_reachable(fed.superlink_address)
-    spec = model_spec(settings.model, train.sample_shape, num_classes)
+    # Standardization from the whole training split, shared by every client through the spec.
+    spec = model_spec(settings.model, train.sample_shape, num_classes, fit_standardization(train.x))
     torch.manual_seed(derive_seed(settings.seed, "federated", "init"))
     model = build_from_spec(spec)
     if initial_state is not None:

@@ -49,3 +49,12 @@ def check_search_space(search_space: dict, in_shape: tuple[int, ...]) -> None:
             arch_for(str(v), in_shape)
         except ConfigError as e:
             raise ConfigError(f"tuning.search_space['arch'] offers {v!r}: {e}") from None
+
+
+def resolve_for_data(settings, sample_shape: tuple[int, ...]):
+    """``settings`` with ``model.arch`` resolved for the loaded data's ``sample_shape``; raises
+    ConfigError (naming the key) when ``model.arch`` or the tuning search space cannot fit it."""
+    model = resolve_model_config(settings.model, tuple(sample_shape))
+    if settings.tuning.enabled:
+        check_search_space(settings.tuning.search_space, tuple(sample_shape))
+    return settings.model_copy(update={"model": model})
