@@ -16,7 +16,7 @@ from typing import Any
 
 from tasks.data import steps as data_steps
 from tasks.adversarial.scale import attack_scale
-from tasks.data.sources import concat_datasets
+from tasks.data.sources import concat_datasets, is_file_source
 from tasks.data.splits import SPLIT_IDS_NAME, split_summary
 from tasks.drift import steps as drift_steps
 from tasks.models import steps as model_steps
@@ -57,7 +57,7 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
     own_schema = data_steps.infer_schema_task(data_steps.split_data(dataset, settings.seed, settings.data,
                                                                     champion_rows).train)
     # A file source is validated from its raw bytes, so a failing file is quarantined byte for byte.
-    source = dataset if settings.data.source == "digits" else settings.data.source
+    source = settings.data.source if is_file_source(settings.data.source) else dataset
     dataset = data_steps.validate_or_quarantine(source, ref_schema or own_schema, settings.data.validation,
                                                 settings.store, label_column=settings.data.label_column).dataset
     # Drifted batches added by retraining are shifted by definition: the gross-shift rule is the

@@ -50,10 +50,16 @@ class ValidationConfig(Section):
 
 
 class DataConfig(Section):
-    # "digits" (scikit-learn's bundled load_digits) or a path / file:// / s3:// URI of an
-    # .npz (arrays x, y), .parquet or .csv (one label column, the rest features) file.
+    # "digits" (scikit-learn's bundled load_digits), a path / file:// / s3:// URI of an
+    # .npz (arrays x, y), .parquet or .csv (one label column, the rest features) file, or a
+    # folder / S3 prefix of class subfolders of PNG/JPEG images (tasks/data/images.py).
     source: str = "digits"
     label_column: str = "label"
+    # Image folders (data.source a folder or S3 prefix of class subfolders of PNG/JPEG files):
+    # every image resized to [H, W] (or N for N x N); None keeps their size (then all must share it).
+    image_size: int | list[int] | None = None
+    # grayscale, rgb, or auto: grayscale when every image is grayscale, else RGB.
+    image_mode: Literal["auto", "grayscale", "rgb"] = "auto"
     # Reshape flat features to this per-sample shape (e.g. [1, 8, 8]); None keeps what the source gives.
     sample_shape: list[int] | None = None
     val_fraction: float = Field(0.15, gt=0.0, lt=1.0)

@@ -143,15 +143,29 @@ def as_float32(ds: Dataset, sample_shape: list[int] | None = None) -> Dataset:
     return Dataset(x, ds.y, ds.name, ds.feature_names, dict(ds.meta))
 
 
+def is_file_source(source: str) -> bool:
+    """True for a single data file (.npz/.parquet/.csv); False for ``digits`` and image folders."""
+    return Path(source.split("?")[0]).suffix.lower() in SUPPORTED_SUFFIXES
+
+
 def load_dataset(source: str, read_bytes: Callable[[str], bytes], label_column: str = "label",
-                 sample_shape: list[int] | None = None) -> Dataset:
-    """Load ``source``: ``"digits"`` or a file path/URI whose bytes ``read_bytes`` returns.
+                 sample_shape: list[int] | None = None, list_uris: Callable[[str], list[str]] | None = None,
+                 image_size: int | list[int] | None = None, image_mode: str = "auto") -> Dataset:
+    """Load ``source``: ``"digits"``, a file path/URI whose bytes ``read_bytes`` returns, or a
+    folder / S3 prefix of class subfolders of images (:mod:`tasks.data.images`; needs ``list_uris``).
 
     ``read_bytes`` is the store's URI reader (local paths, ``file://`` and ``s3://``); it raises
     an error naming the file or bucket when it is missing.
     """
     if source == "digits":
         return load_digits_dataset()
+    if not is_file_source(source) and list_uris is not None:
+        from tasks.data.images import load_image_folder
+
+        root = source.rstrip("/")
+        uris = list_uris(root)
+        if uris and uris != [root]:
+            return load_image_folder(root, uris, read_bytes, image_size, image_mode)
     ds = parse_bytes(read_bytes(source), source, label_column)
     return as_float32(ds, sample_shape)
 

@@ -43,11 +43,12 @@ def retry_on_io(task, task_run, state) -> bool:
 @task(name="load-data", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
       retry_condition_fn=retry_on_io, cache_policy=NO_CACHE)
 def load_data(data_cfg: DataConfig, store_cfg) -> Dataset:
-    """Load the configured dataset (digits or a file/URI read through the store)."""
-    from tasks.store.backends import read_uri
+    """Load the configured dataset (digits, a file/URI or an image folder read through the store)."""
+    from tasks.store.backends import list_uri, read_uri
 
     return load_dataset(data_cfg.source, lambda uri: read_uri(uri, store_cfg), data_cfg.label_column,
-                        data_cfg.sample_shape)
+                        data_cfg.sample_shape, lambda uri: list_uri(uri, store_cfg),
+                        data_cfg.image_size, data_cfg.image_mode)
 
 
 @task(name="split-data", cache_policy=NO_CACHE)
