@@ -495,6 +495,12 @@ def _check_values(f: np.ndarray, schema: Schema, cfg: ValidationConfig, out: _Co
         out.check(RULE_FEATURE_SHIFT)
         mean_t, std_t = schema.array("mean"), schema.array("std")
         span_t = schema.array("max") - schema.array("min")
+        if schema.is_image_like:
+            # A pixel constant in training (an edge never lit) still shares the images' value
+            # domain: measure its shift against that domain instead of leaving it out (with the
+            # hash splits of tasks/data/splits.py, which edge pixels stay constant moves with the
+            # seed, and noise_0.3 detection in benchmarks/data_validation.py depended on it).
+            span_t = np.where(span_t > 0, span_t, schema.value_span)
         # Constant training features have no scale to measure a shift in (range rules cover them).
         use = np.isfinite(mean_t) & np.isfinite(std_t) & (span_t > 0)
         if use.any():
@@ -683,5 +689,28 @@ def validate_or_quarantine(batch: Dataset | str, schema: Schema, cfg: Validation
     uri = quarantine(open_backend(store_cfg), bid, raw_bytes, name, report)
     report = report.model_copy(update={"quarantine": {"uri": uri}})
     raise ValidationFailed(
-        f"batch {bid} from {source} failed validation: {', '.join(report.rules)}; quarantined at {uri}",
+        f"batch {bid} from {source} failed validation: {', '.join(report.rules)}; quarantined at {uri}"
+        + "".join(f"\n  {line}" for line in violation_details(report)),
         report=report, quarantine_uri=uri)
+
+
+def violation_details(report: ValidationReport, per_rule: int = 3) -> list[str]:
+    """One line per violated rule naming the features and values that broke it (from the
+    report's examples), e.g. ``out_of_range: row 3 feature 'age' = 200 (allowed 18..162)``."""
+    lines = []
+    for v in report.violations:
+        parts = []
+        for ex in v.examples[:per_rule]:
+            if "feature" in ex and "value" in ex:
+                where = f"row {ex['row']} " if "row" in ex else ""
+                allowed = (f" (allowed {_short(ex['allowed_min'])}..{_short(ex['allowed_max'])})"
+                           if "allowed_min" in ex else "")
+                parts.append(f"{where}feature {ex['feature']!r} = {_short(ex['value'])}{allowed}")
+            elif "feature" in ex and "shift" in ex:
+                parts.append(f"feature {ex['feature']!r} mean {_short(ex['batch_mean'])} vs training "
+                             f"{_short(ex['train_mean'])} ({_short(ex['shift'])} std)")
+            elif ex:
+                parts.append(", ".join(f"{k}={_short(val)}" for k, val in ex.items()))
+        more = f" and {v.count - len(parts)} more" if v.count > len(parts) and parts else ""
+        lines.append(f"{v.rule}: {'; '.join(parts) or v.message}{more}")
+    return lines

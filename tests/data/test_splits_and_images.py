@@ -120,3 +120,25 @@ def test_held_out_rows_pass_the_schema_of_their_train_split(name):
         held = (np.concatenate([sp.val.x, sp.test.x]), np.concatenate([sp.val.y, sp.test.y]))
         rep = validate_batch(held, infer_schema(sp.train), ValidationConfig(), f"held-{seed}")
         assert rep.passed, rep.to_text()
+
+
+def test_failure_message_names_the_features_and_values(tmp_path):
+    import pandas as pd
+
+    from tasks.data.validation import validate_or_quarantine
+    from tasks.errors import ValidationFailed
+    from tasks.store.config import StoreConfig
+
+    r = np.random.default_rng(0)
+    df = pd.DataFrame({"age": r.integers(18, 91, 300), "income": r.uniform(1e3, 9e4, 300)})
+    df["label"] = (df["income"] > 4e4).astype(int)
+    df.to_csv(tmp_path / "train.csv", index=False)
+    cfg = StoreConfig(uri=str(tmp_path / "store"))
+    ds = load_dataset(str(tmp_path / "train.csv"), lambda u: read_uri(u, cfg))
+    schema = infer_schema(split_dataset(ds, 0, 0.15, 0.2).train)
+    bad = df.head(40).copy()
+    bad.loc[3, "income"] = 9e7  # a unit error: cents instead of dollars
+    bad.to_csv(tmp_path / "batch.csv", index=False)
+    with pytest.raises(ValidationFailed) as e:
+        validate_or_quarantine(str(tmp_path / "batch.csv"), schema, ValidationConfig(), cfg)
+    assert "out_of_range: row 3 feature 'income' = 9e+07 (allowed" in str(e.value)
