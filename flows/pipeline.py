@@ -56,10 +56,12 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
     # training split (which still catches NaN/inf, bad labels, duplicates, unreadable files).
     own_schema = data_steps.infer_schema_task(data_steps.split_data(dataset, settings.seed, settings.data,
                                                                     champion_rows).train)
-    # A file source is validated from its raw bytes, so a failing file is quarantined byte for byte.
-    source = settings.data.source if is_file_source(settings.data.source) else dataset
-    dataset = data_steps.validate_or_quarantine(source, ref_schema or own_schema, settings.data.validation,
-                                                settings.store, label_column=settings.data.label_column).dataset
+    # The loaded data are validated in memory; a failing file's raw bytes are then read and
+    # quarantined byte for byte (a passing file is never held twice).
+    raw_uri = settings.data.source if is_file_source(settings.data.source) else None
+    dataset = data_steps.validate_or_quarantine(dataset, ref_schema or own_schema, settings.data.validation,
+                                                settings.store, label_column=settings.data.label_column,
+                                                raw_uri=raw_uri).dataset
     # Drifted batches added by retraining are shifted by definition: the gross-shift rule is the
     # drift check's call (drift.validate_shift); every other rule still applies.
     extra_validation = settings.data.validation.model_copy(update={"check_shift": settings.drift.validate_shift})

@@ -132,6 +132,49 @@ def feature_names_for(ds: Dataset) -> list[str]:
     return [str(i) for i in range(ds.num_features)]
 
 
+# Rows per chunk for the moments: float64 copies of a chunk, never of the whole training split.
+_CHUNK_ROWS = 65536
+
+
+def _column_stats(flat: np.ndarray, name: str):
+    """Per-column min, max, mean, std, missing count and :data:`QUANTILES` of the 2-d ``flat``,
+    ignoring NaN; float64 arithmetic on chunks of rows (moments) and one column at a time
+    (quantiles), so the memory needed is a small multiple of one column, not of the data."""
+    n, d = flat.shape
+    mins, maxs = np.full(d, np.inf), np.full(d, -np.inf)
+    s1, cnt, missing = np.zeros(d), np.zeros(d), np.zeros(d, dtype=np.int64)
+    for i in range(0, n, _CHUNK_ROWS):
+        c = np.asarray(flat[i:i + _CHUNK_ROWS], dtype=np.float64)
+        if np.isinf(c).any():
+            r, col = np.argwhere(np.isinf(c))[0]
+            raise DataError(f"{name}: infinite value in training data (row {i + r}, feature {col}); "
+                            "a schema cannot describe its range")
+        nan = np.isnan(c)
+        missing += nan.sum(axis=0)
+        cnt += (~nan).sum(axis=0)
+        mins = np.fmin(mins, np.where(nan, np.inf, c).min(axis=0))
+        maxs = np.fmax(maxs, np.where(nan, -np.inf, c).max(axis=0))
+        s1 += np.where(nan, 0.0, c).sum(axis=0)
+    with np.errstate(all="ignore"):
+        means = np.where(cnt > 0, s1 / np.maximum(cnt, 1), np.nan)
+        s2 = np.zeros(d)
+        for i in range(0, n, _CHUNK_ROWS):  # second pass: exact variance, no cancellation
+            c = np.asarray(flat[i:i + _CHUNK_ROWS], dtype=np.float64)
+            s2 += np.where(np.isnan(c), 0.0, (c - means) ** 2).sum(axis=0)
+        stds = np.where(cnt > 0, np.sqrt(s2 / np.maximum(cnt, 1)), np.nan)
+    mins[cnt == 0] = np.nan
+    maxs[cnt == 0] = np.nan
+    qs = np.full((len(QUANTILES), d), np.nan)
+    # All-missing features get None statistics; numpy's "All-NaN slice" warnings add nothing.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for j in range(d):
+            if cnt[j]:
+                col = np.asarray(flat[:, j], dtype=np.float64)
+                qs[:, j] = np.nanquantile(col, QUANTILES) if missing[j] else np.quantile(col, QUANTILES)
+    return mins, maxs, means, stds, missing, qs
+
+
 def infer_schema(ds: Dataset) -> Schema:
     """Infer the schema of a training dataset.
 
@@ -148,19 +191,9 @@ def infer_schema(ds: Dataset) -> Schema:
         raise DataError(f"{ds.name}: features must be numeric to infer a schema, got dtype {ds.x.dtype}")
     if ds.y.shape != (n,) or not np.issubdtype(ds.y.dtype, np.integer):
         raise DataError(f"{ds.name}: labels must be integers of shape ({n},), got {ds.y.dtype} {ds.y.shape}")
-    flat = ds.x.reshape(n, -1).astype(np.float64)
-    if np.isinf(flat).any():
-        r, c = np.argwhere(np.isinf(flat))[0]
-        raise DataError(f"{ds.name}: infinite value in training data (row {r}, feature {c}); "
-                        "a schema cannot describe its range")
+    flat = ds.x.reshape(n, -1)  # a view: statistics are computed in float64 chunk by chunk
     names = feature_names_for(ds)
-    missing = np.isnan(flat).sum(axis=0)
-    # All-missing features get None statistics; numpy's "All-NaN slice" warnings add nothing.
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mins, maxs = np.nanmin(flat, axis=0), np.nanmax(flat, axis=0)
-        means, stds = np.nanmean(flat, axis=0), np.nanstd(flat, axis=0)
-        qs = np.nanquantile(flat, QUANTILES, axis=0)
+    mins, maxs, means, stds, missing, qs = _column_stats(flat, ds.name)
     features = [
         FeatureStats(
             index=j, name=names[j], min=_finite_or_none(mins[j]), max=_finite_or_none(maxs[j]),
@@ -171,13 +204,12 @@ def infer_schema(ds: Dataset) -> Schema:
         for j in range(flat.shape[1])
     ]
     labels, counts = np.unique(ds.y, return_counts=True)
-    finite = flat[np.isfinite(flat)]
-    if finite.size == 0:
+    if not np.isfinite(mins).any():
         raise DataError(f"{ds.name}: every feature value is missing; cannot infer a value range")
     # A source that knows its value domain (pixels scaled to [0, 1]) records it: a held-out image
     # brighter than every training image is still a valid image.
     domain = ds.meta.get("value_range")
-    value_min, value_max = float(finite.min()), float(finite.max())
+    value_min, value_max = float(np.nanmin(mins)), float(np.nanmax(maxs))
     if domain is not None:
         value_min, value_max = min(value_min, float(domain[0])), max(value_max, float(domain[1]))
     return Schema(

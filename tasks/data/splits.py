@@ -38,6 +38,24 @@ def _mix(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+def hash_rows(a: np.ndarray) -> np.ndarray:
+    """A 64-bit hash (uint64) of each row of the 2-d numeric array ``a``, over its bytes in its own
+    dtype (floats with -0.0 taken as 0.0): equal rows get equal hashes. Chunked: temporaries stay small."""
+    n = int(a.shape[0])
+    out = np.empty(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for i in range(0, n, _CHUNK_ROWS):
+            c = np.ascontiguousarray(a[i:i + _CHUNK_ROWS]).reshape(min(_CHUNK_ROWS, n - i), -1)
+            if c.dtype.kind == "f":
+                c = c + c.dtype.type(0.0)  # -0.0 + 0.0 == +0.0
+            words = c.view(np.uint32 if c.dtype.itemsize % 4 == 0 else np.uint8).astype(np.uint64)
+            h = np.full(len(c), _GOLDEN, dtype=np.uint64)
+            for j in range(words.shape[1]):
+                h = _mix(h ^ words[:, j])
+            out[i:i + len(c)] = h
+    return out
+
+
 def row_ids(ds: Dataset) -> np.ndarray:
     """A 64-bit content id per row (uint64): equal rows (features as float32, and label) get equal ids."""
     n = len(ds)
@@ -45,13 +63,9 @@ def row_ids(ds: Dataset) -> np.ndarray:
     y = np.asarray(ds.y).astype(np.int64, copy=False)
     with np.errstate(over="ignore"):
         for i in range(0, n, _CHUNK_ROWS):
-            # float32 (the form every stage sees); + 0.0 maps -0.0 to 0.0, which compare equal.
-            c = np.ascontiguousarray(ds.x[i:i + _CHUNK_ROWS], dtype=np.float32).reshape(min(_CHUNK_ROWS, n - i), -1)
-            words = (c + np.float32(0.0)).view(np.uint32).astype(np.uint64)
-            h = np.full(len(c), _GOLDEN, dtype=np.uint64)
-            for j in range(words.shape[1]):
-                h = _mix(h ^ words[:, j])
-            out[i:i + len(c)] = _mix(h ^ y[i:i + len(c)].view(np.uint64))
+            # float32: the form every stage sees, whatever the file stored.
+            c = np.asarray(ds.x[i:i + _CHUNK_ROWS], dtype=np.float32).reshape(min(_CHUNK_ROWS, n - i), -1)
+            out[i:i + len(c)] = _mix(hash_rows(c) ^ y[i:i + len(c)].view(np.uint64))
     return out
 
 

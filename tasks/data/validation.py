@@ -428,7 +428,11 @@ def _align_structure(ds: Dataset, schema: Schema, out: _Collector) -> np.ndarray
         x = x.reshape(n, -1)
 
     feat_names = [f.name for f in schema.features]
-    if x.dtype.kind in "iuf":
+    if x.dtype.kind == "f":
+        # Floats are checked in their own dtype (float32 data compared with float64 bounds is
+        # exact): a float64 copy of a large batch would double the memory validation needs.
+        return x
+    if x.dtype.kind in "iu":
         return x.astype(np.float64)
     converted, bad, what, examples = _non_numeric_cells(x, feat_names)
     if converted is None:
@@ -477,10 +481,13 @@ def _check_values(f: np.ndarray, schema: Schema, cfg: ValidationConfig, out: _Co
                               "allowed_min": float(lo[c]), "allowed_max": float(hi[c])}
                              for r, c in cells[: cfg.max_examples]])
 
-    # Duplicates: rows equal (bytewise) to an earlier row of the same batch.
+    # Duplicates: rows equal to an earlier row of the same batch, found by a 64-bit hash of each
+    # row (tasks.data.splits.hash_rows; a collision is a 2^-64 event): sorting 8 bytes per row
+    # instead of whole rows keeps a million-row batch's check within a few MB.
     out.check(RULE_DUPLICATE_ROWS)
-    rows = np.ascontiguousarray(f).view(np.dtype((np.void, f.dtype.itemsize * d))).ravel()
-    _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+    from tasks.data.splits import hash_rows
+
+    _, first, inverse = np.unique(hash_rows(f), return_index=True, return_inverse=True)
     dup_rows = np.flatnonzero(first[inverse] != np.arange(n))
     frac = len(dup_rows) / n
     stats["duplicate_fraction"] = round(frac, 6)
@@ -504,11 +511,13 @@ def _check_values(f: np.ndarray, schema: Schema, cfg: ValidationConfig, out: _Co
         # Constant training features have no scale to measure a shift in (range rules cover them).
         use = np.isfinite(mean_t) & np.isfinite(std_t) & (span_t > 0)
         if use.any():
-            clean = np.where(np.isfinite(f), f, np.nan)
             # An all-NaN column gives NaN (and numpy's "Mean of empty slice" warning): left out below.
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                mean_b = np.nanmean(clean, axis=0)
+                if np.isfinite(f).all():  # the usual case: no copy of the batch
+                    mean_b = f.mean(axis=0, dtype=np.float64)
+                else:
+                    mean_b = np.nanmean(np.where(np.isfinite(f), f, np.nan), axis=0)
                 scale = np.maximum(std_t, _STD_FLOOR_SHARE * span_t)
                 shift = np.abs(mean_b - mean_t) / scale
             use &= np.isfinite(shift)
@@ -653,13 +662,15 @@ class ValidatedBatch:
 
 def validate_or_quarantine(batch: Dataset | str, schema: Schema, cfg: ValidationConfig, store_cfg,
                            batch_id: str | None = None, label_column: str = "label",
-                           raw_bytes: bytes | None = None) -> ValidatedBatch:
+                           raw_bytes: bytes | None = None, raw_uri: str | None = None) -> ValidatedBatch:
     """Validate a batch (a Dataset, or a path/URI read through the store); quarantine it on failure.
 
     On failure the raw bytes (for an in-memory Dataset without ``raw_bytes``: its npz encoding)
     and the report go to ``quarantine/<batch_id>/`` in the store of ``store_cfg``, and
     :class:`~tasks.errors.ValidationFailed` is raised naming the violated rules and the
-    quarantine URI (``.report`` and ``.quarantine_uri`` carry both). With ``cfg.enabled`` False
+    quarantine URI (``.report`` and ``.quarantine_uri`` carry both). ``raw_uri``: the file an
+    in-memory Dataset was parsed from; its bytes are read (and quarantined byte for byte) only when
+    the batch fails, so a passing file is never held in memory twice. With ``cfg.enabled`` False
     only the file is read and conformed. On success returns the batch conformed to the schema.
     """
     from tasks.store.backends import open_backend
@@ -673,7 +684,7 @@ def validate_or_quarantine(batch: Dataset | str, schema: Schema, cfg: Validation
         bid = batch_id or (ds.meta["batch_id"] if ds is not None else error.batch_id)
     else:
         ds, error = batch, None
-        source = ds.meta.get("source") or ds.name
+        source = raw_uri or ds.meta.get("source") or ds.name
         bid = batch_id or batch_id_for(source, raw_bytes, ds)
     if error is None and not cfg.enabled:
         report = ValidationReport(batch_id=bid, source=source, rows=len(ds), passed=True,
@@ -682,7 +693,11 @@ def validate_or_quarantine(batch: Dataset | str, schema: Schema, cfg: Validation
     report = error or validate_batch(ds, schema, cfg, bid, source)
     if report.passed:
         return ValidatedBatch(conform(ds, schema), report, raw_bytes)
-    if raw_bytes is None and ds is not None:
+    if raw_bytes is None and raw_uri is not None:
+        from tasks.store.backends import read_uri
+
+        raw_bytes, name = read_uri(raw_uri, store_cfg), raw_uri
+    elif raw_bytes is None and ds is not None:
         raw_bytes, name = _npz_for_quarantine(ds), f"{bid}.npz"
     else:
         name = source
