@@ -133,7 +133,7 @@ def feature_names_for(ds: Dataset) -> list[str]:
 
 
 # Rows per chunk for the moments: float64 copies of a chunk, never of the whole training split.
-_CHUNK_ROWS = 65536
+_CHUNK_ROWS = 16384
 
 
 def _column_stats(flat: np.ndarray, name: str):

@@ -27,7 +27,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 # Rows hashed per chunk: bounds the temporary copies to a few MB whatever the data's size.
-_CHUNK_ROWS = 65536
+_CHUNK_ROWS = 16384
 SPLIT_IDS_NAME = "split_ids.npz"
 
 

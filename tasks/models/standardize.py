@@ -22,7 +22,7 @@ from torch import nn
 # a near-zero std would turn rounding noise in new data into huge inputs.
 _MIN_STD = 1e-6
 # Rows per chunk when computing the statistics: float64 copies of a chunk, not of the whole set.
-_CHUNK_ROWS = 65536
+_CHUNK_ROWS = 16384
 
 
 @dataclass(frozen=True)
