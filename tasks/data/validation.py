@@ -448,8 +448,12 @@ def _check_values(f: np.ndarray, schema: Schema, cfg: ValidationConfig, out: _Co
     # Non-finite: inf always, NaN unless the training data had missing values in that feature.
     out.check(RULE_NON_FINITE)
     nan_ok = np.array([s.missing > 0 for s in schema.features], dtype=bool)
-    bad = np.isinf(f) | (np.isnan(f) & ~nan_ok[None, :])
-    if bad.any():
+    # In-place boolean masks, one at a time: a million-row batch needs a quarter of its size per mask.
+    bad = ~np.isfinite(f)
+    any_non_finite = bool(bad.any())
+    if any_non_finite and nan_ok.any():
+        bad &= ~(np.isnan(f) & nan_ok[None, :])
+    if any_non_finite and bad.any():
         cells = np.argwhere(bad)
         n_rows = int(bad.any(axis=1).sum())
         n_nan, n_inf = int((np.isnan(f) & bad).sum()), int(np.isinf(f).sum())
@@ -470,7 +474,11 @@ def _check_values(f: np.ndarray, schema: Schema, cfg: ValidationConfig, out: _Co
         lo, hi = schema.feature_bounds(tol, cfg.tail_factor_for())
     with np.errstate(invalid="ignore"):
         # Features without a training range (all missing) are not range-checked.
-        oor = np.isfinite(f) & np.isfinite(lo)[None, :] & ((f < lo[None, :]) | (f > hi[None, :]))
+        # NaN bounds (no training values) and NaN cells compare False: never out of range.
+        oor = f < lo[None, :]
+        oor |= f > hi[None, :]
+        if any_non_finite:
+            oor &= np.isfinite(f)
     if oor.any():
         cells = np.argwhere(oor)
         feats = sorted({names[c] for _, c in cells}, key=lambda s: (len(s), s))
@@ -483,19 +491,30 @@ def _check_values(f: np.ndarray, schema: Schema, cfg: ValidationConfig, out: _Co
 
     # Duplicates: rows equal to an earlier row of the same batch, found by a 64-bit hash of each
     # row (tasks.data.splits.hash_rows; a collision is a 2^-64 event): sorting 8 bytes per row
-    # instead of whole rows keeps a million-row batch's check within a few MB.
+    # instead of whole rows: about 40 bytes of temporaries per row, whatever its width.
     out.check(RULE_DUPLICATE_ROWS)
     from tasks.data.splits import hash_rows
 
-    _, first, inverse = np.unique(hash_rows(f), return_index=True, return_inverse=True)
-    dup_rows = np.flatnonzero(first[inverse] != np.arange(n))
+    # A stable sort of the hashes puts each group of equal rows together, first occurrence first.
+    h = hash_rows(f)
+    order = np.argsort(h, kind="stable")
+    h = h[order]
+    repeat = np.empty(n, dtype=bool)
+    repeat[0] = False
+    np.equal(h[1:], h[:-1], out=repeat[1:])
+    del h
+    group_start = np.maximum.accumulate(np.where(repeat, 0, np.arange(n)))
+    first_of = np.empty(n, dtype=np.int64)
+    first_of[order] = order[group_start]
+    del repeat, group_start, order
+    dup_rows = np.flatnonzero(first_of != np.arange(n))
     frac = len(dup_rows) / n
     stats["duplicate_fraction"] = round(frac, 6)
     if frac > cfg.max_duplicate_fraction:
         out.add(RULE_DUPLICATE_ROWS,
                 f"{len(dup_rows)} of {n} rows ({frac:.1%}) repeat an earlier row; at most "
                 f"{cfg.max_duplicate_fraction:.1%} is tolerated",
-                len(dup_rows), [{"row": int(r), "duplicate_of": int(first[inverse[r]])} for r in dup_rows])
+                len(dup_rows), [{"row": int(r), "duplicate_of": int(first_of[r])} for r in dup_rows])
 
     # Gross shift of the feature means, in training-std units, averaged over features.
     if cfg.check_shift and n >= cfg.shift_min_rows:
