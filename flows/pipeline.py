@@ -108,12 +108,13 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
 
     # Harden
     hardening: dict[str, Any] | None = None
-    # Epsilon is a fraction of each feature's training range (tasks/adversarial/scale.py).
-    scale = attack_scale(schema, splits.train.x, splits.val.x, splits.test.x)
-    lo = hi = None
+    lo = hi = scale = None
     k = num_classes_of(splits.train.y, splits.val.y, splits.test.y)
     if settings.adversarial.enabled:
         from tasks.adversarial import steps as adv_steps
+
+        # Epsilon is a fraction of each feature's training range (tasks/adversarial/scale.py).
+        scale = attack_scale(schema, splits.train.x, splits.val.x, splits.test.x)
 
         module = model.module()
         hardened = adv_steps.harden_model(module, splits.train, splits.val, settings, lo, hi, k, scale=scale)
