@@ -84,12 +84,16 @@ class SplitIds:
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
-    trained_on: np.ndarray
+    # None: the unique training ids, computed when needed (not held beside the splits meanwhile).
+    trained_on: np.ndarray | None = None
     moved_from_test: int = 0   # test rows moved to train because a compared model trained on them
+
+    def lineage_rows(self) -> np.ndarray:
+        return np.unique(self.train) if self.trained_on is None else self.trained_on
 
     def to_npz_bytes(self) -> bytes:
         buf = io.BytesIO()
-        np.savez(buf, train=self.train, val=self.val, test=self.test, trained_on=self.trained_on,
+        np.savez(buf, train=self.train, val=self.val, test=self.test, trained_on=self.lineage_rows(),
                  moved_from_test=np.array(self.moved_from_test))
         return buf.getvalue()
 
@@ -102,7 +106,7 @@ class SplitIds:
         """The same splits, ``trained_on`` extended by the rows a warm-start parent trained on."""
         if inherited is None or not len(inherited):
             return self
-        return SplitIds(self.train, self.val, self.test, np.union1d(self.trained_on, inherited),
+        return SplitIds(self.train, self.val, self.test, np.union1d(self.lineage_rows(), inherited),
                         self.moved_from_test)
 
 
@@ -121,6 +125,7 @@ def split_by_hash(ds: Dataset, seed: int, val_fraction: float, test_fraction: fl
     u = bucket(ids, seed)
     is_test = u < test_fraction
     is_val = ~is_test & (u < test_fraction + val_fraction)
+    del u
     moved = 0
     if exclude_from_test is not None and len(exclude_from_test):
         seen = is_test & np.isin(ids, exclude_from_test)
@@ -135,7 +140,7 @@ def split_by_hash(ds: Dataset, seed: int, val_fraction: float, test_fraction: fl
         if len(idx) == 0:
             raise DataError(f"{ds.name}: the {name} split of {n} rows is empty (data.val_fraction="
                             f"{val_fraction}, data.test_fraction={test_fraction}); add rows or change the fractions")
-    split_ids = SplitIds(ids[train], ids[val], ids[test], np.unique(ids[train]), moved)
+    split_ids = SplitIds(ids[train], ids[val], ids[test], None, moved)
     return Splits(ds.subset(train, f"{ds.name}:train"), ds.subset(val, f"{ds.name}:val"),
                   ds.subset(test, f"{ds.name}:test"), ids=split_ids)
 
