@@ -54,6 +54,12 @@ def record_check(backend: Backend, model: str, batch_id: str, record: dict[str, 
     return _put_once(backend, f"{_prefix(model)}checks/{batch_id}.json", doc)
 
 
+def get_check(backend: Backend, model: str, batch_id: str) -> dict[str, Any] | None:
+    """The check record of one batch, or None when it was never checked."""
+    key = f"{_prefix(model)}checks/{batch_id}.json"
+    return json.loads(backend.get_bytes(key)) if backend.exists(key) else None
+
+
 def check_history(backend: Backend, model: str) -> list[dict[str, Any]]:
     """Every recorded check, oldest first."""
     recs = [json.loads(backend.get_bytes(k)) for k in backend.list(_prefix(model) + "checks/") if k.endswith(".json")]
@@ -69,6 +75,17 @@ def save_episode(backend: Backend, episode: Episode) -> None:
     backend.put_bytes(_prefix(episode.model) + "episode.json", json.dumps(episode.as_dict()).encode())
 
 
+def save_retraining_outcome(backend: Backend, model: str, episode_id: str, outcome: dict[str, Any]) -> None:
+    """What became of an episode's retraining run ("awaiting-labels", "promoted", ...), beside its claim."""
+    doc = {"episode_id": episode_id, "at": time.time(), **outcome}
+    backend.put_bytes(f"{_prefix(model)}retraining/{episode_id}.outcome.json", json.dumps(doc, default=str).encode())
+
+
+def retraining_outcome(backend: Backend, model: str, episode_id: str) -> dict[str, Any] | None:
+    key = f"{_prefix(model)}retraining/{episode_id}.outcome.json"
+    return json.loads(backend.get_bytes(key)) if backend.exists(key) else None
+
+
 def claim_retraining(backend: Backend, model: str, episode_id: str, info: dict[str, Any]) -> bool:
     """Claim an episode for one retraining run; False when it was already claimed."""
     doc = {"episode_id": episode_id, "claimed_at": time.time(), **info}
@@ -77,4 +94,4 @@ def claim_retraining(backend: Backend, model: str, episode_id: str, info: dict[s
 
 def retraining_claims(backend: Backend, model: str) -> list[dict[str, Any]]:
     return [json.loads(backend.get_bytes(k)) for k in backend.list(_prefix(model) + "retraining/")
-            if k.endswith(".json")]
+            if k.endswith(".json") and not k.endswith(".outcome.json")]

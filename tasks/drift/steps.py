@@ -13,6 +13,9 @@ from tasks.ui import publish_markdown_artifact, publish_table_artifact
 from prefect.events import emit_event
 
 from tasks.drift import detectors as _detectors
+from tasks.drift import discovery as _discovery
+from tasks.drift import labels as _labels
+from tasks.drift import verdict as _verdict
 from tasks.drift import events as _events
 from tasks.drift import ledger as _ledger
 from tasks.drift import reference as _reference
@@ -48,7 +51,8 @@ def detect_drift(reference, x_batch: np.ndarray, model, detectors=None, cfg=None
 
 @task(name="emit-drift-event", cache_policy=NO_CACHE)
 def emit_drift_event(model: str, version: int | str | None, reports: Sequence[DriftReport], episode_id: str,
-                     batch_uris: Sequence[str] | None = None) -> dict[str, Any] | None:
+                     batch_uris: Sequence[str] | None = None, harm: list[dict] | None = None,
+                     unlabelled: list[str] | None = None) -> dict[str, Any] | None:
     """Emit ``driftloop.drift.detected`` for the model when a report found drift; no drift, no event.
 
     Returns ``{"event_id", "payload", "sent"}``, or None when there was no drift. ``sent`` is False
@@ -58,6 +62,10 @@ def emit_drift_event(model: str, version: int | str | None, reports: Sequence[Dr
     spec = _events.drift_event(model, version, reports, episode_id, batch_uris)
     if spec is None:
         return None
+    if harm is not None:
+        spec["payload"]["harm"] = harm
+    if unlabelled is not None:
+        spec["payload"]["unlabelled_batch_ids"] = unlabelled
     sent = emit_event(**spec)
     return {"event_id": str(spec["id"]), "payload": spec["payload"], "sent": sent is not None}
 
@@ -65,10 +73,6 @@ def emit_drift_event(model: str, version: int | str | None, reports: Sequence[Dr
 # ---- the drift loop's store-backed state (tasks.drift.ledger) and references beside models ----
 
 _IO = dict(retries=3, retry_delay_seconds=[1, 4, 10], cache_policy=NO_CACHE)
-
-
-def batch_id_of(uri: str) -> str:
-    return _ledger.batch_id_of(uri)
 
 
 @task(name="drift-reference-files", cache_policy=NO_CACHE)
@@ -79,8 +83,10 @@ def reference_files_for(model, splits, settings) -> dict[str, bytes]:
     fitted on are over-confident, and KS on them would flag clean batches.
     """
     x = np.concatenate([splits.val.x, splits.test.x])
+    # The labels calibrate CBPE (tasks.drift.harm): the estimated accuracy reported with each verdict.
+    y = np.concatenate([splits.val.y, splits.test.y])
     ref = _reference.build_reference(model.module(), x, settings.drift, derive_seed(settings.seed, "drift-reference"),
-                                     meta={"model": settings.registry.model_name})
+                                     meta={"model": settings.registry.model_name}, y_inputs=y)
     return _reference.reference_to_files(ref)
 
 
@@ -97,17 +103,59 @@ def load_reference(settings, champion: dict) -> _reference.DriftReference | None
     return _reference.reference_from_files(files, origin=f"run {champion['run_id']}")
 
 
-@task(name="new-batches", **_IO)
-def new_batches(settings) -> list[str]:
-    """Batch files under ``drift.batches_uri`` not yet checked for this model."""
-    from tasks.store.backends import list_uri, open_backend
+@task(name="list-batches", **_IO)
+def list_batches(settings) -> list[_discovery.BatchFile]:
+    """Every batch file under ``drift.batches_uri`` (tasks.drift.discovery); a missing URI is an error."""
+    return _discovery.list_batch_files(settings.drift.batches_uri, settings.store, settings.drift.max_batch_bytes)
 
-    done = _ledger.checked_ids(open_backend(settings.store), settings.registry.model_name)
-    try:
-        uris = list_uri(settings.drift.batches_uri, settings.store)
-    except ObjectNotFound:
-        return []
-    return [u for u in _ledger.batch_files(uris) if _ledger.batch_id_of(u) not in done]
+
+@task(name="checked-batch-ids", **_IO)
+def checked_ids(settings) -> set[str]:
+    from tasks.store.backends import open_backend
+
+    return _ledger.checked_ids(open_backend(settings.store), settings.registry.model_name)
+
+
+@task(name="read-batch", **_IO)
+def read_batch(settings, f: _discovery.BatchFile) -> _discovery.FoundBatch:
+    """Read one listed batch file safely (no links, no FIFOs, size-capped) and identify it."""
+    return _discovery.read_batch_file(f, settings.store, settings.drift.max_batch_bytes)
+
+
+@task(name="quarantine-refused-batch", **_IO)
+def quarantine_refused(settings, found: _discovery.FoundBatch) -> str:
+    """Quarantine a batch discovery refused (link, FIFO, too large, bad name) on its own; its URI."""
+    from tasks.data.validation import quarantine, read_report
+    from tasks.store.backends import open_backend
+
+    rule, message = found.refusal
+    report = read_report(found.batch_id, found.uri, rule, message)
+    return quarantine(open_backend(settings.store), found.batch_id, found.raw, found.key.rsplit("/", 1)[-1], report)
+
+
+@task(name="judge-batch", cache_policy=NO_CACHE)
+def judge_batch(reference, batch, model, settings, batch_id: str, uri: str) -> _verdict.BatchVerdict:
+    """Detectors + distribution evidence + CBPE on one validated batch: its verdict (tasks.drift.verdict)."""
+    from tasks.models.train import predict_proba
+
+    cfg = settings.drift
+    x = batch.dataset.x
+    reports = _detectors.check_batch(reference, x, model, cfg=cfg, batch_id=batch_id)
+    evidence = _verdict.evidence_report(batch_id, batch.report.evidence, batch.report.stats, len(x),
+                                        cfg.evidence_is_drift)
+    probs = predict_proba(model, np.ascontiguousarray(x, dtype=np.float32), _detectors._torch_device(cfg.device))
+    return _verdict.judge(batch_id, uri, reports, probs, batch.dataset.y, batch.report.labelled, reference.cbpe(),
+                          cfg.trigger, cfg.max_estimated_drop, evidence)
+
+
+@task(name="emit-quarantine-event", cache_policy=NO_CACHE)
+def emit_quarantine_event(model: str, version, quarantined: list[dict]) -> dict[str, Any] | None:
+    """Emit ``driftloop.data.quarantined`` naming the check's quarantined batches; None when none."""
+    spec = _events.quarantine_event(model, version, quarantined)
+    if spec is None:
+        return None
+    sent = emit_event(**spec)
+    return {"event_id": str(spec["id"]), "payload": spec["payload"], "sent": sent is not None}
 
 
 @task(name="record-check", **_IO)
@@ -173,14 +221,20 @@ def claim_retraining(settings, episode_id: str, info: dict) -> bool:
 
 
 @task(name="resolve-batches", **_IO)
-def resolve_batches(settings, batch_ids: list[str]) -> list[str]:
-    """URIs of the named batches under ``drift.batches_uri``; an unknown id is an error naming it."""
-    from tasks.store.backends import list_uri
+def resolve_batches(settings, batch_ids: list[str]) -> list[_labels.BatchRef]:
+    """The named batches as the drift check recorded them (URI, labelled or not); an unknown id is
+    an error naming it."""
+    from tasks.store.backends import open_backend
 
-    if not batch_ids:
-        return []
-    by_id = {_ledger.batch_id_of(u): u for u in _ledger.batch_files(list_uri(settings.drift.batches_uri, settings.store))}
-    missing = [b for b in batch_ids if b not in by_id]
+    backend = open_backend(settings.store)
+    out, missing = [], []
+    for b in batch_ids:
+        rec = _ledger.get_check(backend, settings.registry.model_name, b)
+        if rec is None or rec.get("status") != "checked":
+            missing.append(b)
+        else:
+            out.append(_labels.BatchRef(b, rec["uri"], bool(rec.get("labelled", True))))
     if missing:
-        raise DataError(f"batches {missing} not found under {settings.drift.batches_uri}")
-    return [by_id[b] for b in batch_ids]
+        raise DataError(f"batches {missing} were never checked (no drift-check record) for "
+                        f"{settings.registry.model_name} under {settings.drift.batches_uri}")
+    return out
