@@ -238,3 +238,142 @@ def resolve_batches(settings, batch_ids: list[str]) -> list[_labels.BatchRef]:
         raise DataError(f"batches {missing} were never checked (no drift-check record) for "
                         f"{settings.registry.model_name} under {settings.drift.batches_uri}")
     return out
+
+
+# ---- labels for unlabelled drifted batches (tasks.drift.labels): Prefect's interactive pause ----
+
+from dataclasses import dataclass as _dataclass, field as _field  # noqa: E402
+
+from prefect.input import RunInput  # noqa: E402
+from pydantic import Field as _Field  # noqa: E402
+
+
+class LabelsInput(RunInput):
+    """The form the Prefect UI shows while a retraining run waits for labels."""
+
+    labelled_batch_uris: list[str] = _Field(
+        default_factory=list,
+        description="Labelled copies of the drifted batches (npz with x and y; csv/parquet with the label column). "
+                    "Leave empty if you wrote <batch file>.labels.json beside each batch instead.")
+    skip: bool = _Field(False, description="Train nothing for this drift episode.")
+    resumed_by: str = _Field("user", description="Who resumed the run: user, labels-files or timeout.")
+
+
+@_dataclass
+class LabelsOutcome:
+    """How a wait for labels ended: ``labelled`` (``uris`` to train on), ``skipped`` or ``timeout``."""
+
+    status: str
+    uris: list[str] = _field(default_factory=list)
+    resumed_by: str = ""
+
+
+@task(name="labelled-batches", **_IO)
+def labelled_batches(settings, refs: list) -> list[str] | None:
+    """Labelled copies of ``refs`` from their labels files, written to the store under
+    ``drift/<model>/labelled/``; None while a labels file is missing. A malformed one is an error."""
+    return _labelled_copies(settings, refs)
+
+
+def _labelled_copies(settings, refs) -> list[str] | None:
+    from tasks.store.backends import open_backend, read_uri
+
+    found = [(r, _labels.read_labels(r.uri, settings.store)) for r in refs]
+    if any(y is None for _, y in found):
+        return None
+    backend, uris = open_backend(settings.store), []
+    for r, y in found:
+        data, suffix = _labels.labelled_copy(r.uri, read_uri(r.uri, settings.store), y, settings.data.label_column)
+        key = f"drift/{settings.registry.model_name}/labelled/{r.batch_id}{suffix}"
+        backend.put_bytes(key, data)
+        uris.append(backend.url(key))
+    return uris
+
+
+def _labels_present(settings, refs) -> bool:
+    from tasks.store.backends import read_uri
+
+    for r in refs:
+        try:
+            read_uri(_labels.labels_uri(r.uri), settings.store)
+        except ObjectNotFound:
+            return False
+    return True
+
+
+def _watch_for_labels(settings, refs, flow_run_id, stop, timeout: float, poll: float) -> None:
+    """Resume the paused run through the API when every labels file is there, or at the timeout.
+
+    A thread beside the blocked ``pause_flow_run``: the run resumes the same way a UI user resumes
+    it, so the labels-file path and the form path are one path. A resume before the run is paused
+    (labels that arrive at once) is refused by the API and retried at the next poll.
+    """
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.responses import SetStateStatus
+
+    deadline = time.monotonic() + timeout
+    while not stop.wait(poll):
+        if _labels_present(settings, refs):
+            run_input = {"resumed_by": "labels-files"}
+        elif time.monotonic() >= deadline:
+            run_input = {"resumed_by": "timeout", "skip": True}
+        else:
+            continue
+        try:
+            with get_client(sync_client=True) as client:
+                result = client.resume_flow_run(flow_run_id, run_input=run_input)
+            if result.status == SetStateStatus.ACCEPT:
+                return
+        except Exception:  # noqa: BLE001 - not paused yet, or the API blinked: try again next poll
+            pass
+
+
+def wait_for_labels(settings, refs: list, episode_id: str) -> LabelsOutcome:
+    """Pause the calling flow run until labels for the unlabelled ``refs`` arrive (Prefect's
+    ``pause_flow_run(wait_for_input=LabelsInput)``: a form in the UI), a labels file is beside
+    every batch, or ``drift.labels_timeout_seconds`` pass. Called from the flow, not a task."""
+    import threading
+
+    from prefect.context import FlowRunContext
+    from prefect.flow_runs import pause_flow_run
+
+    uris = labelled_batches(settings, refs)
+    if uris is not None:
+        return LabelsOutcome("labelled", uris, "labels-files")
+    cfg = settings.drift
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_for_labels, name="labels-watcher", daemon=True,
+                               args=(settings, refs, FlowRunContext.get().flow_run.id, stop,
+                                     cfg.labels_timeout_seconds, cfg.labels_poll_seconds))
+    watcher.start()
+    try:
+        # Prefect's own pause timeout is a backstop a minute after the watcher's.
+        answer = pause_flow_run(wait_for_input=LabelsInput, timeout=int(cfg.labels_timeout_seconds) + 60,
+                                poll_interval=max(1, int(cfg.labels_poll_seconds)), key=f"labels-{episode_id}")
+    except Exception as e:  # FlowPauseTimeout: nobody resumed it, not even the watcher
+        if type(e).__name__ != "FlowPauseTimeout":
+            raise
+        answer = LabelsInput(skip=True, resumed_by="timeout")
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    if answer.resumed_by == "timeout":
+        return LabelsOutcome("timeout", [], "timeout")
+    if answer.skip:
+        return LabelsOutcome("skipped", [], answer.resumed_by)
+    if answer.labelled_batch_uris:
+        return LabelsOutcome("labelled", list(answer.labelled_batch_uris), answer.resumed_by)
+    uris = labelled_batches(settings, refs)
+    if uris is None:
+        raise DataError(f"resumed without labelled batch URIs, and labels files are missing for "
+                        f"{[r.batch_id for r in refs]} (expected at <batch file>{_labels.LABELS_SUFFIX})")
+    return LabelsOutcome("labelled", uris, answer.resumed_by)
+
+
+@task(name="record-retraining-outcome", **_IO)
+def record_outcome(settings, episode_id: str, outcome: dict) -> None:
+    from tasks.store.backends import open_backend
+
+    _ledger.save_retraining_outcome(open_backend(settings.store), settings.registry.model_name, episode_id, outcome)

@@ -33,23 +33,142 @@ def loop(tmp_path_factory, prefect_api):
     return s, root
 
 
+def _ids_by_key(r):
+    """The check result's batch ids by file name (ids are key + content hash)."""
+    return {uri.rsplit("/", 1)[-1]: bid for bid, uri in r["keys"].items()}
+
+
+def _read_events(name, resource_id, expect, timeout=20.0):
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    flt = EventFilter(event=EventNameFilter(name=[name]), resource=EventResourceFilter(id=[resource_id]))
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            events = client.read_events(filter=flt, limit=50).events
+        if len(events) >= expect or time.monotonic() > deadline:
+            return events
+        time.sleep(0.5)
+
+
 def test_drift_check_flags_drift_quarantines_bad_batch_and_emits_one_event(loop):
     from flows.drift_check import drift_check
 
     s, root = loop
     r = drift_check(s)
-    assert r["status"] == "drift"
-    assert r["drifted"] == ["batch-00003", "batch-00004", "batch-00005"]
-    assert r["quarantined"] == ["batch-00001b"]
-    assert "batch-00001b" not in r["checked"] and len(r["checked"]) == 8
+    assert r["status"] == "drift-and-quarantined"
+    by_key = _ids_by_key(r)
+    assert sorted(by_key) == [f"batch-{i:05d}.npz" for i in range(8)]
+    assert r["drifted"] == [by_key[f"batch-{i:05d}.npz"] for i in (3, 4, 5)]
+    assert [q["uri"].rsplit("/", 1)[-1] for q in r["quarantine"]] == ["batch-00001b.npz"]
+    assert r["quarantine"][0]["rules"] == ["non_finite"] and len(r["checked"]) == 8
     ev = r["event"]
     assert ev["sent"] and ev["payload"]["batch_ids"] == r["drifted"] and ev["payload"]["model"] == "digits-classifier"
+    # Labelled batches: CBPE's estimate and the measured accuracy, with each verdict.
+    harm = r["harm"][r["drifted"][0]]
+    assert harm["measured_accuracy"] is not None and harm["basis"] == "measured"
+    assert 0.0 <= harm["estimated_accuracy"] <= 1.0 and harm["reference_accuracy"] > 0.8
+    q = r["quarantine_event"]
+    assert q["sent"] and q["payload"]["batch_ids"] == r["quarantined"]
+    events = _read_events("driftloop.data.quarantined", "driftloop.model.digits-classifier", 1)
+    assert str(events[0].id) == q["event_id"]
     store = ArtifactStore.from_config(s.store)
-    assert any(k.endswith("report.json") for k in store.backend.list("quarantine/batch-00001b"))
+    assert any(k.endswith("report.json") for k in store.backend.list(f"quarantine/{r['quarantined'][0]}"))
 
     # Nothing new: nothing checked twice, no event.
     again = drift_check(s)
     assert again["checked"] == [] and again["event"] is None and again["status"] == "ok"
+
+
+def test_unlabelled_clean_and_shifted_batches_get_verdicts_not_quarantine(loop, tmp_path):
+    """Features only (npz with just x, csv without the label column): verdicts, CBPE estimates,
+    and a batch whose features were scaled up is drift (its range and shift evidence), not quarantined."""
+    from flows.drift_check import drift_check
+    from tasks.data.sources import load_digits_dataset, split_dataset
+
+    s, _ = loop
+    s = s.model_copy(update={"drift": s.drift.model_copy(update={"batches_uri": str(tmp_path)})})
+    test = split_dataset(load_digits_dataset(), s.seed, s.data.val_fraction, s.data.test_fraction).test
+    np.savez(tmp_path / "clean.npz", x=test.x[:100])
+    scaled = test.x[100:200].copy()
+    scaled[:, :, :, :3] = scaled[:, :, :, :3] * 4.0 + 1.0  # three pixel columns scaled up
+    np.savez(tmp_path / "scaled.npz", x=scaled)
+    import pandas as pd
+
+    pd.DataFrame(test.x[200:300].reshape(100, -1), columns=[f"p{i}" for i in range(64)]).to_csv(
+        tmp_path / "clean.csv", index=False)
+    r = drift_check(s)
+    by_key = _ids_by_key(r)
+    assert sorted(by_key) == ["clean.csv", "clean.npz", "scaled.npz"] and r["quarantined"] == []
+    assert r["drifted"] == [by_key["scaled.npz"]] and r["status"] == "drift"
+    from tasks.drift import ledger
+
+    rec = ledger.get_check(ArtifactStore.from_config(s.store).backend, s.registry.model_name, by_key["scaled.npz"])
+    assert rec["labelled"] is False and "out_of_range" in rec["evidence_rules"]
+    assert [x["detector"] for x in rec["reports"] if x["drift"]][-1] == "data_rules"
+    for key in ("clean.npz", "clean.csv"):
+        h = r["harm"][by_key[key]]
+        assert h["measured_accuracy"] is None and h["basis"] == "estimated" and h["estimated_accuracy"] > 0.7
+    assert r["event"]["payload"]["unlabelled_batch_ids"] == [by_key["scaled.npz"]]
+
+
+def test_batch_discovery_one_bad_file_cannot_break_a_check(loop, tmp_path):
+    import os
+
+    from flows.drift_check import drift_check
+    from tasks.errors import DataError
+
+    s, root = loop
+    d = tmp_path / "b"
+    (d / "one").mkdir(parents=True)
+    (d / "two").mkdir()
+    src = np.load(root / "batches" / "batch-00000.npz")
+    x, y = src["x"], src["y"]
+    np.savez(d / "one" / "b.npz", x=x[:50], y=y[:50])
+    np.savez(d / "two" / "b.npz", x=x[50:], y=y[50:])
+    import pandas as pd
+
+    pd.DataFrame(x[:60].reshape(60, -1), columns=[str(i) for i in range(64)]).to_csv(d / "one" / "b.csv", index=False)
+    np.savez(d / "bad name!.npz", x=x)
+    os.symlink(root / "batches" / "batch-00002.npz", d / "link.npz")
+    os.mkfifo(d / "pipe.npz")
+    np.savez(d / "big.npz", x=np.tile(x, (40, 1, 1, 1)))
+    size_cap = (d / "big.npz").stat().st_size - 1
+    cfg = s.drift.model_copy(update={"batches_uri": str(d), "max_batch_bytes": size_cap})
+    s = s.model_copy(update={"drift": cfg})
+    r = drift_check(s)
+    assert sorted(k.replace(str(d) + "/", "") for k in r["keys"].values()) == ["one/b.csv", "one/b.npz", "two/b.npz"]
+    rules = {q["uri"].replace(str(d) + "/", ""): q["rules"] for q in r["quarantine"]}
+    assert rules == {"bad name!.npz": ["bad_batch_name"], "link.npz": ["not_regular_file"],
+                     "pipe.npz": ["not_regular_file"], "big.npz": ["batch_too_large"]}
+    big = next(q for q in r["quarantine"] if q["uri"].endswith("big.npz"))
+    assert str(size_cap + 1) in big["message"]
+    assert r["status"] in ("quarantined", "drift-and-quarantined")
+    # The same files again: nothing new. A rewritten file (new content) is checked again.
+    assert drift_check(s)["checked"] == []
+    np.savez(d / "two" / "b.npz", x=x[60:], y=y[60:])
+    again = drift_check(s)
+    assert [u.replace(str(d) + "/", "") for u in again["keys"].values()] == ["two/b.npz"]
+    # A batches_uri that does not exist is an error, not "0 new batches".
+    missing = s.model_copy(update={"drift": cfg.model_copy(update={"batches_uri": str(tmp_path / "nope")})})
+    with pytest.raises(DataError, match="does not exist"):
+        drift_check(missing)
+
+
+def test_cli_drift_check_exit_code_3_when_batches_were_quarantined(loop, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    s, root = loop
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 1, 8, 8), np.float32))
+    res = CliRunner().invoke(app, ["run", "drift-check", "-p", f"store.uri={s.store.uri}",
+                                   "-p", f"drift.batches_uri={tmp_path}", "-p", "drift.reference_size=200"])
+    assert res.exit_code == 3, res.output
+    assert "status: quarantined" in res.output
 
 
 def test_retraining_runs_once_per_episode_with_lineage(loop):
@@ -59,8 +178,12 @@ def test_retraining_runs_once_per_episode_with_lineage(loop):
     s, root = loop
     store = ArtifactStore.from_config(s.store)
     reg = ModelRegistry(store, s.registry.model_name)
+    from tasks.drift import ledger
+
+    ids = {h["key"]: h["batch_id"] for h in ledger.check_history(store.backend, s.registry.model_name)
+           if h.get("status") == "checked"}
     episode = "episode-test-1"
-    r = retraining(s, event_id="evt-1", episode_id=episode, batch_ids=["batch-00003", "batch-00004"],
+    r = retraining(s, event_id="evt-1", episode_id=episode, batch_ids=[ids["batch-00003.npz"], ids["batch-00004.npz"]],
                    detector="ks_softmax", model_version=1)
     assert r["status"] in ("promoted", "kept-champion")
     rec = reg.get(r["version"])
@@ -68,7 +191,7 @@ def test_retraining_runs_once_per_episode_with_lineage(loop):
     assert store.manifest(r["run_id"])["extra"]["extra_batches"][0].endswith("batch-00003.npz")
     n_versions = len(reg.versions())
     # A duplicate delivery of the same episode trains nothing.
-    dup = retraining(s, event_id="evt-2", episode_id=episode, batch_ids=["batch-00005"])
+    dup = retraining(s, event_id="evt-2", episode_id=episode, batch_ids=[ids["batch-00005.npz"]])
     assert dup["status"] == "duplicate" and len(reg.versions()) == n_versions
     with pytest.raises(Exception, match="batch-99999"):
         retraining(s, event_id="evt-3", episode_id="episode-test-2", batch_ids=["batch-99999"])
