@@ -334,6 +334,7 @@ def wait_for_labels(settings, refs: list, episode_id: str) -> LabelsOutcome:
     """Pause the calling flow run until labels for the unlabelled ``refs`` arrive (Prefect's
     ``pause_flow_run(wait_for_input=LabelsInput)``: a form in the UI), a labels file is beside
     every batch, or ``drift.labels_timeout_seconds`` pass. Called from the flow, not a task."""
+    import contextvars
     import threading
 
     from prefect.context import FlowRunContext
@@ -344,8 +345,9 @@ def wait_for_labels(settings, refs: list, episode_id: str) -> LabelsOutcome:
         return LabelsOutcome("labelled", uris, "labels-files")
     cfg = settings.drift
     stop = threading.Event()
-    watcher = threading.Thread(target=_watch_for_labels, name="labels-watcher", daemon=True,
-                               args=(settings, refs, FlowRunContext.get().flow_run.id, stop,
+    # The watcher runs in a copy of this context: it talks to the same Prefect API as the run.
+    watcher = threading.Thread(target=contextvars.copy_context().run, name="labels-watcher", daemon=True,
+                               args=(_watch_for_labels, settings, refs, FlowRunContext.get().flow_run.id, stop,
                                      cfg.labels_timeout_seconds, cfg.labels_poll_seconds))
     watcher.start()
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -204,3 +206,113 @@ def test_drift_check_without_champion_skips_and_emits_nothing(prefect_api, tmp_p
                                                               "drift.batches_uri": str(tmp_path / "b")})
     r = drift_check(s)
     assert r["status"] == "skipped" and "no champion" in r["reason"] and r["event"] is None
+
+
+def _in_thread(fn, *args, **kwargs):
+    """Run ``fn`` in a thread that sees this context's Prefect settings (which server to talk to)."""
+    import contextvars
+    import threading
+
+    out = {}
+    ctx = contextvars.copy_context()
+
+    def target():
+        try:
+            out["result"] = ctx.run(fn, *args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            out["error"] = e
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t, out
+
+
+def _paused_run(episode_id, timeout=120.0):
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as c:
+            runs = c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["retraining"])), limit=200)
+        for r in runs:
+            if r.parameters.get("episode_id") == episode_id and r.state and r.state.is_paused():
+                return r
+        time.sleep(0.5)
+    raise AssertionError(f"no paused retraining run for {episode_id} within {timeout} s: "
+                         f"{[(r.parameters.get('episode_id'), r.state_name) for r in runs]}")
+
+
+@pytest.mark.slow
+def test_retraining_pauses_for_labels_on_a_real_server(loop, tmp_path, on_server):
+    """Unlabelled drifted batches: the retraining run pauses with a labels form (Prefect interactive
+    input); input sent through the API as the UI does resumes it; labels files beside the batches
+    resume it by themselves; a timeout trains nothing; duplicates during the pause train nothing."""
+    from prefect.client.orchestration import get_client
+
+    from flows.drift_check import drift_check
+    from flows.retraining import retraining
+    from tasks.drift import ledger
+
+    s, root = loop
+    d = tmp_path / "unlabelled"
+    d.mkdir()
+    for i in (3, 4):
+        np.savez(d / f"u{i}.npz", x=np.load(root / "batches" / f"batch-{i:05d}.npz")["x"])
+    cfg = s.drift.model_copy(update={"batches_uri": str(d), "labels_poll_seconds": 1.0,
+                                     "cooldown_seconds": 0.0})
+    s = s.model_copy(update={"drift": cfg})
+    r = drift_check(s)
+    assert r["event"] and r["event"]["payload"]["unlabelled_batch_ids"] == r["triggering"]
+    ids = r["triggering"]
+    by_id = r["keys"]
+    reg = ModelRegistry(ArtifactStore.from_config(s.store), s.registry.model_name)
+
+    # 1. The form: input sent through the API resumes the run, which trains on the given batches.
+    t, out = _in_thread(retraining, s, event_id=r["event"]["event_id"], episode_id="labels-ep-form", batch_ids=ids)
+    run = _paused_run("labels-ep-form", timeout=60)
+    assert "error" not in out, out
+    keyset = run.state.state_details.run_input_keyset
+    with get_client(sync_client=True) as c:
+        schema = c.read_flow_run_input(run.id, keyset["schema"])
+    assert "labelled_batch_uris" in schema and "skip" in schema  # what the UI renders as a form
+    dup = retraining(s, event_id="again", episode_id="labels-ep-form", batch_ids=ids)  # a redelivery while paused
+    assert dup["status"] == "duplicate"
+    labelled = []
+    for i in (3, 4):
+        src = np.load(root / "batches" / f"batch-{i:05d}.npz")
+        np.savez(tmp_path / f"labelled-{i}.npz", x=src["x"], y=src["y"])
+        labelled.append(str(tmp_path / f"labelled-{i}.npz"))
+    n0 = len(reg.versions())
+    with get_client(sync_client=True) as c:
+        c.resume_flow_run(run.id, run_input={"labelled_batch_uris": labelled})
+    t.join(300)
+    assert "error" not in out, out
+    res = out["result"]
+    assert res["status"] in ("promoted", "kept-champion") and len(reg.versions()) == n0 + 1
+    lineage = reg.get(res["version"])["lineage"]["trigger"]
+    assert lineage["labels"]["resumed_by"] == "user" and lineage["labels"]["uris"] == labelled
+
+    # 2. Labels files beside the batches resume a waiting run by itself.
+    t, out = _in_thread(retraining, s, episode_id="labels-ep-files", batch_ids=ids)
+    _paused_run("labels-ep-files")
+    for i, bid in zip((3, 4), ids):
+        y = np.load(root / "batches" / f"batch-{i:05d}.npz")["y"]
+        (d / f"u{i}.npz.labels.json").write_text(json.dumps({"y": [int(v) for v in y]}))
+        assert by_id[bid].endswith(f"u{i}.npz")
+    t.join(300)
+    assert "error" not in out, out
+    assert out["result"]["status"] in ("promoted", "kept-champion") and len(reg.versions()) == n0 + 2
+    assert reg.get(out["result"]["version"])["lineage"]["trigger"]["labels"]["resumed_by"] == "labels-files"
+    for i in (3, 4):
+        (d / f"u{i}.npz.labels.json").unlink()
+
+    # 3. Nobody answers: "awaiting labels", nothing trained.
+    short = s.model_copy(update={"drift": cfg.model_copy(update={"labels_timeout_seconds": 3})})
+    res = retraining(short, episode_id="labels-ep-timeout", batch_ids=ids)
+    assert res["status"] == "awaiting-labels" and len(reg.versions()) == n0 + 2
+    outcome = ledger.retraining_outcome(ArtifactStore.from_config(s.store).backend, s.registry.model_name,
+                                        "labels-ep-timeout")
+    assert outcome["status"] == "awaiting-labels"
