@@ -208,6 +208,43 @@ def test_drift_check_without_champion_skips_and_emits_nothing(prefect_api, tmp_p
     assert r["status"] == "skipped" and "no champion" in r["reason"] and r["event"] is None
 
 
+def test_predict_log_then_drift_check_finds_the_logged_batch(loop, tmp_path):
+    """`driftloop predict --data X --log`: the champion's predictions and confidences; the inputs
+    land under drift.batches_uri as an unlabelled batch, which the next drift check verdicts."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from flows.drift_check import drift_check
+
+    s, root = loop
+    batches = tmp_path / "served"
+    batches.mkdir()
+    src = np.load(root / "batches" / "batch-00006.npz")
+    np.savez(tmp_path / "request.npz", x=src["x"][:40])  # what a client sends: features only
+    params = ["-p", f"store.uri={s.store.uri}", "-p", f"drift.batches_uri={batches}"]
+    res = CliRunner().invoke(app, ["predict", "--data", str(tmp_path / "request.npz"), "--log", "--json", *params])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout[res.stdout.index("{"):])
+    assert out["n"] == 40 and len(out["confidences"]) == 40 and all(0.0 < c <= 1.0 for c in out["confidences"])
+    assert np.mean(np.array(out["predictions"]) == src["y"][:40]) > 0.8  # the champion, not noise
+    logged = out["logged_uri"]
+    assert logged.startswith(str(batches / "predictions")) and set(np.load(logged).files) == {"x"}
+    csv = CliRunner().invoke(app, ["predict", "--data", str(tmp_path / "request.npz"), *params])
+    assert csv.exit_code == 0 and csv.stdout.splitlines()[0] == "row,prediction,confidence"
+    assert len(csv.stdout.splitlines()) == 41
+
+    r = drift_check(s.model_copy(update={"drift": s.drift.model_copy(update={"batches_uri": str(batches)})}))
+    assert list(r["keys"].values()) == [logged] and r["quarantined"] == []
+    (bid,) = r["checked"]
+    assert r["harm"][bid]["basis"] == "estimated"
+    # A broken request is refused with the rule named, exit 1.
+    bad = src["x"][:40].copy()
+    bad[0, 0, 0, 0] = np.inf
+    np.savez(tmp_path / "bad.npz", x=bad)
+    res = CliRunner().invoke(app, ["predict", "--data", str(tmp_path / "bad.npz"), *params])
+    assert res.exit_code == 1 and "non_finite" in res.output
+
+
 def _in_thread(fn, *args, **kwargs):
     """Run ``fn`` in a thread that sees this context's Prefect settings (which server to talk to)."""
     import contextvars
