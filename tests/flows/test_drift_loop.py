@@ -353,3 +353,105 @@ def test_retraining_pauses_for_labels_on_a_real_server(loop, tmp_path, on_server
     outcome = ledger.retraining_outcome(ArtifactStore.from_config(s.store).backend, s.registry.model_name,
                                         "labels-ep-timeout")
     assert outcome["status"] == "awaiting-labels"
+
+
+@pytest.mark.slow
+def test_served_loop_predict_log_scheduled_check_labels_retrain_gate(on_server, tmp_path):
+    """The loop end to end on a real server with served deployments only: `predict --log` writes an
+    unlabelled batch; the *scheduled* drift check (cron every minute) flags it and emits the event;
+    the event-triggered retraining pauses for labels; a labels file beside the batch resumes it; it
+    trains and the gate promotes the candidate or keeps the champion (recorded either way)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import uuid
+    from pathlib import Path
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.deployments import run_deployment
+    from typer.testing import CliRunner
+
+    from deployments.stack import stop_group
+    from flows.cli import app
+    from tasks.data.sources import load_digits_dataset, split_dataset
+    from tasks.drift.stream import simulate_stream
+
+    model = f"loop-{uuid.uuid4().hex[:6]}"
+    store_uri, batches = str(tmp_path / "store"), tmp_path / "batches"
+    batches.mkdir()
+    params = {"tuning.enabled": "false", "federated.enabled": "false", "adversarial.enabled": "false",
+              "training.epochs": "3", "store.uri": store_uri, "registry.model_name": model,
+              "drift.batches_uri": str(batches), "drift.schedule_cron": "* * * * *",
+              "drift.labels_poll_seconds": "1"}
+    flat = [a for k, v in params.items() for a in ("--param", f"{k}={v}")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DRIFTLOOP_"))}
+    env.update(PREFECT_API_URL=on_server.api_url, PREFECT_HOME=str(tmp_path / "home"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_RUNNER_POLL_FREQUENCY="2")
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--smoke", *flat],
+                            cwd=Path(__file__).resolve().parents[2], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+    def runs_of(name):
+        with get_client(sync_client=True) as c:
+            return c.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name])),
+                                    limit=200)
+
+    def wait_for(pred, timeout, what):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            got = pred()
+            if got:
+                return got
+            time.sleep(1)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}; serve log:\n"
+                             f"{(tmp_path / 'serve.log').read_text()[-3000:]}")
+
+    try:
+        def served():
+            with get_client(sync_client=True) as c:
+                try:
+                    d = c.read_deployment_by_name("retraining/retraining")
+                except Exception:  # noqa: BLE001 - not there yet
+                    return None
+                return d.parameters["config"]["registry"]["model_name"] == model
+        wait_for(served, 120, "the served deployments")
+        assert run_deployment("training/training", timeout=300, poll_interval=1).state.is_completed()
+
+        # Serving: a drifted request, answered and logged as an unlabelled batch.
+        s = load_settings(profile="smoke", environ={}, overrides={"store.uri": store_uri})
+        splits = split_dataset(load_digits_dataset(), s.seed, s.data.val_fraction, s.data.test_fraction)
+        (req,) = list(simulate_stream(splits, kind="gaussian_noise", onset=0, duration=1, n_batches=1,
+                                      batch_size=100, seed=5, severity=1.5))
+        np.savez(tmp_path / "request.npz", x=req.x)
+        cli = ["-p", f"store.uri={store_uri}", "-p", f"registry.model_name={model}", "-p", f"drift.batches_uri={batches}"]
+        res = CliRunner().invoke(app, ["predict", "--data", str(tmp_path / "request.npz"), "--log", "--json", *cli])
+        assert res.exit_code == 0, res.output
+        logged = json.loads(res.stdout[res.stdout.index("{"):])["logged_uri"]
+
+        # The scheduled check (no manual run) finds it; its event starts retraining, which pauses for labels.
+        paused = wait_for(lambda: [r for r in runs_of("retraining") if r.state and r.state.is_paused()], 240,
+                          "the event-triggered retraining to pause for labels")
+        assert any(r.state.is_completed() for r in runs_of("drift-check"))
+        (rt,) = paused
+        assert rt.parameters["batch_ids"] and rt.parameters["batch_ids"][0].startswith("predictions__")
+        # Labels arrive beside the batch: the run resumes by itself, trains, and the gate decides.
+        Path(logged + ".labels.json").write_text(json.dumps({"y": [int(v) for v in req.y]}))
+
+        def finished():
+            with get_client(sync_client=True) as c:
+                r = c.read_flow_run(rt.id)
+            return r if r.state and r.state.is_final() else None
+        done = wait_for(finished, 300, "the retraining run to finish")
+        assert done.state.is_completed(), done.state
+        reg = ModelRegistry(ArtifactStore.from_config(s.store.model_copy(update={"uri": store_uri})), model)
+        v2 = reg.get(2)
+        trigger = v2["lineage"]["trigger"]
+        assert v2["lineage"]["parent_version"] == 1 and trigger["labels"]["resumed_by"] == "labels-files"
+        assert reg.champion()["version"] in (1, 2)  # promoted or kept: the gate's call, recorded either way
+    finally:
+        stop_group(proc.pid, 15, proc)
+        log.close()
+    assert proc.poll() is not None
