@@ -150,7 +150,7 @@ def list_batch_files(batches_uri: str, store_cfg, max_bytes: int) -> list[BatchF
         pages = backend.client.get_paginator("list_objects_v2").paginate(Bucket=backend.bucket, Prefix=under)
         objects = [o for page in pages for o in page.get("Contents", [])]
     except Exception as e:  # noqa: BLE001 - boto3's errors: let the backend name them
-        err = backend._error(e, "list", under)
+        err = backend._error(e, "list", None)
         if isinstance(err, ObjectNotFound):
             raise DataError(f"drift.batches_uri {batches_uri!r} does not exist: {err}") from None
         raise err from None
