@@ -211,6 +211,6 @@ def read_batch_file(f: BatchFile, store_cfg, max_bytes: int) -> FoundBatch:
         return FoundBatch(f.uri, f.key, batch_id_for(f.key, f"refused:{refusal[0]}:{size}"), None, size, None, refusal)
     sha = hashlib.sha256(raw).hexdigest()
     if not name_fits(f.key):
-        refusal = (RULE_BAD_BATCH_NAME, f"the key {f.key!r} does not fit the batch-name rule {NAME_RULE} "
-                                        "(each folder and file name)")
+        refusal = (RULE_BAD_BATCH_NAME, (f"the key {f.key!r} does not fit the batch-name rule {NAME_RULE} "
+                                         "(each folder and file name)"))
     return FoundBatch(f.uri, f.key, batch_id_for(f.key, sha), sha, size, raw, refusal)
