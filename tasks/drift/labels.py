@@ -89,6 +89,25 @@ def labelled_copy(batch_uri: str, raw: bytes, y: np.ndarray, label_column: str =
     return buf.getvalue(), suffix
 
 
+def write_labelled_copies(refs: list[BatchRef], store_cfg, model: str, label_column: str = "label"
+                          ) -> list[str] | None:
+    """Labelled copies of ``refs`` from their labels files, written to the store of ``store_cfg``
+    under ``drift/<model>/labelled/<batch_id>.<suffix>``; their URIs, or None while a labels file
+    is missing (nothing written then). A malformed labels file raises DataError naming it."""
+    from tasks.store.backends import open_backend, read_uri
+
+    found = [(r, read_labels(r.uri, store_cfg)) for r in refs]
+    if any(y is None for _, y in found):
+        return None
+    backend, uris = open_backend(store_cfg), []
+    for r, y in found:
+        data, suffix = labelled_copy(r.uri, read_uri(r.uri, store_cfg), y, label_column)
+        key = f"drift/{model}/labelled/{r.batch_id}{suffix}"
+        backend.put_bytes(key, data)
+        uris.append(backend.url(key))
+    return uris
+
+
 def _check_rows(batch_uri: str, n: int, y: np.ndarray) -> None:
     if len(y) != n:
         raise DataError(f"{labels_uri(batch_uri)}: {len(y)} labels for {n} rows of {batch_uri}")

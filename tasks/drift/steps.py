@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.input import RunInput
+from pydantic import Field
 
 from tasks.ui import publish_markdown_artifact, publish_table_artifact
 from prefect.events import emit_event
@@ -242,29 +245,23 @@ def resolve_batches(settings, batch_ids: list[str]) -> list[_labels.BatchRef]:
 
 # ---- labels for unlabelled drifted batches (tasks.drift.labels): Prefect's interactive pause ----
 
-from dataclasses import dataclass as _dataclass, field as _field  # noqa: E402
-
-from prefect.input import RunInput  # noqa: E402
-from pydantic import Field as _Field  # noqa: E402
-
-
 class LabelsInput(RunInput):
     """The form the Prefect UI shows while a retraining run waits for labels."""
 
-    labelled_batch_uris: list[str] = _Field(
+    labelled_batch_uris: list[str] = Field(
         default_factory=list,
         description="Labelled copies of the drifted batches (npz with x and y; csv/parquet with the label column). "
                     "Leave empty if you wrote <batch file>.labels.json beside each batch instead.")
-    skip: bool = _Field(False, description="Train nothing for this drift episode.")
-    resumed_by: str = _Field("user", description="Who resumed the run: user, labels-files or timeout.")
+    skip: bool = Field(False, description="Train nothing for this drift episode.")
+    resumed_by: str = Field("user", description="Who resumed the run: user, labels-files or timeout.")
 
 
-@_dataclass
+@dataclass
 class LabelsOutcome:
     """How a wait for labels ended: ``labelled`` (``uris`` to train on), ``skipped`` or ``timeout``."""
 
     status: str
-    uris: list[str] = _field(default_factory=list)
+    uris: list[str] = field(default_factory=list)
     resumed_by: str = ""
 
 
@@ -272,22 +269,8 @@ class LabelsOutcome:
 def labelled_batches(settings, refs: list) -> list[str] | None:
     """Labelled copies of ``refs`` from their labels files, written to the store under
     ``drift/<model>/labelled/``; None while a labels file is missing. A malformed one is an error."""
-    return _labelled_copies(settings, refs)
-
-
-def _labelled_copies(settings, refs) -> list[str] | None:
-    from tasks.store.backends import open_backend, read_uri
-
-    found = [(r, _labels.read_labels(r.uri, settings.store)) for r in refs]
-    if any(y is None for _, y in found):
-        return None
-    backend, uris = open_backend(settings.store), []
-    for r, y in found:
-        data, suffix = _labels.labelled_copy(r.uri, read_uri(r.uri, settings.store), y, settings.data.label_column)
-        key = f"drift/{settings.registry.model_name}/labelled/{r.batch_id}{suffix}"
-        backend.put_bytes(key, data)
-        uris.append(backend.url(key))
-    return uris
+    return _labels.write_labelled_copies(refs, settings.store, settings.registry.model_name,
+                                         settings.data.label_column)
 
 
 def _labels_present(settings, refs) -> bool:
