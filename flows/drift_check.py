@@ -45,7 +45,7 @@ def drift_check(config: Settings | None = None) -> dict:
     validation = settings.data.validation.model_copy(update={"check_shift": settings.drift.validate_shift})
     files = drift_steps.list_batches(settings)
     done = drift_steps.checked_ids(settings)
-    checked, quarantined, verdicts, n_new = [], [], [], 0
+    checked, quarantined, verdicts, too_small, n_new = [], [], [], [], 0
     for f in files:
         found = drift_steps.read_batch(settings, f)
         if found.batch_id in done:
@@ -67,6 +67,13 @@ def drift_check(config: Settings | None = None) -> dict:
                 entry = {"batch_id": found.batch_id, "uri": found.uri, "rules": e.report.rules if e.report else [],
                          "quarantine_uri": e.quarantine_uri}
             else:
+                if len(batch.dataset) < settings.drift.min_batch_size:
+                    # Too few rows for the tests to mean anything: recorded (never rechecked), no verdict.
+                    if drift_steps.record_check(settings, found.batch_id, {"status": "too-small", "uri": found.uri,
+                                                                           "key": found.key, "rows": len(batch.dataset),
+                                                                           "model_version": champion["version"]}):
+                        too_small.append(found.batch_id)
+                    continue
                 verdict = drift_steps.judge_batch(reference, batch, model, settings, found.batch_id, found.uri)
                 if drift_steps.record_check(settings, found.batch_id, {**verdict.record(), "key": found.key,
                                                                        "sha256": found.sha256,
@@ -99,13 +106,15 @@ def drift_check(config: Settings | None = None) -> dict:
     harmless = [b for b in drifted if b not in {v.batch_id for v in triggering}]
     status = ("drift" if drifted else "ok") if not quarantined else ("drift-and-quarantined" if drifted else "quarantined")
     summary = (f"# Drift check of {name} v{champion['version']}\n\n* status: {status}\n* new batches: {n_new}\n"
-               f"* checked: {len(checked)}\n* quarantined (no verdict): "
+               f"* checked: {len(checked)}\n* too small to test (drift.min_batch_size): {too_small or 'none'}\n"
+               f"* quarantined (no verdict): "
                f"{[q['batch_id'] for q in quarantined] or 'none'}\n* drift: {drifted or 'none'}\n"
                f"* drift not retrained on (drift.trigger={settings.drift.trigger}): {harmless or 'none'}\n"
                f"* event: {event['event_id'] if event else 'none'}\n\n## Accuracy (CBPE estimate; measured where labelled)\n\n"
                + "\n".join(harm_line(v) for v in verdicts) + "\n")
     publish_markdown("drift-check-summary", summary, "What this drift check found")
-    return {"status": status, "checked": checked, "quarantined": [q["batch_id"] for q in quarantined],
+    return {"status": status, "checked": checked, "too_small": too_small,
+            "quarantined": [q["batch_id"] for q in quarantined],
             "quarantine": quarantined, "drifted": drifted, "triggering": [v.batch_id for v in triggering],
             "keys": {v.batch_id: v.uri for v in verdicts}, "harm": {v.batch_id: v.harm.as_dict() for v in verdicts if v.harm},
             "event": event, "quarantine_event": q_event, "model_version": champion["version"], "summary": summary}
@@ -115,7 +124,7 @@ def _skip(reason: str) -> dict:
     run_logger().warning("drift check skipped: %s", reason)
     publish_markdown("drift-check-summary", f"# Drift check skipped\n\n{reason}\n", "Why no check ran")
     return {"status": "skipped", "reason": reason, "checked": [], "quarantined": [], "drifted": [], "event": None,
-            "quarantine": [], "triggering": [], "keys": {}, "harm": {}, "quarantine_event": None,
+            "quarantine": [], "triggering": [], "keys": {}, "harm": {}, "quarantine_event": None, "too_small": [],
             "summary": f"drift check skipped: {reason}"}
 
 

@@ -138,6 +138,7 @@ def test_batch_discovery_one_bad_file_cannot_break_a_check(loop, tmp_path):
     os.symlink(root / "batches" / "batch-00002.npz", d / "link.npz")
     os.mkfifo(d / "pipe.npz")
     np.savez(d / "big.npz", x=np.tile(x, (40, 1, 1, 1)))
+    np.savez(d / "tiny.npz", x=x[:3])  # fewer rows than drift.min_batch_size: no verdict, no failure
     size_cap = (d / "big.npz").stat().st_size - 1
     cfg = s.drift.model_copy(update={"batches_uri": str(d), "max_batch_bytes": size_cap})
     s = s.model_copy(update={"drift": cfg})
@@ -148,7 +149,7 @@ def test_batch_discovery_one_bad_file_cannot_break_a_check(loop, tmp_path):
                      "pipe.npz": ["not_regular_file"], "big.npz": ["batch_too_large"]}
     big = next(q for q in r["quarantine"] if q["uri"].endswith("big.npz"))
     assert str(size_cap + 1) in big["message"]
-    assert r["status"] in ("quarantined", "drift-and-quarantined")
+    assert r["status"] in ("quarantined", "drift-and-quarantined") and len(r["too_small"]) == 1
     # The same files again: nothing new. A rewritten file (new content) is checked again.
     assert drift_check(s)["checked"] == []
     np.savez(d / "two" / "b.npz", x=x[60:], y=y[60:])
