@@ -4,7 +4,13 @@
   its quarantine), so a batch is never checked twice, even by two overlapping checks;
 * ``drift/<model>/episode.json``: the current drift episode (see tasks.drift.events);
 * ``drift/<model>/retraining/<episode_id>.json``: a write-once claim, so an episode starts at most
-  one retraining however many events (distinct, repeated or duplicated) arrive for it.
+  one retraining however many events (distinct, repeated or duplicated) arrive for it;
+* ``drift/<model>/retraining/<episode_id>.outcome.json``: what the claimed run did (``promoted``,
+  ``kept-champion``, ``awaiting-labels``, ``skipped-no-labels``);
+* ``drift/<model>/labelled/<batch_id>.<suffix>``: labelled copies of unlabelled batches, made from
+  their labels files (tasks.drift.labels).
+
+Batch ids are a batch file's key plus a content hash (tasks.drift.discovery).
 """
 
 from __future__ import annotations
@@ -12,26 +18,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 from tasks.drift.events import Episode
 from tasks.store.backends import Backend, PreconditionFailed
 
-BATCH_SUFFIXES = (".npz", ".parquet", ".csv")
-
-
 def _prefix(model: str) -> str:
     return f"drift/{model}/"
-
-
-def batch_id_of(uri: str) -> str:
-    """A batch's id: its file name without the suffix (``batch-00061.npz`` -> ``batch-00061``)."""
-    return PurePosixPath(uri.rstrip("/")).stem
-
-
-def batch_files(uris: Iterable[str]) -> list[str]:
-    """The batch files among ``uris`` (npz, parquet, csv), sorted by id."""
-    return sorted((u for u in uris if PurePosixPath(u).suffix.lower() in BATCH_SUFFIXES), key=batch_id_of)
 
 
 def checked_ids(backend: Backend, model: str) -> set[str]:

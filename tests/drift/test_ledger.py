@@ -12,12 +12,6 @@ def _backend(tmp_path):
     return open_backend(StoreConfig(uri=str(tmp_path / "store")))
 
 
-def test_batch_ids_and_files():
-    uris = ["s3://b/p/batch-00002.npz", "s3://b/p/stream.json", "s3://b/p/batch-00001.csv", "/x/notes.txt"]
-    assert ledger.batch_files(uris) == ["s3://b/p/batch-00001.csv", "s3://b/p/batch-00002.npz"]
-    assert ledger.batch_id_of("file:///d/batch-00007.parquet") == "batch-00007"
-
-
 def test_checks_are_recorded_once_and_listed_in_order(tmp_path):
     b = _backend(tmp_path)
     assert ledger.record_check(b, "m", "batch-1", {"status": "checked"})
