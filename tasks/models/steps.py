@@ -8,6 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data.sources import Splits
+from tasks.data.steps import retry_on_io
 from tasks.models.report import learning_curve_png, metrics_rows
 from tasks.models.trained import TrainedModel, evaluate_candidate, num_classes_of, train_candidate
 from tasks.settings import Settings
@@ -63,8 +64,10 @@ def evaluate_model(model: TrainedModel, splits: Splits, settings: Settings, labe
     return {"metrics": metrics, "per_class_accuracy": ev.per_class_accuracy, "confusion": ev.confusion, "n": ev.n}
 
 
-# Registry I/O: retried, since the store may be remote.
-_IO = dict(retries=3, retry_delay_seconds=[1, 4, 10], cache_policy=NO_CACHE)
+# Registry I/O: retried, since the store may be remote, but only for transient failures: a sha256
+# mismatch, a missing object, a corrupt registry file or a registry rule fails at once (retrying an
+# IntegrityError only delayed the same error by 15 s).
+_IO = dict(retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retry_on_io, cache_policy=NO_CACHE)
 
 
 @task(name="get-champion", **_IO)
