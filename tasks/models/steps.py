@@ -98,6 +98,18 @@ def accuracy_gate(metrics: dict, champion_metrics: dict | None, settings: Settin
     return accuracy_decision(metrics, champion_metrics, settings.registry.promote_tolerance)
 
 
+@task(name="sanity-gate", cache_policy=NO_CACHE)
+def sanity_gate(decision: dict, splits: Splits, metrics: dict, champion_labels: list[int] | None,
+                settings: Settings) -> dict:
+    """Refuse a candidate that cannot be right (one class, dropped champion classes, too few rows,
+    unreliable evaluation), whatever the comparison with the champion said."""
+    from tasks.models.gate import apply_sanity, candidate_facts, sanity_rules
+
+    facts = candidate_facts(splits, metrics, champion_labels, settings.data.classes)
+    verdict = sanity_rules(facts, settings.registry.min_train_rows, settings.registry.min_test_rows)
+    return apply_sanity(decision, verdict)
+
+
 @task(name="register", **_IO)
 def register_candidate(settings: Settings, model: TrainedModel, schema, splits: Splits, metrics: dict,
                        extras: dict, parent: dict | None, trigger: dict,
