@@ -82,6 +82,8 @@ def run(flow: str = typer.Argument(..., help=f"The flow to run: {', '.join(FLOWS
             from flows.retraining import retraining
 
             result = retraining(settings)
+    except ConfigError as e:  # found by the flow's preflight: still a configuration error
+        _fail(str(e), 2)
     except DriftloopError as e:
         _fail(str(e), 1)
     if as_json:

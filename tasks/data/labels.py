@@ -2,8 +2,10 @@
 validation (:mod:`tasks.data.validation`), so ``driftloop validate`` never passes a batch that
 training then refuses.
 
-* **Type**: a label is an integer, or a float holding a finite whole number (a csv/parquet column
-  with integer values read as floats). Text (even ``"3"``), booleans and other objects are refused.
+* **Type**: a label is an integer, a float holding a finite whole number (a csv/parquet column with
+  integer values read as floats), or text spelling one (``"3"``: a csv has no types, and one stray
+  cell turns a whole column into text). Other text (``"cat"``), booleans and objects are refused,
+  by validation (``unknown_label``) and by training (DataError) alike.
 * **Set**: labels are class indices ``0..K-1``. Without ``data.classes`` the set must be contiguous
   from 0 (labels ``{99}`` alone would otherwise build a 100-class model); with ``data.classes``
   every label must be one of the declared classes. Negative labels are always refused.
@@ -19,15 +21,20 @@ import numpy as np
 from tasks.errors import DataError
 
 
-def is_label_value(v: Any) -> bool:
-    """True when one label value passes the type rule (an int or a finite whole float; not text or bool)."""
+def label_value(v: Any) -> int | None:
+    """The class index one label value stands for under the type rule, or None when it is not a label."""
     if isinstance(v, (bool, np.bool_)):
-        return False
+        return None
     if isinstance(v, (int, np.integer)):
-        return True
+        return int(v)
     if isinstance(v, (float, np.floating)):
-        return math.isfinite(v) and float(v) == int(v)
-    return False
+        return int(v) if math.isfinite(v) and float(v) == int(v) else None
+    if isinstance(v, (str, np.str_)):
+        try:
+            return label_value(float(v.strip())) if v.strip() else None
+        except ValueError:
+            return None
+    return None
 
 
 def integer_labels(y: np.ndarray, origin: str) -> np.ndarray:
@@ -38,14 +45,15 @@ def integer_labels(y: np.ndarray, origin: str) -> np.ndarray:
     if y.dtype.kind == "f":
         with np.errstate(invalid="ignore"):
             bad = ~np.isfinite(y) | (y != np.round(y))
-    else:  # text, bytes, booleans, objects: refused even when they spell a number
-        bad = np.array([not is_label_value(v) for v in y.tolist()], dtype=bool)
+    else:  # text or objects: each value must spell a whole number
+        values = [label_value(v) for v in y.tolist()]
+        bad = np.array([v is None for v in values], dtype=bool)
+        if not bad.any():
+            return np.array(values, dtype=np.int64)
     if bad.any():
         r = int(np.flatnonzero(bad)[0])
-        kind = "text" if y.dtype.kind in "USO" and isinstance(y.tolist()[r], (str, bytes)) else str(y.dtype)
-        raise DataError(f"{origin}: labels must be integers; row {r} holds {y.tolist()[r]!r} ({kind}; "
-                        f"{int(bad.sum())} such rows). Store labels as integers (text labels are refused "
-                        "by training and by validation alike)")
+        raise DataError(f"{origin}: labels must be integers; row {r} holds {y.tolist()[r]!r} "
+                        f"({int(bad.sum())} such rows; validation reports them as unknown_label)")
     return y.astype(np.int64)
 
 

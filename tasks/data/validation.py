@@ -46,7 +46,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.data.config import ValidationConfig
-from tasks.data.labels import is_label_value
+from tasks.data.labels import label_value
 from tasks.data.schema import Schema
 from tasks.data.sources import Dataset, as_float32, fingerprint, parse_bytes, to_npz_bytes
 from tasks.errors import DataError, ObjectNotFound, StoreError, ValidationFailed
@@ -320,19 +320,13 @@ def _check_labels(y: np.ndarray, meta: dict, schema: Schema, out: _Collector) ->
         with np.errstate(invalid="ignore"):
             unknown = ~missing & (~np.isfinite(y) | (y != np.round(y)) | ~np.isin(y, allowed))
     else:  # object / strings (a csv label column with text in it): None, NaN, "" count as missing;
-        # numeric text ("3", read as text because another cell is not a number) is its number.
-        # Text is refused even when it spells a number: training refuses it (tasks/data/labels.py).
+        # numeric text ("3", read as text because another cell is not a number) is its number:
+        # the label rule training applies too (tasks/data/labels.py).
         values = y.tolist()
         missing = np.array([v is None or (isinstance(v, (float, np.floating)) and math.isnan(v))
                             or (isinstance(v, str) and not v.strip()) for v in values], dtype=bool)
         allowed_set = set(schema.labels)
-        unknown = np.array([not m and (not is_label_value(v) or int(v) not in allowed_set)
-                            for v, m in zip(values, missing)], dtype=bool)
-        if any(isinstance(v, (str, bytes)) for v, m in zip(values, missing) if not m):
-            out.add(RULE_UNKNOWN_LABEL, "labels are stored as text; training reads integer labels only "
-                    "(store them as integers)", int(unknown.sum()),
-                    [{"row": int(r), "label": y[r]} for r in np.flatnonzero(unknown)[: out.max_examples]])
-            unknown = np.zeros(n, dtype=bool)
+        unknown = np.array([not m and label_value(v) not in allowed_set for v, m in zip(values, missing)], dtype=bool)
     if missing.any():
         rows = np.flatnonzero(missing)
         out.add(RULE_MISSING_LABEL, f"{len(rows)} of {n} rows have no label", len(rows),

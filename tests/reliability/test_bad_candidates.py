@@ -103,23 +103,35 @@ def test_bad_label_sets_fail_clearly_before_training(prefect_api, tmp_path, figu
                    versions_created=0, runs_written=0)
 
 
-def test_text_labels_are_refused_by_validate_and_by_training_alike(prefect_api, tmp_path, figures):
+def test_validate_and_training_apply_one_label_rule(prefect_api, tmp_path, figures):
+    """Labels stored as text: numeric text ("3") passes both validate and training; other text
+    ("cat") fails both. Before, validate passed text labels that training refused."""
     from flows.training import training
 
     settings = smoke_settings(tmp_path)
     training(settings)
     store, reg = open_registry(settings)
+    schema = load_schema(store, reg.champion())
     d = load_digits_dataset()
-    path = _file(tmp_path, "text-labels.npz", d.x[:200], d.y[:200].astype(str))
-    ds, _, err = load_batch_from_uri(path, settings.store)
-    assert err is None
-    report = validate_batch(ds, load_schema(store, reg.champion()), settings.data.validation, "text")
-    assert not report.passed and "stored as text" in report.to_text()
-    with pytest.raises(DataError, match="labels must be integers.*text"):
-        _train_on(settings, path)
-    # Whole-number floats pass both.
+    outcomes = {}
+    for name, y in (("numeric-text", d.y[:300].astype(str)),
+                    ("word", np.where(np.arange(300) == 4, "cat", d.y[:300].astype(str)))):
+        path = _file(tmp_path, f"{name}.npz", d.x[:300], y)
+        ds, _, err = load_batch_from_uri(path, settings.store)
+        assert err is None
+        passed = validate_batch(ds, schema, settings.data.validation, name).passed
+        try:
+            _train_on(settings, path)
+            trained = True
+        except DataError as e:
+            assert "row 4 holds 'cat'" in str(e)
+            trained = False
+        assert passed == trained == (name == "numeric-text"), (name, passed, trained)
+        outcomes[name] = {"validate_passed": passed, "training_accepted": trained}
     assert integer_labels(np.array([1.0, 2.0]), "x").tolist() == [1, 2]
-    figures.update(validate="refused (unknown_label: stored as text)", training="refused (DataError)", one_rule=True)
+    with pytest.raises(DataError):
+        integer_labels(np.array([True, False]), "x")
+    figures.update(outcomes=outcomes, disagreements=0)
 
 
 def test_sanity_rules_unit():
