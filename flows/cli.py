@@ -69,6 +69,10 @@ def run(flow: str = typer.Argument(..., help=f"The flow to run: {', '.join(FLOWS
     if flow not in FLOWS:
         _fail(f"unknown flow {flow!r}; choose one of: {', '.join(FLOWS)}")
     settings = _settings(config, param, smoke)
+    from flows.ephemeral_server import start_tied_ephemeral_server
+
+    # A temporary Prefect server (no PREFECT_API_URL) that stops when this command dies, even by SIGKILL.
+    start_tied_ephemeral_server()
     try:
         if flow == "training":
             from flows.training import training
