@@ -248,8 +248,10 @@ class ModelRegistry:
                 self._append_history(state["history"][-1])
             decision = decide(state)
             if decision is None:  # already in the requested state (a retried task, or a racing twin won)
-                return {"changed": False, "seq": state["seq"], "champion": state["champion"],
-                        "reason": reason, "last_event": state["history"][-1] if state["history"] else None}
+                # The last event's fields (a retried task whose first attempt won gets its own event
+                # back), marked unchanged: a caller must not report this call's reason as recorded.
+                return dict(state["history"][-1] if state["history"] else {}, changed=False,
+                            champion=state["champion"])
             if expected_champion is not _UNSET and state["champion"] != expected_champion:
                 raise RegistryError(
                     f"model {self.model_name!r}: the champion is version {state['champion']}, not the expected "
@@ -354,9 +356,9 @@ class ModelRegistry:
 
         Pass ``expected_champion`` (the champion the decision was based on, None for "no champion
         yet") to make the promotion conditional: it raises RegistryError when another promotion got
-        there first. Promoting the current champion changes nothing: it returns ``{"changed": False,
-        "seq", "champion", "reason", "last_event"}`` (a loser of a race with an identical promotion
-        gets this too), and the reason is not recorded.
+        there first. Promoting the current champion changes nothing: it returns the last event with
+        ``"changed": False`` and ``"champion"`` added (a loser of a race with an identical promotion
+        gets this too), and this call's reason is not recorded.
         """
         self.get(version)  # RegistryError for an unknown version, before anything is written
         if self.champion_version() != version:  # a no-op needs no download
