@@ -113,9 +113,11 @@ SCENARIOS: list[tuple[str, str, str, list[str]]] = [
       "tests/store/test_artifacts.py::test_npz_with_pickled_objects_is_refused_on_read",
       "tests/data/test_uri_and_quarantine.py::test_npz_object_arrays_are_never_unpickled"]),
     ("Storage", "Manifests of registered runs went missing (the champion's and a never-promoted version's), then "
-     "`driftloop artifacts gc --older-than-hours 0`; then a version record that cannot be read",
+     "`driftloop artifacts gc --older-than-hours 0`; then a version record that cannot be read; then the "
+     "champion's version record deleted too",
      "GC deletes only the true orphan and keeps every object of every run a registry version references; "
-     "with an unreadable version record it stops, naming the file, and deletes nothing",
+     "with an unreadable version record, or a version the pointer names without a record, it stops, naming "
+     "the file, and deletes nothing",
      ["tests/reliability/test_registry_safety.py::test_gc_never_deletes_objects_of_a_run_the_registry_references"]),
     ("Storage", "`models promote`/`rollback` to a version whose weights or spec fail sha256",
      "refused (IntegrityError naming the run and object) before anything is written; champion unchanged; "
@@ -371,21 +373,30 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--new-only", action="store_true", help="run only tests/reliability")
     ap.add_argument("--doc", type=Path, default=DOC, help="where to write the markdown (default: docs/RELIABILITY.md)")
-    ap.add_argument("--from-junit", type=Path, default=None,
+    ap.add_argument("--from-junit", type=Path, action="append", default=None,
                     help="render from this junit XML of an earlier run (e.g. the whole suite's "
-                         "test-output/junit.xml) and the figures it recorded, instead of running pytest")
+                         "test-output/junit.xml) and the figures it recorded, instead of running pytest; "
+                         "repeatable: a test in a later file replaces its result from an earlier one")
     ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments")
     args = ap.parse_args(argv)
     if args.from_junit is not None:
-        if not args.from_junit.is_file():
-            print(f"no junit XML at {args.from_junit}", file=sys.stderr)
+        missing = [p for p in args.from_junit if not p.is_file()]
+        if missing:
+            print(f"no junit XML at {', '.join(map(str, missing))}", file=sys.stderr)
             return 2
-        root = ET.parse(args.from_junit).getroot()
-        suite = root if root.tag == "testsuite" else next(root.iter("testsuite"))
-        wall = float(suite.get("time", 0))
-        shown = f"bash scripts/test.sh  (the whole suite), then python scripts/reliability_report.py --from-junit {args.from_junit}"
+        results: dict[str, dict] = {}
+        wall = 0.0
+        for path in args.from_junit:
+            root = ET.parse(path).getroot()
+            suite = root if root.tag == "testsuite" else next(root.iter("testsuite"))
+            wall += float(suite.get("time", 0))
+            results.update(_results(path))
+        sources = " ".join(f"--from-junit {p}" for p in args.from_junit)
+        shown = (f"bash scripts/test.sh  (the whole suite), then python scripts/reliability_report.py {sources}"
+                 if len(args.from_junit) == 1 else f"python scripts/reliability_report.py {sources}  (the runs those "
+                 "files record; a later file's results replace an earlier one's)")
         args.doc.parent.mkdir(parents=True, exist_ok=True)
-        args.doc.write_text(render(_results(args.from_junit), _figures(), shown, wall))
+        args.doc.write_text(render(results, _figures(), shown, wall))
         print(f"wrote {args.doc}")
         return 0
     tests = ["tests/reliability"]

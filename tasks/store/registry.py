@@ -77,7 +77,38 @@ def referenced_run_ids(store: ArtifactStore) -> dict[str, list[str]]:
             raise RegistryError(f"{url} names no run_id; garbage collection stopped because this version "
                                 "record may name any run: restore it before collecting")
         out.setdefault(doc["run_id"], []).append(f"{parts[1]} v{int(parts[3][:-5])}")
+    # A version the champion pointer or the history names but whose record is gone: its run cannot be
+    # told from an orphan any more, so nothing may be collected.
+    recorded = {(m.split(" v")[0], int(m.split(" v")[1])) for names in out.values() for m in names}
+    for model, numbers, where in _named_versions(store):
+        missing = sorted(v for v in numbers if (model, v) not in recorded)
+        if missing:
+            raise RegistryError(f"{where} names versions {missing} of model {model!r} that have no version record; "
+                                "garbage collection stopped because their runs cannot be told from orphans: "
+                                "restore the records before collecting")
     return out
+
+
+def _named_versions(store: ArtifactStore):
+    """``(model, version numbers, url)`` for every champion pointer and history log entry that reads."""
+    for key in store.backend.list("registry/"):
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == "champion.json":
+            try:
+                state = json.loads(store.backend.get_bytes(key))
+            except (ObjectNotFound, UnicodeDecodeError, json.JSONDecodeError):
+                continue  # unreadable: `models repair` rebuilds it from the history log, checked below
+            if isinstance(state, dict):
+                named = [state.get("champion"), *(state.get("stack") or []),
+                         *[e.get("to") for e in state.get("history") or [] if isinstance(e, dict)]]
+                yield parts[1], {v for v in named if isinstance(v, int) and not isinstance(v, bool)}, store.backend.url(key)
+        elif len(parts) == 4 and parts[2] == "history" and re.fullmatch(r"\d{6,}\.json", parts[3]):
+            try:
+                event = json.loads(store.backend.get_bytes(key))
+            except (ObjectNotFound, UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(event, dict) and isinstance(event.get("to"), int):
+                yield parts[1], {event["to"]}, store.backend.url(key)
 
 
 class ModelRegistry:

@@ -78,7 +78,15 @@ def test_gc_never_deletes_objects_of_a_run_the_registry_references(backend, tmp_
     with pytest.raises(RegistryError, match="000004.json.*garbage collection stopped"):
         store.collect_garbage(min_age_s=0)
     assert set(store.backend.list("")) == before
-    figures.update(backend=backend, faults_injected=3, manifests_deleted=2, versions=3, champion=2,
+    # Nor when the champion's own version record went missing (with its manifest): the pointer names
+    # version 2, and nothing says which run that was.
+    store.backend.delete(f"registry/{MODEL}/versions/000004.json")
+    store.backend.delete(f"registry/{MODEL}/versions/000002.json")
+    with pytest.raises(RegistryError, match=r"names versions \[2\].*no version record.*garbage collection stopped"):
+        store.collect_garbage(min_age_s=0)
+    assert set(store.backend.list("")) == before - {f"registry/{MODEL}/versions/000004.json",
+                                                   f"registry/{MODEL}/versions/000002.json"}
+    figures.update(backend=backend, faults_injected=4, manifests_deleted=2, version_record_deleted="gc refused, 0 deleted", versions=3, champion=2,
                    orphans_collected=1, referenced_runs_kept=len(report["referenced_by_registry"]),
                    objects_lost=lost, gc_cli_exit=cli_out, corrupt_version_record="gc refused, 0 deleted")
 
@@ -166,7 +174,8 @@ def test_a_corrupt_champion_pointer_names_the_file_and_repair_rebuilds_it(damage
     assert reg.promote(3, reason="fixed")["to"] == 3  # the registry works again
     again = _cli(uri, "models", "repair")
     assert again.exit_code == 0 and '"repaired": false' in again.output
-    figures.update(damage=damage[:12].decode("latin-1"), commands_checked=len(commands), exit_codes=outcomes,
+    kind = "a JSON list" if damage == b"[]" else "wrong field types" if damage.startswith(b"{") else "random bytes"
+    figures.update(damage=kind, commands_checked=len(commands), exit_codes=outcomes,
                    raw_tracebacks=0, champion_before=2, champion_after_repair=reg.history()[-2]["to"],
                    history_events_recovered=len(history), objects_lost=0)
 

@@ -163,12 +163,10 @@ def test_deployments_run_on_a_real_worker_and_a_killed_worker_is_replaced(on_ser
 
         def retraining_run():
             from prefect.client.orchestration import get_client
-            from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentTaskRunId  # noqa: F401
+            from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
             with get_client(sync_client=True) as c:
                 dep = c.read_deployment_by_name("retraining/retraining")
-                from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-
                 runs = c.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
             mine = [r for r in runs if (r.parameters or {}).get("episode_id") == episode]
             return mine[0] if mine and mine[0].state.is_final() else None
