@@ -339,15 +339,6 @@ def _check_labels(y: np.ndarray, meta: dict, schema: Schema, out: _Collector) ->
                 len(rows), [{"row": int(r), "label": y[r]} for r in rows[: out.max_examples]])
 
 
-def _text_number(v: Any) -> Any:
-    if isinstance(v, str) and v.strip():
-        try:
-            return float(v)
-        except ValueError:
-            return v
-    return v
-
-
 def _non_numeric_cells(x: np.ndarray, names: list[str]) -> tuple[np.ndarray | None, int, str, list[dict]]:
     """Convert a feature array of non-numeric dtype (object, text, bool) to float64 if it holds
     only numbers; else return (None, count of offending cells, what they are, examples).
