@@ -9,7 +9,9 @@ import uuid
 from tasks.errors import ConfigError, DriftloopError, ObjectNotFound, StoreError
 from tasks.settings import Settings
 
-PROBE_PREFIX = "preflight"
+# Under runs/, which a training identity may write (infra/s3/README.md: runs/* and registry/*). A
+# flat key there is no run: readers and GC only look at runs/<run-id>/<object>.
+PROBE_PREFIX = "runs/preflight-probe"
 
 
 def check_store_writable(settings: Settings) -> None:
@@ -19,7 +21,7 @@ def check_store_writable(settings: Settings) -> None:
     handle would only come later, after training)."""
     from tasks.store.backends import open_backend
 
-    key = f"{PROBE_PREFIX}/probe-{uuid.uuid4().hex}"
+    key = f"{PROBE_PREFIX}-{uuid.uuid4().hex}"
     try:
         backend = open_backend(settings.store)
         backend.put_bytes(key, b"driftloop preflight: safe to delete\n")

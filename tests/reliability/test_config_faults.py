@@ -82,3 +82,19 @@ def test_a_bad_search_space_or_an_unwritable_store_fails_before_the_first_stage(
              "-p", "tuning.enabled=false", "-p", "federated.enabled=false", "-p", "adversarial.enabled=false")
     assert r.exit_code == 2 and "is not writable" in r.output, r.output
     figures.update(checks=found, cli_exit_unwritable_store=r.exit_code)
+
+
+def test_the_store_probe_on_s3_leaves_nothing_and_refuses_bad_credentials(s3_store_config):
+    from pydantic import SecretStr
+
+    from tasks.preflight import check_store_writable
+    from tasks.store.backends import open_backend
+
+    settings = load_settings(environ={}).model_copy(update={"store": s3_store_config})
+    check_store_writable(settings)
+    assert open_backend(s3_store_config).list("") == []
+    wrong = settings.model_copy(update={"store": s3_store_config.model_copy(
+        update={"secret_access_key": SecretStr("not-the-secret")})})
+    with pytest.raises(ConfigError, match=r"store\.uri=.* is not writable") as e:
+        check_store_writable(wrong)
+    assert "not-the-secret" not in str(e.value)
