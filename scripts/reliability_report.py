@@ -169,10 +169,12 @@ SCENARIOS: list[tuple[str, str, str, list[str]]] = [
      "`tuning.enabled=1`, `training.epochs=\"5\"`",
      "a configuration error, exit 2, naming the file or key; no traceback",
      ["tests/reliability/test_config_faults.py::test_config_files_and_values_are_read_strictly"]),
-    ("Configuration", "A bad `tuning.search_space`; an unwritable `store.uri`",
-     "the flow fails before its first stage (no task run) with a ConfigError naming the key; `driftloop run` "
-     "exits 2",
-     ["tests/reliability/test_config_faults.py::test_a_bad_search_space_or_an_unwritable_store_fails_before_the_first_stage"]),
+    ("Configuration", "A bad `tuning.search_space`; an unwritable `store.uri` (a local path under a file; S3 with "
+     "a wrong secret)",
+     "the training and retraining flows fail before their first stage (no task run) with a ConfigError naming "
+     "the key; `driftloop run` exits 2; the write probe leaves nothing behind",
+     ["tests/reliability/test_config_faults.py::test_a_bad_search_space_or_an_unwritable_store_fails_before_the_first_stage",
+      "tests/reliability/test_config_faults.py::test_the_store_probe_on_s3_leaves_nothing_and_refuses_bad_credentials"]),
     ("Security", "Ray: who can reach and use the local Ray driftloop starts",
      "no dashboard HTTP port, no Ray Client server; token authentication on: a process without the token "
      "(or with a wrong one) cannot join, one with it can; `driftloop` and the Flower simulation turn it on "

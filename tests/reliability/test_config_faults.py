@@ -65,11 +65,14 @@ def test_a_bad_search_space_or_an_unwritable_store_fails_before_the_first_stage(
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     unwritable = smoke_settings(tmp_path, **{"store.uri": str(blocker / "store")})
+    from flows.retraining import retraining
+
     found = {}
-    for name, settings, needle in (("search_space", bad_space, "tuning.search_space.lr.low"),
-                                   ("store.uri", unwritable, "store.uri=")):
+    for name, flow_, settings, needle in (("search_space", training, bad_space, "tuning.search_space.lr.low"),
+                                          ("store.uri", training, unwritable, "store.uri="),
+                                          ("retraining store.uri", retraining, unwritable, "store.uri=")):
         t0 = time.monotonic()
-        state = training(settings, return_state=True)
+        state = flow_(settings, return_state=True)
         took = time.monotonic() - t0
         assert state.is_failed()
         with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
