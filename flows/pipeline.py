@@ -134,6 +134,8 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
         decision = adv_steps.robustness_gate(robust, champion_robust, settings).as_dict()
     else:
         decision = model_steps.accuracy_gate(metrics, champion_metrics, settings)
+    # Sanity: a candidate that cannot be right is refused whatever the comparison said.
+    decision = model_steps.sanity_gate(decision, splits, metrics, ref_schema.labels if ref_schema else None, settings)
     log.info("gate: %s (%s)", "promote" if decision["promote"] else "keep champion", decision["reason"])
 
     # Register

@@ -17,6 +17,7 @@ from prefect import flow
 
 from flows.pipeline import PipelineInputs, run_pipeline
 from tasks.drift import steps as drift_steps
+from tasks.preflight import preflight
 from tasks.settings import Settings, load_settings
 from tasks.ui import run_logger
 
@@ -27,6 +28,8 @@ def retraining(config: Settings | None = None, event_id: str | None = None, epis
                model_version: int | None = None) -> dict:
     """Retrain on the training data plus the drifted batches; promote or keep the champion."""
     settings = config if config is not None else load_settings()
+    # Before claiming the episode: a run that cannot work must not use up the episode's one retraining.
+    preflight(settings)
     log = run_logger()
     trigger = {"kind": "drift-event" if event_id else "manual", "event_id": event_id, "episode_id": episode_id,
                "batch_ids": batch_ids or [], "detector": detector, "model_version": model_version}

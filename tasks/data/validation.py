@@ -62,6 +62,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.data.config import ValidationConfig
+from tasks.data.labels import label_value
 from tasks.data.schema import Schema
 from tasks.data.sources import Dataset, as_float32, fingerprint, parse_bytes, to_npz_bytes
 from tasks.errors import DataError, ObjectNotFound, StoreError, ValidationFailed
@@ -363,14 +364,13 @@ def _check_labels(y: np.ndarray, meta: dict, schema: Schema, out: _Collector) ->
         with np.errstate(invalid="ignore"):
             unknown = ~missing & (~np.isfinite(y) | (y != np.round(y)) | ~np.isin(y, allowed))
     else:  # object / strings (a csv label column with text in it): None, NaN, "" count as missing;
-        # numeric text ("3", read as text because another cell is not a number) is its number.
-        values = [_text_number(v) for v in y.tolist()]
+        # numeric text ("3", read as text because another cell is not a number) is its number:
+        # the label rule training applies too (tasks/data/labels.py).
+        values = y.tolist()
         missing = np.array([v is None or (isinstance(v, (float, np.floating)) and math.isnan(v))
                             or (isinstance(v, str) and not v.strip()) for v in values], dtype=bool)
         allowed_set = set(schema.labels)
-        unknown = np.array([not m and (isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))
-                                       or not math.isfinite(v) or v != int(v) or int(v) not in allowed_set)
-                            for v, m in zip(values, missing)], dtype=bool)
+        unknown = np.array([not m and label_value(v) not in allowed_set for v, m in zip(values, missing)], dtype=bool)
     if missing.any():
         rows = np.flatnonzero(missing)
         out.add(RULE_MISSING_LABEL, f"{len(rows)} of {n} rows have no label", len(rows),
@@ -381,15 +381,6 @@ def _check_labels(y: np.ndarray, meta: dict, schema: Schema, out: _Collector) ->
         out.add(RULE_UNKNOWN_LABEL,
                 f"{len(rows)} rows have labels outside the training labels {schema.labels}: {seen}",
                 len(rows), [{"row": int(r), "label": y[r]} for r in rows[: out.max_examples]])
-
-
-def _text_number(v: Any) -> Any:
-    if isinstance(v, str) and v.strip():
-        try:
-            return float(v)
-        except ValueError:
-            return v
-    return v
 
 
 def _non_numeric_cells(x: np.ndarray, names: list[str]) -> tuple[np.ndarray | None, int, str, list[dict]]:
