@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from tasks.data.labels import integer_labels
 from tasks.errors import DataError
 
 SUPPORTED_SUFFIXES = (".npz", ".parquet", ".csv")
@@ -82,12 +83,7 @@ def _from_frame(df, label_column: str, origin: str) -> Dataset:
     non_numeric = [c for c in feats if not np.issubdtype(df[c].dtype, np.number)]
     if non_numeric:
         raise DataError(f"{origin}: feature columns must be numeric, these are not: {non_numeric[:5]}")
-    y = df[label_column].to_numpy()
-    if not np.issubdtype(y.dtype, np.integer):
-        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-            y = y.astype(np.int64)
-        else:
-            raise DataError(f"{origin}: label column {label_column!r} must hold integers")
+    y = integer_labels(df[label_column].to_numpy(), f"{origin}: label column {label_column!r}")
     # Column by column into one C-ordered array: df[feats].to_numpy() builds an intermediate frame.
     x = np.empty((len(df), len(feats)), dtype=np.result_type(*[df[c].dtype for c in feats]))
     for j, c in enumerate(feats):
@@ -132,8 +128,7 @@ def _parse(src, origin: str, label_column: str, csv_float32: bool = False) -> Da
                 x, y = z["x"], z["y"]
             if x.ndim < 1 or y.ndim != 1 or x.shape[0] != y.shape[0]:
                 raise DataError(f"{origin}: x has shape {x.shape} and y {y.shape}; need x (n, ...) and y (n,)")
-            if not np.issubdtype(y.dtype, np.integer):
-                raise DataError(f"{origin}: y must hold integer labels, got dtype {y.dtype}")
+            y = integer_labels(y, f"{origin}: array 'y'")
             if x.ndim == 1:
                 x = x[:, None]
             return Dataset(x=x, y=y.astype(np.int64), name=origin)
