@@ -34,6 +34,9 @@ class FederatedConfig(Section):
     client_optimizer: Literal["sgd", "adam", "adamw"] | None = None
     client_lr: float | None = Field(None, gt=0.0)
     proximal_mu: float = Field(0.01, ge=0.0)
+    # Share of each client's own rows held out for federated evaluation (the global model on the
+    # clients' data, every round); 0 turns federated evaluation off.
+    local_eval_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     partition: str = "dirichlet"
     alpha: float = Field(0.5, description="Dirichlet concentration, > 0")
     shards_per_client: int = Field(2, ge=1, description="pathological shards per client (McMahan et al.: 2)")
@@ -42,9 +45,11 @@ class FederatedConfig(Section):
     trimmed_beta: float = Field(0.2, ge=0.0, lt=0.5)
     krum_byzantine: int = Field(1, ge=0)
     multikrum_select: int = Field(3, ge=1, description="updates MultiKrum averages (Krum uses 1)")
-    # Deployment engine. superlink_address: the Control API (host:port) of a SuperLink that is
-    # already running; None starts one on 127.0.0.1. superlink_fleet_address: its Fleet API; when
-    # set, the task starts num_clients SuperNodes against it, otherwise they must be connected.
+    # Deployment engine. superlink_address: the Control API (host:port) of an existing federation's
+    # SuperLink, whose SuperNodes their data owners started (`driftloop supernode`): the task starts
+    # no process. None: a local demo federation (a SuperLink and num_clients SuperNodes on 127.0.0.1,
+    # each serving its own file cut from the data). superlink_fleet_address: that SuperLink's Fleet
+    # API (what SuperNodes connect to), only checked to be reachable.
     superlink_address: str | None = None
     superlink_fleet_address: str | None = None
     # TLS (all three, or none): PEM files made by infra/flower/make_certs.sh.

@@ -6,7 +6,7 @@ import pytest
 
 from tasks.federated.engine import run_federated
 from tasks.federated.strategies import RoundFailed
-from tasks.federated.workspace import Fault
+from tasks.federated.faults import Fault
 from tasks.models.serialize import build_from_spec, state_dict_from_bytes
 
 from .conftest import fed_settings

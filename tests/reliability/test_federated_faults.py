@@ -36,7 +36,7 @@ import pytest
 
 from tasks.data.sources import load_digits_dataset, split_dataset
 from tasks.federated.engine import run_simulations
-from tasks.federated.workspace import Fault
+from tasks.federated.faults import Fault
 from tasks.seeding import rng
 from tasks.settings import load_settings
 
