@@ -199,6 +199,7 @@ def models_rollback(to: Optional[int] = typer.Option(None, "--to", help="Version
 
 
 from flows.cli_ops import register; register(app)  # noqa: E402,E702
+from flows.cli_federated import register as _register_federated; _register_federated(app)  # noqa: E402,E702
 
 
 def prepare_environment() -> None:

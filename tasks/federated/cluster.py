@@ -94,7 +94,7 @@ class FlowerCluster:
     """A SuperLink (started here, or an existing one) and N SuperNodes on 127.0.0.1.
 
     SuperNode ``i`` serves ``data_paths[i]`` (its own file, in its own directory) and identifies as
-    client ``i``. Against an existing SuperLink (``superlink_address``) nothing is started: the
+    client ``client_ids[i]`` (default ``i``). Against an existing SuperLink (``superlink_address``) nothing is started: the
     SuperNodes are their data owners' (``driftloop supernode``). Every process runs in its own
     process group and is stopped by group id; ``FLWR_HOME`` is ``home``, so nothing lands in the
     user's home directory. ``node_env``: extra environment of the SuperNodes (tests' fault
@@ -106,7 +106,8 @@ class FlowerCluster:
     def __init__(self, num_supernodes: int, home: str | os.PathLike, *, data_paths: Sequence[str | os.PathLike] = (),
                  tls: TlsFiles | None = None, auth_keys: list[tuple[Path, Path]] | None = None,
                  superlink_address: str | None = None, fleet_address: str | None = None,
-                 node_env: dict[str, str] | None = None, startup_timeout: float = 60.0):
+                 node_env: dict[str, str] | None = None, client_ids: Sequence[int] | None = None,
+                 startup_timeout: float = 60.0):
         self.n = num_supernodes
         self.home = Path(home)
         self.tls = tls
@@ -118,6 +119,7 @@ class FlowerCluster:
         if not self.external and len(self.data_paths) != num_supernodes:
             raise ConfigError(f"{num_supernodes} SuperNodes need {num_supernodes} data paths, got {len(self.data_paths)}")
         self.node_env = dict(node_env or {})
+        self.client_ids = list(client_ids) if client_ids is not None else list(range(num_supernodes))
         self.startup_timeout = startup_timeout
         self.superlink: subprocess.Popen | None = None
         self.supernodes: list[subprocess.Popen | None] = []
@@ -189,7 +191,7 @@ class FlowerCluster:
 
     def _start_supernode(self, i: int) -> subprocess.Popen:
         priv, pub = self.auth_keys[i] if self.auth_keys else (None, None)
-        return self._supernode(i, self.data_paths[i], priv, pub, f"supernode-{i}.log")
+        return self._supernode(self.client_ids[i], self.data_paths[i], priv, pub, f"supernode-{i}.log")
 
     def _supernode(self, client_id: int, data_path: str, private_key: Path | None, register: Path | None,
                    logname: str) -> subprocess.Popen:

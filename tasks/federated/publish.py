@@ -27,6 +27,7 @@ def publish_federated(result: FederatedResult, store_cfg: StoreConfig, *, config
         "rounds.json": result.rounds,
         "round_table.json": round_rows(result.rounds),
         "partition.json": result.partition,
+        "validation.json": result.validation,
         "rounds.png": round_plot_png(result.rounds, f"{result.strategy}: global model per round"),
         "partition.png": partition_plot_png(result.partition),
     }

@@ -60,7 +60,7 @@ def client_local_summary(validation: Sequence[dict[str, Any]]) -> dict[str, Any]
     sizes = [int(c["rows"]) for c in validation if c.get("rows") is not None]
     return {"scheme": "client-local", "num_clients": len(validation), "label_counts": None,
             "sizes": sizes, "min_size": min(sizes) if sizes else 0, "max_size": max(sizes) if sizes else 0,
-            "mean_labels_per_client": float("nan")}
+            "mean_labels_per_client": None}
 
 
 @dataclass

@@ -13,7 +13,8 @@ from prefect.cache_policies import NO_CACHE
 from tasks.data.sources import Splits, fingerprint
 from tasks.federated.engine import run_federated
 from tasks.federated.publish import publish_federated
-from tasks.federated.report import markdown_report, partition_plot_png, partition_rows, round_plot_png, round_rows
+from tasks.federated.report import (markdown_report, partition_plot_png, partition_rows, round_plot_png, round_rows,
+                                   validation_rows)
 from tasks.settings import Settings
 from tasks.ui import publish_image, publish_markdown, publish_table, run_logger
 
@@ -34,12 +35,14 @@ def federate(splits: Splits, settings: Settings, initial_weights: bytes | None =
                                  data_fingerprint=fingerprint(splits.train), parent_model=parent_model)
     publish_table("federated-rounds", round_rows(result.rounds),
                   f"{result.strategy} ({result.engine}): global model per round; round 0 is the start")
+    publish_table("federated-validation", validation_rows(result.validation),
+                  "Federated validation: each client's data against the schema (status, rows, violated rules)")
     publish_table("federated-partition", partition_rows(result.partition),
                   f"Partition '{result.partition['scheme']}': samples of each label per client")
     publish_image("federated-rounds-plot", round_plot_png(result.rounds), "Loss and accuracy per round")
     publish_image("federated-partition-plot", partition_plot_png(result.partition), "Labels per client")
     publish_markdown("federated-summary", markdown_report(result.rounds, result.partition, result.strategy,
-                                                          result.engine), f"Federated run {manifest['run_id']}")
+                                                          result.engine, result.validation), f"Federated run {manifest['run_id']}")
     run_logger().info("federated %s: %d rounds, final %s, stored as %s", result.strategy,
                           len(result.rounds) - 1, result.final_metrics, manifest["run_id"])
     return {"run_id": manifest["run_id"], "metrics": result.final_metrics, "weights": result.weights_bytes(),
