@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tasks.config_base import Section
 
-STRATEGIES = ("fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum", "multikrum")
+STRATEGIES = ("fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "fedavgm", "fedadam")
 PARTITIONS = ("iid", "dirichlet", "shards", "unbalanced")
 
 
@@ -42,6 +42,10 @@ class FederatedConfig(Section):
     shards_per_client: int = Field(2, ge=1, description="pathological shards per client (McMahan et al.: 2)")
     unbalanced_sigma: float = Field(1.0, gt=0.0, description="log-normal sigma of client sizes ('unbalanced')")
     min_partition_size: int = Field(1, ge=1, description="fewest training samples any client may get")
+    # Server optimizer of fedavgm (server learning rate and momentum) and fedadam (eta, tau).
+    server_lr: float = Field(1.0, gt=0.0)
+    server_momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    server_tau: float = Field(1e-3, gt=0.0)
     trimmed_beta: float = Field(0.2, ge=0.0, lt=0.5)
     krum_byzantine: int = Field(1, ge=0)
     multikrum_select: int = Field(3, ge=1, description="updates MultiKrum averages (Krum uses 1)")

@@ -20,7 +20,8 @@ from typing import Iterable
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg, Krum, MultiKrum, Strategy
+from flwr.serverapp.strategy import (FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, Krum, MultiKrum,
+                                     Strategy)
 
 from tasks.errors import DriftloopError
 from tasks.federated.config import FederatedConfig
@@ -184,6 +185,9 @@ class ReplyFilter:
 _BASES: dict[str, type[Strategy]] = {
     "fedavg": FedAvg, "fedprox": FedProx, "fedmedian": FedMedian,
     "fedtrimmedavg": FedTrimmedAvg, "krum": Krum, "multikrum": MultiKrum,
+    # Server-side optimizers (Reddi et al. 2021, "Adaptive Federated Optimization"; Hsu et al. 2019
+    # for FedAvgM): the averaged client update is a pseudo-gradient for a server SGD-momentum/Adam step.
+    "fedavgm": FedAvgM, "fedadam": FedAdam,
 }
 _FILTERED: dict[str, type] = {
     name: type(f"Filtered{base.__name__}", (ReplyFilter, base), {}) for name, base in _BASES.items()
@@ -210,6 +214,10 @@ def build_strategy(cfg: FederatedConfig) -> Strategy:
         extra = {"beta": cfg.trimmed_beta}
     elif name == "krum":
         extra = {"num_malicious_nodes": cfg.krum_byzantine}
+    elif name == "fedavgm":
+        extra = {"server_learning_rate": cfg.server_lr, "server_momentum": cfg.server_momentum}
+    elif name == "fedadam":
+        extra = {"eta": cfg.server_lr, "tau": cfg.server_tau}
     elif name == "multikrum":
         extra = {"num_malicious_nodes": cfg.krum_byzantine, "num_nodes_to_select": cfg.multikrum_select}
     try:
