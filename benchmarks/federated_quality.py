@@ -48,6 +48,9 @@ VARIANTS = {
     "fedadam eta=0.01 E=2": {"strategy": "fedadam", "server_lr": 0.01, "local_epochs": 2},
     "fedavg E=10": {"local_epochs": 10},
     "fedavg E=5 client lr=3e-3": {"client_lr": 3e-3},
+    "fedavgm lr=1 m=0.5 E=5 held-out 0.1": {"strategy": "fedavgm", "server_momentum": 0.5, "local_eval_fraction": 0.1},
+    "fedavgm lr=1 m=0.7 E=5": {"strategy": "fedavgm", "server_momentum": 0.7},
+    "fedavgm lr=1 m=0.5 E=5 client lr=3e-3": {"strategy": "fedavgm", "server_momentum": 0.5, "client_lr": 3e-3},
 }
 
 
@@ -107,6 +110,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="3 rounds, two variants")
     ap.add_argument("--variants", default=None, help="comma-separated names of VARIANTS (default: all)")
+    ap.add_argument("--seeds", type=int, default=1, help="base seeds (the default seed, then +1, +2, ...)")
     args = ap.parse_args()
     logging.getLogger("flwr").setLevel(logging.WARNING)
     torch.set_num_threads(1)
@@ -115,24 +119,36 @@ def main() -> None:
     if args.quick:
         names = names[:2]
     data = load_digits_dataset()
-    splits = split_dataset(data, base.seed, base.data.val_fraction, base.data.test_fraction)
     k = int(data.y.max()) + 1
-    c = central(base, splits, k)
-    print(f"central training ({base.training.epochs} epochs): test accuracy {c['test_accuracy']:.4f} "
-          f"({c['seconds']:.1f} s)", flush=True)
-    rows = {}
+    seeds = [base.seed + i for i in range(args.seeds)]
+    centrals, rows = {}, {n: {"per_seed": {}} for n in names}
+    for seed in seeds:
+        sb = load_settings(environ={}, overrides={"seed": seed})
+        splits = split_dataset(data, seed, sb.data.val_fraction, sb.data.test_fraction)
+        c = central(sb, splits, k)
+        centrals[seed] = c
+        print(f"seed {seed}: central training ({sb.training.epochs} epochs): test accuracy {c['test_accuracy']:.4f} "
+              f"({c['seconds']:.1f} s)", flush=True)
+        for name in names:
+            over = dict(VARIANTS[name])
+            if args.quick:
+                over["rounds"] = 3
+            s_ = load_settings(environ={}, overrides={"seed": seed, "federated": over})
+            r = federated(s_, splits, k)
+            r["gap_points"] = round(100 * (c["test_accuracy"] - r["test_accuracy"]), 2)
+            rows[name]["per_seed"][seed] = r
+            rows[name]["overrides"] = over
+            print(f"  {name:28s} test accuracy {r['test_accuracy']:.4f} (gap {r['gap_points']:+.1f} pts, "
+                  f"{r['seconds']:.0f} s) curve {[round(a, 3) for a in r['curve']]}", flush=True)
     for name in names:
-        over = dict(VARIANTS[name])
-        if args.quick:
-            over["rounds"] = 3
-        s = load_settings(environ={}, overrides={"federated": over})
-        r = federated(s, splits, k)
-        r["gap_points"] = round(100 * (c["test_accuracy"] - r["test_accuracy"]), 2)
-        r["overrides"] = over
-        rows[name] = r
-        print(f"{name:28s} test accuracy {r['test_accuracy']:.4f} (gap {r['gap_points']:+.1f} pts, {r['seconds']:.0f} s) "
-              f"curve {[round(a, 3) for a in r['curve']]}", flush=True)
-    res = {"central": c, "federated": rows,
+        gaps = [r["gap_points"] for r in rows[name]["per_seed"].values()]
+        rows[name]["mean_gap_points"] = round(float(np.mean(gaps)), 2)
+        rows[name]["max_gap_points"] = round(float(np.max(gaps)), 2)
+        rows[name]["mean_test_accuracy"] = float(np.mean([r["test_accuracy"] for r in rows[name]["per_seed"].values()]))
+        print(f"{name:28s} mean test accuracy {rows[name]['mean_test_accuracy']:.4f}, gap to central "
+              f"mean {rows[name]['mean_gap_points']:+.2f} max {rows[name]['max_gap_points']:+.2f} pts")
+    c = {"per_seed": centrals, "mean_test_accuracy": float(np.mean([v["test_accuracy"] for v in centrals.values()]))}
+    res = {"central": c, "federated": rows, "seeds": seeds,
            "setup": {"dataset": "digits 8x8, default split", "model": base.model.model_dump(),
                      "federated_default": base.federated.model_dump(include={"num_clients", "partition", "alpha", "rounds",
                                                                            "local_epochs", "batch_size", "strategy",
