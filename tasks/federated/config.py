@@ -37,6 +37,9 @@ class FederatedConfig(Section):
     # Share of each client's own rows held out for federated evaluation (the global model on the
     # clients' data, every round); 0 turns federated evaluation off.
     local_eval_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    # Also train the model centrally on the same split and draw its test accuracy in the round plot
+    # (the yardstick of the federated result; costs one central training run).
+    central_baseline: bool = True
     partition: str = "dirichlet"
     alpha: float = Field(0.5, description="Dirichlet concentration, > 0")
     shards_per_client: int = Field(2, ge=1, description="pathological shards per client (McMahan et al.: 2)")

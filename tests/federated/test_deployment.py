@@ -22,7 +22,7 @@ from .conftest import fed_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 RECIPE = Path(__file__).resolve().parents[2] / "infra" / "flower" / "make_certs.sh"
-ROGUE_PARTITION = 3  # no such partition: a ClientApp run for it would fail, so any work it got would show
+ROGUE_PARTITION = 3  # a client id none of the registered nodes has: any work it got would show in the participants
 
 
 def _no_flower_processes_left(cluster: FlowerCluster) -> bool:
