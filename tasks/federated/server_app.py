@@ -41,7 +41,10 @@ def run_server(grid: Grid, ws: Workspace) -> None:
     random.seed(derive_seed(settings.seed, "federated", "sampling"))
     strategy = build_strategy(fed)
     model = build_from_spec(ws.spec["model_spec"])
-    initial = ws.initial_state()
+    # In the model's own key order (safetensors stores keys sorted): FedAvgM/FedAdam pair the global
+    # arrays with the aggregate by position, and the clients reply in the model's order.
+    model.load_state_dict(ws.initial_state())
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     device = select_device(tr.device)
     num_classes = int(ws.spec["model_spec"]["num_classes"])
     val, test = ws.arrays("val"), ws.arrays("test")

@@ -17,7 +17,7 @@ def test_federate_task_stores_run_and_publishes_artifacts(prefect_api, s3_store_
     from tasks.models.serialize import state_dict_from_bytes
     from tasks.store.artifacts import ArtifactStore
 
-    s = fed_settings(num_clients=3, rounds=2).model_copy(update={"store": s3_store_config})
+    s = fed_settings(num_clients=3, rounds=2, central_baseline=True).model_copy(update={"store": s3_store_config})
 
     @flow(name="federate-test")
     def f():
