@@ -62,7 +62,8 @@ def plain_loop(settings, splits) -> dict:
         states, weights = [], []
         for c, (ltrain, _) in enumerate(local):
             s, _ = client_update(model, state, ltrain.x, ltrain.y, epochs=fed.local_epochs,
-                                 batch_size=fed.batch_size, optimizer=tr.optimizer, lr=tr.lr,
+                                 batch_size=fed.batch_size, optimizer=fed.client_optimizer or tr.optimizer,
+                                 lr=fed.client_lr or tr.lr,
                                  seed=derive_seed(settings.seed, "federated", "client", c, "round", t), device=dev)
             states.append(s)
             weights.append(len(ltrain))
