@@ -124,9 +124,45 @@ def local_split(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, Datas
     return ds.subset(np.sort(perm[k:]), f"{ds.name}:train"), ds.subset(np.sort(perm[:k]), f"{ds.name}:held-out")
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def load_image_folder(root: str | os.PathLike) -> Dataset:
+    """An image folder: ``root/<label>/<image>`` with integer label folder names (``0/``, ``1/``...).
+
+    Pixels are scaled to [0, 1]; grayscale images become ``(n, 1, H, W)``, colour ``(n, 3, H, W)``.
+    Images are not resized: a size other than the schema's is the validation's ``shape_mismatch``.
+    Raises DataError naming a folder that is not an integer label, an unreadable image, or mixed sizes.
+    """
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(root)
+    xs, ys = [], []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not d.name.lstrip("-").isdigit():
+            raise DataError(f"{d}: image folder names must be integer labels (0/, 1/, ...), not {d.name!r}")
+        for f in sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            try:
+                with Image.open(f) as im:
+                    a = np.asarray(im.convert("L") if im.mode in ("L", "1", "P", "I;16", "I") else im.convert("RGB"))
+            except Exception as e:  # a truncated or corrupt image: name it
+                raise DataError(f"{f}: cannot be read as an image: {e}") from e
+            xs.append(a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0))
+            ys.append(int(d.name))
+    if not xs:
+        raise DataError(f"{root}: no images under <label>/ folders ({', '.join(IMAGE_SUFFIXES)})")
+    if len({x.shape for x in xs}) > 1:
+        raise DataError(f"{root}: images of different sizes {sorted({x.shape for x in xs})[:3]}")
+    return Dataset(np.stack(xs).astype(np.float32) / 255.0, np.asarray(ys, np.int64), name=str(root),
+                   meta={"source": str(root)})
+
+
 def load_local_data(path: str, schema: Schema, cfg: ValidationConfig, *, label_column: str, held_out_fraction: float,
                     seed: int, store_cfg=None) -> LocalData:
-    """Read the node's data at ``path`` (npz/parquet/csv, local or ``s3://``), validate it against
+    """Read the node's data at ``path`` (npz/parquet/csv, local or ``s3://``, or a local image folder:
+    :func:`load_image_folder`), validate it against
     ``schema`` with :func:`tasks.data.validation.validate_batch`, and split it (:func:`local_split`).
 
     Data that fail validation (or cannot be read: ``missing_file`` / ``unreadable_file``) give a
@@ -135,8 +171,16 @@ def load_local_data(path: str, schema: Schema, cfg: ValidationConfig, *, label_c
     from tasks.data.validation import conform, load_batch_from_uri, validate_batch
     from tasks.store.config import StoreConfig
 
+    from tasks.data.validation import RULE_UNREADABLE_FILE, read_report
+
     cfg = federated_validation_config(cfg)
-    ds, _, error = load_batch_from_uri(path, store_cfg or StoreConfig(uri="."), label_column, batch_id="client-data")
+    if os.path.isdir(path):
+        try:
+            ds, error = load_image_folder(path), None
+        except DataError as e:
+            ds, error = None, read_report("client-data", path, RULE_UNREADABLE_FILE, str(e))
+    else:
+        ds, _, error = load_batch_from_uri(path, store_cfg or StoreConfig(uri="."), label_column, batch_id="client-data")
     report = error if error is not None else validate_batch(ds, schema, cfg, "client-data", path)
     validation = redact(report)
     if not validation.passed:

@@ -25,8 +25,9 @@ def supernode_argv(superlink: str, data: str, *, tls_ca: str | None = None, auth
         raise ConfigError(f"--superlink {superlink!r}: expected HOST:PORT of the federation's Fleet API")
     if not data.startswith("s3://"):
         p = Path(data.removeprefix("file://")).expanduser()
-        if not p.is_file():
-            raise ConfigError(f"--data {data!r}: no such file (an .npz, .parquet or .csv file, or an s3:// URI)")
+        if not (p.is_file() or p.is_dir()):
+            raise ConfigError(f"--data {data!r}: no such file (an .npz, .parquet or .csv file, an image folder "
+                              "<label>/<image>, or an s3:// URI)")
         data = str(p.resolve())
     for opt, f in (("--tls", tls_ca), ("--auth-key", auth_key)):
         if f is not None and not Path(f).is_file():

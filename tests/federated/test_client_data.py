@@ -100,3 +100,23 @@ def test_supernode_command_line(tmp_path):
     with pytest.raises(ConfigError, match="--tls .*no such file"):
         supernode_argv("10.0.0.5:9092", str(f), tls_ca=str(tmp_path / "ca.crt"))
     assert supernode_argv("h:1", "s3://bucket/k.npz", s3_endpoint="http://s3:8333")[-2].endswith('s3-endpoint="http://s3:8333"')
+
+
+def test_image_folder_is_loaded_and_validated(digits_splits, tmp_path):
+    from PIL import Image
+
+    schema = infer_schema(digits_splits.train)
+    x, y = digits_splits.train.x[:30], digits_splits.train.y[:30]
+    for i, (img, label) in enumerate(zip(x, y)):
+        (tmp_path / "imgs" / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.round(img[0] * 255).astype(np.uint8), mode="L").save(tmp_path / "imgs" / str(label) / f"{i}.png")
+    data = load_local_data(str(tmp_path / "imgs"), schema, ValidationConfig(), label_column="label",
+                           held_out_fraction=0.2, seed=5)
+    assert data.validation.passed and data.validation.rows == 30
+    assert data.train.x.shape[1:] == (1, 8, 8) and len(data.train) + len(data.held_out) == 30
+    assert sorted(np.concatenate([data.train.y, data.held_out.y]).tolist()) == sorted(y.tolist())
+    # a 16x16 image among the 8x8 ones: the folder is not one array, reported as unreadable
+    Image.fromarray(np.zeros((16, 16), np.uint8), mode="L").save(tmp_path / "imgs" / "0" / "big.png")
+    bad = load_local_data(str(tmp_path / "imgs"), schema, ValidationConfig(), label_column="label",
+                          held_out_fraction=0.2, seed=5).validation
+    assert not bad.passed and bad.rules == ["unreadable_file"]
