@@ -19,6 +19,8 @@ def register(app: typer.Typer) -> None:
                   client_id: Optional[int] = typer.Option(None, "--client-id", help="A number naming this client in the "
                                                                                      "round tables (default: its node id)."),
                   s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="S3-compatible endpoint for an s3:// --data."),
+                  new_data: Optional[str] = typer.Option(None, "--new-data", help="Your newest data (a file, folder or "
+                                                                                  "s3:// URI): federated drift checks run the champion's detectors on it here."),
                   print_only: bool = typer.Option(False, "--print", help="Print the flower-supernode command and exit.")) -> None:
         """Start a Flower SuperNode serving your own data to a federation (it runs until stopped)."""
         import shlex
@@ -28,7 +30,7 @@ def register(app: typer.Typer) -> None:
 
         try:
             argv = supernode_argv(superlink, data, tls_ca=tls, auth_key=auth_key, client_id=client_id,
-                                  s3_endpoint=s3_endpoint)
+                                  s3_endpoint=s3_endpoint, new_data=new_data)
         except ConfigError as e:
             typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2)

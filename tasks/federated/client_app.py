@@ -19,6 +19,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from tasks.errors import DataError
 from tasks.federated.client_data import LocalData, data_path_for, load_local_data, node_store_config
 from tasks.federated.faults import fault_mod
 from tasks.federated.protocol import CLIENT_KEY, VALIDATION_KEY, WEIGHT_KEY, ClientTask
@@ -57,6 +58,28 @@ def query(msg: Message, context: Context) -> Message:
     """Federated validation: the local data against the server's schema."""
     task = ClientTask.from_config(msg.content["config"])
     return _validation_reply(msg, _local(task, context), _client_id(context))
+
+
+@app.query("drift")
+def drift(msg: Message, context: Context) -> Message:
+    """Per-client drift report: the champion (message arrays) and its drift reference (message
+    config) on this node's new data; replies p-values and verdicts only."""
+    from tasks.federated.client_drift import ClientDrift, check_local_drift, new_data_path_for
+    from tasks.models.serialize import build_from_spec
+
+    cfg, client = msg.content["config"], _client_id(context)
+    try:
+        model = build_from_spec(json.loads(str(cfg["model-spec"])))
+        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        report = check_local_drift(new_data_path_for(dict(context.node_config)),
+                                   {"drift_reference.npz": bytes(cfg["reference-npz"]),
+                                    "drift_reference.json": bytes(cfg["reference-json"])},
+                                   model, label_column=str(cfg["label-column"]),
+                                   detectors=json.loads(str(cfg["detectors"])) or None, client=client,
+                                   store_cfg=node_store_config(dict(context.node_config)))
+    except DataError as e:  # says what is missing, never what the data hold
+        report = ClientDrift(client, 0, False, error=str(e))
+    return Message(content=RecordDict({"drift": ConfigRecord({"report": json.dumps(report.to_dict())})}), reply_to=msg)
 
 
 @app.train()

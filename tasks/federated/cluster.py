@@ -26,7 +26,8 @@ DATA_PATH_KEY = "data-path"
 CLIENT_ID_KEY = "partition-id"
 
 
-def node_config_string(data_path: str, client_id: int | None = None, s3_endpoint: str | None = None) -> str:
+def node_config_string(data_path: str, client_id: int | None = None, s3_endpoint: str | None = None,
+                       new_data_path: str | None = None) -> str:
     """The ``--node-config`` value of a SuperNode serving ``data_path`` (Flower parses it as TOML-ish
     ``key=value`` pairs separated by spaces, so the values are quoted)."""
     items = [f'{DATA_PATH_KEY}="{data_path}"']
@@ -34,24 +35,28 @@ def node_config_string(data_path: str, client_id: int | None = None, s3_endpoint
         items.append(f"{CLIENT_ID_KEY}={int(client_id)}")
     if s3_endpoint:
         items.append(f's3-endpoint="{s3_endpoint}"')
+    if new_data_path:
+        items.append(f'new-data-path="{new_data_path}"')
     return " ".join(items)
 
 
 def supernode_command(superlink: str, data_path: str, *, clientappio_address: str | None = None,
                       root_certificates: str | os.PathLike | None = None,
                       auth_private_key: str | os.PathLike | None = None, client_id: int | None = None,
-                      s3_endpoint: str | None = None) -> list[str]:
+                      s3_endpoint: str | None = None, new_data_path: str | None = None) -> list[str]:
     """``flower-supernode`` connecting to the Fleet API at ``superlink`` and serving ``data_path`` (a
     local file or an ``s3://`` URI, read on this node with this node's credentials).
 
     TLS when ``root_certificates`` (the federation's CA) is given, else ``--insecure``;
-    ``auth_private_key``: the node's ECDSA key when the SuperLink authenticates SuperNodes.
+    ``auth_private_key``: the node's ECDSA key when the SuperLink authenticates SuperNodes;
+    ``new_data_path``: the node's new data, for federated drift checks.
     """
-    if any(c in str(data_path) for c in "\"\n"):
+    if any(c in str(p) for p in (data_path, new_data_path or "") for c in "\"\n"):
         raise ConfigError(f"data path {data_path!r}: quotes and newlines are not allowed in a SuperNode's data path")
     cmd = [str(BIN / "flower-supernode"), "--superlink", superlink,
            "--clientappio-api-address", clientappio_address or f"127.0.0.1:{free_port()}",
-           "--node-config", node_config_string(str(data_path), client_id, s3_endpoint)]
+           "--node-config", node_config_string(str(data_path), client_id, s3_endpoint,
+                                               str(new_data_path) if new_data_path else None)]
     cmd += ["--root-certificates", str(root_certificates)] if root_certificates else ["--insecure"]
     if auth_private_key is not None:
         cmd += ["--auth-supernode-private-key", str(auth_private_key)]
@@ -107,6 +112,7 @@ class FlowerCluster:
                  tls: TlsFiles | None = None, auth_keys: list[tuple[Path, Path]] | None = None,
                  superlink_address: str | None = None, fleet_address: str | None = None,
                  node_env: dict[str, str] | None = None, client_ids: Sequence[int] | None = None,
+                 new_data_paths: Sequence[str | os.PathLike | None] = (),
                  startup_timeout: float = 60.0):
         self.n = num_supernodes
         self.home = Path(home)
@@ -120,6 +126,7 @@ class FlowerCluster:
             raise ConfigError(f"{num_supernodes} SuperNodes need {num_supernodes} data paths, got {len(self.data_paths)}")
         self.node_env = dict(node_env or {})
         self.client_ids = list(client_ids) if client_ids is not None else list(range(num_supernodes))
+        self.new_data_paths = [str(p) if p else None for p in new_data_paths] or [None] * num_supernodes
         self.startup_timeout = startup_timeout
         self.superlink: subprocess.Popen | None = None
         self.supernodes: list[subprocess.Popen | None] = []
@@ -191,13 +198,14 @@ class FlowerCluster:
 
     def _start_supernode(self, i: int) -> subprocess.Popen:
         priv, pub = self.auth_keys[i] if self.auth_keys else (None, None)
-        return self._supernode(self.client_ids[i], self.data_paths[i], priv, pub, f"supernode-{i}.log")
+        return self._supernode(self.client_ids[i], self.data_paths[i], priv, pub, f"supernode-{i}.log",
+                               self.new_data_paths[i])
 
     def _supernode(self, client_id: int, data_path: str, private_key: Path | None, register: Path | None,
-                   logname: str) -> subprocess.Popen:
+                   logname: str, new_data_path: str | None = None) -> subprocess.Popen:
         cmd = supernode_command(self.fleet_address, data_path, client_id=client_id,
                                 root_certificates=self.tls.ca_cert if self.tls else None,
-                                auth_private_key=private_key)
+                                auth_private_key=private_key, new_data_path=new_data_path)
         if register is not None:
             self.flwr(["supernode", "register", str(register), self.CONNECTION], timeout=self.startup_timeout)
         return self._spawn(cmd, logname, self.node_env)

@@ -35,7 +35,7 @@ from tasks.federated.simulate import run_in_subprocess
 from tasks.federated.staging import FederatedResult, StagedRun, stage
 
 __all__ = ["FederatedEngineError", "FederatedResult", "FlowerCluster", "check_reachable", "free_port",
-           "run_federated", "run_simulations"]
+           "run_federated", "run_federated_drift_check", "run_simulations"]
 
 log = logging.getLogger("driftloop.federated")
 
@@ -132,6 +132,52 @@ def run_simulations(runs: Sequence[tuple[Any, Sequence[Fault]]], splits,
         log.info("federated: %d simulation runs in one process", len(runs))
         out_tail = run_in_subprocess(roots, sum(st.timeout for st in staged), root / "logs" / "simulation.log")
         return [st.collect(wd, out_tail) for st, wd in zip(staged, roots)]
+    finally:
+        if own_dir:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def run_federated_drift_check(settings, model_spec: dict[str, Any], weights: bytes, reference_files: dict[str, bytes], *,
+                              cluster: FlowerCluster | None = None, workdir: str | os.PathLike | None = None,
+                              detectors: Sequence[str] | None = None) -> list:
+    """Ask an existing federation (``cluster``, or ``federated.superlink_address``) for a per-client
+    drift report: each client runs the champion (``model_spec``, safetensors ``weights``) and the
+    detectors of its drift reference (``reference_files``: ``tasks.drift.reference.reference_to_files``)
+    on its new local data and replies p-values and verdicts only. Returns the clients'
+    :class:`~tasks.federated.client_drift.ClientDrift`, sorted by client.
+    """
+    import json
+
+    from tasks.federated.client_drift import ClientDrift
+    from tasks.federated.drift_round import write_drift_inputs
+
+    fed = settings.federated
+    if cluster is None and not fed.superlink_address:
+        raise ConfigError("a federated drift check asks an existing federation: set federated.superlink_address")
+    if cluster is None:
+        check_reachable(fed.superlink_address)
+    own_dir = workdir is None
+    root = Path(tempfile.mkdtemp(prefix="driftloop-fed-drift-")) if own_dir else Path(workdir)
+    (root / "out").mkdir(parents=True, exist_ok=True)
+    try:
+        (root / "spec.json").write_text(json.dumps({"mode": "drift", "settings": settings.resolved(),
+                                                    "model_spec": model_spec, "detectors": list(detectors or [])}))
+        write_drift_inputs(root, weights, reference_files)
+        timeout = fed.startup_timeout_s + fed.round_timeout_s + 60.0
+        app = write_app_dir(root, root)
+        if cluster is not None:
+            cluster.run_app(app, timeout, logname="flwr-drift.log")
+            out_tail = tail(cluster.home / "logs" / "flwr-drift.log")
+        else:
+            home = Path(tempfile.mkdtemp(prefix="flwr-home-", dir=root))
+            with FlowerCluster.from_config(fed, home) as own:
+                own.run_app(app, timeout, logname="flwr-drift.log")
+            out_tail = tail(home / "logs" / "flwr-drift.log")
+        status = json.loads((root / "out" / "status.json").read_text()) if (root / "out" / "status.json").is_file() else {}
+        if status.get("state") != "completed":
+            raise FederatedEngineError(f"the federated drift check failed: {status.get('error') or 'no result'}"
+                                       f"\n--- log tail ---\n{out_tail}")
+        return [ClientDrift.from_dict(d) for d in json.loads((root / "out" / "drift.json").read_text())]
     finally:
         if own_dir:
             shutil.rmtree(root, ignore_errors=True)

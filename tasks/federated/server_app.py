@@ -102,4 +102,25 @@ def main(grid: Grid, context: Context) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-    run_server(grid, load_workspace(workdir_from(context.run_config)))
+    ws = load_workspace(workdir_from(context.run_config))
+    if ws.spec.get("mode") == "drift":
+        run_drift_check(grid, ws)
+    else:
+        run_server(grid, ws)
+
+
+def run_drift_check(grid: Grid, ws: Workspace) -> None:
+    """A federated drift check instead of training rounds (:mod:`tasks.federated.drift_round`)."""
+    from tasks.federated.drift_round import drift_query
+
+    fed = ws.settings().federated
+    _write_json(ws.out / "status.json", {"state": "running"})
+    try:
+        reports = drift_query(grid, ws, timeout=fed.round_timeout_s, min_nodes=fed.min_fit_clients,
+                              wait_s=fed.startup_timeout_s)
+        _write_json(ws.out / "drift.json", [r.to_dict() for r in reports])
+        _write_json(ws.out / "status.json", {"state": "completed"})
+    except BaseException as e:
+        _write_json(ws.out / "status.json", {"state": "failed", "error": str(e), "type": type(e).__name__,
+                                             "traceback": traceback.format_exc()})
+        raise
