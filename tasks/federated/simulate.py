@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Sequence
@@ -62,13 +63,13 @@ def _error_chain(e: BaseException) -> str:
     return " <- ".join(parts)
 
 
-def _start_ray(cpus: int, env_vars: dict[str, str]) -> None:
-    """A new local Ray runtime for one simulation; its workers get ``env_vars`` (and this PYTHONPATH)."""
+def _start_ray(cpus: int) -> None:
+    """A new local Ray runtime for one simulation. Its workers inherit this process's environment
+    (the raylet starts from it): the work dir, the simulation's client files, faults, PYTHONPATH.
+    No ``runtime_env``: it costs seconds of actor start-up and adds nothing here."""
     import ray
 
-    pythonpath = os.pathsep.join([*sys.path, *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])])
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True,
-             runtime_env={"env_vars": {"PYTHONPATH": pythonpath, **env_vars}})
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True)
 
 
 def run_one(workdir: str) -> bool:
@@ -79,17 +80,25 @@ def run_one(workdir: str) -> bool:
     ws = load_workspace(workdir)
     # The ClientApps (Ray actors) find their files and faults through their environment.
     env_vars = {ENV_WORKDIR: workdir, ENV_SIM_DATA: str(ws.root / "clients"), **ws.spec.get("client_env", {})}
-    os.environ.update(env_vars)  # the ServerApp thread runs in this process
+    os.environ.update(env_vars)  # before Ray starts: its workers inherit it; the ServerApp thread reads it too
     cpus = max(1, os.cpu_count() or 1)
+    t0 = time.monotonic()
+
+    def phase(what: str) -> None:  # start-up cost, phase by phase (benchmarks/simulation_overhead.py)
+        print(f"driftloop simulate: {what} at {time.monotonic() - t0:.1f} s", flush=True)
+
     try:
         from flwr.simulation import run_simulation
 
         from tasks.federated.client_app import app as client_app
         from tasks.federated.server_app import app as server_app
 
-        _start_ray(cpus, env_vars)
+        phase("imports done")
+        _start_ray(cpus)
+        phase("Ray started")
         run_simulation(server_app=server_app, client_app=client_app, num_supernodes=int(ws.spec["num_clients"]),
                        backend_config=backend_config(cpus))
+        phase("simulation done")
     except Exception as e:
         traceback.print_exc()
         status_file = ws.out / "status.json"
