@@ -1,7 +1,9 @@
 """The ``driftloop`` command line: run flows, validate batches, inspect and move the registry.
 
 Exit codes: 0 success; 1 the work ran and failed (a batch failed validation, a flow failed);
-2 bad usage or configuration (unknown flow, malformed config, bad parameter).
+2 bad usage or configuration (unknown flow, malformed config, bad parameter); 3 ``run drift-check``
+ran but quarantined some batches (they got no drift verdict: see the summary and the
+``driftloop.data.quarantined`` event).
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ def run(flow: str = typer.Argument(..., help=f"The flow to run: {', '.join(FLOWS
         _print_json({k: v for k, v in result.items() if k != "summary"})
     else:
         typer.echo(result.get("summary", json.dumps(result, indent=2, default=str)))
+    if flow == "drift-check" and result.get("quarantined"):
+        raise typer.Exit(3)  # some batches quarantined (documented above)
 
 
 @app.command()
@@ -200,6 +204,7 @@ def models_rollback(to: Optional[int] = typer.Option(None, "--to", help="Version
 
 from flows.cli_ops import register; register(app)  # noqa: E402,E702
 from flows.cli_federated import register as _register_federated; _register_federated(app)  # noqa: E402,E702
+from flows.cli_predict import register as _register_predict; _register_predict(app)  # noqa: E402,E702
 
 
 def prepare_environment() -> None:

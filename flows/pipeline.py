@@ -56,8 +56,10 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
     extra_validation = settings.data.validation.model_copy(update={"check_shift": settings.drift.validate_shift})
     for uri in inputs.extra_batches:
         # Each added batch must pass too; a bad one is quarantined and the run stops.
+        # Drifted data moves out of the training range by definition: integrity rules only.
         batch = data_steps.validate_or_quarantine(uri, ref_schema or own_schema, extra_validation,
-                                                  settings.store, label_column=settings.data.label_column)
+                                                  settings.store, label_column=settings.data.label_column,
+                                                  distribution="evidence")
         dataset = concat_datasets(dataset, batch.dataset)
     splits = data_steps.split_data(dataset, settings.seed, settings.data)
     schema = data_steps.infer_schema_task(splits.train)

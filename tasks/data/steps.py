@@ -66,7 +66,9 @@ def infer_schema_task(ds: Dataset) -> Schema:
       retry_condition_fn=retry_on_io, cache_policy=NO_CACHE)
 def validate_or_quarantine(batch: Dataset | str, schema: Schema, cfg: ValidationConfig, store_cfg,
                            batch_id: str | None = None, label_column: str = "label",
-                           raw_bytes: bytes | None = None) -> ValidatedBatch:
+                           raw_bytes: bytes | None = None, labels: str = "required",
+                           distribution: str = "fail") -> ValidatedBatch:
     """Validate a batch; on failure quarantine it and raise ValidationFailed (naming rules and location)."""
     return _validate_or_quarantine(batch, schema, cfg, store_cfg, batch_id=batch_id,
-                                   label_column=label_column, raw_bytes=raw_bytes)
+                                   label_column=label_column, raw_bytes=raw_bytes, labels=labels,
+                                   distribution=distribution)
