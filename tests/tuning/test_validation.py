@@ -10,6 +10,7 @@ from tasks.models.config import ModelConfig, TrainingConfig
 from tasks.settings import load_settings
 from tasks.store.config import StoreConfig
 from tasks.tuning import search
+from tasks.tuning import study as study_mod
 from tasks.tuning.config import TuningConfig
 from tasks.tuning.search import (apply_best_config, apply_params, check_ray_address, run_study, sample_config,
                                  s3_filesystem, trial_resources, tune_storage, validate_search_space, validate_tuning)
@@ -86,7 +87,7 @@ def _no_ray(*a, **k):
     ({"ray_address": "127.0.0.1:{port}"}, "tuning.ray_address"),
 ])
 def test_run_study_rejects_bad_input_before_starting_ray(monkeypatch, small_splits, tmp_path, update, needle):
-    monkeypatch.setattr(search, "connect_ray", _no_ray)
+    monkeypatch.setattr(study_mod, "connect_ray", _no_ray)
     if "ray_address" in update:
         update = {"ray_address": update["ray_address"].format(port=_free_port())}
     cfg = TuningConfig().model_copy(update=update)
