@@ -20,7 +20,7 @@ class TrialRecord:
     with hyperband a trial retried after a failure keeps its bracket; ASHA/BOHB place it again). ``resumes`` counts starts from a checkpoint (Hyperband pausing and resuming, or a
     retry); ``failures`` the errors Tune retried (``FailureConfig``) or gave up on.
     ``epochs_this_session`` counts the epochs trained by this ``run_study`` call (0 for a trial
-    that had finished before a resume).
+    that had finished before a resume). ``node_id``/``gpu_ids``: where its last epoch ran.
     """
 
     trial_id: str
@@ -36,6 +36,10 @@ class TrialRecord:
     failures: int = 0
     epochs_this_session: int = 0
     error: str | None = None
+    # Where the trial's last epoch ran: the Ray node id and the GPU ids Ray gave it ("" for none).
+    node_id: str | None = None
+    gpu_ids: str | None = None
+    nodes: list[str] = field(default_factory=list)  # every node it trained on (more than one after a lost node)
 
     def curve(self, metric: str) -> list[float]:
         return self.val_accuracy if metric == "val_accuracy" else self.val_loss

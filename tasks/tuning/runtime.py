@@ -42,6 +42,10 @@ def tune_storage(store: StoreConfig, subpath: str):
     Uses ``tasks.store.backends.pyarrow_filesystem`` when the store package provides it, else
     builds the S3 filesystem here (same contract).
     """
+    if any(part in ("", ".", "..") for part in subpath.strip("/").split("/")):
+        # Also checked by TuningConfig; repeated here for configurations built with model_copy.
+        raise ConfigError(f"tuning.storage_subpath {subpath!r} must be a relative path inside the store "
+                          "(no '.', '..' or empty segments)")
     uri = store.uri
     if uri.startswith("s3://"):
         try:
@@ -93,19 +97,85 @@ def connect_ray(cfg: TuningConfig) -> bool:
 
     if ray.is_initialized():
         return False
-    if cfg.ray_address:
+    if is_remote(cfg.ray_address):
         check_ray_address(cfg.ray_address)
         try:
             ray.init(address=cfg.ray_address, log_to_driver=False)
-        except Exception as e:  # ConnectionError, RuntimeError: report it as the config's fault
-            raise ConfigError(f"tuning.ray_address {cfg.ray_address!r}: cannot connect: {e}") from e
+        except Exception as e:  # ConnectionError, AuthenticationError: report it as the config's fault
+            raise connect_error(cfg.ray_address, e) from None
+        try:
+            check_cluster(cfg.ray_address)
+        except BaseException:
+            ray.shutdown()
+            raise
         return True
     # Local Ray: every CPU and GPU of this machine; no dashboard, no Ray Client server, and token
     # authentication when the process set it up before importing Ray (tasks/ray_security.py).
+    # address="local" always starts a new instance: without it ray.init joins whatever RAY_ADDRESS
+    # or Ray's ray_current_cluster file (left in /tmp/ray by any `ray start` on the machine, also a
+    # long-dead one) names.
     warn_if_token_auth_off()
-    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, dashboard_host="127.0.0.1",
+    ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, dashboard_host="127.0.0.1",
              log_to_driver=False)
     return True
+
+
+def is_remote(address: str | None) -> bool:
+    """Whether ``tuning.ray_address`` names a cluster (its nodes do not share this machine's disk)."""
+    return bool(address) and address != "local"
+
+
+AUTH_HELP = ("Ray token authentication must agree between the cluster and this driver: for a cluster "
+             "started with RAY_AUTH_MODE=token (recommended), set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to "
+             "the cluster's token here (the `driftloop` command otherwise makes up a token for a local Ray); "
+             "for a cluster without token authentication, set RAY_AUTH_MODE=disabled here")
+
+
+def connect_error(address: str, err: BaseException) -> ConfigError:
+    """A failed ``ray.init(address)`` as a ConfigError that says what to set."""
+    text = str(err)
+    if "Unauthenticated" in text or "InvalidAuthToken" in text or "authentication" in text.lower():
+        return ConfigError(f"tuning.ray_address {address!r}: the cluster refused this driver's Ray token "
+                           f"({text.strip().splitlines()[0][:200]}). {AUTH_HELP}")
+    return ConfigError(f"tuning.ray_address {address!r}: cannot connect: {text[:500]}")
+
+
+def check_cluster(address: str, timeout: float = 60.0) -> None:
+    """Before the first trial: start one tiny actor on the cluster and call it.
+
+    A driver with token authentication on a cluster without it is accepted by the GCS and can run
+    tasks, but every actor it creates (each trial is one) is cancelled before it runs ("The actor
+    never ran"); a node image without driftloop fails the same probe with an ImportError. Both are
+    reported here, naming what to set, instead of as failed trials.
+    """
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class _Probe:
+        def ping(self) -> str:
+            import tasks.tuning.trainable  # noqa: F401  the trials' code must be importable on the nodes
+
+            return ray.get_runtime_context().get_node_id()
+
+    actor = _Probe.remote()
+    try:
+        ray.get(actor.ping.remote(), timeout=timeout)
+    except ray.exceptions.ActorDiedError:
+        from tasks.ray_security import token_auth_active
+
+        mode = "with" if token_auth_active() else "without"
+        raise ConfigError(f"tuning.ray_address {address!r}: the cluster accepted this driver (running {mode} "
+                          "token authentication) but cancelled its actors, which is what Ray does when the "
+                          f"cluster's authentication mode differs from the driver's. {AUTH_HELP}") from None
+    except ray.exceptions.RayTaskError as e:
+        raise ConfigError(f"tuning.ray_address {address!r}: the cluster's nodes cannot run driftloop's trials "
+                          f"({str(e).strip().splitlines()[-1][:300]}); install driftloop in the node image "
+                          "(infra/ray/README.md)") from None
+    except ray.exceptions.GetTimeoutError:
+        raise ConfigError(f"tuning.ray_address {address!r}: a probe actor needing no resources did not start within "
+                          f"{timeout:.0f} s; check that the cluster's nodes are alive (`ray status`)") from None
+    finally:
+        ray.kill(actor)
 
 
 def trial_resources(cfg: TuningConfig, cluster: Mapping[str, float], local: bool) -> dict[str, float]:
@@ -132,27 +202,29 @@ def trial_resources(cfg: TuningConfig, cluster: Mapping[str, float], local: bool
     return {"cpu": cpu, "gpu": gpu}
 
 
-def _make_scheduler(cfg: TuningConfig, seed: int):
-    """(scheduler, search algorithm) for ``tuning.scheduler``; time is counted in ``epoch``."""
+def _make_scheduler(cfg: TuningConfig, seed: int, configurations: list[dict] | None = None):
+    """(scheduler, search algorithm) for ``tuning.scheduler``; time is counted in ``epoch``.
+    ``configurations`` are tried first, in order (Tune's ``points_to_evaluate``)."""
+    points = [dict(c) for c in configurations] if configurations else None
     if cfg.scheduler == "hyperband":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         from tasks.tuning.ray_hooks import BracketTaggingHyperBand
 
         return (BracketTaggingHyperBand(time_attr="epoch", max_t=cfg.max_t, reduction_factor=cfg.eta),
-                BasicVariantGenerator(random_state=derive_seed(seed, "tune", "sampler")))
+                BasicVariantGenerator(random_state=derive_seed(seed, "tune", "sampler"), points_to_evaluate=points))
     if cfg.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         return (ASHAScheduler(time_attr="epoch", max_t=cfg.max_t, grace_period=1, reduction_factor=cfg.eta,
                               brackets=1),
-                BasicVariantGenerator(random_state=derive_seed(seed, "tune", "sampler")))
+                BasicVariantGenerator(random_state=derive_seed(seed, "tune", "sampler"), points_to_evaluate=points))
     if cfg.scheduler == "bohb":
         from ray.tune.schedulers import HyperBandForBOHB
         from ray.tune.search.bohb import TuneBOHB
 
         return (HyperBandForBOHB(time_attr="epoch", max_t=cfg.max_t, reduction_factor=cfg.eta),
-                TuneBOHB(seed=derive_seed(seed, "tune", "sampler")))
+                TuneBOHB(seed=derive_seed(seed, "tune", "sampler"), points_to_evaluate=points))
     raise ConfigError(f"tuning.scheduler: unknown scheduler {cfg.scheduler!r}")
 

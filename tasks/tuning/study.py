@@ -11,24 +11,30 @@ Nothing here imports prefect; the Prefect task is ``tasks.tuning.steps.tune_hype
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import time
 import uuid
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from tasks.data.sources import Splits, fingerprint
-from tasks.errors import DriftloopError
+from tasks.errors import ConfigError, DriftloopError
 from tasks.models.config import ModelConfig, TrainingConfig
 from tasks.store.config import StoreConfig
 from tasks.tuning.config import TuningConfig
 from tasks.tuning.plan import ray_hyperband_plan
 from tasks.tuning.results import StudyInterrupted, StudyResult, TrialRecord, asha_milestones
-from tasks.tuning.runtime import _make_scheduler, check_ray_address, connect_ray, trial_resources, tune_storage
+from tasks.tuning.runtime import (_make_scheduler, check_ray_address, connect_ray, is_remote, trial_resources,
+                                  tune_storage)
 from tasks.tuning.space import _plain, apply_params, param_space, validate_tuning
-from tasks.tuning.trainable import TrialSetup, train_trial
+from tasks.tuning.trainable import TrialSetup, pause_epochs, train_trial
+
+if TYPE_CHECKING:
+    from tasks.tuning.progress import Reporter
 
 
 def study_name_for(cfg: TuningConfig, seed: int, model: ModelConfig, training: TrainingConfig,
@@ -37,7 +43,8 @@ def study_name_for(cfg: TuningConfig, seed: int, model: ModelConfig, training: T
     re-run resumes. Where it runs (address, resources, storage) does not enter the hash."""
     ident = cfg.model_dump(mode="json", exclude={"ray_address", "resources_per_trial", "max_failures",
                                                  "max_concurrent_trials", "storage_subpath", "study_name",
-                                                 "resume", "checkpoints_to_keep", "enabled"})
+                                                 "resume", "checkpoints_to_keep", "checkpoint_every",
+                                                 "enabled"})
     blob = json.dumps({"tuning": ident, "seed": seed, "model": model.model_dump(mode="json"),
                        "training": training.model_dump(mode="json", exclude={"device", "num_threads"}),
                        "data": data_fingerprint}, sort_keys=True)
@@ -47,7 +54,8 @@ def study_name_for(cfg: TuningConfig, seed: int, model: ModelConfig, training: T
 def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfig,
               model: ModelConfig | None = None, training: TrainingConfig | None = None,
               num_classes: int | None = None, crash_once_marker: str | os.PathLike | None = None,
-              crash_kill: bool = False, interrupt_after_trials: int | None = None) -> StudyResult:
+              crash_kill: bool = False, interrupt_after_trials: int | None = None,
+              progress: Reporter | None = None, configurations: list[dict] | None = None) -> StudyResult:
     """Run (or resume) a hyperparameter study on Ray Tune and return its :class:`StudyResult`.
 
     Validates the configuration (errors name the ``tuning.*`` key) and the Ray address before
@@ -63,6 +71,11 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
     death of the trial mid-study, after its epoch-1 checkpoint). ``interrupt_after_trials`` (resume tests, benchmarks): after that many
     trials have ended, the study is interrupted the way Ctrl+C does (SIGUSR1 to this process;
     Tune saves its state and returns), leaving an unfinished experiment behind.
+
+    ``progress`` is called with a :class:`tasks.tuning.progress.StudyProgress` as trials start,
+    pause and finish (the tune stage passes a live terminal line plus a Prefect progress artifact).
+    ``configurations`` (searched parameters; benchmarks, warm starts) are tried first, in order,
+    before the sampler draws the rest of ``tuning.num_samples``.
     """
     model = model or ModelConfig()
     training = training or TrainingConfig()
@@ -71,25 +84,41 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
         raise DriftloopError("tuning needs non-empty train and validation splits")
     n_classes = int(num_classes or int(max(splits.train.y.max(), splits.val.y.max())) + 1)
     name = cfg.study_name or study_name_for(cfg, seed, model, training, fingerprint(splits.train))
-    storage_path, fs, storage_uri = tune_storage(store, cfg.storage_subpath)
-    if cfg.ray_address:
+    if is_remote(cfg.ray_address):
         check_ray_address(cfg.ray_address)
+        if not store.uri.startswith("s3://"):
+            # Checked before tune_storage creates anything: the refused study leaves nothing behind.
+            raise ConfigError(f"tuning.ray_address {cfg.ray_address!r} is a cluster, but store.uri {store.uri!r} is a "
+                              "local directory: the cluster's nodes do not share this machine's disk, so trials could "
+                              "neither save nor restore their checkpoints. Use an S3-compatible store that every node "
+                              "reaches (store.uri=s3://BUCKET/PREFIX with store.endpoint_url), or unset "
+                              "tuning.ray_address to tune on this machine")
+    storage_path, fs, storage_uri = tune_storage(store, cfg.storage_subpath)
 
-    # Tune warns on every forced experiment snapshot (num_to_keep set, a checkpoint per epoch):
-    # expected here, and noise in the flow's logs.
+    # Quiet about what is expected: Tune warns on forced experiment snapshots (num_to_keep set),
+    # prints a configuration box and a TensorBoard hint even with verbose=0 under its new output
+    # engine (the legacy reporter at verbose=0 prints nothing), and Ray warns at init about a
+    # future change to CUDA_VISIBLE_DEVICES for num_gpus=0 that driftloop does not rely on.
+    # Progress goes through the ``progress`` reporter instead.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import warnings
+
     import ray
     from ray import tune
 
     t_start = time.perf_counter()
-    started = connect_ray(cfg)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*override accelerator visible devices.*", category=FutureWarning)
+        started = connect_ray(cfg)
     ray_start_seconds = time.perf_counter() - t_start
     try:
-        resources = trial_resources(cfg, ray.cluster_resources(), local=not cfg.ray_address)
+        resources = trial_resources(cfg, ray.cluster_resources(), local=not is_remote(cfg.ray_address))
         session = uuid.uuid4().hex[:12]
         setup = TrialSetup(model=model.model_dump(mode="json"), training=training.model_dump(mode="json"),
                            seed=seed, max_t=cfg.max_t, num_classes=n_classes, session=session,
                            threads=max(1, int(resources["cpu"])),
+                           checkpoint_epochs=pause_epochs(cfg.scheduler, cfg.max_t, cfg.eta, cfg.checkpoint_every),
                            crash_once_marker=str(crash_once_marker) if crash_once_marker else None,
                            crash_kill=crash_kill)
         data = {"x_train": splits.train.x, "y_train": splits.train.y, "x_val": splits.val.x, "y_val": splits.val.y}
@@ -100,7 +129,7 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
             tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True,
                                        resume_errored=True, storage_filesystem=fs)
         else:
-            scheduler, searcher = _make_scheduler(cfg, seed)
+            scheduler, searcher = _make_scheduler(cfg, seed, configurations)
             from tasks.tuning.ray_hooks import BracketTagger
 
             callbacks = [BracketTagger()]
@@ -109,7 +138,11 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
                 param_space=param_space(cfg.search_space),
                 tune_config=tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, scheduler=scheduler,
                                             search_alg=searcher, num_samples=cfg.num_samples,
-                                            max_concurrent_trials=cfg.max_concurrent_trials),
+                                            max_concurrent_trials=cfg.max_concurrent_trials,
+                                            # A trial's actor (a Python process with torch imported,
+                                            # seconds to start on 2 cores) serves the next trial and
+                                            # the resumption of paused ones.
+                                            reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage_path, storage_filesystem=fs, verbose=0,
                     callbacks=callbacks,
@@ -117,9 +150,17 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
                 ),
             )
+        if progress is not None:
+            from tasks.tuning.ray_hooks import ProgressCallback
+
+            _add_session_callback(tuner, ProgressCallback(progress, total=cfg.num_samples, max_t=cfg.max_t,
+                                                          metric=cfg.metric, mode=cfg.mode))
         if interrupt_after_trials is not None:
-            _arm_interrupt(tuner, interrupt_after_trials)
-        grid = tuner.fit()
+            from tasks.tuning.ray_hooks import InterruptAfter
+
+            _add_session_callback(tuner, InterruptAfter(interrupt_after_trials))
+        with _quiet_tune_logs():
+            grid = tuner.fit()
         wall = time.perf_counter() - t_start
         # Trial statuses as saved in the experiment snapshot: after an interruption Tune marks the
         # in-memory trials TERMINATED on cleanup, but the snapshot keeps PENDING/PAUSED/RUNNING.
@@ -139,13 +180,24 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
             ray.shutdown()
 
 
-def _arm_interrupt(tuner, after: int) -> None:
-    """Interrupt the study after ``after`` trials ended (see ``InterruptAfter``). The callback is
-    added to this session only, after the Tuner pickled its run config, so a resume lacks it."""
-    from tasks.tuning.ray_hooks import InterruptAfter
+@contextlib.contextmanager
+def _quiet_tune_logs():
+    """Tune's INFO lines (where results were written, trials paused and resumed by Hyperband) are
+    expected events, not news: keep ray.tune at WARNING while the study runs."""
+    log = logging.getLogger("ray.tune")
+    level = log.level
+    log.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
+
+def _add_session_callback(tuner, callback) -> None:
+    """Add a callback to this ``fit`` only: after the Tuner pickled its run config into the
+    experiment, so a resumed study does not inherit it (and it need not be picklable)."""
     internal = tuner._local_tuner
-    internal._run_config.callbacks = list(internal._run_config.callbacks or []) + [InterruptAfter(after)]
+    internal._run_config.callbacks = list(internal._run_config.callbacks or []) + [callback]
 
 
 def _collect(grid, cfg: TuningConfig, name: str, uri: str, session: str, model: ModelConfig,
@@ -189,7 +241,8 @@ def _collect(grid, cfg: TuningConfig, name: str, uri: str, session: str, model: 
             train_seconds=float(per_epoch["train_seconds"].iloc[-1]),
             band=band, bracket=bracket, resumes=resumes, failures=failures,
             epochs_this_session=int((df["session"] == session).sum()) if "session" in df else 0,
-            error=_error_text(res.error))
+            error=_error_text(res.error), node_id=_last_str(df, "node_id"), gpu_ids=_last_str(df, "gpu_ids"),
+            nodes=_distinct_str(df, "node_id"))
         records.append(rec)
         curve = rec.curve(cfg.metric)
         for i, v in enumerate(curve):
@@ -214,6 +267,20 @@ def _collect(grid, cfg: TuningConfig, name: str, uri: str, session: str, model: 
         train_seconds=sum(r.train_seconds for r in records), ray_start_seconds=ray_start,
         resumed=resumed, resources_per_trial=resources,
         finished=all(r.status != "unfinished" for r in records), plan=plan)
+
+
+def _last_str(df, col: str) -> str | None:
+    """The column's last value as text ("" for an empty one, which CSV reads back as NaN)."""
+    if col not in df or not len(df):
+        return None
+    v = df[col].iloc[-1]
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def _distinct_str(df, col: str) -> list[str]:
+    if col not in df:
+        return []
+    return list(dict.fromkeys(str(v) for v in df[col].dropna()))
 
 
 def _int_or_none(df, col: str) -> int | None:

@@ -42,6 +42,9 @@ class TrialSetup:
     num_classes: int
     session: str
     threads: int
+    # Epochs after which the trial saves a checkpoint: where the scheduler may pause it (see
+    # pause_epochs) and every tuning.checkpoint_every epochs. Elsewhere it reports metrics only.
+    checkpoint_epochs: tuple[int, ...] = ()
     crash_once_marker: str | None = None
     crash_at_epoch: int = 2
     crash_kill: bool = False  # the crash is a SIGKILL of the trial's own worker process
@@ -80,7 +83,10 @@ def train_trial(config: dict, data: dict | None = None, setup: TrialSetup | None
     params = {k: config[k] for k in config}
     model_cfg, train_cfg = apply_params(ModelConfig(**setup.model), TrainingConfig(**setup.training), params)
     seed = trial_seed(setup.seed, params)
+    # One intra-op thread per CPU of the trial: on 2 cores two trials with torch's default of all
+    # cores each would oversubscribe the machine.
     torch.set_num_threads(setup.threads)
+    placement = trial_placement()
     seed_everything(seed)
     device = select_device(train_cfg.device)
     x_tr, y_tr, x_va, y_va = data["x_train"], data["y_train"], data["x_val"], data["y_val"]
@@ -115,10 +121,38 @@ def train_trial(config: dict, data: dict | None = None, setup: TrialSetup | None
         train_seconds += time.perf_counter() - t0
         metrics = {"epoch": epoch, "val_accuracy": ev.accuracy, "val_loss": ev.loss, "train_loss": train_loss,
                    "train_seconds": train_seconds, "restored_from_epoch": start, "trial_seed": seed,
-                   "session": setup.session}
+                   "session": setup.session, **placement}
+        if epoch not in setup.checkpoint_epochs:
+            tune.report(metrics)
+            continue
         with tempfile.TemporaryDirectory(prefix="driftloop-ckpt-") as d:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, Path(d) / STATE_FILE)
             (Path(d) / META_FILE).write_text(json.dumps({"epoch": epoch, "train_seconds": train_seconds,
                                                          "config": {k: _plain(v) for k, v in params.items()}}))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def trial_placement() -> dict[str, str]:
+    """Where this trial runs: the Ray node id and the GPU ids Ray assigned to it (comma-joined,
+    empty without a GPU share); reported with every result, shown in the study report."""
+    import ray
+
+    ctx = ray.get_runtime_context()
+    return {"node_id": ctx.get_node_id(), "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids())}
+
+
+def pause_epochs(scheduler: str, max_t: int, eta: int, every: int | None = None) -> tuple[int, ...]:
+    """The epochs after which a trial checkpoints: every rung milestone below ``max_t`` of any
+    Hyperband/BOHB bracket (the only reports after which the synchronous scheduler pauses a trial,
+    and Tune's pause keeps the checkpoint of the report that triggered it), plus multiples of
+    ``every`` (for retries and node loss mid-rung). ASHA stops trials but never pauses them."""
+    from tasks.tuning.plan import ray_bracket_sizes, ray_rung_milestones
+
+    out: set[int] = set()
+    if scheduler in ("hyperband", "bohb"):
+        for s, _, _ in ray_bracket_sizes(max_t, eta):
+            out.update(m for m in ray_rung_milestones(max_t, eta, s) if m < max_t)
+    if every:
+        out.update(range(every, max_t + 1, every))
+    return tuple(sorted(out))
 

@@ -142,3 +142,23 @@ def test_tune_storage_local_and_s3(tmp_path):
     assert type(s3_filesystem(s3)).__name__ == "S3FileSystem"
     with pytest.raises(ConfigError, match="store.endpoint_url"):
         s3_filesystem(s3.model_copy(update={"endpoint_url": "127.0.0.1:8333"}))
+
+
+def test_storage_subpath_cannot_leave_the_store(tmp_path):
+    with pytest.raises(ConfigError, match="tuning.storage_subpath"):
+        load_settings(overrides={"tuning.storage_subpath": "a/../../x"})
+    # Also for a configuration built without validation (model_copy), where tune_storage is the last guard.
+    with pytest.raises(ConfigError, match="tuning.storage_subpath 'a/../../x'"):
+        tune_storage(StoreConfig(uri=str(tmp_path / "store")), "a/../../x")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "store").exists()
+    assert load_settings(overrides={"tuning.storage_subpath": "runs/v1.2"}).tuning.storage_subpath == "runs/v1.2"
+
+
+def test_remote_cluster_with_a_local_store_is_refused_before_anything_is_written(monkeypatch, small_splits, tmp_path):
+    monkeypatch.setattr(study_mod, "connect_ray", _no_ray)
+    monkeypatch.setattr(study_mod, "check_ray_address", lambda *a, **k: None)  # no cluster needed to refuse
+    cfg = TuningConfig(ray_address="10.0.0.1:6379")
+    with pytest.raises(ConfigError, match="nodes do not share this machine's disk") as e:
+        run_study(cfg, small_splits, seed=1, store=StoreConfig(uri=str(tmp_path / "store")))
+    assert "store.uri=s3://" in str(e.value)
+    assert not (tmp_path / "store").exists()
