@@ -47,6 +47,7 @@ class Node:
     log_path: Path
     num_cpus: int
     num_gpus: int
+    node_id: str | None = None  # Ray's node id, known once the node joined
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -89,7 +90,7 @@ class LocalCluster:
         """Wait until ``count`` nodes are alive in the GCS (asked by a short subprocess with the
         cluster's token, so this process's Ray state is left alone)."""
         code = ("import ray,sys; ray.init(address=sys.argv[1], log_to_driver=False); "
-                "print(sum(n['Alive'] for n in ray.nodes())); ray.shutdown()")
+                "print('ALIVE', ' '.join(n['NodeID'] for n in ray.nodes() if n['Alive'])); ray.shutdown()")
         deadline = time.monotonic() + wait_s
         last = ""
         while time.monotonic() < deadline:
@@ -98,8 +99,16 @@ class LocalCluster:
                 raise DriftloopError(f"ray node(s) {dead} exited; see {self.nodes[-1].log_path}")
             out = subprocess.run([sys.executable, "-c", code, self.address], env=self.env,
                                  capture_output=True, text=True, timeout=120)
-            last = (out.stdout.strip().splitlines() or [""])[-1]
-            if last.isdigit() and int(last) >= count:
+            lines = [x for x in out.stdout.splitlines() if x.startswith("ALIVE")]
+            ids = lines[-1].split()[1:] if lines else []
+            last = str(len(ids))
+            if len(ids) >= count:
+                # Nodes join one at a time: the id not seen before is the newest node's.
+                known = {n.node_id for n in self.nodes if n.node_id}
+                new = [i for i in ids if i not in known]
+                pending = [n for n in self.nodes if n.node_id is None]
+                if len(new) == 1 and len(pending) == 1:
+                    pending[0].node_id = new[0]
                 return
             time.sleep(1.0)
         raise DriftloopError(f"the local Ray cluster at {self.address} has {last or '?'} of {count} nodes "
@@ -111,6 +120,11 @@ def _kill_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)  # the node leads its own group (start_new_session)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+# A lost node is declared dead after about 3 s instead of Ray's default ~30 s (tests kill nodes).
+FAST_HEALTH_CHECKS = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
+                      "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
 
 
 def node_env(token: str | None, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -145,12 +159,13 @@ def _start_node(name: str, cluster: LocalCluster, head: bool, num_cpus: int, num
 
 
 def start_cluster(workers: list[dict], head_cpus: int = 0, token: str | None = None,
-                  wait_s: float = 120.0) -> LocalCluster:
+                  wait_s: float = 120.0, extra_env: dict[str, str] | None = None) -> LocalCluster:
     """Start a head (``head_cpus`` CPUs: 0 keeps trials off it, as on a real cluster whose head only
     coordinates) and one worker per entry of ``workers`` (``{"num_cpus": 1, "num_gpus": 0}``);
     returns once every node has joined. Stops what it started when a node fails to come up."""
     temp = Path(tempfile.mkdtemp(prefix="dlray-", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    cluster = LocalCluster(address=f"127.0.0.1:{free_port()}", temp_dir=temp, token=token, env=node_env(token))
+    cluster = LocalCluster(address=f"127.0.0.1:{free_port()}", temp_dir=temp, token=token,
+                           env={**node_env(token), **(extra_env or {})})
     try:
         cluster.nodes.append(_start_node("head", cluster, head=True, num_cpus=head_cpus, num_gpus=0))
         cluster.wait_for_nodes(1, wait_s)
