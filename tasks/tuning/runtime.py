@@ -132,11 +132,17 @@ AUTH_HELP = ("Ray token authentication must agree between the cluster and this d
 
 
 def connect_error(address: str, err: BaseException) -> ConfigError:
-    """A failed ``ray.init(address)`` as a ConfigError that says what to set."""
-    text = str(err)
-    if "Unauthenticated" in text or "InvalidAuthToken" in text or "authentication" in text.lower():
-        return ConfigError(f"tuning.ray_address {address!r}: the cluster refused this driver's Ray token "
-                           f"({text.strip().splitlines()[0][:200]}). {AUTH_HELP}")
+    """A failed ``ray.init(address)`` as a ConfigError that says what to set.
+
+    Called after :func:`check_ray_address` found the GCS port answering, so a refused connection
+    is almost always authentication: Ray 2.55 then raises "Failed to connect to Ray cluster" after
+    ~20 s and logs "Unauthenticated: InvalidAuthToken" only to stderr.
+    """
+    text = str(err).strip()
+    first = (text.splitlines() or [type(err).__name__])[0][:300]
+    if isinstance(err, ConnectionError) or "Unauthenticated" in text or "authentication" in text.lower():
+        return ConfigError(f"tuning.ray_address {address!r}: the cluster refused this driver's Ray token, or it has "
+                           f"none ({first}; its port answers, so the token is the usual cause). {AUTH_HELP}")
     return ConfigError(f"tuning.ray_address {address!r}: cannot connect: {text[:500]}")
 
 
