@@ -28,7 +28,7 @@ class TuningConfig(Section):
     enabled: bool = True
     # hyperband: ray.tune HyperBandScheduler (synchronous Hyperband, Li et al. 2018; reproducible)
     # asha: ASHAScheduler (asynchronous successive halving, Li et al. 2020), one bracket
-    # bohb: HyperBandForBOHB + TuneBOHB (Falkner et al. 2018); needs `pip install hpbandster ConfigSpace`
+    # bohb: HyperBandForBOHB + TuneBOHB (Falkner et al. 2018); needs hpbandster and ConfigSpace<1 (the dev extra)
     scheduler: Literal["hyperband", "asha", "bohb"] = "hyperband"
     max_t: int = Field(27, ge=1, description="maximum resource R per configuration, in epochs")
     eta: int = Field(3, ge=2, description="reduction factor")

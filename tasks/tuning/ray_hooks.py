@@ -14,7 +14,7 @@ import time
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import HyperBandScheduler
+from ray.tune.schedulers import HyperBandForBOHB, HyperBandScheduler
 from ray.tune.schedulers.hyperband import _Bracket
 
 from tasks.tuning.progress import Reporter, StudyProgress
@@ -238,3 +238,16 @@ class ProgressCallback(Callback):
 
             logging.getLogger("driftloop.tuning").warning("study progress reporting stopped: %s", e)
             self.reporter = None
+
+
+class SnapshotSafeBOHB(HyperBandForBOHB):
+    """Ray's HyperBandForBOHB (ray 2.55.1) with one fix shared with :class:`BracketTaggingHyperBand`:
+    a trial stopped while PAUSED (its bracket finished without it) is marked for the next experiment
+    snapshot, which Tune 2.55.1 would otherwise save as PAUSED: the study then reads as
+    interrupted, and a restore would run the trial again."""
+
+    def on_trial_remove(self, tune_controller, trial):
+        super().on_trial_remove(tune_controller, trial)
+        mark = getattr(tune_controller, "_mark_trial_to_checkpoint", None)
+        if mark is not None:
+            mark(trial)

@@ -227,10 +227,11 @@ def _make_scheduler(cfg: TuningConfig, seed: int, configurations: list[dict] | N
                               brackets=1),
                 BasicVariantGenerator(random_state=derive_seed(seed, "tune", "sampler"), points_to_evaluate=points))
     if cfg.scheduler == "bohb":
-        from ray.tune.schedulers import HyperBandForBOHB
         from ray.tune.search.bohb import TuneBOHB
 
-        return (HyperBandForBOHB(time_attr="epoch", max_t=cfg.max_t, reduction_factor=cfg.eta),
+        from tasks.tuning.ray_hooks import SnapshotSafeBOHB
+
+        return (SnapshotSafeBOHB(time_attr="epoch", max_t=cfg.max_t, reduction_factor=cfg.eta),
                 TuneBOHB(seed=derive_seed(seed, "tune", "sampler"), points_to_evaluate=points))
     raise ConfigError(f"tuning.scheduler: unknown scheduler {cfg.scheduler!r}")
 

@@ -104,7 +104,8 @@ def validate_tuning(cfg: TuningConfig, base_model: ModelConfig | None = None,
         missing = bohb_missing_packages()
         if missing:
             raise ConfigError("tuning.scheduler='bohb' needs packages that are not installed "
-                              f"({', '.join(missing)}): pip install hpbandster ConfigSpace")
+                              f"({', '.join(missing)}): pip install hpbandster==0.7.4 ConfigSpace==0.7.1 "
+                              "(the dev extra; Ray 2.55.1's TuneBOHB needs ConfigSpace < 1)")
 
 
 def bohb_missing_packages() -> list[str]:

@@ -58,7 +58,7 @@ def test_r_below_eta_and_unknown_scheduler():
 def test_bohb_names_the_packages_to_install():
     if not search.bohb_missing_packages():
         pytest.skip("hpbandster and ConfigSpace are installed here")
-    with pytest.raises(ConfigError, match="pip install hpbandster ConfigSpace"):
+    with pytest.raises(ConfigError, match="pip install hpbandster==0.7.4 ConfigSpace==0.7.1"):
         validate_tuning(TuningConfig(scheduler="bohb"))
 
 
