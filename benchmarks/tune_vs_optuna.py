@@ -143,14 +143,21 @@ def main() -> None:
         seed = 2024 + k
         splits = split_dataset(load_digits_dataset(), seed, dc.val_fraction, dc.test_fraction)
         configs = configurations(cfg.search_space, seed, args.num_samples)
+        # Alternate which runs first: the machine's load drifts over minutes.
         load0 = os.getloadavg()
-        d = run_driftloop(configs, splits, model, training, seed, cfg)
-        load1 = os.getloadavg()
-        o = run_optuna(configs, splits, model, training, seed, args.max_t, args.eta, args.optuna_threads)
+        if k % 2 == 0:
+            d = run_driftloop(configs, splits, model, training, seed, cfg)
+            load1 = os.getloadavg()
+            o = run_optuna(configs, splits, model, training, seed, args.max_t, args.eta, args.optuna_threads)
+        else:
+            o = run_optuna(configs, splits, model, training, seed, args.max_t, args.eta, args.optuna_threads)
+            load1 = os.getloadavg()
+            d = run_driftloop(configs, splits, model, training, seed, cfg)
         load2 = os.getloadavg()
         ratio = d["wall_seconds"] / o["wall_seconds"]
         runs.append({"seed": seed, "driftloop": d, "optuna": o, "wall_ratio_driftloop_over_optuna": round(ratio, 3),
-                     "load_average": {"before_driftloop": load0, "after_driftloop": load1, "after_optuna": load2}})
+                     "first": "driftloop" if k % 2 == 0 else "optuna",
+                     "load_average": {"before": load0, "between": load1, "after": load2}})
         print(f"seed {seed}: driftloop {d['wall_seconds']:.1f} s ({d['epochs']} epochs, best {d['best_val_accuracy']}) "
               f"vs Optuna {o['wall_seconds']:.1f} s ({o['epochs']} epochs, best {o['best_val_accuracy']}): "
               f"ratio {ratio:.2f}; load {load0[0]:.1f}/{load2[0]:.1f}", flush=True)
