@@ -219,7 +219,8 @@ class ProgressCallback(Callback):
     # ----------------------------------------------------------------------------------------
 
     def snapshot(self, trials) -> StudyProgress:
-        statuses = [t.status for t in trials]
+        # A trial that just ended may still show RUNNING: Tune sets its status after the callbacks.
+        statuses = [t.status for t in trials if t.trial_id not in self.ended]
         return StudyProgress(
             total=max(self.total, len(trials)), finished=len(self.ended), running=statuses.count("RUNNING"),
             paused=statuses.count("PAUSED"), stopped_early=sum(v == "stopped" for v in self.ended.values()),
