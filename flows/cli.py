@@ -1,7 +1,9 @@
 """The ``driftloop`` command line: run flows, validate batches, inspect and move the registry.
 
 Exit codes: 0 success; 1 the work ran and failed (a batch failed validation, a flow failed);
-2 bad usage or configuration (unknown flow, malformed config, bad parameter).
+2 bad usage or configuration (unknown flow, malformed config, bad parameter); 3 ``run drift-check``
+ran but quarantined some batches (they got no drift verdict: see the summary and the
+``driftloop.data.quarantined`` event).
 """
 
 from __future__ import annotations
@@ -69,6 +71,10 @@ def run(flow: str = typer.Argument(..., help=f"The flow to run: {', '.join(FLOWS
     if flow not in FLOWS:
         _fail(f"unknown flow {flow!r}; choose one of: {', '.join(FLOWS)}")
     settings = _settings(config, param, smoke)
+    from flows.ephemeral_server import start_tied_ephemeral_server
+
+    # A temporary Prefect server (no PREFECT_API_URL) that stops when this command dies, even by SIGKILL.
+    start_tied_ephemeral_server()
     try:
         if flow == "training":
             from flows.training import training
@@ -82,12 +88,16 @@ def run(flow: str = typer.Argument(..., help=f"The flow to run: {', '.join(FLOWS
             from flows.retraining import retraining
 
             result = retraining(settings)
+    except ConfigError as e:  # found by the flow's preflight: still a configuration error
+        _fail(str(e), 2)
     except DriftloopError as e:
         _fail(str(e), 1)
     if as_json:
         _print_json({k: v for k, v in result.items() if k != "summary"})
     else:
         typer.echo(result.get("summary", json.dumps(result, indent=2, default=str)))
+    if flow == "drift-check" and result.get("quarantined"):
+        raise typer.Exit(3)  # some batches quarantined (documented above)
 
 
 @app.command()
@@ -151,19 +161,32 @@ def models_list(config: Optional[Path] = ConfigOpt, param: Optional[list[str]] =
 
 @models_app.command("show")
 def models_show(version: Optional[int] = typer.Argument(None, help="Version (default: the champion)."),
+                verify: bool = typer.Option(False, "--verify", help="Check every object's sha256 against the "
+                                            "manifest; exit 1 when any fails."),
                 config: Optional[Path] = ConfigOpt, param: Optional[list[str]] = ParamOpt) -> None:
-    """One version's record and its run manifest (JSON)."""
+    """One version's record and its run manifest (JSON); with --verify its integrity too."""
     from tasks.models.registration import open_registry
 
     settings = _settings(config, param, False)
+    integrity = None
     try:
         store, registry = open_registry(settings)
         rec = registry.get(version) if version is not None else registry.champion()
         if rec is None:
             _fail("no champion yet", 1)
-        _print_json({"version": rec, "manifest": store.manifest(rec["run_id"])})
+        if verify:
+            integrity = registry.verify(rec["version"])
+        try:
+            manifest = store.manifest(rec["run_id"])
+        except DriftloopError as e:
+            if integrity is None:
+                raise
+            manifest = f"unreadable: {e}"
+        _print_json({"version": rec, "manifest": manifest, **({"integrity": integrity} if verify else {})})
     except DriftloopError as e:
         _fail(str(e), 1)
+    if integrity is not None and not integrity["ok"]:
+        _fail(f"version {rec['version']} fails verification: see \"integrity\" above", 1)
 
 
 @models_app.command("promote")
@@ -178,6 +201,10 @@ def models_promote(version: int = typer.Argument(..., help="Version to make cham
         entry = open_registry(settings)[1].promote(version, reason)
     except DriftloopError as e:
         _fail(str(e), 1)
+    if not entry.get("changed", True):
+        typer.echo(f"version {version} is already the champion of {settings.registry.model_name}: nothing changed "
+                   f"(--reason {reason!r} not recorded)")
+        return
     typer.echo(f"champion of {settings.registry.model_name} is now version {version}")
     _print_json(entry)
 
@@ -194,11 +221,37 @@ def models_rollback(to: Optional[int] = typer.Option(None, "--to", help="Version
         entry = open_registry(settings)[1].rollback(to, reason)
     except DriftloopError as e:
         _fail(str(e), 1)
+    if not entry.get("changed", True):
+        typer.echo(f"version {entry['champion']} is already the champion of {settings.registry.model_name}: "
+                   f"nothing changed (--reason {reason!r} not recorded)")
+        return
     typer.echo(f"rolled back {settings.registry.model_name}")
     _print_json(entry)
 
 
+@models_app.command("repair")
+def models_repair(dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be rebuilt; write nothing."),
+                  config: Optional[Path] = ConfigOpt, param: Optional[list[str]] = ParamOpt) -> None:
+    """Rebuild a corrupt champion pointer from the append-only history; list damaged version records."""
+    from tasks.models.registration import open_registry
+
+    settings = _settings(config, param, False)
+    try:
+        report = open_registry(settings)[1].repair(dry_run=dry_run)
+    except DriftloopError as e:
+        _fail(str(e), 1)
+    _print_json(report)
+    integrity = report.get("champion_integrity")
+    if report["repaired"]:
+        typer.echo(f"rebuilt the champion pointer of {settings.registry.model_name}: champion is version "
+                   f"{report['champion']}", err=True)
+    if report["damaged_versions"] or (integrity and not integrity["ok"]):
+        _fail("damage remains (see damaged_versions / champion_integrity): restore those records from a backup, "
+              "or `driftloop models rollback`", 1)
+
+
 from flows.cli_ops import register; register(app)  # noqa: E402,E702
+from flows.cli_predict import register as _register_predict; _register_predict(app)  # noqa: E402,E702
 
 
 def prepare_environment() -> None:

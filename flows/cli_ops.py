@@ -189,6 +189,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{verb} {n} objects of {r['run_id']} (no manifest, started {r['age_s'] / 3600:.1f} h ago)")
         for rid in report["committed_meanwhile"]:
             typer.echo(f"skipped {rid}: committed while collecting")
+        for r in report.get("referenced_by_registry", []):
+            typer.echo(f"kept {r['run_id']}: no manifest, but the registry references it ({', '.join(r['versions'])}); "
+                       "restore its manifest (or roll back) instead", err=True)
         if not report["runs"]:
             typer.echo(f"no orphaned runs older than {older_than_hours:g} h in {settings.store.uri}")
 

@@ -1,9 +1,16 @@
 """The scheduled drift check: new batches -> validate -> detect -> report -> emit a drift event.
 
-Reads batch files from ``drift.batches_uri`` (a local directory or an S3 prefix), skips batches
-already checked, validates each against the champion's schema (a bad batch is quarantined and gets
-no verdict), runs the configured detectors against the champion's stored reference, records every
-report, and on drift emits ``driftloop.drift.detected`` with a deterministic event id per episode.
+Reads batch files from ``drift.batches_uri`` (a local directory or an S3 prefix; one bad file
+never breaks the check: tasks/drift/discovery.py), skips batches already checked (same key, same
+content), validates each against the champion's schema, labelled or not (an integrity violation
+quarantines the batch, which gets no verdict; distribution findings are drift evidence), runs the
+configured detectors against the champion's stored reference, estimates the champion's accuracy
+(CBPE; measured where labels exist), records every verdict, and emits ``driftloop.drift.detected``
+(with a deterministic event id per episode) for the verdicts that trigger under ``drift.trigger``,
+and ``driftloop.data.quarantined`` when batches were quarantined.
+
+Status: ``ok``, ``drift``, ``quarantined`` or ``drift-and-quarantined``; ``driftloop run
+drift-check`` exits 3 when any batch was quarantined (flows/cli.py).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from prefect import flow
 
 from tasks.data import steps as data_steps
 from tasks.drift import steps as drift_steps
+from tasks.drift.verdict import harm_line
 from tasks.errors import ValidationFailed
 from tasks.models import steps as model_steps
 from tasks.settings import Settings, load_settings
@@ -35,49 +43,88 @@ def drift_check(config: Settings | None = None) -> dict:
     model = model_steps.load_champion_model(settings, champion).module()
 
     validation = settings.data.validation.model_copy(update={"check_shift": settings.drift.validate_shift})
-    batches = drift_steps.new_batches(settings)
-    log.info("%d new batch(es) under %s", len(batches), settings.drift.batches_uri)
-    checked, quarantined, reports = [], [], []
-    for uri in batches:
-        batch_id = drift_steps.batch_id_of(uri)
-        try:
-            batch = data_steps.validate_or_quarantine(uri, schema, validation, settings.store,
-                                                      batch_id=batch_id, label_column=settings.data.label_column)
-        except ValidationFailed as e:
-            drift_steps.record_check(settings, batch_id, {"status": "quarantined", "uri": uri,
-                                                          "rules": e.report.rules if e.report else [],
-                                                          "quarantine_uri": e.quarantine_uri,
-                                                          "model_version": champion["version"]})
-            quarantined.append(batch_id)
+    files = drift_steps.list_batches(settings)
+    done = drift_steps.checked_ids(settings)
+    checked, quarantined, verdicts, too_small, n_new = [], [], [], [], 0
+    for f in files:
+        found = drift_steps.read_batch(settings, f)
+        if found.batch_id in done:
             continue
-        batch_reports = drift_steps.detect_drift(reference, batch.dataset.x, model, cfg=settings.drift,
-                                                 batch_id=batch_id)
-        if drift_steps.record_check(settings, batch_id, {"status": "checked", "uri": uri,
-                                                         "model_version": champion["version"],
-                                                         "reports": [r.to_dict() for r in batch_reports]}):
-            checked.append(batch_id)
-            reports.extend(batch_reports)
+        n_new += 1
+        if found.refusal is not None:
+            # Refused by discovery (link, FIFO/device, too large, bad name): quarantined on its own.
+            q_uri = drift_steps.quarantine_refused(settings, found)
+            entry = {"batch_id": found.batch_id, "uri": found.uri, "rules": [found.refusal[0]],
+                     "message": found.refusal[1], "quarantine_uri": q_uri}
+        else:
+            try:
+                # Integrity violations quarantine; distribution findings come back as evidence.
+                batch = data_steps.validate_or_quarantine(found.uri, schema, validation, settings.store,
+                                                          batch_id=found.batch_id, raw_bytes=found.raw,
+                                                          label_column=settings.data.label_column,
+                                                          labels="optional", distribution="evidence")
+            except ValidationFailed as e:
+                entry = {"batch_id": found.batch_id, "uri": found.uri, "rules": e.report.rules if e.report else [],
+                         "quarantine_uri": e.quarantine_uri}
+            else:
+                if len(batch.dataset) < settings.drift.min_batch_size:
+                    # Too few rows for the tests to mean anything: recorded (never rechecked), no verdict.
+                    if drift_steps.record_check(settings, found.batch_id, {"status": "too-small", "uri": found.uri,
+                                                                           "key": found.key, "rows": len(batch.dataset),
+                                                                           "model_version": champion["version"]}):
+                        too_small.append(found.batch_id)
+                    continue
+                verdict = drift_steps.judge_batch(reference, batch, model, settings, found.batch_id, found.uri)
+                if drift_steps.record_check(settings, found.batch_id, {**verdict.record(), "key": found.key,
+                                                                       "sha256": found.sha256,
+                                                                       "model_version": champion["version"]}):
+                    checked.append(found.batch_id)
+                    verdicts.append(verdict)
+                continue
+        if drift_steps.record_check(settings, found.batch_id, {"status": "quarantined", "key": found.key,
+                                                               "model_version": champion["version"], **entry}):
+            quarantined.append(entry)
     drift_steps.publish_history(settings)
+    log.info("%d new batch(es) under %s: %d checked, %d quarantined", n_new, settings.drift.batches_uri,
+             len(checked), len(quarantined))
 
-    event = None
-    drifted = sorted({r.batch_id for r in reports if r.drift})
-    if drifted:
-        episode = drift_steps.update_episode(settings, champion["version"], drifted)
-        event = drift_steps.emit_drift_event(name, champion["version"], [r for r in reports if r.drift],
-                                             episode["episode_id"])
-        log.warning("drift in %s (episode %s): event %s", drifted, episode["episode_id"], event and event["event_id"])
-    summary = (f"# Drift check of {name} v{champion['version']}\n\n* new batches: {len(batches)}\n"
-               f"* checked: {len(checked)}\n* quarantined (no verdict): {quarantined or 'none'}\n"
-               f"* drift: {drifted or 'none'}\n* event: {event['event_id'] if event else 'none'}\n")
+    event = q_event = None
+    drifted = [v.batch_id for v in verdicts if v.drift]
+    triggering = [v for v in verdicts if v.triggers]
+    if triggering:
+        ids = [v.batch_id for v in triggering]
+        episode = drift_steps.update_episode(settings, champion["version"], ids)
+        event = drift_steps.emit_drift_event(name, champion["version"],
+                                             [r for v in triggering for r in v.reports if r.drift],
+                                             episode["episode_id"], [v.uri for v in triggering],
+                                             harm=[v.harm.as_dict() for v in triggering if v.harm],
+                                             unlabelled=[v.batch_id for v in triggering if not v.labelled])
+        log.warning("drift in %s (episode %s): event %s", ids, episode["episode_id"], event and event["event_id"])
+    if quarantined:
+        q_event = drift_steps.emit_quarantine_event(name, champion["version"], quarantined)
+        log.warning("quarantined %s: event %s", [q["batch_id"] for q in quarantined], q_event and q_event["event_id"])
+    harmless = [b for b in drifted if b not in {v.batch_id for v in triggering}]
+    status = ("drift" if drifted else "ok") if not quarantined else ("drift-and-quarantined" if drifted else "quarantined")
+    summary = (f"# Drift check of {name} v{champion['version']}\n\n* status: {status}\n* new batches: {n_new}\n"
+               f"* checked: {len(checked)}\n* too small to test (drift.min_batch_size): {too_small or 'none'}\n"
+               f"* quarantined (no verdict): "
+               f"{[q['batch_id'] for q in quarantined] or 'none'}\n* drift: {drifted or 'none'}\n"
+               f"* drift not retrained on (drift.trigger={settings.drift.trigger}): {harmless or 'none'}\n"
+               f"* event: {event['event_id'] if event else 'none'}\n\n## Accuracy (CBPE estimate; measured where labelled)\n\n"
+               + "\n".join(harm_line(v) for v in verdicts) + "\n")
     publish_markdown("drift-check-summary", summary, "What this drift check found")
-    return {"status": "drift" if drifted else "ok", "checked": checked, "quarantined": quarantined,
-            "drifted": drifted, "event": event, "model_version": champion["version"], "summary": summary}
+    return {"status": status, "checked": checked, "too_small": too_small,
+            "quarantined": [q["batch_id"] for q in quarantined],
+            "quarantine": quarantined, "drifted": drifted, "triggering": [v.batch_id for v in triggering],
+            "keys": {v.batch_id: v.uri for v in verdicts}, "harm": {v.batch_id: v.harm.as_dict() for v in verdicts if v.harm},
+            "event": event, "quarantine_event": q_event, "model_version": champion["version"], "summary": summary}
 
 
 def _skip(reason: str) -> dict:
     run_logger().warning("drift check skipped: %s", reason)
     publish_markdown("drift-check-summary", f"# Drift check skipped\n\n{reason}\n", "Why no check ran")
     return {"status": "skipped", "reason": reason, "checked": [], "quarantined": [], "drifted": [], "event": None,
+            "quarantine": [], "triggering": [], "keys": {}, "harm": {}, "quarantine_event": None, "too_small": [],
             "summary": f"drift check skipped: {reason}"}
 
 

@@ -56,8 +56,10 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
     extra_validation = settings.data.validation.model_copy(update={"check_shift": settings.drift.validate_shift})
     for uri in inputs.extra_batches:
         # Each added batch must pass too; a bad one is quarantined and the run stops.
+        # Drifted data moves out of the training range by definition: integrity rules only.
         batch = data_steps.validate_or_quarantine(uri, ref_schema or own_schema, extra_validation,
-                                                  settings.store, label_column=settings.data.label_column)
+                                                  settings.store, label_column=settings.data.label_column,
+                                                  distribution="evidence")
         dataset = concat_datasets(dataset, batch.dataset)
     splits = data_steps.split_data(dataset, settings.seed, settings.data)
     schema = data_steps.infer_schema_task(splits.train)
@@ -132,6 +134,8 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
         decision = adv_steps.robustness_gate(robust, champion_robust, settings).as_dict()
     else:
         decision = model_steps.accuracy_gate(metrics, champion_metrics, settings)
+    # Sanity: a candidate that cannot be right is refused whatever the comparison said.
+    decision = model_steps.sanity_gate(decision, splits, metrics, ref_schema.labels if ref_schema else None, settings)
     log.info("gate: %s (%s)", "promote" if decision["promote"] else "keep champion", decision["reason"])
 
     # Register

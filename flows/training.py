@@ -10,6 +10,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.pipeline import PipelineInputs, run_pipeline
+from tasks.preflight import preflight
 from tasks.settings import Settings, load_settings
 
 
@@ -17,6 +18,7 @@ from tasks.settings import Settings, load_settings
 def training(config: Settings | None = None) -> dict:
     """Train, evaluate and register a model; promote it when it is at least as good as the champion."""
     settings = config if config is not None else load_settings()
+    preflight(settings)  # a bad search space or an unwritable store fails before the first stage
     return run_pipeline(settings, PipelineInputs(trigger={"kind": "manual"}))
 
 

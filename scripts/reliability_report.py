@@ -57,6 +57,14 @@ SCENARIOS: list[tuple[str, str, str, list[str]]] = [
      "twice (write-once ledger)",
      ["tests/reliability/test_scheduler_outage.py::test_scheduler_back_after_an_outage_runs_one_catch_up_check",
       "tests/reliability/test_drift_storm.py::test_overlapping_catch_up_checks_check_each_batch_once"]),
+    ("Orchestration", "`driftloop run training` (temporary Prefect server, no PREFECT_API_URL) SIGKILLed mid-epoch",
+     "the temporary server does not outlive the command (a watchdog stops it within seconds); no process left",
+     ["tests/reliability/test_ephemeral_server.py::test_sigkilled_run_leaves_no_prefect_server"]),
+    ("Orchestration", "Deployments on a real `prefect worker start --pool` (process pool, another working directory): "
+     "a training run, a drift event's retraining, then the worker SIGKILLed mid-run",
+     "both runs complete on the worker; the killed run is marked Crashed by the heartbeat detector; a new "
+     "worker completes the next run",
+     ["tests/reliability/test_worker_flows.py::test_deployments_run_on_a_real_worker_and_a_killed_worker_is_replaced"]),
     ("Tuning", "A trial's worker process is SIGKILLed mid-trial; the driver process is SIGKILLed mid-study and "
      "the study restored (synchronous Hyperband, same seed as a clean run)",
      "the trial resumes from its checkpoint and keeps its bracket; best configuration (and every trial's "
@@ -104,6 +112,30 @@ SCENARIOS: list[tuple[str, str, str, list[str]]] = [
      ["tests/store/test_registry.py::test_planted_pickle_is_refused_never_executed",
       "tests/store/test_artifacts.py::test_npz_with_pickled_objects_is_refused_on_read",
       "tests/data/test_uri_and_quarantine.py::test_npz_object_arrays_are_never_unpickled"]),
+    ("Storage", "Manifests of registered runs went missing (the champion's and a never-promoted version's), then "
+     "`driftloop artifacts gc --older-than-hours 0`; then a version record that cannot be read; then the "
+     "champion's version record deleted too",
+     "GC deletes only the true orphan and keeps every object of every run a registry version references; "
+     "with an unreadable version record, or a version the pointer names without a record, it stops, naming "
+     "the file, and deletes nothing",
+     ["tests/reliability/test_registry_safety.py::test_gc_never_deletes_objects_of_a_run_the_registry_references"]),
+    ("Storage", "`models promote`/`rollback` to a version whose weights or spec fail sha256",
+     "refused (IntegrityError naming the run and object) before anything is written; champion unchanged; "
+     "`models show --verify` reports each object (exit 1 when damaged); the integrity error fails its task "
+     "at once instead of being retried as transient",
+     ["tests/reliability/test_registry_safety.py::test_promote_and_rollback_verify_the_target_first_and_show_reports_integrity",
+      "tests/reliability/test_registry_safety.py::test_an_integrity_error_is_not_retried_as_transient"]),
+    ("Storage", "The champion pointer overwritten with random bytes, `[]` or wrong field types; a version record "
+     "overwritten",
+     "models list/show/promote/rollback and validate exit 1 naming the file and `driftloop models repair` (no "
+     "traceback); `models repair` rebuilds the pointer from the append-only history (same champion and history) "
+     "and lists damaged version records",
+     ["tests/reliability/test_registry_safety.py::test_a_corrupt_champion_pointer_names_the_file_and_repair_rebuilds_it",
+      "tests/reliability/test_registry_safety.py::test_a_corrupt_version_record_names_itself_and_repair_lists_it"]),
+    ("Storage", "`driftloop models promote 2 --reason ...` run by 4 processes at once",
+     "exactly one records the promotion with its reason; the losers say that nothing changed and print no "
+     "older history entry",
+     ["tests/reliability/test_registry_safety.py::test_promote_racing_itself_the_losers_say_nothing_changed"]),
     ("Security", "Least privilege: the drift check runs with a SeaweedFS identity that reads the bucket and "
      "writes only drift/ and quarantine/",
      "the drift-check flow succeeds; 5 forbidden writes/deletes (run, version, champion, model delete, batches) "
@@ -120,6 +152,29 @@ SCENARIOS: list[tuple[str, str, str, list[str]]] = [
       "tests/data/test_uri_and_quarantine.py::test_unreadable_or_truncated_file",
       "tests/flows/test_training_flow.py::test_corrupted_data_is_quarantined_and_nothing_trained",
       "tests/flows/test_drift_loop.py::test_drift_check_flags_drift_quarantines_bad_batch_and_emits_one_event"]),
+    ("Data", "Degenerate candidates over a ten-class champion: labels all one class (test accuracy 1.0), five "
+     "classes dropped, 150 rows",
+     "the gate refuses each (at_least_two_classes, keeps_champion_classes, enough_training_rows, "
+     "reliable_evaluation) and the champion keeps accepting good batches; declaring `data.classes` allows the "
+     "label change",
+     ["tests/reliability/test_bad_candidates.py::test_the_gate_refuses_candidates_that_cannot_be_right",
+      "tests/reliability/test_bad_candidates.py::test_sanity_rules_unit"]),
+    ("Data", "Labels 99 in a fresh store; a negative label; labels stored as text",
+     "a DataError before training names the file and row (no 100-class model, no `np.bincount` traceback, "
+     "nothing written); validate and training apply one label rule (numeric text accepted by both, other "
+     "text refused by both)",
+     ["tests/reliability/test_bad_candidates.py::test_bad_label_sets_fail_clearly_before_training",
+      "tests/reliability/test_bad_candidates.py::test_validate_and_training_apply_one_label_rule"]),
+    ("Configuration", "A non-UTF-8 config file, duplicate YAML/JSON keys, `training.epochs=true`, "
+     "`tuning.enabled=1`, `training.epochs=\"5\"`",
+     "a configuration error, exit 2, naming the file or key; no traceback",
+     ["tests/reliability/test_config_faults.py::test_config_files_and_values_are_read_strictly"]),
+    ("Configuration", "A bad `tuning.search_space`; an unwritable `store.uri` (a local path under a file; S3 with "
+     "a wrong secret)",
+     "the training and retraining flows fail before their first stage (no task run) with a ConfigError naming "
+     "the key; `driftloop run` exits 2; the write probe leaves nothing behind",
+     ["tests/reliability/test_config_faults.py::test_a_bad_search_space_or_an_unwritable_store_fails_before_the_first_stage",
+      "tests/reliability/test_config_faults.py::test_the_store_probe_on_s3_leaves_nothing_and_refuses_bad_credentials"]),
     ("Security", "Ray: who can reach and use the local Ray driftloop starts",
      "no dashboard HTTP port, no Ray Client server; token authentication on: a process without the token "
      "(or with a wrong one) cannot join, one with it can; `driftloop` and the Flower simulation turn it on "
@@ -139,6 +194,9 @@ NOT_COVERED = [
     "'Running' in the Prefect API: the crash detector watches deployment runs only, whose heartbeat frequency "
     "driftloop controls (a flow started from Python keeps Prefect's 180 s default and could be mistaken for a "
     "dead one). Their store writes are still all-or-nothing.",
+    "**A run held by a dead worker is not restarted**: the heartbeat detector marks it Crashed and the next run "
+    "goes to a live worker, but Prefect does not reschedule a Crashed run; start it again (or let the next "
+    "drift event or schedule do so).",
     "**Ray's gRPC ports listen on every interface** (Ray 2.55 offers no loopback binding; `ray.init` replaces "
     "127.0.0.1 by the machine's address), as does the autoscaler's read-only metrics port (44217). Token "
     "authentication is the protection; a host firewall or a private network is still advised.",
@@ -176,6 +234,18 @@ FINDINGS = """\
   episode's write-once claim (and its batches), so a storm still trains once; pass an `episode_id` to
   force a separate run. Change: `flows/retraining.py` (6 lines) and a new task `open_episode` in
   `tasks/drift/steps.py`.
+* **Fixed (issue 17): GC deleted a champion whose manifest was missing**; it now never collects a run
+  any registry version names. Promote/rollback verify the target's objects first; a corrupt registry
+  file names itself and `driftloop models repair` rebuilds the pointer from the new append-only
+  `registry/<model>/history/` log; the model-registry tasks retried every error three times (1+4+10 s),
+  integrity errors included: they now retry transient I/O only. The gate refuses candidates that cannot
+  be right (`tasks/models/gate.py`); labels follow one rule (`tasks/data/labels.py`); config values are
+  strictly typed; `driftloop run` ties its temporary Prefect server to its own life (`flows/ephemeral_server.py`).
+* **Finding: a process worker's flow-run process survives the worker's SIGKILL** (Prefect starts it in a
+  session of its own) and then reports its run Crashed itself ("Execution was aborted by Python system exit
+  call"); the lost-machine scenario kills both, and the heartbeat detector marks the run Crashed.
+* **Finding (left to the splits' owner)**: a dataset too small to stratify (60 rows of 10 classes) fails in
+  scikit-learn's `train_test_split` with a raw ValueError.
 * **Prefect 3.8.8 race**: a SIGTERM that lands while a `log_prints=True` flow is shipping a `print()` to
   the API leaves the run `Running` instead of `Crashed` (reproduced with a 5-line flow). The killed-flow
   test sends SIGTERM once the run is settled in an epoch.
@@ -305,21 +375,30 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--new-only", action="store_true", help="run only tests/reliability")
     ap.add_argument("--doc", type=Path, default=DOC, help="where to write the markdown (default: docs/RELIABILITY.md)")
-    ap.add_argument("--from-junit", type=Path, default=None,
+    ap.add_argument("--from-junit", type=Path, action="append", default=None,
                     help="render from this junit XML of an earlier run (e.g. the whole suite's "
-                         "test-output/junit.xml) and the figures it recorded, instead of running pytest")
+                         "test-output/junit.xml) and the figures it recorded, instead of running pytest; "
+                         "repeatable: a test in a later file replaces its result from an earlier one")
     ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments")
     args = ap.parse_args(argv)
     if args.from_junit is not None:
-        if not args.from_junit.is_file():
-            print(f"no junit XML at {args.from_junit}", file=sys.stderr)
+        missing = [p for p in args.from_junit if not p.is_file()]
+        if missing:
+            print(f"no junit XML at {', '.join(map(str, missing))}", file=sys.stderr)
             return 2
-        root = ET.parse(args.from_junit).getroot()
-        suite = root if root.tag == "testsuite" else next(root.iter("testsuite"))
-        wall = float(suite.get("time", 0))
-        shown = f"bash scripts/test.sh  (the whole suite), then python scripts/reliability_report.py --from-junit {args.from_junit}"
+        results: dict[str, dict] = {}
+        wall = 0.0
+        for path in args.from_junit:
+            root = ET.parse(path).getroot()
+            suite = root if root.tag == "testsuite" else next(root.iter("testsuite"))
+            wall += float(suite.get("time", 0))
+            results.update(_results(path))
+        sources = " ".join(f"--from-junit {p}" for p in args.from_junit)
+        shown = (f"bash scripts/test.sh  (the whole suite), then python scripts/reliability_report.py {sources}"
+                 if len(args.from_junit) == 1 else f"python scripts/reliability_report.py {sources}  (the runs those "
+                 "files record; a later file's results replace an earlier one's)")
         args.doc.parent.mkdir(parents=True, exist_ok=True)
-        args.doc.write_text(render(_results(args.from_junit), _figures(), shown, wall))
+        args.doc.write_text(render(results, _figures(), shown, wall))
         print(f"wrote {args.doc}")
         return 0
     tests = ["tests/reliability"]

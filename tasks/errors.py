@@ -36,3 +36,7 @@ class IntegrityError(StoreError):
 
 class RegistryError(DriftloopError):
     """A model-registry operation is not possible (unknown model or version, lost race)."""
+
+
+class RegistryCorrupt(RegistryError):
+    """A registry file (champion pointer, version record) cannot be read; the message names it and the repair."""

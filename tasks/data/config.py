@@ -51,7 +51,17 @@ class DataConfig(Section):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     # Use at most this many training samples (None: all); the smoke profile uses it.
     max_train_samples: int | None = Field(None, ge=10)
+    # The declared label set (class indices). None: the labels must be contiguous from 0
+    # (tasks/data/labels.py). Declaring it also tells the gate that classes of the champion not
+    # listed here were dropped on purpose.
+    classes: list[int] | None = Field(None, min_length=2)
     validation: ValidationConfig = ValidationConfig()
+
+    @model_validator(mode="after")
+    def _classes(self):
+        if self.classes is not None and (len(set(self.classes)) != len(self.classes) or min(self.classes) < 0):
+            raise ValueError("data.classes must list distinct class indices >= 0")
+        return self
 
     @model_validator(mode="after")
     def _fractions(self):

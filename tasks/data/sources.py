@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from tasks.data.labels import integer_labels
 from tasks.errors import DataError
 
 SUPPORTED_SUFFIXES = (".npz", ".parquet", ".csv")
@@ -67,12 +68,7 @@ def _from_frame(df, label_column: str, origin: str) -> Dataset:
     non_numeric = [c for c in feats if not np.issubdtype(df[c].dtype, np.number)]
     if non_numeric:
         raise DataError(f"{origin}: feature columns must be numeric, these are not: {non_numeric[:5]}")
-    y = df[label_column].to_numpy()
-    if not np.issubdtype(y.dtype, np.integer):
-        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-            y = y.astype(np.int64)
-        else:
-            raise DataError(f"{origin}: label column {label_column!r} must hold integers")
+    y = integer_labels(df[label_column].to_numpy(), f"{origin}: label column {label_column!r}")
     x = df[feats].to_numpy()
     return Dataset(x=x, y=y.astype(np.int64), name=origin, feature_names=[str(c) for c in feats])
 
@@ -97,8 +93,7 @@ def parse_bytes(data: bytes, origin: str, label_column: str = "label") -> Datase
                 x, y = z["x"], z["y"]
             if x.ndim < 1 or y.ndim != 1 or x.shape[0] != y.shape[0]:
                 raise DataError(f"{origin}: x has shape {x.shape} and y {y.shape}; need x (n, ...) and y (n,)")
-            if not np.issubdtype(y.dtype, np.integer):
-                raise DataError(f"{origin}: y must hold integer labels, got dtype {y.dtype}")
+            y = integer_labels(y, f"{origin}: array 'y'")
             if x.ndim == 1:
                 x = x[:, None]
             return Dataset(x=x, y=y.astype(np.int64), name=origin)

@@ -12,6 +12,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data.config import DataConfig, ValidationConfig
+from tasks.data.labels import check_label_set
 from tasks.data.schema import Schema, infer_schema
 from tasks.data.sources import Dataset, Splits, load_dataset, split_dataset
 from tasks.data.validation import ValidatedBatch, validate_or_quarantine as _validate_or_quarantine
@@ -46,8 +47,10 @@ def load_data(data_cfg: DataConfig, store_cfg) -> Dataset:
     """Load the configured dataset (digits or a file/URI read through the store)."""
     from tasks.store.backends import read_uri
 
-    return load_dataset(data_cfg.source, lambda uri: read_uri(uri, store_cfg), data_cfg.label_column,
-                        data_cfg.sample_shape)
+    ds = load_dataset(data_cfg.source, lambda uri: read_uri(uri, store_cfg), data_cfg.label_column,
+                      data_cfg.sample_shape)
+    check_label_set(ds.y, ds.name, data_cfg.classes)  # before anything counts classes (np.bincount)
+    return ds
 
 
 @task(name="split-data", cache_policy=NO_CACHE)
@@ -66,7 +69,9 @@ def infer_schema_task(ds: Dataset) -> Schema:
       retry_condition_fn=retry_on_io, cache_policy=NO_CACHE)
 def validate_or_quarantine(batch: Dataset | str, schema: Schema, cfg: ValidationConfig, store_cfg,
                            batch_id: str | None = None, label_column: str = "label",
-                           raw_bytes: bytes | None = None) -> ValidatedBatch:
+                           raw_bytes: bytes | None = None, labels: str = "required",
+                           distribution: str = "fail") -> ValidatedBatch:
     """Validate a batch; on failure quarantine it and raise ValidationFailed (naming rules and location)."""
     return _validate_or_quarantine(batch, schema, cfg, store_cfg, batch_id=batch_id,
-                                   label_column=label_column, raw_bytes=raw_bytes)
+                                   label_column=label_column, raw_bytes=raw_bytes, labels=labels,
+                                   distribution=distribution)

@@ -27,6 +27,22 @@ Rules (each a constant below) and when they apply:
 
 The value rules (range, non-finite, duplicates, shift) run only when the structure (shape,
 dtype) matches: they compare features one to one and would report noise otherwise.
+
+Integrity is not drift. The rules fall in two classes (:data:`INTEGRITY_RULES`,
+:data:`DISTRIBUTION_RULES`, :func:`rule_class`):
+
+- *integrity* violations say the file is broken (unreadable, missing, empty, wrong shape, dtype
+  or columns, NaN/inf, bad labels, duplicated rows, a name or file type the drift check refuses):
+  such a batch is quarantined and gets no drift verdict;
+- *distribution evidence* (``out_of_range``, ``feature_shift``) says the data moved away from the
+  training data: that is what drift is, so with ``distribution="evidence"`` (the drift check,
+  and batches added by retraining) these findings go to :attr:`ValidationReport.evidence`, are
+  reported with the batch's drift verdict and can make it "drift", and never fail the batch.
+  With the default ``distribution="fail"`` (``driftloop validate``, the training data) they fail it.
+
+Unlabelled batches (an npz with only ``x``; a parquet/csv without the label column) are accepted
+with ``labels="optional"`` (the drift check): the label rules then apply only where labels exist,
+and :attr:`ValidationReport.labelled` is False.
 """
 
 from __future__ import annotations
@@ -46,6 +62,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.data.config import ValidationConfig
+from tasks.data.labels import label_value
 from tasks.data.schema import Schema
 from tasks.data.sources import Dataset, as_float32, fingerprint, parse_bytes, to_npz_bytes
 from tasks.errors import DataError, ObjectNotFound, StoreError, ValidationFailed
@@ -61,12 +78,26 @@ RULE_DUPLICATE_ROWS = "duplicate_rows"
 RULE_FEATURE_SHIFT = "feature_shift"
 RULE_UNREADABLE_FILE = "unreadable_file"
 RULE_MISSING_FILE = "missing_file"
+# Refusals of the drift check's batch discovery (tasks.drift.discovery): quarantined on their own.
+RULE_BAD_BATCH_NAME = "bad_batch_name"
+RULE_NOT_REGULAR_FILE = "not_regular_file"
+RULE_BATCH_TOO_LARGE = "batch_too_large"
 
 ALL_RULES = (
     RULE_EMPTY_BATCH, RULE_SHAPE_MISMATCH, RULE_DTYPE_MISMATCH, RULE_NON_FINITE, RULE_OUT_OF_RANGE,
     RULE_UNKNOWN_LABEL, RULE_MISSING_LABEL, RULE_DUPLICATE_ROWS, RULE_FEATURE_SHIFT,
-    RULE_UNREADABLE_FILE, RULE_MISSING_FILE,
+    RULE_UNREADABLE_FILE, RULE_MISSING_FILE, RULE_BAD_BATCH_NAME, RULE_NOT_REGULAR_FILE, RULE_BATCH_TOO_LARGE,
 )
+# Distribution evidence: the data moved (drift), the file is not broken. Everything else is integrity.
+DISTRIBUTION_RULES = frozenset({RULE_OUT_OF_RANGE, RULE_FEATURE_SHIFT})
+INTEGRITY_RULES = frozenset(ALL_RULES) - DISTRIBUTION_RULES
+
+
+def rule_class(rule: str) -> str:
+    """``"distribution"`` for evidence of drift (range, shift), ``"integrity"`` for a broken batch."""
+    if rule not in ALL_RULES:
+        raise DataError(f"unknown validation rule {rule!r}; known: {', '.join(ALL_RULES)}")
+    return "distribution" if rule in DISTRIBUTION_RULES else "integrity"
 
 QUARANTINE_PREFIX = "quarantine"
 REPORT_NAME = "report.json"
@@ -107,6 +138,10 @@ class ValidationReport(BaseModel):
     checked_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     # Filled in by :func:`quarantine` in the copy it stores: where the batch went.
     quarantine: dict[str, Any] | None = None
+    # Distribution findings kept as drift evidence (``distribution="evidence"``): they do not fail.
+    evidence: list[Violation] = Field(default_factory=list)
+    # False for a batch without labels accepted with ``labels="optional"``.
+    labelled: bool = True
 
     @property
     def rules(self) -> list[str]:
@@ -137,6 +172,10 @@ class ValidationReport(BaseModel):
             lines.append(f"  [{v.rule}] {v.message} (count {v.count})")
             for ex in v.examples:
                 lines.append("      " + ", ".join(f"{k}={_short(val)}" for k, val in ex.items()))
+        for v in self.evidence:
+            lines.append(f"  [{v.rule}] (drift evidence) {v.message} (count {v.count})")
+        if not self.labelled:
+            lines.append("  unlabelled batch: label rules not applied")
         if self.stats:
             lines.append("  stats: " + ", ".join(f"{k}={_short(v)}" for k, v in self.stats.items()))
         if self.quarantine:
@@ -255,6 +294,12 @@ def load_batch_from_uri(uri: str, store_cfg, label_column: str = "label", batch_
     except (ObjectNotFound, FileNotFoundError) as e:
         bid = batch_id or batch_id_for(uri)
         return None, None, read_report(bid, uri, RULE_MISSING_FILE, f"cannot read the batch: {e}")
+    return parse_batch_bytes(raw, uri, label_column, batch_id)
+
+
+def parse_batch_bytes(raw: bytes, uri: str, label_column: str = "label", batch_id: str | None = None
+                      ) -> tuple[Dataset | None, bytes, ValidationReport | None]:
+    """Parse bytes already read from ``uri`` as :func:`load_batch_from_uri` does (same returns)."""
     bid = batch_id or batch_id_for(uri, raw)
     try:
         ds = parse_bytes(raw, uri, label_column)
@@ -319,14 +364,13 @@ def _check_labels(y: np.ndarray, meta: dict, schema: Schema, out: _Collector) ->
         with np.errstate(invalid="ignore"):
             unknown = ~missing & (~np.isfinite(y) | (y != np.round(y)) | ~np.isin(y, allowed))
     else:  # object / strings (a csv label column with text in it): None, NaN, "" count as missing;
-        # numeric text ("3", read as text because another cell is not a number) is its number.
-        values = [_text_number(v) for v in y.tolist()]
+        # numeric text ("3", read as text because another cell is not a number) is its number:
+        # the label rule training applies too (tasks/data/labels.py).
+        values = y.tolist()
         missing = np.array([v is None or (isinstance(v, (float, np.floating)) and math.isnan(v))
                             or (isinstance(v, str) and not v.strip()) for v in values], dtype=bool)
         allowed_set = set(schema.labels)
-        unknown = np.array([not m and (isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))
-                                       or not math.isfinite(v) or v != int(v) or int(v) not in allowed_set)
-                            for v, m in zip(values, missing)], dtype=bool)
+        unknown = np.array([not m and label_value(v) not in allowed_set for v, m in zip(values, missing)], dtype=bool)
     if missing.any():
         rows = np.flatnonzero(missing)
         out.add(RULE_MISSING_LABEL, f"{len(rows)} of {n} rows have no label", len(rows),
@@ -337,15 +381,6 @@ def _check_labels(y: np.ndarray, meta: dict, schema: Schema, out: _Collector) ->
         out.add(RULE_UNKNOWN_LABEL,
                 f"{len(rows)} rows have labels outside the training labels {schema.labels}: {seen}",
                 len(rows), [{"row": int(r), "label": y[r]} for r in rows[: out.max_examples]])
-
-
-def _text_number(v: Any) -> Any:
-    if isinstance(v, str) and v.strip():
-        try:
-            return float(v)
-        except ValueError:
-            return v
-    return v
 
 
 def _non_numeric_cells(x: np.ndarray, names: list[str]) -> tuple[np.ndarray | None, int, str, list[dict]]:
@@ -521,15 +556,23 @@ def _check_values(f: np.ndarray, schema: Schema, cfg: ValidationConfig, out: _Co
 
 
 def validate_batch(batch: Dataset | Sequence[np.ndarray], schema: Schema, cfg: ValidationConfig,
-                   batch_id: str, source: str | None = None) -> ValidationReport:
+                   batch_id: str, source: str | None = None, labels: str = "required",
+                   distribution: str = "fail") -> ValidationReport:
     """Check a batch against ``schema`` and report every violated rule (see the module docstring).
 
     ``batch`` is a :class:`Dataset` (e.g. from :func:`load_batch_from_uri`) or an ``(x, y)`` pair
-    (``y`` may be None: then ``missing_label`` fires). Never raises for bad data: the report says
+    (``y`` may be None: then ``missing_label`` fires, unless ``labels="optional"``, which accepts a
+    batch without labels). ``distribution="evidence"`` keeps the distribution rules' findings in
+    ``report.evidence`` instead of failing the batch. Never raises for bad data: the report says
     what is wrong. ``source`` defaults to the dataset's ``meta["source"]`` or name.
     """
+    if labels not in ("required", "optional"):
+        raise ValueError(f"labels must be 'required' or 'optional', got {labels!r}")
+    if distribution not in ("fail", "evidence"):
+        raise ValueError(f"distribution must be 'fail' or 'evidence', got {distribution!r}")
     check_batch_id(batch_id)
     ds = _as_dataset(batch)
+    unlabelled = bool(ds.meta.get(_NO_LABELS)) and labels == "optional"
     source = source or ds.meta.get("source") or ds.name
     out = _Collector(cfg.max_examples)
     stats: dict[str, Any] = {}
@@ -538,13 +581,18 @@ def validate_batch(batch: Dataset | Sequence[np.ndarray], schema: Schema, cfg: V
     if n == 0:
         out.add(RULE_EMPTY_BATCH, "the batch has no rows", 0, [])
     else:
-        _check_labels(np.asarray(ds.y), ds.meta, schema, out)
+        if not unlabelled:
+            _check_labels(np.asarray(ds.y), ds.meta, schema, out)
         f = _align_structure(ds, schema, out)
         if f is not None:
             _check_values(f, schema, cfg, out, stats)
-    return ValidationReport(batch_id=batch_id, source=str(source), rows=n, passed=not out.violations,
-                            violations=out.violations, rules_checked=out.checked, stats=stats,
-                            schema_fingerprint=schema.fingerprint)
+    violations, evidence = out.violations, []
+    if distribution == "evidence":
+        evidence = [v for v in violations if v.rule in DISTRIBUTION_RULES]
+        violations = [v for v in violations if v.rule not in DISTRIBUTION_RULES]
+    return ValidationReport(batch_id=batch_id, source=str(source), rows=n, passed=not violations,
+                            violations=violations, rules_checked=out.checked, stats=stats,
+                            schema_fingerprint=schema.fingerprint, evidence=evidence, labelled=not unlabelled)
 
 
 def conform(ds: Dataset, schema: Schema) -> Dataset:
@@ -555,16 +603,21 @@ def conform(ds: Dataset, schema: Schema) -> Dataset:
         order = [list(ds.feature_names).index(c) for c in schema.feature_names]
         x = x.reshape(len(ds), -1)[:, order]
     y = np.asarray(ds.y)
-    if y.dtype.kind != "i":
+    meta = dict(ds.meta)
+    if meta.get(_NO_LABELS):
+        # An unlabelled batch (accepted with labels="optional"): -1 marks "no label", never a class.
+        y, meta["labelled"] = np.full(len(ds), -1, dtype=np.int64), False
+    elif y.dtype.kind != "i":
         y = y.astype(np.float64).astype(np.int64)
     out = Dataset(x=x, y=y.astype(np.int64), name=ds.name,
                   feature_names=list(schema.feature_names) if schema.feature_names is not None else None,
-                  meta=dict(ds.meta))
+                  meta=meta)
     return as_float32(out, schema.sample_shape)
 
 
 def validate_uri(uri: str, schema: Schema, cfg: ValidationConfig, store_cfg, label_column: str = "label",
-                 batch_id: str | None = None) -> ValidationReport:
+                 batch_id: str | None = None, labels: str = "required", distribution: str = "fail"
+                 ) -> ValidationReport:
     """Read and validate the batch at ``uri`` without quarantining it (``driftloop validate``).
 
     A missing or unreadable file gives a failed report (``missing_file`` / ``unreadable_file``).
@@ -572,7 +625,7 @@ def validate_uri(uri: str, schema: Schema, cfg: ValidationConfig, store_cfg, lab
     ds, _, error = load_batch_from_uri(uri, store_cfg, label_column, batch_id)
     if error is not None:
         return error
-    return validate_batch(ds, schema, cfg, ds.meta["batch_id"], uri)
+    return validate_batch(ds, schema, cfg, ds.meta["batch_id"], uri, labels=labels, distribution=distribution)
 
 
 # --------------------------------------------------------------------------------------------
@@ -649,7 +702,8 @@ class ValidatedBatch:
 
 def validate_or_quarantine(batch: Dataset | str, schema: Schema, cfg: ValidationConfig, store_cfg,
                            batch_id: str | None = None, label_column: str = "label",
-                           raw_bytes: bytes | None = None) -> ValidatedBatch:
+                           raw_bytes: bytes | None = None, labels: str = "required",
+                           distribution: str = "fail") -> ValidatedBatch:
     """Validate a batch (a Dataset, or a path/URI read through the store); quarantine it on failure.
 
     On failure the raw bytes (for an in-memory Dataset without ``raw_bytes``: its npz encoding)
@@ -657,13 +711,20 @@ def validate_or_quarantine(batch: Dataset | str, schema: Schema, cfg: Validation
     :class:`~tasks.errors.ValidationFailed` is raised naming the violated rules and the
     quarantine URI (``.report`` and ``.quarantine_uri`` carry both). With ``cfg.enabled`` False
     only the file is read and conformed. On success returns the batch conformed to the schema.
+    A URI with ``raw_bytes`` given is not read again (the drift check reads each file once, safely).
+    ``labels`` and ``distribution`` are passed to :func:`validate_batch`.
     """
     from tasks.store.backends import open_backend
 
     if batch_id is not None:
         check_batch_id(batch_id)
     if isinstance(batch, str):
-        ds, raw, error = load_batch_from_uri(batch, store_cfg, label_column, batch_id)
+        if raw_bytes is not None:
+            if batch_id is None:
+                batch_id = batch_id_for(batch, raw_bytes)
+            ds, raw, error = parse_batch_bytes(raw_bytes, batch, label_column, batch_id)
+        else:
+            ds, raw, error = load_batch_from_uri(batch, store_cfg, label_column, batch_id)
         source = batch
         raw_bytes = raw
         bid = batch_id or (ds.meta["batch_id"] if ds is not None else error.batch_id)
@@ -673,9 +734,10 @@ def validate_or_quarantine(batch: Dataset | str, schema: Schema, cfg: Validation
         bid = batch_id or batch_id_for(source, raw_bytes, ds)
     if error is None and not cfg.enabled:
         report = ValidationReport(batch_id=bid, source=source, rows=len(ds), passed=True,
-                                  stats={"validation": "disabled"}, schema_fingerprint=schema.fingerprint)
+                                  stats={"validation": "disabled"}, schema_fingerprint=schema.fingerprint,
+                                  labelled=not (ds.meta.get(_NO_LABELS) and labels == "optional"))
         return ValidatedBatch(conform(ds, schema), report, raw_bytes)
-    report = error or validate_batch(ds, schema, cfg, bid, source)
+    report = error or validate_batch(ds, schema, cfg, bid, source, labels=labels, distribution=distribution)
     if report.passed:
         return ValidatedBatch(conform(ds, schema), report, raw_bytes)
     if raw_bytes is None and ds is not None:

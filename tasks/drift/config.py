@@ -41,9 +41,24 @@ class DriftConfig(Section):
     schedule_cron: str = "*/15 * * * *"
     cooldown_seconds: float = Field(600.0, ge=0.0)
     # Apply data.validation's gross-shift rule to checked batches too. Off by default: a shifted
-    # batch is what the detectors measure (and what retraining learns from), not a broken one;
-    # broken batches (NaN, shape, dtype, range, labels, duplicates) are still quarantined.
+    # batch is what the detectors measure (and what retraining learns from), not a broken one.
+    # Either way distribution findings (shift, out of range) never quarantine a checked batch:
+    # they are drift evidence (see evidence_is_drift); only integrity violations quarantine.
     validate_shift: bool = False
+    # Distribution evidence from validation (values out of the training range, shifted means)
+    # makes a batch's verdict "drift" by itself (the "data_rules" report), besides the detectors.
+    evidence_is_drift: bool = True
+    # Files under batches_uri larger than this are refused (quarantined with their size, unread).
+    max_batch_bytes: int = Field(256 * 1024 * 1024, ge=1)
+    # When a drift verdict starts retraining. "drift": any drift. "drift_and_harm": drift and the
+    # champion's accuracy on a drifted batch (measured with labels, else CBPE's estimate) lower
+    # than the reference accuracy by more than max_estimated_drop (tasks/drift/harm.py).
+    trigger: Literal["drift", "drift_and_harm"] = "drift"
+    max_estimated_drop: float = Field(0.05, ge=0.0, le=1.0, description="accuracy drop (0-1) that counts as harm")
+    # Retraining on unlabelled drifted batches pauses for labels (tasks/drift/labels.py): at most
+    # this long, looking for labels files beside the batches every labels_poll_seconds.
+    labels_timeout_seconds: int = Field(24 * 3600, ge=1)
+    labels_poll_seconds: float = Field(10.0, gt=0.0)
 
     @model_validator(mode="after")
     def _online_fits_reference(self):

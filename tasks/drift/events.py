@@ -127,3 +127,24 @@ def drift_event(model: str, version: int | str | None, reports: Sequence[DriftRe
         "payload": payload,
         "id": event_id(model, version, payload["batch_ids"], episode_id),
     }
+
+
+QUARANTINE_EVENT = "driftloop.data.quarantined"
+
+
+def quarantine_event(model: str, version: int | str | None, quarantined: Sequence[Mapping[str, Any]]
+                     ) -> dict[str, Any] | None:
+    """The ``emit_event`` arguments for a check's quarantined batches (each a mapping with
+    ``batch_id``, ``uri``, ``rules``, ``quarantine_uri``), or None when nothing was quarantined.
+    The id is uuid5 of the model, version and batch ids: a repeated report is one event."""
+    if not quarantined:
+        return None
+    ids = sorted(str(q["batch_id"]) for q in quarantined)
+    return {
+        "event": QUARANTINE_EVENT,
+        "resource": {"prefect.resource.id": resource_id(model), "prefect.resource.name": model,
+                     "driftloop.model.version": str(version)},
+        "payload": {"model": model, "version": version, "batch_ids": ids,
+                    "batches": [dict(q) for q in quarantined]},
+        "id": uuid.uuid5(NAMESPACE, "|".join(["quarantine", model, str(version), *ids])),
+    }

@@ -4,7 +4,13 @@
   its quarantine), so a batch is never checked twice, even by two overlapping checks;
 * ``drift/<model>/episode.json``: the current drift episode (see tasks.drift.events);
 * ``drift/<model>/retraining/<episode_id>.json``: a write-once claim, so an episode starts at most
-  one retraining however many events (distinct, repeated or duplicated) arrive for it.
+  one retraining however many events (distinct, repeated or duplicated) arrive for it;
+* ``drift/<model>/retraining/<episode_id>.outcome.json``: what the claimed run did (``promoted``,
+  ``kept-champion``, ``awaiting-labels``, ``skipped-no-labels``);
+* ``drift/<model>/labelled/<batch_id>.<suffix>``: labelled copies of unlabelled batches, made from
+  their labels files (tasks.drift.labels).
+
+Batch ids are a batch file's key plus a content hash (tasks.drift.discovery).
 """
 
 from __future__ import annotations
@@ -12,26 +18,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 from tasks.drift.events import Episode
 from tasks.store.backends import Backend, PreconditionFailed
 
-BATCH_SUFFIXES = (".npz", ".parquet", ".csv")
-
-
 def _prefix(model: str) -> str:
     return f"drift/{model}/"
-
-
-def batch_id_of(uri: str) -> str:
-    """A batch's id: its file name without the suffix (``batch-00061.npz`` -> ``batch-00061``)."""
-    return PurePosixPath(uri.rstrip("/")).stem
-
-
-def batch_files(uris: Iterable[str]) -> list[str]:
-    """The batch files among ``uris`` (npz, parquet, csv), sorted by id."""
-    return sorted((u for u in uris if PurePosixPath(u).suffix.lower() in BATCH_SUFFIXES), key=batch_id_of)
 
 
 def checked_ids(backend: Backend, model: str) -> set[str]:
@@ -54,6 +47,12 @@ def record_check(backend: Backend, model: str, batch_id: str, record: dict[str, 
     return _put_once(backend, f"{_prefix(model)}checks/{batch_id}.json", doc)
 
 
+def get_check(backend: Backend, model: str, batch_id: str) -> dict[str, Any] | None:
+    """The check record of one batch, or None when it was never checked."""
+    key = f"{_prefix(model)}checks/{batch_id}.json"
+    return json.loads(backend.get_bytes(key)) if backend.exists(key) else None
+
+
 def check_history(backend: Backend, model: str) -> list[dict[str, Any]]:
     """Every recorded check, oldest first."""
     recs = [json.loads(backend.get_bytes(k)) for k in backend.list(_prefix(model) + "checks/") if k.endswith(".json")]
@@ -69,6 +68,17 @@ def save_episode(backend: Backend, episode: Episode) -> None:
     backend.put_bytes(_prefix(episode.model) + "episode.json", json.dumps(episode.as_dict()).encode())
 
 
+def save_retraining_outcome(backend: Backend, model: str, episode_id: str, outcome: dict[str, Any]) -> None:
+    """What became of an episode's retraining run ("awaiting-labels", "promoted", ...), beside its claim."""
+    doc = {"episode_id": episode_id, "at": time.time(), **outcome}
+    backend.put_bytes(f"{_prefix(model)}retraining/{episode_id}.outcome.json", json.dumps(doc, default=str).encode())
+
+
+def retraining_outcome(backend: Backend, model: str, episode_id: str) -> dict[str, Any] | None:
+    key = f"{_prefix(model)}retraining/{episode_id}.outcome.json"
+    return json.loads(backend.get_bytes(key)) if backend.exists(key) else None
+
+
 def claim_retraining(backend: Backend, model: str, episode_id: str, info: dict[str, Any]) -> bool:
     """Claim an episode for one retraining run; False when it was already claimed."""
     doc = {"episode_id": episode_id, "claimed_at": time.time(), **info}
@@ -77,4 +87,4 @@ def claim_retraining(backend: Backend, model: str, episode_id: str, info: dict[s
 
 def retraining_claims(backend: Backend, model: str) -> list[dict[str, Any]]:
     return [json.loads(backend.get_bytes(k)) for k in backend.list(_prefix(model) + "retraining/")
-            if k.endswith(".json")]
+            if k.endswith(".json") and not k.endswith(".outcome.json")]

@@ -45,6 +45,8 @@ class DriftReference:
     seed: int
     meta: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # Labels of ``x`` (int64), when the reference was built with them: CBPE is calibrated on them.
+    y: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -63,20 +65,30 @@ class DriftReference:
 
         return features_from_outputs(self.probs, self.embeddings)
 
+    def cbpe(self):
+        """The CBPE calibration (:class:`tasks.drift.harm.Calibration`), or None for a reference
+        built without labels (CBPE is then not reported)."""
+        from tasks.drift.harm import Calibration
+
+        return Calibration.from_arrays(self.calibration.get("cbpe"))
+
     def calibration_for(self, name: str) -> dict[str, np.ndarray] | None:
         """The stored online calibration of detector ``name``, if it was calibrated for this config."""
         return self.calibration.get(name)
 
 
 def build_reference(model: "nn.Module", x_inputs: np.ndarray, cfg: "DriftConfig", seed: int,
-                    meta: Mapping[str, Any] | None = None, device: str | None = None) -> DriftReference:
+                    meta: Mapping[str, Any] | None = None, device: str | None = None,
+                    y_inputs: np.ndarray | None = None) -> DriftReference:
     """Sample ``cfg.reference_size`` inputs (seeded; all when fewer), run the model on them, and
     calibrate the configured online detectors.
 
     Which inputs: data the model was *not* fitted on (the validation split, or validation plus
     training data) make the better reference. The softmax outputs on the fitting data are more
     confident than on any new data, so KS on the outputs would flag clean held-out batches.
-    ``meta`` (model name, version, data fingerprint...) is stored for provenance.
+    ``meta`` (model name, version, data fingerprint...) is stored for provenance. With the labels
+    ``y_inputs`` of ``x_inputs``, the sampled labels are stored too and the CBPE temperature is
+    fitted on them (:mod:`tasks.drift.harm`; stored as ``calibration["cbpe"]``).
     """
     from tasks.drift.detectors import (ONLINE_DETECTORS, batch_features, calibrate_online, check_detector_names,
                                        features_from_outputs, DETECTOR_FEATURES)
@@ -103,6 +115,14 @@ def build_reference(model: "nn.Module", x_inputs: np.ndarray, cfg: "DriftConfig"
     for name in names:
         if name in ONLINE_DETECTORS:
             ref.calibration[name] = calibrate_online(name, ref_feats[DETECTOR_FEATURES[name]], conf, seed)
+    if y_inputs is not None:
+        from tasks.drift.harm import fit_calibration
+
+        y_inputs = np.asarray(y_inputs)
+        if y_inputs.shape != (len(x_inputs),):
+            raise DataError(f"drift reference: {len(x_inputs)} inputs but labels of shape {y_inputs.shape}")
+        ref.y = y_inputs[idx].astype(np.int64)
+        ref.calibration["cbpe"] = fit_calibration(ref.probs, ref.y).as_arrays()
     return ref
 
 
@@ -115,6 +135,8 @@ def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
 def reference_to_files(ref: DriftReference) -> dict[str, bytes]:
     """The reference as ``{"drift_reference.npz": ..., "drift_reference.json": ...}`` bytes."""
     arrays: dict[str, np.ndarray] = {"x": ref.x, "probs": ref.probs, "embeddings": ref.embeddings}
+    if ref.y is not None:
+        arrays["y"] = np.asarray(ref.y, dtype=np.int64)
     for name, cal in ref.calibration.items():
         for key, arr in cal.items():
             arrays[f"{_CAL_PREFIX}{name}.{key}"] = np.asarray(arr)
@@ -177,5 +199,8 @@ def reference_from_files(files: Mapping[str, bytes], origin: str = "drift refere
         if k.startswith(_CAL_PREFIX):
             name, key = k[len(_CAL_PREFIX):].split(".", 1)
             calibration.setdefault(name, {})[key] = a
+    if "y" in arrays and len(arrays["y"]) != n:
+        raise DataError(f"{origin}: x and y hold different numbers of samples")
     return DriftReference(x=arrays["x"], probs=arrays["probs"], embeddings=arrays["embeddings"], config=config,
-                          seed=int(doc["seed"]), meta=dict(doc.get("meta") or {}), calibration=calibration)
+                          seed=int(doc["seed"]), meta=dict(doc.get("meta") or {}), calibration=calibration,
+                          y=arrays.get("y"))

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.input import RunInput
+from pydantic import Field
 
 from tasks.ui import publish_markdown_artifact, publish_table_artifact
 from prefect.events import emit_event
 
 from tasks.drift import detectors as _detectors
+from tasks.drift import discovery as _discovery
+from tasks.drift import labels as _labels
+from tasks.drift import verdict as _verdict
 from tasks.drift import events as _events
 from tasks.drift import ledger as _ledger
 from tasks.drift import reference as _reference
@@ -48,7 +54,8 @@ def detect_drift(reference, x_batch: np.ndarray, model, detectors=None, cfg=None
 
 @task(name="emit-drift-event", cache_policy=NO_CACHE)
 def emit_drift_event(model: str, version: int | str | None, reports: Sequence[DriftReport], episode_id: str,
-                     batch_uris: Sequence[str] | None = None) -> dict[str, Any] | None:
+                     batch_uris: Sequence[str] | None = None, harm: list[dict] | None = None,
+                     unlabelled: list[str] | None = None) -> dict[str, Any] | None:
     """Emit ``driftloop.drift.detected`` for the model when a report found drift; no drift, no event.
 
     Returns ``{"event_id", "payload", "sent"}``, or None when there was no drift. ``sent`` is False
@@ -58,6 +65,10 @@ def emit_drift_event(model: str, version: int | str | None, reports: Sequence[Dr
     spec = _events.drift_event(model, version, reports, episode_id, batch_uris)
     if spec is None:
         return None
+    if harm is not None:
+        spec["payload"]["harm"] = harm
+    if unlabelled is not None:
+        spec["payload"]["unlabelled_batch_ids"] = unlabelled
     sent = emit_event(**spec)
     return {"event_id": str(spec["id"]), "payload": spec["payload"], "sent": sent is not None}
 
@@ -65,10 +76,6 @@ def emit_drift_event(model: str, version: int | str | None, reports: Sequence[Dr
 # ---- the drift loop's store-backed state (tasks.drift.ledger) and references beside models ----
 
 _IO = dict(retries=3, retry_delay_seconds=[1, 4, 10], cache_policy=NO_CACHE)
-
-
-def batch_id_of(uri: str) -> str:
-    return _ledger.batch_id_of(uri)
 
 
 @task(name="drift-reference-files", cache_policy=NO_CACHE)
@@ -79,8 +86,10 @@ def reference_files_for(model, splits, settings) -> dict[str, bytes]:
     fitted on are over-confident, and KS on them would flag clean batches.
     """
     x = np.concatenate([splits.val.x, splits.test.x])
+    # The labels calibrate CBPE (tasks.drift.harm): the estimated accuracy reported with each verdict.
+    y = np.concatenate([splits.val.y, splits.test.y])
     ref = _reference.build_reference(model.module(), x, settings.drift, derive_seed(settings.seed, "drift-reference"),
-                                     meta={"model": settings.registry.model_name})
+                                     meta={"model": settings.registry.model_name}, y_inputs=y)
     return _reference.reference_to_files(ref)
 
 
@@ -97,17 +106,59 @@ def load_reference(settings, champion: dict) -> _reference.DriftReference | None
     return _reference.reference_from_files(files, origin=f"run {champion['run_id']}")
 
 
-@task(name="new-batches", **_IO)
-def new_batches(settings) -> list[str]:
-    """Batch files under ``drift.batches_uri`` not yet checked for this model."""
-    from tasks.store.backends import list_uri, open_backend
+@task(name="list-batches", **_IO)
+def list_batches(settings) -> list[_discovery.BatchFile]:
+    """Every batch file under ``drift.batches_uri`` (tasks.drift.discovery); a missing URI is an error."""
+    return _discovery.list_batch_files(settings.drift.batches_uri, settings.store, settings.drift.max_batch_bytes)
 
-    done = _ledger.checked_ids(open_backend(settings.store), settings.registry.model_name)
-    try:
-        uris = list_uri(settings.drift.batches_uri, settings.store)
-    except ObjectNotFound:
-        return []
-    return [u for u in _ledger.batch_files(uris) if _ledger.batch_id_of(u) not in done]
+
+@task(name="checked-batch-ids", **_IO)
+def checked_ids(settings) -> set[str]:
+    from tasks.store.backends import open_backend
+
+    return _ledger.checked_ids(open_backend(settings.store), settings.registry.model_name)
+
+
+@task(name="read-batch", **_IO)
+def read_batch(settings, f: _discovery.BatchFile) -> _discovery.FoundBatch:
+    """Read one listed batch file safely (no links, no FIFOs, size-capped) and identify it."""
+    return _discovery.read_batch_file(f, settings.store, settings.drift.max_batch_bytes)
+
+
+@task(name="quarantine-refused-batch", **_IO)
+def quarantine_refused(settings, found: _discovery.FoundBatch) -> str:
+    """Quarantine a batch discovery refused (link, FIFO, too large, bad name) on its own; its URI."""
+    from tasks.data.validation import quarantine, read_report
+    from tasks.store.backends import open_backend
+
+    rule, message = found.refusal
+    report = read_report(found.batch_id, found.uri, rule, message)
+    return quarantine(open_backend(settings.store), found.batch_id, found.raw, found.key.rsplit("/", 1)[-1], report)
+
+
+@task(name="judge-batch", cache_policy=NO_CACHE)
+def judge_batch(reference, batch, model, settings, batch_id: str, uri: str) -> _verdict.BatchVerdict:
+    """Detectors + distribution evidence + CBPE on one validated batch: its verdict (tasks.drift.verdict)."""
+    from tasks.models.train import predict_proba
+
+    cfg = settings.drift
+    x = batch.dataset.x
+    reports = _detectors.check_batch(reference, x, model, cfg=cfg, batch_id=batch_id)
+    evidence = _verdict.evidence_report(batch_id, batch.report.evidence, batch.report.stats, len(x),
+                                        cfg.evidence_is_drift)
+    probs = predict_proba(model, np.ascontiguousarray(x, dtype=np.float32), _detectors._torch_device(cfg.device))
+    return _verdict.judge(batch_id, uri, reports, probs, batch.dataset.y, batch.report.labelled, reference.cbpe(),
+                          cfg.trigger, cfg.max_estimated_drop, evidence)
+
+
+@task(name="emit-quarantine-event", cache_policy=NO_CACHE)
+def emit_quarantine_event(model: str, version, quarantined: list[dict]) -> dict[str, Any] | None:
+    """Emit ``driftloop.data.quarantined`` naming the check's quarantined batches; None when none."""
+    spec = _events.quarantine_event(model, version, quarantined)
+    if spec is None:
+        return None
+    sent = emit_event(**spec)
+    return {"event_id": str(spec["id"]), "payload": spec["payload"], "sent": sent is not None}
 
 
 @task(name="record-check", **_IO)
@@ -173,14 +224,141 @@ def claim_retraining(settings, episode_id: str, info: dict) -> bool:
 
 
 @task(name="resolve-batches", **_IO)
-def resolve_batches(settings, batch_ids: list[str]) -> list[str]:
-    """URIs of the named batches under ``drift.batches_uri``; an unknown id is an error naming it."""
-    from tasks.store.backends import list_uri
+def resolve_batches(settings, batch_ids: list[str]) -> list[_labels.BatchRef]:
+    """The named batches as the drift check recorded them (URI, labelled or not); an unknown id is
+    an error naming it."""
+    from tasks.store.backends import open_backend
 
-    if not batch_ids:
-        return []
-    by_id = {_ledger.batch_id_of(u): u for u in _ledger.batch_files(list_uri(settings.drift.batches_uri, settings.store))}
-    missing = [b for b in batch_ids if b not in by_id]
+    backend = open_backend(settings.store)
+    out, missing = [], []
+    for b in batch_ids:
+        rec = _ledger.get_check(backend, settings.registry.model_name, b)
+        if rec is None or rec.get("status") != "checked":
+            missing.append(b)
+        else:
+            out.append(_labels.BatchRef(b, rec["uri"], bool(rec.get("labelled", True))))
     if missing:
-        raise DataError(f"batches {missing} not found under {settings.drift.batches_uri}")
-    return [by_id[b] for b in batch_ids]
+        raise DataError(f"batches {missing} were never checked (no drift-check record) for "
+                        f"{settings.registry.model_name} under {settings.drift.batches_uri}")
+    return out
+
+
+# ---- labels for unlabelled drifted batches (tasks.drift.labels): Prefect's interactive pause ----
+
+class LabelsInput(RunInput):
+    """The form the Prefect UI shows while a retraining run waits for labels."""
+
+    labelled_batch_uris: list[str] = Field(
+        default_factory=list,
+        description="Labelled copies of the drifted batches (npz with x and y; csv/parquet with the label column). "
+                    "Leave empty if you wrote <batch file>.labels.json beside each batch instead.")
+    skip: bool = Field(False, description="Train nothing for this drift episode.")
+    resumed_by: str = Field("user", description="Who resumed the run: user, labels-files or timeout.")
+
+
+@dataclass
+class LabelsOutcome:
+    """How a wait for labels ended: ``labelled`` (``uris`` to train on), ``skipped`` or ``timeout``."""
+
+    status: str
+    uris: list[str] = field(default_factory=list)
+    resumed_by: str = ""
+
+
+@task(name="labelled-batches", **_IO)
+def labelled_batches(settings, refs: list) -> list[str] | None:
+    """Labelled copies of ``refs`` from their labels files, written to the store under
+    ``drift/<model>/labelled/``; None while a labels file is missing. A malformed one is an error."""
+    return _labels.write_labelled_copies(refs, settings.store, settings.registry.model_name,
+                                         settings.data.label_column)
+
+
+def _labels_present(settings, refs) -> bool:
+    from tasks.store.backends import read_uri
+
+    for r in refs:
+        try:
+            read_uri(_labels.labels_uri(r.uri), settings.store)
+        except ObjectNotFound:
+            return False
+    return True
+
+
+def _watch_for_labels(settings, refs, flow_run_id, stop, timeout: float, poll: float) -> None:
+    """Resume the paused run through the API when every labels file is there, or at the timeout.
+
+    A thread beside the blocked ``pause_flow_run``: the run resumes the same way a UI user resumes
+    it, so the labels-file path and the form path are one path. A resume before the run is paused
+    (labels that arrive at once) is refused by the API and retried at the next poll.
+    """
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.responses import SetStateStatus
+
+    deadline = time.monotonic() + timeout
+    while not stop.wait(poll):
+        if _labels_present(settings, refs):
+            run_input = {"resumed_by": "labels-files"}
+        elif time.monotonic() >= deadline:
+            run_input = {"resumed_by": "timeout", "skip": True}
+        else:
+            continue
+        try:
+            with get_client(sync_client=True) as client:
+                result = client.resume_flow_run(flow_run_id, run_input=run_input)
+            if result.status == SetStateStatus.ACCEPT:
+                return
+        except Exception:  # noqa: BLE001 - not paused yet, or the API blinked: try again next poll
+            pass
+
+
+def wait_for_labels(settings, refs: list, episode_id: str) -> LabelsOutcome:
+    """Pause the calling flow run until labels for the unlabelled ``refs`` arrive (Prefect's
+    ``pause_flow_run(wait_for_input=LabelsInput)``: a form in the UI), a labels file is beside
+    every batch, or ``drift.labels_timeout_seconds`` pass. Called from the flow, not a task."""
+    import contextvars
+    import threading
+
+    from prefect.context import FlowRunContext
+    from prefect.flow_runs import pause_flow_run
+
+    uris = labelled_batches(settings, refs)
+    if uris is not None:
+        return LabelsOutcome("labelled", uris, "labels-files")
+    cfg = settings.drift
+    stop = threading.Event()
+    # The watcher runs in a copy of this context: it talks to the same Prefect API as the run.
+    watcher = threading.Thread(target=contextvars.copy_context().run, name="labels-watcher", daemon=True,
+                               args=(_watch_for_labels, settings, refs, FlowRunContext.get().flow_run.id, stop,
+                                     cfg.labels_timeout_seconds, cfg.labels_poll_seconds))
+    watcher.start()
+    try:
+        # Prefect's own pause timeout is a backstop a minute after the watcher's.
+        answer = pause_flow_run(wait_for_input=LabelsInput, timeout=int(cfg.labels_timeout_seconds) + 60,
+                                poll_interval=max(1, int(cfg.labels_poll_seconds)), key=f"labels-{episode_id}")
+    except Exception as e:  # FlowPauseTimeout: nobody resumed it, not even the watcher
+        if type(e).__name__ != "FlowPauseTimeout":
+            raise
+        answer = LabelsInput(skip=True, resumed_by="timeout")
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    if answer.resumed_by == "timeout":
+        return LabelsOutcome("timeout", [], "timeout")
+    if answer.skip:
+        return LabelsOutcome("skipped", [], answer.resumed_by)
+    if answer.labelled_batch_uris:
+        return LabelsOutcome("labelled", list(answer.labelled_batch_uris), answer.resumed_by)
+    uris = labelled_batches(settings, refs)
+    if uris is None:
+        raise DataError(f"resumed without labelled batch URIs, and labels files are missing for "
+                        f"{[r.batch_id for r in refs]} (expected at <batch file>{_labels.LABELS_SUFFIX})")
+    return LabelsOutcome("labelled", uris, answer.resumed_by)
+
+
+@task(name="record-retraining-outcome", **_IO)
+def record_outcome(settings, episode_id: str, outcome: dict) -> None:
+    from tasks.store.backends import open_backend
+
+    _ledger.save_retraining_outcome(open_backend(settings.store), settings.registry.model_name, episode_id, outcome)

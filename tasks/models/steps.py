@@ -8,6 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data.sources import Splits
+from tasks.data.steps import retry_on_io
 from tasks.models.report import learning_curve_png, metrics_rows
 from tasks.models.trained import TrainedModel, evaluate_candidate, num_classes_of, train_candidate
 from tasks.settings import Settings
@@ -63,8 +64,10 @@ def evaluate_model(model: TrainedModel, splits: Splits, settings: Settings, labe
     return {"metrics": metrics, "per_class_accuracy": ev.per_class_accuracy, "confusion": ev.confusion, "n": ev.n}
 
 
-# Registry I/O: retried, since the store may be remote.
-_IO = dict(retries=3, retry_delay_seconds=[1, 4, 10], cache_policy=NO_CACHE)
+# Registry I/O: retried, since the store may be remote, but only for transient failures: a sha256
+# mismatch, a missing object, a corrupt registry file or a registry rule fails at once (retrying an
+# IntegrityError only delayed the same error by 15 s).
+_IO = dict(retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retry_on_io, cache_policy=NO_CACHE)
 
 
 @task(name="get-champion", **_IO)
@@ -93,6 +96,18 @@ def accuracy_gate(metrics: dict, champion_metrics: dict | None, settings: Settin
     from tasks.models.registration import accuracy_decision
 
     return accuracy_decision(metrics, champion_metrics, settings.registry.promote_tolerance)
+
+
+@task(name="sanity-gate", cache_policy=NO_CACHE)
+def sanity_gate(decision: dict, splits: Splits, metrics: dict, champion_labels: list[int] | None,
+                settings: Settings) -> dict:
+    """Refuse a candidate that cannot be right (one class, dropped champion classes, too few rows,
+    unreliable evaluation), whatever the comparison with the champion said."""
+    from tasks.models.gate import apply_sanity, candidate_facts, sanity_rules
+
+    facts = candidate_facts(splits, metrics, champion_labels, settings.data.classes)
+    verdict = sanity_rules(facts, settings.registry.min_train_rows, settings.registry.min_test_rows)
+    return apply_sanity(decision, verdict)
 
 
 @task(name="register", **_IO)

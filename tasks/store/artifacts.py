@@ -14,7 +14,10 @@ longer ago than a minimum age. It claims each such run first by writing a *tombs
 run's manifest key with the same write-once condition a commit uses, so a writer that was only
 slow, not dead, cannot publish a manifest over deleted objects: exactly one of the two wins, and a
 losing commit fails with an error naming the run. The tombstone and a ``gc-tombstone.json`` marker stay
-(two small objects) so the run id is never reused; readers never list a collected run.
+(two small objects) so the run id is never reused; readers never list a collected run. A run that a
+model-registry version references (any version of any model) is never collected, even when its
+manifest went missing: the registry still names it, so it is damage to repair, not garbage; a
+version record GC cannot read stops the collection (it might name any run).
 
 Nothing read back is a pickle: weights are safetensors, arrays ``.npz`` loaded with
 ``allow_pickle=False``, metadata JSON.
@@ -438,10 +441,20 @@ class ArtifactStore:
         Returns what was (or, ``dry_run``, would be) collected."""
         if min_age_s < 0:
             raise StoreError(f"collect_garbage: min_age_s must be >= 0, got {min_age_s}")
+        # Imported here: the registry module builds on this one.
+        from tasks.store.registry import referenced_run_ids
+
+        # Read before listing orphans: a version registered after this read points at a run
+        # committed before it, which has a manifest and is no orphan.
+        referenced = referenced_run_ids(self)
         orphans = self.orphaned_runs(min_age_s, now=now)
         report: dict[str, Any] = {"store": repr(self.backend), "min_age_s": min_age_s, "dry_run": dry_run,
-                                  "runs": [], "objects_deleted": 0, "committed_meanwhile": []}
+                                  "runs": [], "objects_deleted": 0, "committed_meanwhile": [],
+                                  "referenced_by_registry": []}
         for o in orphans:
+            if o["run_id"] in referenced:
+                report["referenced_by_registry"].append(dict(o, versions=referenced[o["run_id"]]))
+                continue
             if dry_run:
                 report["runs"].append(o)
                 continue

@@ -29,3 +29,7 @@ class RegistryConfig(Section):
     model_name: str = Field("digits-classifier", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     # A candidate is promoted when its test accuracy >= champion's - tolerance.
     promote_tolerance: float = Field(0.0, ge=0.0, le=1.0)
+    # The gate refuses a candidate trained on fewer rows than this, or evaluated on fewer test rows
+    # (an accuracy over a handful of rows says nothing); tasks/models/gate.py.
+    min_train_rows: int = Field(100, ge=1)
+    min_test_rows: int = Field(30, ge=1)

@@ -15,6 +15,13 @@ history can never disagree. Of two concurrent promotions exactly one write succe
 either re-reads and re-applies (when the caller did not condition on a champion) or raises
 RegistryError (when it passed ``expected_champion``, i.e. its decision was based on a champion that
 is no longer current: a gate must re-evaluate rather than overwrite).
+
+Each event is also appended as a write-once ``registry/<model>/history/<seq>.json`` right after
+the pointer write that made it, so a pointer that was corrupted (random bytes, a wrong type) can be
+rebuilt by replaying them (:meth:`ModelRegistry.repair`, ``driftloop models repair``); a pointer or
+version record that cannot be read raises :class:`RegistryCorrupt` naming the file and that command.
+Promote and rollback first verify every object of the target version against its manifest (and
+the manifest against the sha256 pinned at registration): a damaged version never becomes champion.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import socket
 import uuid
 from typing import Any, Mapping
 
-from tasks.errors import IntegrityError, ObjectNotFound, RegistryError, StoreError
+from tasks.errors import IntegrityError, ObjectNotFound, RegistryCorrupt, RegistryError, StoreError
 from tasks.store.artifacts import MODEL_SPEC, MODEL_WEIGHTS, ArtifactStore, check_safetensors, dumps_json, utc_now
 from tasks.store.backends import PreconditionFailed
 
@@ -44,6 +51,64 @@ def default_actor() -> str:
 
         user = f"uid{os.getuid()}"
     return f"{user}@{socket.gethostname()}"
+
+
+def referenced_run_ids(store: ArtifactStore) -> dict[str, list[str]]:
+    """Every run id a version record of any model names: ``{run_id: ["model v3", ...]}``.
+
+    Garbage collection keeps these runs whatever else is missing. A version record that cannot be
+    read or names no run raises RegistryError naming it: it might name any run, so nothing may be
+    collected until it is repaired.
+    """
+    out: dict[str, list[str]] = {}
+    for key in store.backend.list("registry/"):
+        parts = key.split("/")
+        if len(parts) != 4 or parts[2] != "versions" or not re.fullmatch(r"\d{6,}\.json", parts[3]):
+            continue
+        url = store.backend.url(key)
+        try:
+            doc = json.loads(store.backend.get_bytes(key))
+        except ObjectNotFound:
+            continue  # deleted between the listing and the read: it names nothing any more
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RegistryError(f"{url} is not valid JSON ({e}); garbage collection stopped because this "
+                                "version record may name any run: restore it before collecting") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("run_id"), str):
+            raise RegistryError(f"{url} names no run_id; garbage collection stopped because this version "
+                                "record may name any run: restore it before collecting")
+        out.setdefault(doc["run_id"], []).append(f"{parts[1]} v{int(parts[3][:-5])}")
+    # A version the champion pointer or the history names but whose record is gone: its run cannot be
+    # told from an orphan any more, so nothing may be collected.
+    recorded = {(m.split(" v")[0], int(m.split(" v")[1])) for names in out.values() for m in names}
+    for model, numbers, where in _named_versions(store):
+        missing = sorted(v for v in numbers if (model, v) not in recorded)
+        if missing:
+            raise RegistryError(f"{where} names versions {missing} of model {model!r} that have no version record; "
+                                "garbage collection stopped because their runs cannot be told from orphans: "
+                                "restore the records before collecting")
+    return out
+
+
+def _named_versions(store: ArtifactStore):
+    """``(model, version numbers, url)`` for every champion pointer and history log entry that reads."""
+    for key in store.backend.list("registry/"):
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == "champion.json":
+            try:
+                state = json.loads(store.backend.get_bytes(key))
+            except (ObjectNotFound, UnicodeDecodeError, json.JSONDecodeError):
+                continue  # unreadable: `models repair` rebuilds it from the history log, checked below
+            if isinstance(state, dict):
+                named = [state.get("champion"), *(state.get("stack") or []),
+                         *[e.get("to") for e in state.get("history") or [] if isinstance(e, dict)]]
+                yield parts[1], {v for v in named if isinstance(v, int) and not isinstance(v, bool)}, store.backend.url(key)
+        elif len(parts) == 4 and parts[2] == "history" and re.fullmatch(r"\d{6,}\.json", parts[3]):
+            try:
+                event = json.loads(store.backend.get_bytes(key))
+            except (ObjectNotFound, UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(event, dict) and isinstance(event.get("to"), int):
+                yield parts[1], {event["to"]}, store.backend.url(key)
 
 
 class ModelRegistry:
@@ -124,11 +189,25 @@ class ModelRegistry:
         """The record of ``version`` (RegistryError when the model has no such version)."""
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise RegistryError(f"model {self.model_name!r}: invalid version {version!r}")
+        key = self._version_key(version)
         try:
-            return json.loads(self.backend.get_bytes(self._version_key(version)))
+            data = self.backend.get_bytes(key)
         except ObjectNotFound:
             raise RegistryError(f"model {self.model_name!r} has no version {version} "
                                 f"(versions: {self._version_numbers()})") from None
+        try:
+            record = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise self._corrupt_version(key, f"not JSON: {e}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("run_id"), str) or record.get("version") != version:
+            raise self._corrupt_version(key, "not a version record with this version number and a run_id")
+        return record
+
+    def _corrupt_version(self, key: str, why: str) -> RegistryCorrupt:
+        # Version records are write-once and nothing else holds their metrics and lineage: restore the
+        # file from a backup (or delete it if that version was never used); `models repair` lists them.
+        return RegistryCorrupt(f"{self.backend.url(key)} is corrupt ({why}); restore this write-once version "
+                               "record from a backup; `driftloop models repair` lists every damaged record")
 
     def versions(self) -> list[dict[str, Any]]:
         """All version records, oldest first."""
@@ -136,12 +215,47 @@ class ModelRegistry:
 
     # ---- champion pointer
 
+    def _empty_state(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "seq": 0, "champion": None, "stack": [], "history": []}
+
+    def _corrupt(self, key: str, why: str) -> RegistryCorrupt:
+        return RegistryCorrupt(f"{self.backend.url(key)} is corrupt ({why}); rebuild the champion pointer from "
+                               f"the append-only history with `driftloop models repair` "
+                               f"(registry.model_name={self.model_name})")
+
     def _read_state(self) -> tuple[dict[str, Any], str | None]:
         try:
             data, token = self.backend.get_with_token(self._state_key)
         except ObjectNotFound:
-            return {"model_name": self.model_name, "seq": 0, "champion": None, "stack": [], "history": []}, None
-        return json.loads(data), token
+            return self._empty_state(), None
+        return self._parse_state(data), token
+
+    def _parse_state(self, data: bytes) -> dict[str, Any]:
+        """The pointer document, checked field by field (RegistryCorrupt naming the file)."""
+        key = self._state_key
+        try:
+            state = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise self._corrupt(key, f"not JSON: {e}") from None
+        if not isinstance(state, dict):
+            raise self._corrupt(key, f"a JSON {type(state).__name__}, not an object")
+
+        def is_version(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+        problems = []
+        if not (isinstance(state.get("seq"), int) and not isinstance(state.get("seq"), bool) and state["seq"] >= 0):
+            problems.append("seq is not a non-negative integer")
+        if not (state.get("champion") is None or is_version(state.get("champion"))):
+            problems.append("champion is not a version number or null")
+        if not (isinstance(state.get("stack"), list) and all(is_version(v) for v in state["stack"])):
+            problems.append("stack is not a list of version numbers")
+        hist = state.get("history")
+        if not (isinstance(hist, list) and all(isinstance(e, dict) and isinstance(e.get("seq"), int) for e in hist)):
+            problems.append("history is not a list of events")
+        if problems:
+            raise self._corrupt(key, "; ".join(problems))
+        return state
 
     def champion_version(self) -> int | None:
         """The champion's version number, or None before the first promotion."""
@@ -161,9 +275,14 @@ class ModelRegistry:
         nothing to do), and compare-and-swap the new pointer; see the module docstring on races."""
         for _ in range(_MAX_ATTEMPTS):
             state, token = self._read_state()
+            if state["history"]:  # a writer that died between its pointer write and its append
+                self._append_history(state["history"][-1])
             decision = decide(state)
-            if decision is None:  # already in the requested state (e.g. a retried task)
-                return state["history"][-1] if state["history"] else {}
+            if decision is None:  # already in the requested state (a retried task, or a racing twin won)
+                # The last event's fields (a retried task whose first attempt won gets its own event
+                # back), marked unchanged: a caller must not report this call's reason as recorded.
+                return dict(state["history"][-1] if state["history"] else {}, changed=False,
+                            champion=state["champion"])
             if expected_champion is not _UNSET and state["champion"] != expected_champion:
                 raise RegistryError(
                     f"model {self.model_name!r}: the champion is version {state['champion']}, not the expected "
@@ -179,14 +298,88 @@ class ModelRegistry:
                     self.backend.put_bytes(self._state_key, dumps_json(new), if_absent=True)
                 else:
                     self.backend.put_bytes(self._state_key, dumps_json(new), if_match=token)
-                return event
             except PreconditionFailed:
                 if expected_champion is not _UNSET:
                     raise RegistryError(
                         f"model {self.model_name!r}: a concurrent promotion changed the champion while "
                         f"{action} to version {target} was being written; this one lost") from None
                 continue  # unconditioned: re-read the new pointer and apply again
+            self._append_history(event)
+            return event
         raise RegistryError(f"model {self.model_name!r}: champion pointer kept changing ({_MAX_ATTEMPTS} attempts)")
+
+    def _history_key(self, seq: int) -> str:
+        return f"{self.prefix}history/{seq:06d}.json"
+
+    def _append_history(self, event: Mapping[str, Any]) -> None:
+        """Write ``event`` to the append-only log (write-once; an existing entry is left alone)."""
+        key = self._history_key(int(event["seq"]))
+        if self.backend.exists(key):
+            return
+        try:
+            self.backend.put_bytes(key, dumps_json(dict(event)), if_absent=True)
+        except PreconditionFailed:
+            pass  # a concurrent reader appended the same event first
+
+    def logged_history(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """The append-only log's events in seq order, and the problems found reading it."""
+        events, problems = [], []
+        for key in self.backend.list(self.prefix + "history/"):
+            name = key.rsplit("/", 1)[-1]
+            if not re.fullmatch(r"\d{6,}\.json", name):
+                continue
+            try:
+                e = json.loads(self.backend.get_bytes(key))
+            except (UnicodeDecodeError, json.JSONDecodeError, ObjectNotFound) as err:
+                problems.append(f"{self.backend.url(key)}: unreadable ({err})")
+                continue
+            if not isinstance(e, dict) or e.get("seq") != int(name[:-5]) or e.get("action") not in ("promote", "rollback") \
+                    or not isinstance(e.get("to"), int):
+                problems.append(f"{self.backend.url(key)}: not a history event")
+                continue
+            events.append(e)
+        events.sort(key=lambda e: e["seq"])
+        return events, problems
+
+    def verify(self, version: int) -> dict[str, Any]:
+        """Check every object of ``version``'s run against its manifest, and the manifest against the
+        sha256 pinned at registration. Never raises for damage: returns ``{"version", "run_id",
+        "ok", "manifest", "objects": {name: "ok" | problem}}``."""
+        record = self.get(version)
+        run_id = record["run_id"]
+        out: dict[str, Any] = {"version": version, "run_id": run_id, "ok": False, "manifest": "ok", "objects": {}}
+        try:
+            manifest_sha = self.store.manifest_sha256(run_id, fresh=True)
+            names = sorted(self.store.manifest(run_id).get("objects", {}))
+        except (StoreError, ObjectNotFound) as e:
+            out["manifest"] = f"unreadable: {e}"
+            return out
+        pinned = record.get("run_manifest_sha256")
+        if pinned and manifest_sha != pinned:
+            out["manifest"] = (f"{self.store.object_url(run_id, 'manifest.json')}: changed since version {version} "
+                               "was registered")
+        for name in names:
+            try:
+                data = self.store.get_bytes(run_id, name)
+                if name == MODEL_WEIGHTS:
+                    check_safetensors(data, self.store.object_url(run_id, name))
+                out["objects"][name] = "ok"
+            except ObjectNotFound as e:
+                out["objects"][name] = f"missing: {e}"
+            except StoreError as e:  # IntegrityError, or a non-safetensors model
+                out["objects"][name] = str(e)
+        for needed in (MODEL_SPEC, MODEL_WEIGHTS):
+            out["objects"].setdefault(needed, "missing: not in the run's manifest")
+        out["ok"] = out["manifest"] == "ok" and all(v == "ok" for v in out["objects"].values())
+        return out
+
+    def _require_intact(self, version: int, action: str) -> None:
+        report = self.verify(version)
+        if not report["ok"]:
+            bad = [report["manifest"]] if report["manifest"] != "ok" else []
+            bad += [f"{n}: {p}" for n, p in report["objects"].items() if p != "ok"]
+            raise IntegrityError(f"model {self.model_name!r}: refusing to {action} version {version}: its run "
+                                 f"{report['run_id']} fails verification ({'; '.join(bad)})")
 
     def promote(self, version: int, reason: str = "", actor: str | None = None,
                 expected_champion: int | None = _UNSET) -> dict[str, Any]:
@@ -194,9 +387,13 @@ class ModelRegistry:
 
         Pass ``expected_champion`` (the champion the decision was based on, None for "no champion
         yet") to make the promotion conditional: it raises RegistryError when another promotion got
-        there first. Promoting the current champion changes nothing (returns the last event).
+        there first. Promoting the current champion changes nothing: it returns the last event with
+        ``"changed": False`` and ``"champion"`` added (a loser of a race with an identical promotion
+        gets this too), and this call's reason is not recorded.
         """
         self.get(version)  # RegistryError for an unknown version, before anything is written
+        if self.champion_version() != version:  # a no-op needs no download
+            self._require_intact(version, "promote")
 
         def decide(state):
             if state["champion"] == version:
@@ -217,6 +414,9 @@ class ModelRegistry:
         if state0["champion"] is None:
             raise RegistryError(f"model {self.model_name!r} has no champion to roll back from")
         if to_version is None:
+            if len(state0["stack"]) >= 2:
+                self._require_intact(state0["stack"][-2], "roll back to")
+
             def decide(state):
                 if len(state["stack"]) < 2:
                     raise RegistryError(f"model {self.model_name!r}: no earlier champion to roll back to "
@@ -230,6 +430,8 @@ class ModelRegistry:
         if to_version not in ever:
             raise RegistryError(f"model {self.model_name!r}: version {to_version} was never champion "
                                 f"(earlier champions: {sorted(ever)}); promote it instead")
+        if state0["champion"] != to_version:
+            self._require_intact(to_version, "roll back to")
 
         def decide_to(state):
             if state["champion"] == to_version:
@@ -241,6 +443,81 @@ class ModelRegistry:
             return "rollback", to_version, stack + [to_version]
 
         return self._transition(decide_to, _UNSET, actor, reason)
+
+    # ---- repair
+
+    def repair(self, dry_run: bool = False) -> dict[str, Any]:
+        """Rebuild the champion pointer from the append-only history (``history/<seq>.json``).
+
+        Replays every logged event (promote pushes its version; rollback returns to it), checks the
+        rebuilt champion's objects against its manifests, and writes the pointer by compare-and-swap
+        over the damaged one (so a concurrent promotion or repair is not overwritten). A pointer
+        that reads fine is left alone. Damaged version records are listed (they are write-once:
+        restore them from a backup). Returns what was found and done.
+        """
+        report: dict[str, Any] = {"model": self.model_name, "pointer": "ok", "repaired": False,
+                                  "damaged_versions": [], "history_problems": [], "champion": None,
+                                  "champion_integrity": None}
+        for v in self._version_numbers():
+            try:
+                self.get(v)
+            except RegistryCorrupt as e:
+                report["damaged_versions"].append(str(e))
+        events, report["history_problems"] = self.logged_history()
+        try:
+            data, token = self.backend.get_with_token(self._state_key)
+        except ObjectNotFound:
+            data, token = None, None
+        if data is not None:
+            try:
+                state = self._parse_state(data)
+                report["champion"] = state["champion"]
+                report["pointer"] = "ok"
+                for e in state["history"]:  # backfill a log written before it existed
+                    self._append_history(e)
+                if state["champion"] is not None:
+                    report["champion_integrity"] = self.verify(state["champion"])
+                return report
+            except RegistryCorrupt as e:
+                report["pointer"] = str(e)
+        elif not events:
+            report["pointer"] = "absent (no promotion yet)"
+            return report
+        else:
+            report["pointer"] = "absent"
+        seqs = [e["seq"] for e in events]
+        if seqs != list(range(1, len(seqs) + 1)):
+            report["history_problems"].append(f"history has gaps: seq {seqs}; replaying up to the first gap")
+            n = next((i for i, s_ in enumerate(seqs) if s_ != i + 1), len(seqs))
+            events = events[:n]
+        champion, stack = None, []
+        known = set(self._version_numbers())
+        for e in events:
+            if e["to"] not in known:
+                report["history_problems"].append(f"event {e['seq']} names version {e['to']}, which has no record")
+            if e["action"] == "promote" or e["to"] not in stack:
+                stack = stack + [e["to"]]
+            else:
+                idx = len(stack) - 1 - stack[::-1].index(e["to"])
+                stack = stack[:idx + 1]
+            champion = e["to"]
+        new = {"model_name": self.model_name, "seq": len(events), "champion": champion, "stack": stack,
+               "history": events, "updated_at": utc_now(), "repaired_at": utc_now(), "nonce": uuid.uuid4().hex}
+        report["champion"] = champion
+        if champion is not None and champion in known:
+            report["champion_integrity"] = self.verify(champion)
+        if dry_run:
+            return report
+        try:
+            if token is None:
+                self.backend.put_bytes(self._state_key, dumps_json(new), if_absent=True)
+            else:
+                self.backend.put_bytes(self._state_key, dumps_json(new), if_match=token)
+        except PreconditionFailed:
+            raise RegistryError(f"model {self.model_name!r}: the champion pointer changed while it was being "
+                                "repaired (another repair or promotion); run `driftloop models repair` again") from None
+        report["repaired"] = True
+        return report
 
     # ---- loading
 

@@ -26,7 +26,7 @@ def _batch(splits, n=60, start=0):
 
 
 def test_rule_names_are_distinct_constants():
-    assert len(set(V.ALL_RULES)) == len(V.ALL_RULES) == 11
+    assert len(set(V.ALL_RULES)) == len(V.ALL_RULES) == 14
     assert V.RULE_NON_FINITE == "non_finite" and V.RULE_MISSING_FILE == "missing_file"
 
 
@@ -264,3 +264,52 @@ def test_batch_id_for_is_stable():
     assert a == V.batch_id_for("s3://bucket/incoming/day 1.csv", b"abc")
     assert a.startswith("day-1-") and a != V.batch_id_for("x/day 1.csv", b"abd")
     assert V._BATCH_ID_RE.match(a)
+
+
+def test_rule_classes_integrity_versus_distribution():
+    assert V.DISTRIBUTION_RULES == {V.RULE_OUT_OF_RANGE, V.RULE_FEATURE_SHIFT}
+    assert V.INTEGRITY_RULES | V.DISTRIBUTION_RULES == set(V.ALL_RULES)
+    assert V.rule_class(V.RULE_NON_FINITE) == "integrity" and V.rule_class(V.RULE_OUT_OF_RANGE) == "distribution"
+    with pytest.raises(DataError, match="unknown validation rule"):
+        V.rule_class("no_such_rule")
+
+
+def test_distribution_findings_are_evidence_not_failures(digits_splits, digits_schema):
+    x, y = _batch(digits_splits, n=50)
+    scaled = x * 3.0 + 1.0  # brighter and scaled up: out of the training range and shifted
+    strict = validate_batch((scaled, y), digits_schema, CFG, "scaled")
+    assert not strict.passed and set(strict.rules) == {V.RULE_OUT_OF_RANGE, V.RULE_FEATURE_SHIFT}
+    lenient = validate_batch((scaled, y), digits_schema, CFG, "scaled", distribution="evidence")
+    assert lenient.passed and lenient.violations == []
+    assert [e.rule for e in lenient.evidence] == [V.RULE_OUT_OF_RANGE, V.RULE_FEATURE_SHIFT]
+    assert "(drift evidence)" in lenient.to_text()
+    # Integrity still fails in evidence mode, with the evidence kept beside it.
+    scaled[0, 0, 0, 0] = np.nan
+    r = validate_batch((scaled, y), digits_schema, CFG, "scaled-nan", distribution="evidence")
+    assert not r.passed and r.rules == [V.RULE_NON_FINITE] and r.evidence
+
+
+def test_unlabelled_batches_npz_and_csv(digits_splits, digits_schema, tmp_path):
+    from tasks.store.config import StoreConfig
+
+    x, _ = _batch(digits_splits)
+    r = validate_batch((x, None), digits_schema, CFG, "nolabels", labels="optional")
+    assert r.passed and not r.labelled and V.RULE_MISSING_LABEL not in r.rules_checked
+    path = tmp_path / "only-x.npz"
+    np.savez(path, x=x)
+    store = StoreConfig(uri=str(tmp_path / "store"))
+    vb = V.validate_or_quarantine(str(path), digits_schema, CFG, store, labels="optional")
+    assert not vb.report.labelled and vb.dataset.meta["labelled"] is False and (vb.dataset.y == -1).all()
+    with pytest.raises(Exception, match="missing_label"):
+        V.validate_or_quarantine(str(path), digits_schema, CFG, store)  # labels required by default
+    # A table without the label column; a labelled table still gets its label rules.
+    table = make_table(40, seed=3)
+    schema = infer_schema(parse_bytes(frame_bytes(table, ".csv"), "t.csv"))
+    (tmp_path / "nolabel.csv").write_bytes(frame_bytes(table.drop(columns=["label"]), ".csv"))
+    r = V.validate_uri(str(tmp_path / "nolabel.csv"), schema, CFG, store, labels="optional")
+    assert r.passed and not r.labelled
+    bad = table.copy()
+    bad.loc[0, "label"] = 99
+    (tmp_path / "badlabel.csv").write_bytes(frame_bytes(bad, ".csv"))
+    r = V.validate_uri(str(tmp_path / "badlabel.csv"), schema, CFG, store, labels="optional")
+    assert r.labelled and r.rules == [V.RULE_UNKNOWN_LABEL]

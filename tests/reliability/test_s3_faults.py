@@ -187,8 +187,9 @@ def test_drift_check_runs_with_least_privilege_credentials_and_leaks_none(prefec
 
         state = drift_check(limited, return_state=True)
         result = state.result()
-        assert state.is_completed() and result["status"] == "drift", result
-        assert result["quarantined"] == ["batch-00000b"] and len(result["checked"]) == 4
+        assert state.is_completed() and result["status"] == "drift-and-quarantined", result
+        assert [q["uri"].rsplit("/", 1)[-1] for q in result["quarantine"]] == ["batch-00000b.npz"]
+        assert len(result["checked"]) == 4
 
         # The same credentials cannot write a model run, the registry or delete a model.
         store = ArtifactStore.from_config(limited.store)

@@ -84,6 +84,7 @@ def test_ui_shows_deployments_schedule_trigger_and_training_artifacts(prefect_se
     settings = load_settings(profile="smoke", environ={}, overrides={
         "tuning.enabled": False, "federated.enabled": False, "adversarial.enabled": False,
         "training.epochs": 3, "store.uri": str(tmp_path / "store"), "drift.batches_uri": str(tmp_path / "batches")})
+    (tmp_path / "batches").mkdir()  # a drift.batches_uri that does not exist is an error
     with using_server(prefect_server.api_url):
         deps = {d["name"]: d for d in deploy_all(settings)}
         state = training(settings, return_state=True)

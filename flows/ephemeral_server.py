@@ -1,0 +1,88 @@
+"""Tie the temporary Prefect server of ``driftloop run`` to the command's life.
+
+Without ``PREFECT_API_URL`` a flow run starts Prefect's ephemeral API server
+(``prefect.server.api.server.SubprocessASGIServer``, a ``uvicorn`` child process) and stops it with
+an ``atexit`` hook. A SIGKILLed command runs no hook: the server went on running, re-parented to
+PID 1, holding its port and SQLite database. So ``driftloop run`` starts that server itself, before
+the flow (Prefect's own calls get the same instance: it is a per-port singleton), and starts a small
+watchdog process beside it that stops the server as soon as the command's process is gone, however
+it ended. The watchdog exits when the server does.
+
+PR_SET_PDEATHSIG on the server was the other option; it fires when the *thread* that started the
+child exits, and Prefect may start the server from a worker thread, so the watchdog is the robust one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+POLL_S = 0.5
+_watchdog: subprocess.Popen | None = None  # kept referenced for the life of the command
+SERVER_MARK = "prefect.server.api.server:create_app"  # in the uvicorn command line Prefect 3.8.8 runs
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def watch(parent_pid: int, server_pid: int) -> int:
+    """Wait until ``parent_pid`` is gone, then stop ``server_pid`` (SIGTERM, SIGKILL after 5 s).
+    Returns when the server is gone. Only a process whose command line is Prefect's server is
+    signalled, so a recycled pid is never hit."""
+    while _alive(server_pid) and SERVER_MARK in _cmdline(server_pid):
+        if os.getppid() != parent_pid or not _alive(parent_pid):
+            os.kill(server_pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while _alive(server_pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(server_pid) and SERVER_MARK in _cmdline(server_pid):
+                os.kill(server_pid, signal.SIGKILL)
+            return 0
+        time.sleep(POLL_S)
+    return 0
+
+
+def start_tied_ephemeral_server() -> int | None:
+    """Start Prefect's ephemeral server now, with a watchdog tied to this process; returns the
+    server's pid, or None when a server is configured (``PREFECT_API_URL``) or ephemeral mode is off."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return None
+    server = SubprocessASGIServer()
+    server.start()
+    pid = server.server_process.pid
+    # Its own session: a Ctrl-C to the terminal's process group must not kill the watchdog first.
+    global _watchdog
+    _watchdog = subprocess.Popen([sys.executable, "-m", "flows.ephemeral_server", str(os.getpid()), str(pid)],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True)
+    return pid
+
+
+if __name__ == "__main__":
+    sys.exit(watch(int(sys.argv[1]), int(sys.argv[2])))
