@@ -251,6 +251,7 @@ def models_repair(dry_run: bool = typer.Option(False, "--dry-run", help="Say wha
 
 
 from flows.cli_ops import register; register(app)  # noqa: E402,E702
+from flows.cli_federated import register as _register_federated; _register_federated(app)  # noqa: E402,E702
 from flows.cli_predict import register as _register_predict; _register_predict(app)  # noqa: E402,E702
 
 

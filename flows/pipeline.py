@@ -15,10 +15,13 @@ from typing import Any
 
 
 from tasks.data import steps as data_steps
-from tasks.data.sources import concat_datasets
+from tasks.adversarial.scale import attack_scale
+from tasks.data.sources import concat_datasets, is_file_source
+from tasks.data.splits import SPLIT_IDS_NAME, split_summary
 from tasks.drift import steps as drift_steps
 from tasks.models import steps as model_steps
-from tasks.models.serialize import model_spec, state_dict_to_bytes
+from tasks.models.auto import resolve_for_data
+from tasks.models.serialize import model_spec, same_architecture, state_dict_to_bytes
 from tasks.models.trained import TrainedModel, num_classes_of
 from tasks.settings import Settings
 from tasks.ui import publish_markdown, publish_table, run_logger
@@ -43,14 +46,22 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
     champion = model_steps.get_champion(settings)
     ref_schema = model_steps.champion_schema(settings, champion) if champion else None
     dataset = data_steps.load_data(settings.data, settings.store)
+    # Defaults that follow the data (model.arch="auto"); an explicit choice the data cannot fit
+    # fails here, naming the key, before any stage runs.
+    settings = resolve_for_data(settings, dataset.sample_shape)
+    # Rows the champion's lineage trained on never enter the test split the gate scores it on.
+    champion_rows = model_steps.champion_trained_rows(settings, champion) if champion else None
 
     # Validate: against the champion's schema when there is one, else the schema of this data's
     # training split (which still catches NaN/inf, bad labels, duplicates, unreadable files).
-    own_schema = data_steps.infer_schema_task(data_steps.split_data(dataset, settings.seed, settings.data).train)
-    # A file source is validated from its raw bytes, so a failing file is quarantined byte for byte.
-    source = dataset if settings.data.source == "digits" else settings.data.source
-    dataset = data_steps.validate_or_quarantine(source, ref_schema or own_schema, settings.data.validation,
-                                                settings.store, label_column=settings.data.label_column).dataset
+    own_schema = data_steps.infer_schema_task(data_steps.split_data(dataset, settings.seed, settings.data,
+                                                                    champion_rows).train)
+    # The loaded data are validated in memory; a failing file's raw bytes are then read and
+    # quarantined byte for byte (a passing file is never held twice).
+    raw_uri = settings.data.source if is_file_source(settings.data.source) else None
+    dataset = data_steps.validate_or_quarantine(dataset, ref_schema or own_schema, settings.data.validation,
+                                                settings.store, label_column=settings.data.label_column,
+                                                raw_uri=raw_uri).dataset
     # Drifted batches added by retraining are shifted by definition: the gross-shift rule is the
     # drift check's call (drift.validate_shift); every other rule still applies.
     extra_validation = settings.data.validation.model_copy(update={"check_shift": settings.drift.validate_shift})
@@ -61,7 +72,7 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
                                                   settings.store, label_column=settings.data.label_column,
                                                   distribution="evidence")
         dataset = concat_datasets(dataset, batch.dataset)
-    splits = data_steps.split_data(dataset, settings.seed, settings.data)
+    splits = data_steps.split_data(dataset, settings.seed, settings.data, champion_rows)
     schema = data_steps.infer_schema_task(splits.train)
     stages.append("validate")
 
@@ -79,7 +90,7 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
     if inputs.warm_start and champion is not None:
         initial = model_steps.load_champion_model(settings, champion)
         k = num_classes_of(splits.train.y, splits.val.y, splits.test.y)
-        if initial.spec != model_spec(settings.model, splits.train.sample_shape, k):
+        if not same_architecture(initial.spec, model_spec(settings.model, splits.train.sample_shape, k)):
             log.info("champion's architecture differs from the configured one: training from scratch")
             initial = None
 
@@ -99,13 +110,16 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
 
     # Harden
     hardening: dict[str, Any] | None = None
-    lo, hi = schema.value_min, schema.value_max  # attacks stay inside the data range in the schema
+    lo = hi = scale = None
     k = num_classes_of(splits.train.y, splits.val.y, splits.test.y)
     if settings.adversarial.enabled:
         from tasks.adversarial import steps as adv_steps
 
+        # Epsilon is a fraction of each feature's training range (tasks/adversarial/scale.py).
+        scale = attack_scale(schema, splits.train.x, splits.val.x, splits.test.x)
+
         module = model.module()
-        hardened = adv_steps.harden_model(module, splits.train, splits.val, settings, lo, hi, k)
+        hardened = adv_steps.harden_model(module, splits.train, splits.val, settings, lo, hi, k, scale=scale)
         hardening = hardened.result.as_dict()
         model = TrainedModel(model.spec, state_dict_to_bytes(module), model.history, origin="harden")
         stages.append("harden")
@@ -121,11 +135,12 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
             champion_metrics = dict(model_steps.evaluate_model(champion_model, splits, settings, "champion")["metrics"])
     robust = champion_robust = None
     if settings.adversarial.enabled:
-        robust = adv_steps.robust_evaluate(model.module(), splits.test, settings, lo, hi, k, "candidate").evaluation
+        robust = adv_steps.robust_evaluate(model.module(), splits.test, settings, lo, hi, k, "candidate",
+                                           scale=scale).evaluation
         metrics.update(_robust_metrics(robust.summary()))
         if champion_metrics is not None:
             champion_robust = adv_steps.robust_evaluate(champion_model.module(), splits.test, settings, lo, hi, k,
-                                                        "champion").evaluation
+                                                        "champion", scale=scale).evaluation
             champion_metrics.update(_robust_metrics(champion_robust.summary()))
     stages.append("evaluate")
 
@@ -143,9 +158,13 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
               "history": model.history, "extra_batches": inputs.extra_batches,
               "federated": federated and {"run_id": federated["run_id"], "metrics": federated["metrics"],
                                           "rounds": federated["rounds"]},
-              "hardening": hardening, "robust_evaluation": robust.as_dict() if robust else None, "gate": decision}
+              "hardening": hardening, "robust_evaluation": robust.as_dict() if robust else None, "gate": decision,
+              "splits": split_summary(splits, champion_rows)}
     # The drift reference is stored beside the weights, so a promoted model always has one.
     reference_files = drift_steps.reference_files_for(model, splits, settings)
+    # The rows this model's lineage trained on (a warm start inherits the champion's), for the next gate.
+    reference_files[SPLIT_IDS_NAME] = splits.ids.with_inherited(champion_rows if initial is not None else None
+                                                                ).to_npz_bytes()
     registered = model_steps.register_candidate(settings, model, schema, splits, metrics, extras,
                                                 parent=champion, trigger=inputs.trigger, extra_files=reference_files)
     stages.append("register")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from tasks.adversarial.config import AdversarialConfig
 from tasks.config_base import Section
@@ -45,6 +45,17 @@ class Settings(Section):
     federated: FederatedConfig = FederatedConfig()
     adversarial: AdversarialConfig = AdversarialConfig()
     drift: DriftConfig = DriftConfig()
+
+    @model_validator(mode="after")
+    def _default_model_name(self):
+        # registry.model_name defaults to a name derived from the data source (digits ->
+        # digits-classifier, /data/churn.parquet -> churn-classifier), so a user's dataset does
+        # not land in the digits model's registry.
+        if self.registry.model_name is None:
+            from tasks.data.sources import model_name_for_source
+
+            self.registry.model_name = model_name_for_source(self.data.source)
+        return self
 
     def resolved(self) -> dict[str, Any]:
         """The JSON form stored with every artifact (secrets masked)."""

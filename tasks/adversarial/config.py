@@ -22,8 +22,10 @@ class AdversarialConfig(Section):
     # random start with step fast_step_factor * epsilon (Wong et al. 2020).
     mode: Literal["pgd", "delayed", "fast", "natural"] = "delayed"
     norm: Literal["linf", "l2"] = "linf"
-    epsilon: float = Field(0.1, description="perturbation budget in input units (digits are scaled to [0, 1])")
-    step_size: float = Field(0.025, description="PGD step during training, in input units")
+    # Epsilons and steps are fractions of each feature's training range (tasks/adversarial/scale.py):
+    # images, pixels in [0, 1]: 0.1 = a tenth of the pixel range; a column spanning 20..90: 7 units.
+    epsilon: float = Field(0.1, description="perturbation budget as a fraction of each feature's training range")
+    step_size: float = Field(0.025, description="PGD step during training, as a fraction of each feature's training range")
     steps: int = Field(7, description="PGD steps per adversarial example during training (the k of PGD-k)")
     restarts: int = Field(1, ge=1, description="PGD random restarts during training")
     epochs: int = Field(10, ge=1)
@@ -58,7 +60,7 @@ class AdversarialConfig(Section):
     @classmethod
     def _epsilon(cls, v: float) -> float:
         if not v >= 0.0:  # also rejects NaN
-            raise ValueError(f"adversarial.epsilon must be >= 0 (input units), got {v}")
+            raise ValueError(f"adversarial.epsilon must be >= 0 (a fraction of the training range), got {v}")
         return v
 
     @field_validator("step_size")

@@ -19,6 +19,7 @@ from torch import nn
 
 from tasks.adversarial.evaluation import RobustEvaluation, evaluate_with_config
 from tasks.adversarial.gate import GateDecision, robustness_gate as decide
+from tasks.adversarial.scale import AttackScale
 from tasks.adversarial.report import (curve_plot, curve_rows, evaluation_markdown, gate_markdown, history_markdown,
                                       history_plot, history_rows)
 from tasks.adversarial.training import HardenResult, adversarial_train
@@ -48,10 +49,16 @@ def _key(text: str) -> str:
 # Models and arrays are not hashable inputs: no caching.
 @task(name="harden-model", cache_policy=NO_CACHE)
 def harden_model(model: nn.Module, train: Dataset, val: Dataset, settings: Settings, lo, hi,
-                 num_classes: int, key_prefix: str = "harden") -> Hardened:
+                 num_classes: int, key_prefix: str = "harden", scale: AttackScale | None = None) -> Hardened:
     """Adversarially fine-tune ``model`` in place (mode from ``settings.adversarial``); publish the
-    per-epoch history as a table and a markdown artifact with the Figure-2-like plot."""
-    res = adversarial_train(model, train.x, train.y, val.x, val.y, settings.adversarial, settings.training,
+    per-epoch history as a table and a markdown artifact with the Figure-2-like plot.
+
+    With ``scale`` the epsilon is a fraction of each feature's training range
+    (:mod:`tasks.adversarial.scale`) and ``lo``/``hi`` are ignored; without it, input units in ``[lo, hi]``."""
+    tx, vx = train.x, val.x
+    if scale is not None:
+        model, tx, vx, lo, hi = scale.wrap(model), scale.to_unit(tx), scale.to_unit(vx), scale.lo, scale.hi
+    res = adversarial_train(model, tx, train.y, vx, val.y, settings.adversarial, settings.training,
                             derive_seed(settings.seed, "harden"), lo, hi, num_classes)
     png = history_plot(res) if res.history else None
     key_prefix = _key(key_prefix)
@@ -62,9 +69,13 @@ def harden_model(model: nn.Module, train: Dataset, val: Dataset, settings: Setti
 
 @task(name="robust-evaluate", cache_policy=NO_CACHE)
 def robust_evaluate(model: nn.Module, test: Dataset, settings: Settings, lo, hi, num_classes: int,
-                    label: str = "candidate") -> Evaluated:
-    """Accuracy-vs-epsilon curve and sanity checks on ``test``; published as a table and markdown."""
-    ev = evaluate_with_config(model, test.x, test.y, settings.adversarial, lo, hi, num_classes,
+                    label: str = "candidate", scale: AttackScale | None = None) -> Evaluated:
+    """Accuracy-vs-epsilon curve and sanity checks on ``test``; published as a table and markdown.
+    ``scale``: as in :func:`harden_model`."""
+    x = test.x
+    if scale is not None:
+        model, x, lo, hi = scale.wrap(model), scale.to_unit(x), scale.lo, scale.hi
+    ev = evaluate_with_config(model, x, test.y, settings.adversarial, lo, hi, num_classes,
                               derive_seed(settings.seed, "robust-eval"), select_device(settings.training.device),
                               label=label)
     png = curve_plot([ev])

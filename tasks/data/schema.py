@@ -82,6 +82,21 @@ class Schema(BaseModel):
         """Samples with more than one axis (e.g. (1, 8, 8)): all features share one value domain."""
         return len(self.sample_shape) > 1
 
+    def feature_bounds(self, tolerance: float, tail_factor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature allowed range: the training [min, max] widened on each side by
+        ``max(tolerance * span, tail_factor * tail gap)``, where the tail gap is the distance from
+        the 1st (99th) percentile to the minimum (maximum). A long-tailed column (areas, incomes)
+        has a wide gap and its held-out extremes routinely pass the training maximum by a lot; a
+        bounded or binary column has none. NaN where the training data had no values."""
+        mins, maxs = self.array("min"), self.array("max")
+        span = maxs - mins
+        q01 = np.array([np.nan if f.quantiles.get("q01") is None else f.quantiles["q01"] for f in self.features])
+        q99 = np.array([np.nan if f.quantiles.get("q99") is None else f.quantiles["q99"] for f in self.features])
+        low_gap = np.nan_to_num(q01 - mins, nan=0.0)
+        high_gap = np.nan_to_num(maxs - q99, nan=0.0)
+        return (mins - np.maximum(tolerance * span, tail_factor * low_gap),
+                maxs + np.maximum(tolerance * span, tail_factor * high_gap))
+
     def feature_name(self, flat_index: int) -> str:
         return self.features[flat_index].name
 
@@ -117,6 +132,49 @@ def feature_names_for(ds: Dataset) -> list[str]:
     return [str(i) for i in range(ds.num_features)]
 
 
+# Rows per chunk for the moments: float64 copies of a chunk, never of the whole training split.
+_CHUNK_ROWS = 16384
+
+
+def _column_stats(flat: np.ndarray, name: str):
+    """Per-column min, max, mean, std, missing count and :data:`QUANTILES` of the 2-d ``flat``,
+    ignoring NaN; float64 arithmetic on chunks of rows (moments) and one column at a time
+    (quantiles), so the memory needed is a small multiple of one column, not of the data."""
+    n, d = flat.shape
+    mins, maxs = np.full(d, np.inf), np.full(d, -np.inf)
+    s1, cnt, missing = np.zeros(d), np.zeros(d), np.zeros(d, dtype=np.int64)
+    for i in range(0, n, _CHUNK_ROWS):
+        c = np.asarray(flat[i:i + _CHUNK_ROWS], dtype=np.float64)
+        if np.isinf(c).any():
+            r, col = np.argwhere(np.isinf(c))[0]
+            raise DataError(f"{name}: infinite value in training data (row {i + r}, feature {col}); "
+                            "a schema cannot describe its range")
+        nan = np.isnan(c)
+        missing += nan.sum(axis=0)
+        cnt += (~nan).sum(axis=0)
+        mins = np.fmin(mins, np.where(nan, np.inf, c).min(axis=0))
+        maxs = np.fmax(maxs, np.where(nan, -np.inf, c).max(axis=0))
+        s1 += np.where(nan, 0.0, c).sum(axis=0)
+    with np.errstate(all="ignore"):
+        means = np.where(cnt > 0, s1 / np.maximum(cnt, 1), np.nan)
+        s2 = np.zeros(d)
+        for i in range(0, n, _CHUNK_ROWS):  # second pass: exact variance, no cancellation
+            c = np.asarray(flat[i:i + _CHUNK_ROWS], dtype=np.float64)
+            s2 += np.where(np.isnan(c), 0.0, (c - means) ** 2).sum(axis=0)
+        stds = np.where(cnt > 0, np.sqrt(s2 / np.maximum(cnt, 1)), np.nan)
+    mins[cnt == 0] = np.nan
+    maxs[cnt == 0] = np.nan
+    qs = np.full((len(QUANTILES), d), np.nan)
+    # All-missing features get None statistics; numpy's "All-NaN slice" warnings add nothing.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for j in range(d):
+            if cnt[j]:
+                col = np.asarray(flat[:, j], dtype=np.float64)
+                qs[:, j] = np.nanquantile(col, QUANTILES) if missing[j] else np.quantile(col, QUANTILES)
+    return mins, maxs, means, stds, missing, qs
+
+
 def infer_schema(ds: Dataset) -> Schema:
     """Infer the schema of a training dataset.
 
@@ -133,19 +191,9 @@ def infer_schema(ds: Dataset) -> Schema:
         raise DataError(f"{ds.name}: features must be numeric to infer a schema, got dtype {ds.x.dtype}")
     if ds.y.shape != (n,) or not np.issubdtype(ds.y.dtype, np.integer):
         raise DataError(f"{ds.name}: labels must be integers of shape ({n},), got {ds.y.dtype} {ds.y.shape}")
-    flat = ds.x.reshape(n, -1).astype(np.float64)
-    if np.isinf(flat).any():
-        r, c = np.argwhere(np.isinf(flat))[0]
-        raise DataError(f"{ds.name}: infinite value in training data (row {r}, feature {c}); "
-                        "a schema cannot describe its range")
+    flat = ds.x.reshape(n, -1)  # a view: statistics are computed in float64 chunk by chunk
     names = feature_names_for(ds)
-    missing = np.isnan(flat).sum(axis=0)
-    # All-missing features get None statistics; numpy's "All-NaN slice" warnings add nothing.
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mins, maxs = np.nanmin(flat, axis=0), np.nanmax(flat, axis=0)
-        means, stds = np.nanmean(flat, axis=0), np.nanstd(flat, axis=0)
-        qs = np.nanquantile(flat, QUANTILES, axis=0)
+    mins, maxs, means, stds, missing, qs = _column_stats(flat, ds.name)
     features = [
         FeatureStats(
             index=j, name=names[j], min=_finite_or_none(mins[j]), max=_finite_or_none(maxs[j]),
@@ -156,9 +204,14 @@ def infer_schema(ds: Dataset) -> Schema:
         for j in range(flat.shape[1])
     ]
     labels, counts = np.unique(ds.y, return_counts=True)
-    finite = flat[np.isfinite(flat)]
-    if finite.size == 0:
+    if not np.isfinite(mins).any():
         raise DataError(f"{ds.name}: every feature value is missing; cannot infer a value range")
+    # A source that knows its value domain (pixels scaled to [0, 1]) records it: a held-out image
+    # brighter than every training image is still a valid image.
+    domain = ds.meta.get("value_range")
+    value_min, value_max = float(np.nanmin(mins)), float(np.nanmax(maxs))
+    if domain is not None:
+        value_min, value_max = min(value_min, float(domain[0])), max(value_max, float(domain[1]))
     return Schema(
         name=ds.name,
         sample_shape=list(ds.sample_shape),
@@ -169,8 +222,8 @@ def infer_schema(ds: Dataset) -> Schema:
         labels=[int(v) for v in labels],
         class_balance={str(int(v)): float(c) / n for v, c in zip(labels, counts)},
         missing_values={names[j]: int(m) for j, m in enumerate(missing) if m},
-        value_min=float(finite.min()),
-        value_max=float(finite.max()),
+        value_min=value_min,
+        value_max=value_max,
         num_rows=n,
         fingerprint=fingerprint(ds),
     )

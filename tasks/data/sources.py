@@ -1,13 +1,15 @@
 """Datasets: the bundled digits set and user files (npz, parquet, csv) on disk or in S3.
 
 A :class:`Dataset` holds float32 features ``x`` of shape ``(n, *sample_shape)`` and int64 labels
-``y``. Splits are deterministic in the seed; :func:`fingerprint` identifies the exact bytes.
+``y``. Splits are decided per row by a hash of its content and the seed (:mod:`tasks.data.splits`);
+:func:`fingerprint` identifies the exact bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -48,6 +50,8 @@ class Splits:
     train: Dataset
     val: Dataset
     test: Dataset
+    # Row ids of each split (tasks.data.splits.SplitIds), when split by hash.
+    ids: object | None = None
 
 
 def load_digits_dataset() -> Dataset:
@@ -57,6 +61,17 @@ def load_digits_dataset() -> Dataset:
     d = load_digits()
     x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]
     return Dataset(x=x, y=d.target.astype(np.int64), name="digits", meta={"value_range": [0.0, 1.0]})
+
+
+def model_name_for_source(source: str) -> str:
+    """The default registry name for a data source: its file or folder stem plus ``-classifier``
+    (``digits`` -> ``digits-classifier``, ``s3://b/x/churn.parquet`` -> ``churn-classifier``)."""
+    import re
+
+    stem = Path(str(source).split("?")[0].rstrip("/")).name or "data"
+    stem = stem.split(".")[0] if "." in stem[1:] else stem
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-_")[:60] or "data"
+    return f"{stem}-classifier"
 
 
 def _from_frame(df, label_column: str, origin: str) -> Dataset:
@@ -69,7 +84,10 @@ def _from_frame(df, label_column: str, origin: str) -> Dataset:
     if non_numeric:
         raise DataError(f"{origin}: feature columns must be numeric, these are not: {non_numeric[:5]}")
     y = integer_labels(df[label_column].to_numpy(), f"{origin}: label column {label_column!r}")
-    x = df[feats].to_numpy()
+    # Column by column into one C-ordered array: df[feats].to_numpy() builds an intermediate frame.
+    x = np.empty((len(df), len(feats)), dtype=np.result_type(*[df[c].dtype for c in feats]))
+    for j, c in enumerate(feats):
+        x[:, j] = df[c].to_numpy()
     return Dataset(x=x, y=y.astype(np.int64), name=origin, feature_names=[str(c) for c in feats])
 
 
@@ -83,10 +101,27 @@ def parse_bytes(data: bytes, origin: str, label_column: str = "label") -> Datase
         raise DataError(f"{origin}: unsupported file type {suffix or '(none)'!r}; use {', '.join(SUPPORTED_SUFFIXES)}")
     if not data:
         raise DataError(f"{origin}: the file is empty")
+    return _parse(io.BytesIO(data), origin, label_column)
+
+
+def parse_local_file(path: str, origin: str, label_column: str = "label") -> Dataset:
+    """:func:`parse_bytes` reading from a local file instead of its bytes in memory (one copy of
+    the data fewer: npz members and parquet columns are read straight into their arrays); csv
+    feature columns are read as float32, the form training uses."""
+    suffix = Path(origin.split("?")[0]).suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise DataError(f"{origin}: unsupported file type {suffix or '(none)'!r}; use {', '.join(SUPPORTED_SUFFIXES)}")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{origin}: the file is empty")
+    return _parse(path, origin, label_column, csv_float32=True)
+
+
+def _parse(src, origin: str, label_column: str, csv_float32: bool = False) -> Dataset:
+    suffix = Path(origin.split("?")[0]).suffix.lower()
     try:
         if suffix == ".npz":
             # allow_pickle=False: an npz holding object arrays is refused, never unpickled.
-            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            with np.load(src, allow_pickle=False) as z:
                 missing = [k for k in ("x", "y") if k not in z.files]
                 if missing:
                     raise DataError(f"{origin}: npz must hold arrays 'x' and 'y'; missing {missing} (has {z.files})")
@@ -100,14 +135,30 @@ def parse_bytes(data: bytes, origin: str, label_column: str = "label") -> Datase
         import pandas as pd
 
         if suffix == ".parquet":
-            df = pd.read_parquet(io.BytesIO(data))
+            df = pd.read_parquet(src)
+        elif csv_float32:
+            df = _read_csv_float32(src, label_column)
         else:
-            df = pd.read_csv(io.BytesIO(data))
+            df = pd.read_csv(src)
         return _from_frame(df, label_column, origin)
     except DataError:
         raise
     except Exception as e:  # a truncated or corrupt file: name it and say what the parser said
         raise DataError(f"{origin}: cannot be read as {suffix[1:]}: {type(e).__name__}: {e}") from e
+
+
+
+
+def _read_csv_float32(src, label_column: str):
+    """A csv with its feature columns parsed as float32 (half of pandas' float64); a column that
+    is not numeric falls back to pandas' own inference, so the error names it."""
+    import pandas as pd
+
+    header = pd.read_csv(src, nrows=0).columns
+    try:
+        return pd.read_csv(src, dtype={c: np.float32 for c in header if c != label_column})
+    except (ValueError, TypeError):
+        return pd.read_csv(src)
 
 
 def as_float32(ds: Dataset, sample_shape: list[int] | None = None) -> Dataset:
@@ -124,39 +175,49 @@ def as_float32(ds: Dataset, sample_shape: list[int] | None = None) -> Dataset:
     return Dataset(x, ds.y, ds.name, ds.feature_names, dict(ds.meta))
 
 
+def is_file_source(source: str) -> bool:
+    """True for a single data file (.npz/.parquet/.csv); False for ``digits`` and image folders."""
+    return Path(source.split("?")[0]).suffix.lower() in SUPPORTED_SUFFIXES
+
+
 def load_dataset(source: str, read_bytes: Callable[[str], bytes], label_column: str = "label",
-                 sample_shape: list[int] | None = None) -> Dataset:
-    """Load ``source``: ``"digits"`` or a file path/URI whose bytes ``read_bytes`` returns.
+                 sample_shape: list[int] | None = None, list_uris: Callable[[str], list[str]] | None = None,
+                 image_size: int | list[int] | None = None, image_mode: str = "auto") -> Dataset:
+    """Load ``source``: ``"digits"``, a file path/URI whose bytes ``read_bytes`` returns, or a
+    folder / S3 prefix of class subfolders of images (:mod:`tasks.data.images`; needs ``list_uris``).
 
     ``read_bytes`` is the store's URI reader (local paths, ``file://`` and ``s3://``); it raises
     an error naming the file or bucket when it is missing.
     """
     if source == "digits":
         return load_digits_dataset()
-    ds = parse_bytes(read_bytes(source), source, label_column)
+    if not is_file_source(source) and list_uris is not None:
+        from tasks.data.images import load_image_folder
+
+        root = source.rstrip("/")
+        uris = list_uris(root)
+        if uris and uris != [root]:
+            return load_image_folder(root, uris, read_bytes, image_size, image_mode)
+    local = _local_file(source)
+    ds = parse_local_file(local, source, label_column) if local else parse_bytes(read_bytes(source), source, label_column)
     return as_float32(ds, sample_shape)
 
 
-def split_dataset(ds: Dataset, seed: int, val_fraction: float, test_fraction: float,
-                  max_train_samples: int | None = None) -> Splits:
-    """Stratified, seed-deterministic train/validation/test split."""
-    from sklearn.model_selection import train_test_split
+def _local_file(source: str) -> str | None:
+    """The path of ``source`` when it is an existing local file (plain path or file://), else None."""
+    if "://" in source and not source.startswith("file://"):
+        return None
+    path = source[len("file://"):] if source.startswith("file://") else source
+    return path if os.path.isfile(path) else None
 
-    n = len(ds)
-    if n < 10:
-        raise DataError(f"{ds.name}: {n} samples are too few to split into train/validation/test")
-    idx = np.arange(n)
-    counts = np.bincount(ds.y)
-    strat = ds.y if counts[counts > 0].min() >= 3 else None
-    rest, test = train_test_split(idx, test_size=test_fraction, random_state=seed % (2**32), stratify=strat)
-    strat_rest = ds.y[rest] if strat is not None else None
-    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction),
-                                  random_state=(seed + 1) % (2**32), stratify=strat_rest)
-    train = np.sort(train)
-    if max_train_samples is not None and len(train) > max_train_samples:
-        train = np.sort(np.random.default_rng(seed).choice(train, max_train_samples, replace=False))
-    return Splits(ds.subset(train, f"{ds.name}:train"), ds.subset(np.sort(val), f"{ds.name}:val"),
-                  ds.subset(np.sort(test), f"{ds.name}:test"))
+
+def split_dataset(ds: Dataset, seed: int, val_fraction: float, test_fraction: float,
+                  max_train_samples: int | None = None, exclude_from_test=None) -> Splits:
+    """Train/validation/test split by a hash of each row's content and the seed
+    (:func:`tasks.data.splits.split_by_hash`): adding rows never moves an existing row."""
+    from tasks.data.splits import split_by_hash
+
+    return split_by_hash(ds, seed, val_fraction, test_fraction, max_train_samples, exclude_from_test)
 
 
 def fingerprint(ds: Dataset) -> str:
@@ -165,7 +226,8 @@ def fingerprint(ds: Dataset) -> str:
     for a in (ds.x, ds.y):
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
+        # The array's own buffer, not a.tobytes(): no copy of the data (the same bytes, the same digest).
+        h.update(memoryview(a.reshape(-1)).cast("B") if a.size else b"")
     return h.hexdigest()
 
 

@@ -463,7 +463,11 @@ def _align_structure(ds: Dataset, schema: Schema, out: _Collector) -> np.ndarray
         x = x.reshape(n, -1)
 
     feat_names = [f.name for f in schema.features]
-    if x.dtype.kind in "iuf":
+    if x.dtype.kind == "f":
+        # Floats are checked in their own dtype (float32 data compared with float64 bounds is
+        # exact): a float64 copy of a large batch would double the memory validation needs.
+        return x
+    if x.dtype.kind in "iu":
         return x.astype(np.float64)
     converted, bad, what, examples = _non_numeric_cells(x, feat_names)
     if converted is None:
@@ -479,8 +483,12 @@ def _check_values(f: np.ndarray, schema: Schema, cfg: ValidationConfig, out: _Co
     # Non-finite: inf always, NaN unless the training data had missing values in that feature.
     out.check(RULE_NON_FINITE)
     nan_ok = np.array([s.missing > 0 for s in schema.features], dtype=bool)
-    bad = np.isinf(f) | (np.isnan(f) & ~nan_ok[None, :])
-    if bad.any():
+    # In-place boolean masks, one at a time: a million-row batch needs a quarter of its size per mask.
+    bad = ~np.isfinite(f)
+    any_non_finite = bool(bad.any())
+    if any_non_finite and nan_ok.any():
+        bad &= ~(np.isnan(f) & nan_ok[None, :])
+    if any_non_finite and bad.any():
         cells = np.argwhere(bad)
         n_rows = int(bad.any(axis=1).sum())
         n_nan, n_inf = int((np.isnan(f) & bad).sum()), int(np.isinf(f).sum())
@@ -498,12 +506,14 @@ def _check_values(f: np.ndarray, schema: Schema, cfg: ValidationConfig, out: _Co
         lo = np.full(d, schema.value_min - tol * schema.value_span)
         hi = np.full(d, schema.value_max + tol * schema.value_span)
     else:
-        mins, maxs = schema.array("min"), schema.array("max")
-        span = maxs - mins
-        lo, hi = mins - tol * span, maxs + tol * span
+        lo, hi = schema.feature_bounds(tol, cfg.tail_factor_for())
     with np.errstate(invalid="ignore"):
         # Features without a training range (all missing) are not range-checked.
-        oor = np.isfinite(f) & np.isfinite(lo)[None, :] & ((f < lo[None, :]) | (f > hi[None, :]))
+        # NaN bounds (no training values) and NaN cells compare False: never out of range.
+        oor = f < lo[None, :]
+        oor |= f > hi[None, :]
+        if any_non_finite:
+            oor &= np.isfinite(f)
     if oor.any():
         cells = np.argwhere(oor)
         feats = sorted({names[c] for _, c in cells}, key=lambda s: (len(s), s))
@@ -514,32 +524,54 @@ def _check_values(f: np.ndarray, schema: Schema, cfg: ValidationConfig, out: _Co
                               "allowed_min": float(lo[c]), "allowed_max": float(hi[c])}
                              for r, c in cells[: cfg.max_examples]])
 
-    # Duplicates: rows equal (bytewise) to an earlier row of the same batch.
+    # Duplicates: rows equal to an earlier row of the same batch, found by a 64-bit hash of each
+    # row (tasks.data.splits.hash_rows; a collision is a 2^-64 event): sorting 8 bytes per row
+    # instead of whole rows: about 40 bytes of temporaries per row, whatever its width.
     out.check(RULE_DUPLICATE_ROWS)
-    rows = np.ascontiguousarray(f).view(np.dtype((np.void, f.dtype.itemsize * d))).ravel()
-    _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
-    dup_rows = np.flatnonzero(first[inverse] != np.arange(n))
+    from tasks.data.splits import hash_rows
+
+    # A stable sort of the hashes puts each group of equal rows together, first occurrence first.
+    h = hash_rows(f)
+    order = np.argsort(h, kind="stable")
+    h = h[order]
+    repeat = np.empty(n, dtype=bool)
+    repeat[0] = False
+    np.equal(h[1:], h[:-1], out=repeat[1:])
+    del h
+    group_start = np.maximum.accumulate(np.where(repeat, 0, np.arange(n)))
+    first_of = np.empty(n, dtype=np.int64)
+    first_of[order] = order[group_start]
+    del repeat, group_start, order
+    dup_rows = np.flatnonzero(first_of != np.arange(n))
     frac = len(dup_rows) / n
     stats["duplicate_fraction"] = round(frac, 6)
     if frac > cfg.max_duplicate_fraction:
         out.add(RULE_DUPLICATE_ROWS,
                 f"{len(dup_rows)} of {n} rows ({frac:.1%}) repeat an earlier row; at most "
                 f"{cfg.max_duplicate_fraction:.1%} is tolerated",
-                len(dup_rows), [{"row": int(r), "duplicate_of": int(first[inverse[r]])} for r in dup_rows])
+                len(dup_rows), [{"row": int(r), "duplicate_of": int(first_of[r])} for r in dup_rows])
 
     # Gross shift of the feature means, in training-std units, averaged over features.
     if cfg.check_shift and n >= cfg.shift_min_rows:
         out.check(RULE_FEATURE_SHIFT)
         mean_t, std_t = schema.array("mean"), schema.array("std")
         span_t = schema.array("max") - schema.array("min")
+        if schema.is_image_like:
+            # A pixel constant in training (an edge never lit) still shares the images' value
+            # domain: measure its shift against that domain instead of leaving it out (with the
+            # hash splits of tasks/data/splits.py, which edge pixels stay constant moves with the
+            # seed, and noise_0.3 detection in benchmarks/data_validation.py depended on it).
+            span_t = np.where(span_t > 0, span_t, schema.value_span)
         # Constant training features have no scale to measure a shift in (range rules cover them).
         use = np.isfinite(mean_t) & np.isfinite(std_t) & (span_t > 0)
         if use.any():
-            clean = np.where(np.isfinite(f), f, np.nan)
             # An all-NaN column gives NaN (and numpy's "Mean of empty slice" warning): left out below.
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                mean_b = np.nanmean(clean, axis=0)
+                if np.isfinite(f).all():  # the usual case: no copy of the batch
+                    mean_b = f.mean(axis=0, dtype=np.float64)
+                else:
+                    mean_b = np.nanmean(np.where(np.isfinite(f), f, np.nan), axis=0)
                 scale = np.maximum(std_t, _STD_FLOOR_SHARE * span_t)
                 shift = np.abs(mean_b - mean_t) / scale
             use &= np.isfinite(shift)
@@ -703,13 +735,15 @@ class ValidatedBatch:
 def validate_or_quarantine(batch: Dataset | str, schema: Schema, cfg: ValidationConfig, store_cfg,
                            batch_id: str | None = None, label_column: str = "label",
                            raw_bytes: bytes | None = None, labels: str = "required",
-                           distribution: str = "fail") -> ValidatedBatch:
+                           distribution: str = "fail", raw_uri: str | None = None) -> ValidatedBatch:
     """Validate a batch (a Dataset, or a path/URI read through the store); quarantine it on failure.
 
     On failure the raw bytes (for an in-memory Dataset without ``raw_bytes``: its npz encoding)
     and the report go to ``quarantine/<batch_id>/`` in the store of ``store_cfg``, and
     :class:`~tasks.errors.ValidationFailed` is raised naming the violated rules and the
-    quarantine URI (``.report`` and ``.quarantine_uri`` carry both). With ``cfg.enabled`` False
+    quarantine URI (``.report`` and ``.quarantine_uri`` carry both). ``raw_uri``: the file an
+    in-memory Dataset was parsed from; its bytes are read (and quarantined byte for byte) only when
+    the batch fails, so a passing file is never held in memory twice. With ``cfg.enabled`` False
     only the file is read and conformed. On success returns the batch conformed to the schema.
     A URI with ``raw_bytes`` given is not read again (the drift check reads each file once, safely).
     ``labels`` and ``distribution`` are passed to :func:`validate_batch`.
@@ -730,7 +764,7 @@ def validate_or_quarantine(batch: Dataset | str, schema: Schema, cfg: Validation
         bid = batch_id or (ds.meta["batch_id"] if ds is not None else error.batch_id)
     else:
         ds, error = batch, None
-        source = ds.meta.get("source") or ds.name
+        source = raw_uri or ds.meta.get("source") or ds.name
         bid = batch_id or batch_id_for(source, raw_bytes, ds)
     if error is None and not cfg.enabled:
         report = ValidationReport(batch_id=bid, source=source, rows=len(ds), passed=True,
@@ -740,12 +774,39 @@ def validate_or_quarantine(batch: Dataset | str, schema: Schema, cfg: Validation
     report = error or validate_batch(ds, schema, cfg, bid, source, labels=labels, distribution=distribution)
     if report.passed:
         return ValidatedBatch(conform(ds, schema), report, raw_bytes)
-    if raw_bytes is None and ds is not None:
+    if raw_bytes is None and raw_uri is not None:
+        from tasks.store.backends import read_uri
+
+        raw_bytes, name = read_uri(raw_uri, store_cfg), raw_uri
+    elif raw_bytes is None and ds is not None:
         raw_bytes, name = _npz_for_quarantine(ds), f"{bid}.npz"
     else:
         name = source
     uri = quarantine(open_backend(store_cfg), bid, raw_bytes, name, report)
     report = report.model_copy(update={"quarantine": {"uri": uri}})
     raise ValidationFailed(
-        f"batch {bid} from {source} failed validation: {', '.join(report.rules)}; quarantined at {uri}",
+        f"batch {bid} from {source} failed validation: {', '.join(report.rules)}; quarantined at {uri}"
+        + "".join(f"\n  {line}" for line in violation_details(report)),
         report=report, quarantine_uri=uri)
+
+
+def violation_details(report: ValidationReport, per_rule: int = 3) -> list[str]:
+    """One line per violated rule naming the features and values that broke it (from the
+    report's examples), e.g. ``out_of_range: row 3 feature 'age' = 200 (allowed 18..162)``."""
+    lines = []
+    for v in report.violations:
+        parts = []
+        for ex in v.examples[:per_rule]:
+            if "feature" in ex and "value" in ex:
+                where = f"row {ex['row']} " if "row" in ex else ""
+                allowed = (f" (allowed {_short(ex['allowed_min'])}..{_short(ex['allowed_max'])})"
+                           if "allowed_min" in ex else "")
+                parts.append(f"{where}feature {ex['feature']!r} = {_short(ex['value'])}{allowed}")
+            elif "feature" in ex and "shift" in ex:
+                parts.append(f"feature {ex['feature']!r} mean {_short(ex['batch_mean'])} vs training "
+                             f"{_short(ex['train_mean'])} ({_short(ex['shift'])} std)")
+            elif ex:
+                parts.append(", ".join(f"{k}={_short(val)}" for k, val in ex.items()))
+        more = f" and {v.count - len(parts)} more" if v.count > len(parts) and parts else ""
+        lines.append(f"{v.rule}: {'; '.join(parts) or v.message}{more}")
+    return lines

@@ -1,6 +1,8 @@
-"""The Flower ServerApp: read the work dir's settings, build the strategy, run ``strategy.start``
-with a central evaluation of the global model on the held-out splits every round, checkpoint the
-global model every round, and write the result (weights, per-round records, status) to ``out/``."""
+"""The Flower ServerApp: read the work dir's settings, ask every client to validate its local data
+against the schema (clients whose data fail are left out), build the strategy, run
+``strategy.start`` with federated evaluation (clients' held-out rows) and a central evaluation of
+the global model on the orchestrator's held-out splits every round, checkpoint the global model
+every round, and write the result (weights, per-round records, client validation, status) to ``out/``."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import traceback
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from tasks.federated.protocol import client_task
 from tasks.federated.strategies import build_strategy
+from tasks.federated.validation_round import ExcludingGrid, validate_clients
 from tasks.federated.workspace import Workspace, load_workspace, workdir_from
 from tasks.models.serialize import build_from_spec, state_dict_to_bytes
 from tasks.models.train import evaluate, select_device
@@ -37,10 +41,14 @@ def run_server(grid: Grid, ws: Workspace) -> None:
     random.seed(derive_seed(settings.seed, "federated", "sampling"))
     strategy = build_strategy(fed)
     model = build_from_spec(ws.spec["model_spec"])
-    initial = ws.initial_state()
+    # In the model's own key order (safetensors stores keys sorted): FedAvgM/FedAdam pair the global
+    # arrays with the aggregate by position, and the clients reply in the model's order.
+    model.load_state_dict(ws.initial_state())
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     device = select_device(tr.device)
     num_classes = int(ws.spec["model_spec"]["num_classes"])
     val, test = ws.arrays("val"), ws.arrays("test")
+    task_config = client_task(settings, ws.spec["model_spec"], ws.schema()).to_config()
     rows: list[dict] = []
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
@@ -53,7 +61,10 @@ def run_server(grid: Grid, ws: Workspace) -> None:
                "val_loss": ev_val.loss, "val_accuracy": ev_val.accuracy,
                "test_loss": ev_test.loss, "test_accuracy": ev_test.accuracy,
                "participants": entry.get("participants", []), "failures": entry.get("failures", []),
-               "sampled": len(entry.get("sampled_nodes", [])), "wall_time": time.time()}
+               "sampled": len(entry.get("sampled_nodes", [])), "clients": entry.get("clients", {}),
+               "client_eval": entry.get("client_eval", {}), "client_eval_accuracy": entry.get("client_eval_accuracy"),
+               "client_eval_loss": entry.get("client_eval_loss"),
+               "client_eval_examples": entry.get("client_eval_examples"), "wall_time": time.time()}
         if server_round > 0:
             ckpt = ws.out / "checkpoints" / f"round-{server_round:03d}.safetensors"
             ckpt.write_bytes(state_dict_to_bytes(model))
@@ -63,12 +74,17 @@ def run_server(grid: Grid, ws: Workspace) -> None:
         return MetricRecord({"val_accuracy": ev_val.accuracy, "val_loss": ev_val.loss,
                              "test_accuracy": ev_test.accuracy, "test_loss": ev_test.loss})
 
-    train_config = ConfigRecord({"local-epochs": fed.local_epochs, "batch-size": fed.batch_size,
-                                 "optimizer": fed.client_optimizer or tr.optimizer, "lr": fed.client_lr or tr.lr})
     _write_json(ws.out / "status.json", {"state": "running"})
     try:
-        result = strategy.start(grid=grid, initial_arrays=ArrayRecord(initial), num_rounds=fed.rounds,
-                                timeout=fed.round_timeout_s, train_config=train_config, evaluate_fn=evaluate_fn)
+        # Federated validation first: a client whose data fail the schema is never sampled.
+        clients = validate_clients(grid, task_config, timeout=fed.round_timeout_s, min_valid=fed.min_fit_clients,
+                                   wait_s=fed.startup_timeout_s)
+        _write_json(ws.out / "validation.json", [c.to_dict() for c in clients])
+        excluded = {c.node for c in clients if c.status != "valid"}
+        result = strategy.start(grid=ExcludingGrid(grid, excluded), initial_arrays=ArrayRecord(initial),
+                                num_rounds=fed.rounds, timeout=fed.round_timeout_s,
+                                train_config=ConfigRecord(task_config), evaluate_config=ConfigRecord(task_config),
+                                evaluate_fn=evaluate_fn)
         (ws.out / "final.safetensors").write_bytes(state_dict_to_bytes(result.arrays.to_torch_state_dict()))
         _write_json(ws.out / "status.json", {"state": "completed", "rounds": fed.rounds})
     except BaseException as e:
@@ -86,4 +102,25 @@ def main(grid: Grid, context: Context) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-    run_server(grid, load_workspace(workdir_from(context.run_config)))
+    ws = load_workspace(workdir_from(context.run_config))
+    if ws.spec.get("mode") == "drift":
+        run_drift_check(grid, ws)
+    else:
+        run_server(grid, ws)
+
+
+def run_drift_check(grid: Grid, ws: Workspace) -> None:
+    """A federated drift check instead of training rounds (:mod:`tasks.federated.drift_round`)."""
+    from tasks.federated.drift_round import drift_query
+
+    fed = ws.settings().federated
+    _write_json(ws.out / "status.json", {"state": "running"})
+    try:
+        reports = drift_query(grid, ws, timeout=fed.round_timeout_s, min_nodes=fed.min_fit_clients,
+                              wait_s=fed.startup_timeout_s)
+        _write_json(ws.out / "drift.json", [r.to_dict() for r in reports])
+        _write_json(ws.out / "status.json", {"state": "completed"})
+    except BaseException as e:
+        _write_json(ws.out / "status.json", {"state": "failed", "error": str(e), "type": type(e).__name__,
+                                             "traceback": traceback.format_exc()})
+        raise

@@ -11,9 +11,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data.sources import Splits, fingerprint
+from tasks.federated.baseline import central_test_accuracy
 from tasks.federated.engine import run_federated
 from tasks.federated.publish import publish_federated
-from tasks.federated.report import markdown_report, partition_plot_png, partition_rows, round_plot_png, round_rows
+from tasks.federated.report import (markdown_report, partition_plot_png, partition_rows, round_plot_png, round_rows,
+                                   validation_rows)
 from tasks.settings import Settings
 from tasks.ui import publish_image, publish_markdown, publish_table, run_logger
 
@@ -30,17 +32,22 @@ def federate(splits: Splits, settings: Settings, initial_weights: bytes | None =
     bytes of the global model, the next stage's input), ``model_spec`` and ``rounds``.
     """
     result = run_federated(settings, splits, initial_weights)
+    baseline = central_test_accuracy(settings, splits) if settings.federated.central_baseline else None
     manifest = publish_federated(result, settings.store, config=settings.resolved(),
-                                 data_fingerprint=fingerprint(splits.train), parent_model=parent_model)
+                                 data_fingerprint=fingerprint(splits.train), parent_model=parent_model,
+                                 central_baseline=baseline)
     publish_table("federated-rounds", round_rows(result.rounds),
                   f"{result.strategy} ({result.engine}): global model per round; round 0 is the start")
+    publish_table("federated-validation", validation_rows(result.validation),
+                  "Federated validation: each client's data against the schema (status, rows, violated rules)")
     publish_table("federated-partition", partition_rows(result.partition),
                   f"Partition '{result.partition['scheme']}': samples of each label per client")
-    publish_image("federated-rounds-plot", round_plot_png(result.rounds), "Loss and accuracy per round")
+    publish_image("federated-rounds-plot", round_plot_png(result.rounds, central_baseline=baseline),
+                  "Loss and accuracy per round (server-side, clients' held-out rows; central training as a line)")
     publish_image("federated-partition-plot", partition_plot_png(result.partition), "Labels per client")
     publish_markdown("federated-summary", markdown_report(result.rounds, result.partition, result.strategy,
-                                                          result.engine), f"Federated run {manifest['run_id']}")
+                                                          result.engine, result.validation), f"Federated run {manifest['run_id']}")
     run_logger().info("federated %s: %d rounds, final %s, stored as %s", result.strategy,
                           len(result.rounds) - 1, result.final_metrics, manifest["run_id"])
     return {"run_id": manifest["run_id"], "metrics": result.final_metrics, "weights": result.weights_bytes(),
-            "model_spec": result.model_spec, "rounds": round_rows(result.rounds)}
+            "model_spec": result.model_spec, "rounds": round_rows(result.rounds), "central_baseline_accuracy": baseline}

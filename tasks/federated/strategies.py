@@ -20,15 +20,16 @@ from typing import Iterable
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg, Krum, MultiKrum, Strategy
+from flwr.serverapp.strategy import (FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, Krum, MultiKrum,
+                                     Strategy)
 
 from tasks.errors import DriftloopError
 from tasks.federated.config import FederatedConfig
+from tasks.federated.protocol import CLIENT_KEY, VALIDATION_KEY, WEIGHT_KEY
 
 log = logging.getLogger("driftloop.federated")
-
-WEIGHT_KEY = "num-examples"
-CLIENT_KEY = "partition-id"
+# Per-client counts the clients report beside their metrics: not averaged.
+_COUNT_KEYS = (WEIGHT_KEY, CLIENT_KEY, "held_out_examples", "rows", "passed")
 
 
 class RoundFailed(DriftloopError):
@@ -64,6 +65,17 @@ def screen_reply(content: RecordDict, expected: dict[str, tuple[int, ...]]) -> s
     return None
 
 
+def _validation_summary(content: RecordDict) -> str:
+    import json
+
+    from tasks.federated.client_data import ClientValidation
+
+    try:
+        return ClientValidation.from_dict(json.loads(str(content[VALIDATION_KEY]["report"]))).summary()
+    except (KeyError, ValueError, TypeError) as e:
+        return f"unreadable validation report ({e})"
+
+
 def aggregate_train_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
     """Example-weighted mean of each training metric, leaving out the weight and the client id."""
     weights, rows = [], []
@@ -74,7 +86,7 @@ def aggregate_train_metrics(records: list[RecordDict], weight_key: str) -> Metri
     total = sum(weights)
     out = MetricRecord()
     for key in rows[0].keys():
-        if key in (weight_key, CLIENT_KEY) or isinstance(rows[0][key], list):
+        if key in (weight_key, *_COUNT_KEYS) or isinstance(rows[0][key], list):
             continue
         out[key] = float(sum(w * float(r[key]) for w, r in zip(weights, rows)) / total)
     out["examples"] = int(total)
@@ -118,6 +130,9 @@ class ReplyFilter:
                 if reason is None:
                     accepted.append(msg)
                     entry["participants"].append(client if client is not None else node)
+                    entry.setdefault("clients", {})[str(client if client is not None else node)] = {
+                        "train_examples": int(metrics[WEIGHT_KEY]), "train_loss": float(metrics.get("train_loss", "nan")),
+                        "held_out_examples": int(metrics.get("held_out_examples", 0))}
                     continue
             log.warning("round %d: reply from node %d (client %s) rejected: %s", server_round, node, client, reason)
             entry["failures"].append({"node": node, "client": client, "reason": reason})
@@ -141,9 +156,38 @@ class ReplyFilter:
         return arrays, metrics
 
 
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]):
+        """Federated evaluation: record each client's figures on its held-out rows, then the
+        example-weighted aggregate (replies without held-out rows or with errors are skipped)."""
+        entry = self.round_log.setdefault(server_round, {"sampled_nodes": [], "participants": [], "failures": []})
+        usable, per_client = [], {}
+        for msg in replies:
+            if msg.has_error():
+                continue
+            m = next(iter(msg.content.metric_records.values()), None)
+            if m is None or WEIGHT_KEY not in m or "eval_accuracy" not in m:
+                continue
+            usable.append(msg)
+            client = str(int(m[CLIENT_KEY])) if CLIENT_KEY in m else str(int(msg.metadata.src_node_id))
+            per_client[client] = {"examples": int(m[WEIGHT_KEY]), "accuracy": float(m["eval_accuracy"]),
+                                  "loss": float(m["eval_loss"])}
+        entry["client_eval"] = dict(sorted(per_client.items(), key=lambda kv: int(kv[0])))
+        if not usable:
+            return None
+        agg = super().aggregate_evaluate(server_round, usable)  # type: ignore[misc]
+        if agg is not None:
+            entry["client_eval_accuracy"] = float(agg["eval_accuracy"])
+            entry["client_eval_loss"] = float(agg["eval_loss"])
+            entry["client_eval_examples"] = int(agg["examples"])
+        return agg
+
+
 _BASES: dict[str, type[Strategy]] = {
     "fedavg": FedAvg, "fedprox": FedProx, "fedmedian": FedMedian,
     "fedtrimmedavg": FedTrimmedAvg, "krum": Krum, "multikrum": MultiKrum,
+    # Server-side optimizers (Reddi et al. 2021, "Adaptive Federated Optimization"; Hsu et al. 2019
+    # for FedAvgM): the averaged client update is a pseudo-gradient for a server SGD-momentum/Adam step.
+    "fedavgm": FedAvgM, "fedadam": FedAdam,
 }
 _FILTERED: dict[str, type] = {
     name: type(f"Filtered{base.__name__}", (ReplyFilter, base), {}) for name, base in _BASES.items()
@@ -154,12 +198,14 @@ def build_strategy(cfg: FederatedConfig) -> Strategy:
     """The configured Flower strategy, wrapped in :class:`ReplyFilter`.
 
     Clients are sampled as in FedAvg: ``max(floor(C * K), min_fit_clients)`` of the ``K`` connected
-    SuperNodes per round. Federated (client-side) evaluation is off: the ServerApp evaluates the
-    global model centrally on the held-out split (``evaluate_fn``).
+    SuperNodes per round. Federated evaluation (each round's global model on the clients' local
+    held-out rows) samples the same fraction, unless ``local_eval_fraction`` is 0; the ServerApp
+    also evaluates the global model centrally on the orchestrator's held-out split (``evaluate_fn``).
     """
-    common = dict(fraction_train=cfg.fraction_fit, fraction_evaluate=0.0, min_train_nodes=cfg.min_fit_clients,
+    fraction_eval = cfg.fraction_fit if cfg.local_eval_fraction > 0 else 0.0
+    common = dict(fraction_train=cfg.fraction_fit, fraction_evaluate=fraction_eval, min_train_nodes=cfg.min_fit_clients,
                   min_evaluate_nodes=0, min_available_nodes=cfg.min_fit_clients, weighted_by_key=WEIGHT_KEY,
-                  train_metrics_aggr_fn=aggregate_train_metrics)
+                  train_metrics_aggr_fn=aggregate_train_metrics, evaluate_metrics_aggr_fn=aggregate_train_metrics)
     name = cfg.strategy
     extra: dict = {}
     if name == "fedprox":
@@ -168,6 +214,10 @@ def build_strategy(cfg: FederatedConfig) -> Strategy:
         extra = {"beta": cfg.trimmed_beta}
     elif name == "krum":
         extra = {"num_malicious_nodes": cfg.krum_byzantine}
+    elif name == "fedavgm":
+        extra = {"server_learning_rate": cfg.server_lr, "server_momentum": cfg.server_momentum}
+    elif name == "fedadam":
+        extra = {"eta": cfg.server_lr, "tau": cfg.server_tau}
     elif name == "multikrum":
         extra = {"num_malicious_nodes": cfg.krum_byzantine, "num_nodes_to_select": cfg.multikrum_select}
     try:

@@ -11,6 +11,7 @@ from tasks.models.report import learning_curve_png
 from tasks.models.trained import TrainedModel
 from tasks.settings import Settings
 from tasks.store.artifacts import ArtifactStore
+from tasks.errors import ObjectNotFound
 from tasks.store.registry import ModelRegistry
 
 
@@ -28,6 +29,17 @@ def load_trained(store: ArtifactStore, record: dict) -> TrainedModel:
     """A registered version as a TrainedModel (spec + verified safetensors weights)."""
     spec = json.loads(store.get_bytes(record["run_id"], "model.json"))
     return TrainedModel(spec, store.get_bytes(record["run_id"], "model.safetensors"), {}, origin="champion")
+
+
+def load_trained_rows(store: ArtifactStore, record: dict):
+    """The row ids (uint64) a registered version's lineage trained on, from its ``split_ids.npz``;
+    None when the run has none (registered before splits were recorded)."""
+    from tasks.data.splits import SPLIT_IDS_NAME, SplitIds
+
+    try:
+        return SplitIds.from_npz_bytes(store.get_bytes(record["run_id"], SPLIT_IDS_NAME)).trained_on
+    except ObjectNotFound:
+        return None
 
 
 def accuracy_decision(metrics: dict, champion_metrics: dict | None, tolerance: float) -> dict[str, Any]:
@@ -56,6 +68,8 @@ def register_candidate(store: ArtifactStore, registry: ModelRegistry, settings: 
         if model.history.get("epoch"):
             w.put_json("history.json", model.history)
             w.put_bytes("learning_curve.png", learning_curve_png(model.history))
+        # The test split's fingerprint is what makes two gate decisions comparable: same
+        # fingerprint, same rows.
         data_fp = {"train": fingerprint(splits.train), "val": fingerprint(splits.val), "test": fingerprint(splits.test)}
         manifest = w.commit({
             "config": settings.resolved(),

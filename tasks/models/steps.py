@@ -84,6 +84,14 @@ def champion_schema(settings: Settings, champion: dict):
     return load_schema(open_registry(settings)[0], champion)
 
 
+@task(name="champion-trained-rows", **_IO)
+def champion_trained_rows(settings: Settings, champion: dict):
+    """Row ids the champion's lineage trained on (None for a champion stored without them)."""
+    from tasks.models.registration import load_trained_rows, open_registry
+
+    return load_trained_rows(open_registry(settings)[0], champion)
+
+
 @task(name="load-champion", **_IO)
 def load_champion_model(settings: Settings, champion: dict) -> TrainedModel:
     from tasks.models.registration import load_trained, open_registry

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from tasks.models.config import ModelConfig, TrainingConfig
-from tasks.models.serialize import build_from_spec, load_model, model_spec, state_dict_to_bytes
+from tasks.models.serialize import build_from_spec, load_model, model_spec, same_architecture, state_dict_to_bytes
+from tasks.models.standardize import fit_standardization
 from tasks.models.train import EvalResult, evaluate, fit, select_device
 from tasks.seeding import derive_seed, seed_everything
 
@@ -36,12 +37,14 @@ def train_candidate(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
     """Train the configured model (warm-started from ``initial`` when its architecture matches).
 
     The model's initial weights come from ``derive_seed(seed, "init")``; epoch order from ``fit``.
+    Its standardization layer holds the mean/std of ``train_x`` (a warm start keeps the initial
+    model's weights but takes this split's statistics).
     """
     seed_everything(derive_seed(seed, "init"))
     in_shape = tuple(int(d) for d in train_x.shape[1:])
-    spec = model_spec(model_cfg, in_shape, num_classes)
-    if initial is not None and initial.spec == spec:
-        model = initial.module()
+    spec = model_spec(model_cfg, in_shape, num_classes, fit_standardization(train_x))
+    if initial is not None and same_architecture(initial.spec, spec):
+        model = load_model(spec, initial.weights)
     else:
         model = build_from_spec(spec)
     hist = fit(model, train_x, train_y, val_x, val_y, training_cfg, derive_seed(seed, "train"), num_classes, on_epoch)

@@ -26,7 +26,8 @@ class StoreConfig(Section):
 
 
 class RegistryConfig(Section):
-    model_name: str = Field("digits-classifier", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    # None: derived from data.source (tasks.data.sources.model_name_for_source), e.g. digits-classifier.
+    model_name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     # A candidate is promoted when its test accuracy >= champion's - tolerance.
     promote_tolerance: float = Field(0.0, ge=0.0, le=1.0)
     # The gate refuses a candidate trained on fewer rows than this, or evaluated on fewer test rows

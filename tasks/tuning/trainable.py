@@ -75,6 +75,7 @@ def train_trial(config: dict, data: dict | None = None, setup: TrialSetup | None
     import torch
     from ray import tune
 
+    from tasks.models.standardize import fit_standardization
     from tasks.models.train import evaluate, make_optimizer, select_device, train_one_epoch
     from tasks.models.zoo import build_model
     from tasks.seeding import seed_everything
@@ -90,7 +91,8 @@ def train_trial(config: dict, data: dict | None = None, setup: TrialSetup | None
     seed_everything(seed)
     device = select_device(train_cfg.device)
     x_tr, y_tr, x_va, y_va = data["x_train"], data["y_train"], data["x_val"], data["y_val"]
-    model = build_model(model_cfg, tuple(x_tr.shape[1:]), setup.num_classes).to(device)
+    # Trials see inputs standardized as the trained model will (its first layer, train-split statistics).
+    model = build_model(model_cfg, tuple(x_tr.shape[1:]), setup.num_classes, fit_standardization(x_tr)).to(device)
     opt = make_optimizer(model, train_cfg.optimizer, train_cfg.lr, train_cfg.weight_decay, train_cfg.momentum)
 
     start, train_seconds = 0, 0.0

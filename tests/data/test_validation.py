@@ -140,7 +140,9 @@ def test_out_of_range_overall_scope(digits_splits, digits_schema):
     x[0, 0, 0, 0] = 0.5
     assert validate_batch((x, y), digits_schema, CFG, "edge").passed
     r = validate_batch((x, y), digits_schema, ValidationConfig(range_scope="feature"), "edge2")
-    assert r.rules == [V.RULE_OUT_OF_RANGE] and r.get(V.RULE_OUT_OF_RANGE).count == 1
+    assert r.rules == [V.RULE_OUT_OF_RANGE]
+    assert r.get(V.RULE_OUT_OF_RANGE).examples[0] == {"row": 0, "feature": "0", "value": 0.5,
+                                                       "allowed_min": 0.0, "allowed_max": 0.0}
 
 
 def test_out_of_range_feature_scope(table):

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tasks.federated.engine import FlowerCluster, run_federated
@@ -21,7 +22,7 @@ from .conftest import fed_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 RECIPE = Path(__file__).resolve().parents[2] / "infra" / "flower" / "make_certs.sh"
-ROGUE_PARTITION = 3  # no such partition: a ClientApp run for it would fail, so any work it got would show
+ROGUE_PARTITION = 3  # a client id none of the registered nodes has: any work it got would show in the participants
 
 
 def _no_flower_processes_left(cluster: FlowerCluster) -> bool:
@@ -61,7 +62,7 @@ def tls_auth_run(digits_splits, tmp_path_factory):
     def run_app_after_a_rogue_tried(self: FlowerCluster, app_dir, timeout, logname="flwr-run.log"):
         seen["cluster"] = self
         seen["online_before"] = self.online_nodes()
-        rogue = self.start_extra_supernode(ROGUE_PARTITION, rogue_key, logname="supernode-rogue.log")
+        rogue = self.start_extra_supernode(ROGUE_PARTITION, self.data_paths[0], rogue_key, logname="supernode-rogue.log")
         t0 = time.monotonic()
         try:
             rc = rogue.wait(timeout=60)
@@ -82,6 +83,18 @@ def tls_auth_run(digits_splits, tmp_path_factory):
     logs = home / "logs"
     return {"res": res, "home": home, "seen": seen, "rogue_log": (logs / "supernode-rogue.log").read_text(errors="replace"),
             "superlink_log": (logs / "superlink.log").read_text(errors="replace")}
+
+
+def _client_files(splits, root: Path, n: int, seed: int = 3) -> list[Path]:
+    """``n`` data owners' files: disjoint random cuts of the training split, each in its own directory."""
+    perm = np.random.default_rng(seed).permutation(len(splits.train))
+    paths = []
+    for i, idx in enumerate(np.array_split(perm, n)):
+        d = root / f"owner-{i}"
+        d.mkdir(parents=True)
+        np.savez(d / "data.npz", x=splits.train.x[np.sort(idx)], y=splits.train.y[np.sort(idx)])
+        paths.append(d / "data.npz")
+    return paths
 
 
 def _listed_nodes(cluster: FlowerCluster) -> list[dict]:
@@ -130,7 +143,8 @@ def test_killed_supernode_is_left_out_and_run_completes(digits_splits, tmp_path)
     # round 2 waits the round timeout for the killed node; rounds take a few seconds here
     s = fed_settings(engine="deployment", num_clients=3, rounds=3, min_fit_clients=2, round_timeout_s=30.0)
     work = tmp_path / "w"
-    cluster = FlowerCluster(3, tmp_path / "home", startup_timeout=90)
+    files = _client_files(digits_splits, tmp_path / "owners", 3)
+    cluster = FlowerCluster(3, tmp_path / "home", data_paths=files, startup_timeout=90)
     killed = threading.Event()
 
     def killer():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tasks.federated.engine import run_federated
 from tasks.federated.strategies import RoundFailed
-from tasks.federated.workspace import Fault
+from tasks.federated.faults import Fault
 from tasks.models.serialize import build_from_spec, state_dict_from_bytes
 
 from .conftest import fed_settings
@@ -43,3 +45,50 @@ def test_round_with_too_few_replies_fails_loudly(digits_splits, tmp_path):
     with pytest.raises(RoundFailed, match="federated round 1: 1 usable client replies of 3 sampled"):
         run_federated(s, digits_splits, workdir=tmp_path / "w", faults=faults)
     assert not (tmp_path / "w" / "out" / "final.safetensors").exists()
+
+
+def _short_tmp() -> str:
+    """A short directory for Ray's temp files (its socket paths must stay under 107 characters)."""
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="rt", dir="/tmp")
+
+
+def test_simulation_starts_its_own_ray_despite_a_stale_cluster_file(digits_splits, tmp_path, monkeypatch):
+    """Issue 17: with no address, ``ray.init`` joins the cluster named in ``$RAY_TMPDIR/ray/ray_current_cluster``
+    (a stale file, or another job's Ray on the machine). The simulation must start its own runtime."""
+    import shutil
+
+    from tasks.federated.processes import free_port
+
+    rt = _short_tmp()
+    try:
+        os.makedirs(os.path.join(rt, "ray"))
+        with open(os.path.join(rt, "ray", "ray_current_cluster"), "w") as f:
+            f.write(f"127.0.0.1:{free_port()}\n")  # nobody listens there
+        monkeypatch.setenv("RAY_TMPDIR", rt)
+        res = run_federated(fed_settings(num_clients=2, rounds=1, round_timeout_s=120.0), digits_splits,
+                            workdir=tmp_path / "w")
+        assert [r["participants"] for r in res.rounds[1:]] == [[0, 1]]
+        assert res.rounds[1]["test_accuracy"] > res.rounds[0]["test_accuracy"]
+    finally:
+        shutil.rmtree(rt, ignore_errors=True)
+
+
+def test_a_crashed_simulation_runtime_is_reported_as_such(digits_splits, tmp_path, monkeypatch):
+    """Issue 17: a runtime that cannot start (here Ray's temp dir is a regular file) fails the stage at
+    once with Ray's own error, not after the round timeout with a RoundFailed blaming the clients."""
+    import time
+
+    from tasks.federated.processes import FederatedEngineError
+
+    not_a_dir = tmp_path / "not-a-dir"
+    not_a_dir.write_text("a file where Ray wants its temp dir\n")
+    monkeypatch.setenv("RAY_TMPDIR", str(not_a_dir))
+    t0 = time.monotonic()
+    with pytest.raises(FederatedEngineError, match=r"runtime crashed \(not a client failure\)") as e:
+        run_federated(fed_settings(num_clients=2, rounds=1, round_timeout_s=300.0), digits_splits,
+                      workdir=tmp_path / "w")
+    assert time.monotonic() - t0 < 120, "waited for the round timeout"
+    assert not isinstance(e.value, RoundFailed)
+    assert "not-a-dir" in str(e.value) or "NotADirectoryError" in str(e.value) or "FileExistsError" in str(e.value)

@@ -17,7 +17,7 @@ def test_federate_task_stores_run_and_publishes_artifacts(prefect_api, s3_store_
     from tasks.models.serialize import state_dict_from_bytes
     from tasks.store.artifacts import ArtifactStore
 
-    s = fed_settings(num_clients=3, rounds=2).model_copy(update={"store": s3_store_config})
+    s = fed_settings(num_clients=3, rounds=2, central_baseline=True).model_copy(update={"store": s3_store_config})
 
     @flow(name="federate-test")
     def f():
@@ -25,6 +25,10 @@ def test_federate_task_stores_run_and_publishes_artifacts(prefect_api, s3_store_
 
     out = f()
     assert out["metrics"]["test_accuracy"] > 0.3 and len(out["rounds"]) == 3
+    # federated evaluation on the clients' held-out rows beside the server's figure, every round
+    assert all(r["client_eval_accuracy"] is not None and r["client_eval_examples"] > 0 for r in out["rounds"][1:])
+    # the central baseline trained on the same split, recorded with the run
+    assert 0.5 < out["central_baseline_accuracy"] <= 1.0
     store = ArtifactStore.from_config(s3_store_config)
     man = store.manifest(out["run_id"])
     assert "checkpoints/round-002.safetensors" in man["objects"]
@@ -37,4 +41,5 @@ def test_federate_task_stores_run_and_publishes_artifacts(prefect_api, s3_store_
     import asyncio
 
     got = asyncio.run(keys())
-    assert {"federated-rounds", "federated-partition", "federated-summary"} <= got
+    assert {"federated-rounds", "federated-validation", "federated-partition", "federated-summary"} <= got
+    assert man["metrics"]["central_baseline_accuracy"] == out["central_baseline_accuracy"]

@@ -36,7 +36,7 @@ import pytest
 
 from tasks.data.sources import load_digits_dataset, split_dataset
 from tasks.federated.engine import run_simulations
-from tasks.federated.workspace import Fault
+from tasks.federated.faults import Fault
 from tasks.seeding import rng
 from tasks.settings import load_settings
 
@@ -54,7 +54,7 @@ def fed_settings(**federated):
     base = {"num_clients": CLIENTS, "rounds": ROUNDS, "fraction_fit": 1.0,
             # a round needs the 8 clients left when 2 crash: a ninth failure would fail the run loudly
             "min_fit_clients": CLIENTS - CRASHES_PER_ROUND, "partition": "iid", "local_epochs": 6,
-            "batch_size": 32, "round_timeout_s": 60.0, "strategy": "fedavg"}
+            "batch_size": 32, "round_timeout_s": 60.0, "strategy": "fedavg", "client_lr": None}
     base.update(federated)
     return load_settings(profile="smoke", environ={}, overrides={
         "model": {"arch": "mlp", "width": 128, "depth": 1, "dropout": 0.0},
