@@ -60,6 +60,7 @@ def run_optuna(configs: list[dict], splits, model: ModelConfig, training: Traini
     import optuna
     import torch
 
+    from tasks.models.standardize import fit_standardization
     from tasks.models.train import evaluate, make_optimizer, train_one_epoch
     from tasks.models.zoo import build_model
     from tasks.seeding import seed_everything
@@ -78,7 +79,8 @@ def run_optuna(configs: list[dict], splits, model: ModelConfig, training: Traini
         m_cfg, t_cfg = apply_params(model, training, params)
         ts = trial_seed(seed, params)
         seed_everything(ts)
-        net = build_model(m_cfg, splits.train.sample_shape, 10).to(device)
+        # Standardized inputs, as the trainable builds its model (tasks/tuning/trainable.py).
+        net = build_model(m_cfg, splits.train.sample_shape, 10, fit_standardization(splits.train.x)).to(device)
         opt = make_optimizer(net, t_cfg.optimizer, t_cfg.lr, t_cfg.weight_decay, t_cfg.momentum)
         acc = 0.0
         for e in range(1, max_t + 1):
