@@ -120,7 +120,12 @@ class BracketTaggingHyperBand(HyperBandScheduler):
             bracket._cumul_r = bracket._r
 
     def on_trial_result(self, tune_controller, trial, result):
-        self._catch_up(self._trial_info[trial][0])
+        bracket = self._trial_info[trial][0]
+        if trial not in bracket._live_trials and trial.status == Trial.RUNNING:
+            # A running trial its bracket had already cleaned up (seen after a restore: Tune re-runs a
+            # trial its snapshot held as unfinished): it is live again, or Ray 2.55.1 asserts.
+            bracket._live_trials[trial] = None
+        self._catch_up(bracket)
         return super().on_trial_result(tune_controller, trial, result)
 
     def on_trial_error(self, tune_controller, trial):

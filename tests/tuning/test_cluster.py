@@ -158,8 +158,9 @@ def test_killed_worker_node_study_completes_from_s3_checkpoints(cluster, small_s
     table = [(t.trial_id, t.status, t.epochs, t.failures, t.resumes, [n[:8] for n in t.nodes], t.error)
              for t in study.trials]
     assert all(t.status in ("completed", "stopped") for t in study.trials), table
-    moved = [t for t in study.trials if len(t.nodes) > 1]
-    assert moved, "no trial was running on the killed node"
+    # (a trial paused by Hyperband may also resume on another node: only the failed ones were lost)
+    moved = [t for t in study.trials if len(t.nodes) > 1 and t.failures >= 1]
+    assert moved, f"no trial was running on the killed node: {table}"
     gpu_node = node(cluster, "worker2").node_id
     for t in moved:  # lost mid-trial, resumed on the surviving node from its last S3 checkpoint
         assert t.failures >= 1 and t.resumes >= 1 and t.nodes[-1] == gpu_node
