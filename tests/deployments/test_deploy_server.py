@@ -12,7 +12,8 @@ import uuid
 import pytest
 from typer.testing import CliRunner
 
-from deployments.serve import CRASH_DETECTOR, deploy_all, describe_deployments, heartbeat_seconds
+from deployments.apply import deploy_all, describe_deployments
+from deployments.build import CRASH_DETECTOR, heartbeat_seconds
 from flows.cli import app
 from tasks.drift.events import DRIFT_EVENT, resource_id
 from tasks.settings import load_settings
