@@ -49,6 +49,7 @@ def exits(usage: int = 2, failure: int = 1, usage_errors: tuple[type[Exception],
                 fail(str(e), usage)
             except DriftloopError as e:
                 fail(str(e), failure)
+        command.exit_codes = {"usage": usage, "failure": failure}  # type: ignore[attr-defined]  # for tests
         return command  # type: ignore[return-value]
     return wrap
 
