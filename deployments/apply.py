@@ -8,8 +8,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from deployments.build import (CRASH_DETECTOR, DEFAULT_WORK_POOL, DEPLOYMENTS, build_deployments, crash_detector,
-                               fingerprint, heartbeat_seconds)
+from deployments.build import (
+    CRASH_DETECTOR,
+    DEFAULT_WORK_POOL,
+    DEPLOYMENTS,
+    build_deployments,
+    crash_detector,
+    fingerprint,
+    heartbeat_seconds,
+)
 from deployments.errors import DeploymentApplyError, DeploymentError
 from tasks.settings import Settings
 
@@ -25,9 +32,12 @@ def ensure_crash_detector(within_s: float | None = None) -> str:
             client.delete_automation(extra.id)
         if existing:
             cur = existing[0]
-            if (cur.trigger.model_dump(mode="json") == wanted.trigger.model_dump(mode="json")
-                    and [a.model_dump(mode="json") for a in cur.actions]
-                    == [a.model_dump(mode="json") for a in wanted.actions] and cur.enabled):
+            if (
+                cur.trigger.model_dump(mode="json") == wanted.trigger.model_dump(mode="json")
+                and [a.model_dump(mode="json") for a in cur.actions]
+                == [a.model_dump(mode="json") for a in wanted.actions]
+                and cur.enabled
+            ):
                 return str(cur.id)
             client.update_automation(cur.id, wanted)
             return str(cur.id)
@@ -48,15 +58,19 @@ def check_server(url: str | None = None, timeout: float = 5.0) -> str:
 
     url = url or api_url()
     if not url:
-        raise DeploymentError("PREFECT_API_URL is not set, so there is no Prefect server to deploy to: run "
-                              "`driftloop up` and export the variables it prints (or `prefect server start` and "
-                              "`export PREFECT_API_URL=http://127.0.0.1:4200/api`)")
+        raise DeploymentError(
+            "PREFECT_API_URL is not set, so there is no Prefect server to deploy to: run "
+            "`driftloop up` and export the variables it prints (or `prefect server start` and "
+            "`export PREFECT_API_URL=http://127.0.0.1:4200/api`)"
+        )
     try:
         r = httpx.get(f"{url}/health", timeout=timeout)
         r.raise_for_status()
     except httpx.HTTPError as e:
-        raise DeploymentError(f"no Prefect server at {url} ({type(e).__name__}: {e}): run `driftloop up` "
-                              "(or `prefect server start`), or fix PREFECT_API_URL") from None
+        raise DeploymentError(
+            f"no Prefect server at {url} ({type(e).__name__}: {e}): run `driftloop up` "
+            "(or `prefect server start`), or fix PREFECT_API_URL"
+        ) from None
     # /health answers without credentials; a server started with PREFECT_SERVER_API_AUTH_STRING
     # refuses everything else. Say so before a deploy fails half-way with a bare 401.
     try:
@@ -64,10 +78,15 @@ def check_server(url: str | None = None, timeout: float = 5.0) -> str:
     except httpx.HTTPError:
         return url
     if r.status_code in (401, 403):
-        given = "the credentials in PREFECT_API_AUTH_STRING were refused" if _auth_headers() else \
-            "no credentials were given"
-        raise DeploymentError(f"the Prefect server at {url} requires authentication and {given}: set "
-                              "PREFECT_API_AUTH_STRING='user:password' to the server's PREFECT_SERVER_API_AUTH_STRING")
+        given = (
+            "the credentials in PREFECT_API_AUTH_STRING were refused"
+            if _auth_headers()
+            else "no credentials were given"
+        )
+        raise DeploymentError(
+            f"the Prefect server at {url} requires authentication and {given}: set "
+            "PREFECT_API_AUTH_STRING='user:password' to the server's PREFECT_SERVER_API_AUTH_STRING"
+        )
     return url
 
 
@@ -130,8 +149,9 @@ def _unchanged(current: dict[str, Any] | None, deployment, version: str, work_po
     return len(current["automations"]) == len(deployment.triggers or [])
 
 
-def deploy_all(settings: Settings, work_pool: str = DEFAULT_WORK_POOL, pool_type: str = "process",
-               only: list[str] | None = None) -> list[dict[str, Any]]:
+def deploy_all(
+    settings: Settings, work_pool: str = DEFAULT_WORK_POOL, pool_type: str = "process", only: list[str] | None = None
+) -> list[dict[str, Any]]:
     """Create or update the deployments on the configured Prefect server (idempotent).
 
     Checks the server first (DeploymentError naming the URL and `driftloop up`) and creates the work
@@ -187,24 +207,48 @@ def describe_deployments(names: list[str] | None = None) -> list[dict[str, Any]]
                 out.append({"name": f"{name}/{name}", "exists": False})
                 continue
             autos = client.read_resource_related_automations(f"prefect.deployment.{d.id}")
-            out.append({
-                "name": f"{name}/{name}", "exists": True, "id": str(d.id), "work_pool": d.work_pool_name,
-                "paused": d.paused, "version": d.version, "entrypoint": d.entrypoint, "parameters": sorted(d.parameters),
-                "concurrency_limit": (d.global_concurrency_limit.limit if d.global_concurrency_limit else None),
-                "collision_strategy": (str(d.concurrency_options.collision_strategy.value)
-                                       if d.concurrency_options else None),
-                "schedules": [{"id": str(s.id), "cron": getattr(s.schedule, "cron", None),
-                               "timezone": getattr(s.schedule, "timezone", None), "active": s.active}
-                              for s in client.read_deployment_schedules(d.id)],
-                "automations": [{"id": str(a.id), "name": a.name, "enabled": a.enabled,
-                                 "expect": sorted(getattr(a.trigger, "expect", []) or []),
-                                 "match": dict(getattr(getattr(a.trigger, "match", None), "root", None) or {}),
-                                 "for_each": sorted(getattr(a.trigger, "for_each", []) or []),
-                                 "threshold": getattr(a.trigger, "threshold", None),
-                                 "within_s": (a.trigger.within.total_seconds()
-                                              if getattr(a.trigger, "within", None) is not None else None)}
-                                for a in autos],
-            })
+            out.append(
+                {
+                    "name": f"{name}/{name}",
+                    "exists": True,
+                    "id": str(d.id),
+                    "work_pool": d.work_pool_name,
+                    "paused": d.paused,
+                    "version": d.version,
+                    "entrypoint": d.entrypoint,
+                    "parameters": sorted(d.parameters),
+                    "concurrency_limit": (d.global_concurrency_limit.limit if d.global_concurrency_limit else None),
+                    "collision_strategy": (
+                        str(d.concurrency_options.collision_strategy.value) if d.concurrency_options else None
+                    ),
+                    "schedules": [
+                        {
+                            "id": str(s.id),
+                            "cron": getattr(s.schedule, "cron", None),
+                            "timezone": getattr(s.schedule, "timezone", None),
+                            "active": s.active,
+                        }
+                        for s in client.read_deployment_schedules(d.id)
+                    ],
+                    "automations": [
+                        {
+                            "id": str(a.id),
+                            "name": a.name,
+                            "enabled": a.enabled,
+                            "expect": sorted(getattr(a.trigger, "expect", []) or []),
+                            "match": dict(getattr(getattr(a.trigger, "match", None), "root", None) or {}),
+                            "for_each": sorted(getattr(a.trigger, "for_each", []) or []),
+                            "threshold": getattr(a.trigger, "threshold", None),
+                            "within_s": (
+                                a.trigger.within.total_seconds()
+                                if getattr(a.trigger, "within", None) is not None
+                                else None
+                            ),
+                        }
+                        for a in autos
+                    ],
+                }
+            )
     return out
 
 

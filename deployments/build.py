@@ -57,7 +57,6 @@ RETRAINING_EVENT_PARAMETERS = {
 }
 
 
-
 def _absolute_local(uri: str) -> str:
     # A worker or served run may start in another directory: pin relative local paths to this one.
     if "://" in uri and not uri.startswith("file://"):
@@ -106,9 +105,11 @@ def retraining_trigger(settings: Settings):
     model = settings.registry.model_name
     return DeploymentEventTrigger(
         name=f"driftloop: retrain {model} on drift",
-        description=("One retraining run per drift episode: the first driftloop.drift.detected event of an "
-                     f"episode starts it; the episode's later events within {settings.drift.cooldown_seconds:g} s "
-                     "are dropped."),
+        description=(
+            "One retraining run per drift episode: the first driftloop.drift.detected event of an "
+            f"episode starts it; the episode's later events within {settings.drift.cooldown_seconds:g} s "
+            "are dropped."
+        ),
         expect={DRIFT_EVENT},
         match={"prefect.resource.id": f"driftloop.model.{model}"},
         for_each={"driftloop.episode.id"},
@@ -123,8 +124,12 @@ def retraining_trigger(settings: Settings):
 CRASH_DETECTOR = "driftloop: mark runs crashed when their heartbeats stop"
 HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"
 # A run that ends says so with one of these; a run whose process died says nothing more.
-FINAL_EVENTS = ("prefect.flow-run.Completed", "prefect.flow-run.Failed", "prefect.flow-run.Cancelled",
-                "prefect.flow-run.Crashed")
+FINAL_EVENTS = (
+    "prefect.flow-run.Completed",
+    "prefect.flow-run.Failed",
+    "prefect.flow-run.Cancelled",
+    "prefect.flow-run.Crashed",
+)
 DEFAULT_HEARTBEAT_S = 30  # what `driftloop` sets (PREFECT_FLOWS_HEARTBEAT_FREQUENCY; Prefect's minimum)
 MISSED_HEARTBEATS = 3
 
@@ -140,8 +145,8 @@ def crash_detector(within_s: float | None = None):
     proactive trigger fires when, after a heartbeat, neither another heartbeat nor a final state
     arrives within ``within_s`` (default: 3 heartbeats), for each run of the three driftloop
     deployments (whose runs heartbeat every :func:`heartbeat_seconds`: the deployments set it for
-    workers, ``driftloop serve`` for its runs), and sets the run Crashed. The run's results in the store are unaffected (nothing is visible
-    before its manifest), so a rerun starts clean."""
+    workers, ``driftloop serve`` for its runs), and sets the run Crashed. The run's results in the
+    store are unaffected (nothing is visible before its manifest), so a rerun starts clean."""
     from datetime import timedelta
 
     from prefect.client.schemas.objects import StateType
@@ -152,20 +157,33 @@ def crash_detector(within_s: float | None = None):
         within_s = MISSED_HEARTBEATS * heartbeat_seconds()
     return AutomationCore(
         name=CRASH_DETECTOR,
-        description=(f"Sets a training, drift-check or retraining run Crashed when no heartbeat or final state "
-                     f"follows its last heartbeat within {within_s:g} s (its process died without a word)."),
+        description=(
+            f"Sets a training, drift-check or retraining run Crashed when no heartbeat or final state "
+            f"follows its last heartbeat within {within_s:g} s (its process died without a word)."
+        ),
         enabled=True,
         trigger=EventTrigger(
-            posture=Posture.Proactive, after={HEARTBEAT_EVENT}, expect={HEARTBEAT_EVENT, *FINAL_EVENTS},
+            posture=Posture.Proactive,
+            after={HEARTBEAT_EVENT},
+            expect={HEARTBEAT_EVENT, *FINAL_EVENTS},
             match={"prefect.resource.id": "prefect.flow-run.*"},
             # Runs of driftloop's deployments only (both must match): they heartbeat at the frequency
             # the deployment sets; a flow someone runs from Python keeps Prefect's 180 s default.
-            match_related=[{"prefect.resource.role": "flow", "prefect.resource.name": list(DEPLOYMENTS)},
-                           {"prefect.resource.role": "deployment"}],
-            for_each={"prefect.resource.id"}, threshold=1, within=timedelta(seconds=within_s)),
-        actions=[ChangeFlowRunState(state=StateType.CRASHED,
-                                    message=f"no heartbeat for {within_s:g} s: the process running this flow died "
-                                            "(killed, or its machine was lost)")],
+            match_related=[
+                {"prefect.resource.role": "flow", "prefect.resource.name": list(DEPLOYMENTS)},
+                {"prefect.resource.role": "deployment"},
+            ],
+            for_each={"prefect.resource.id"},
+            threshold=1,
+            within=timedelta(seconds=within_s),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {within_s:g} s: the process running this flow died "
+                "(killed, or its machine was lost)",
+            )
+        ],
     )
 
 
@@ -185,8 +203,12 @@ def _flows() -> dict[str, Any]:
     return {"training": training, "drift-check": drift_check, "retraining": retraining}
 
 
-def build_deployments(settings: Settings, work_pool: str | None = None, paused: dict[str, bool] | None = None,
-                      only: list[str] | None = None) -> list:
+def build_deployments(
+    settings: Settings,
+    work_pool: str | None = None,
+    paused: dict[str, bool] | None = None,
+    only: list[str] | None = None,
+) -> list:
     """RunnerDeployments for the three flows (``only`` picks some). ``work_pool`` None builds them
     for :func:`serve_all`; ``paused`` maps a deployment name to its pause state (a re-deploy
     passes the server's state so a pause made in the UI survives)."""
@@ -202,24 +224,29 @@ def build_deployments(settings: Settings, work_pool: str | None = None, paused: 
     trigger = retraining_trigger(settings)
     flows = _flows()
     paused = paused or {}
-    common = dict(parameters=params, tags=TAGS, entrypoint_type=EntrypointType.MODULE_PATH,
-                  work_pool_name=work_pool, version=None)
+    common = dict(
+        parameters=params, tags=TAGS, entrypoint_type=EntrypointType.MODULE_PATH, work_pool_name=work_pool, version=None
+    )
     if work_pool is not None:
         # A worker's runs heartbeat as often as the crash detector expects (see crash_detector).
         common["job_variables"] = {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat_seconds())}}
     specs = {
-        "training": dict(description="Train, evaluate and register a model; promote it when it is at least as "
-                                     "good as the champion. Run on demand."),
-        "drift-check": dict(description=f"Check new batches under {settings.drift.batches_uri} for drift "
-                                        f"(cron {settings.drift.schedule_cron}); pause it here to stop checking.",
-                            schedules=[schedule] if schedule is not None else [],
-                            concurrency_limit=ConcurrencyLimitConfig(
-                                limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)),
-        "retraining": dict(description="Retrain on the training data plus the drifted batches when a "
-                                       f"{DRIFT_EVENT} event for {settings.registry.model_name} arrives.",
-                           triggers=[trigger],
-                           concurrency_limit=ConcurrencyLimitConfig(
-                               limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)),
+        "training": dict(
+            description="Train, evaluate and register a model; promote it when it is at least as "
+            "good as the champion. Run on demand."
+        ),
+        "drift-check": dict(
+            description=f"Check new batches under {settings.drift.batches_uri} for drift "
+            f"(cron {settings.drift.schedule_cron}); pause it here to stop checking.",
+            schedules=[schedule] if schedule is not None else [],
+            concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+        ),
+        "retraining": dict(
+            description="Retrain on the training data plus the drifted batches when a "
+            f"{DRIFT_EVENT} event for {settings.registry.model_name} arrives.",
+            triggers=[trigger],
+            concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+        ),
     }
     out = []
     for name in names:
@@ -237,13 +264,20 @@ def fingerprint(deployment, work_pool: str | None) -> str:
     import hashlib
     import json
 
-    doc = {"flow": deployment.flow_name, "name": deployment.name, "entrypoint": deployment.entrypoint,
-           "parameters": deployment.model_dump(mode="json", include={"parameters"})["parameters"],
-           "description": deployment.description, "tags": sorted(deployment.tags or []), "work_pool": work_pool,
-           "schedules": [s.schedule.model_dump(mode="json") for s in (deployment.schedules or [])],
-           "concurrency": [deployment.concurrency_limit,
-                           deployment.concurrency_options.model_dump(mode="json")
-                           if deployment.concurrency_options else None],
-           "triggers": [t.model_dump(mode="json") for t in (deployment.triggers or [])],
-           "job_variables": deployment.job_variables or {}}
+    doc = {
+        "flow": deployment.flow_name,
+        "name": deployment.name,
+        "entrypoint": deployment.entrypoint,
+        "parameters": deployment.model_dump(mode="json", include={"parameters"})["parameters"],
+        "description": deployment.description,
+        "tags": sorted(deployment.tags or []),
+        "work_pool": work_pool,
+        "schedules": [s.schedule.model_dump(mode="json") for s in (deployment.schedules or [])],
+        "concurrency": [
+            deployment.concurrency_limit,
+            deployment.concurrency_options.model_dump(mode="json") if deployment.concurrency_options else None,
+        ],
+        "triggers": [t.model_dump(mode="json") for t in (deployment.triggers or [])],
+        "job_variables": deployment.job_variables or {},
+    }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -37,21 +37,37 @@ def _file_entrypoint(module_path: str) -> str:
 
 def _trigger(t) -> dict[str, Any]:
     within = t.within.total_seconds()
-    return {"type": "event", "enabled": t.enabled, "name": t.name, "expect": sorted(t.expect),
-            "match": dict(t.match.root), "for_each": sorted(t.for_each), "posture": t.posture.value,
-            "threshold": t.threshold, "within": int(within) if within.is_integer() else within,
-            "parameters": dict(t.parameters)}
+    return {
+        "type": "event",
+        "enabled": t.enabled,
+        "name": t.name,
+        "expect": sorted(t.expect),
+        "match": dict(t.match.root),
+        "for_each": sorted(t.for_each),
+        "posture": t.posture.value,
+        "threshold": t.threshold,
+        "within": int(within) if within.is_integer() else within,
+        "parameters": dict(t.parameters),
+    }
 
 
 def _deployment(d) -> dict[str, Any]:
-    doc: dict[str, Any] = {"name": d.name, "description": d.description, "entrypoint": _file_entrypoint(d.entrypoint),
-                           "tags": list(d.tags), "parameters": {}}
+    doc: dict[str, Any] = {
+        "name": d.name,
+        "description": d.description,
+        "entrypoint": _file_entrypoint(d.entrypoint),
+        "tags": list(d.tags),
+        "parameters": {},
+    }
     if d.schedules:
-        doc["schedules"] = [{"cron": s.schedule.cron, "timezone": s.schedule.timezone, "active": s.active}
-                            for s in d.schedules]
+        doc["schedules"] = [
+            {"cron": s.schedule.cron, "timezone": s.schedule.timezone, "active": s.active} for s in d.schedules
+        ]
     if d.concurrency_limit:
-        doc["concurrency_limit"] = {"limit": d.concurrency_limit,
-                                    "collision_strategy": d.concurrency_options.collision_strategy.value}
+        doc["concurrency_limit"] = {
+            "limit": d.concurrency_limit,
+            "collision_strategy": d.concurrency_options.collision_strategy.value,
+        }
     if d.triggers:
         doc["triggers"] = [_trigger(t) for t in d.triggers]
     # job_variables stay empty: the worker's own environment sets PREFECT_FLOWS_HEARTBEAT_FREQUENCY.
@@ -64,9 +80,14 @@ def prefect_yaml(settings: Settings | None = None) -> dict[str, Any]:
     import prefect
 
     deployments = build_deployments(settings or Settings(), work_pool=DEFAULT_WORK_POOL)
-    return {"name": "driftloop", "prefect-version": prefect.__version__, "build": None, "push": None,
-            "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $DRIFTLOOP_CHECKOUT }}"}}],
-            "deployments": [_deployment(d) for d in deployments]}
+    return {
+        "name": "driftloop",
+        "prefect-version": prefect.__version__,
+        "build": None,
+        "push": None,
+        "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $DRIFTLOOP_CHECKOUT }}"}}],
+        "deployments": [_deployment(d) for d in deployments],
+    }
 
 
 def render(settings: Settings | None = None) -> str:

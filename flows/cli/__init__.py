@@ -23,8 +23,12 @@ from flows.cli import artifacts, deploy, drift, federated, models, predict, run,
 from tasks.errors import ConfigError
 from tasks.ray_security import enable_token_auth
 
-app = typer.Typer(help="driftloop: an MLOps loop on Prefect (validate, tune, federate, harden, watch drift, retrain).",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="driftloop: an MLOps loop on Prefect (validate, tune, federate, harden, watch drift, retrain).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 # In the order `driftloop --help` lists them.
 app.add_typer(run.app)
 app.add_typer(validate.app)

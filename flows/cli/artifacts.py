@@ -21,9 +21,13 @@ def _store(settings):
 
 @app.command("ls")
 @exits(usage=1)
-def artifacts_ls(run: Optional[str] = typer.Argument(None, help="A run id: list its objects (default: list runs)."),
-                 kind: Optional[str] = typer.Option(None, "--kind", help="Only runs of this kind (training, drift, ...)."),
-                 config: Optional[Path] = ConfigOpt, param: Optional[list[str]] = ParamOpt, as_json: bool = JsonOpt) -> None:
+def artifacts_ls(
+    run: Optional[str] = typer.Argument(None, help="A run id: list its objects (default: list runs)."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="Only runs of this kind (training, drift, ...)."),
+    config: Optional[Path] = ConfigOpt,
+    param: Optional[list[str]] = ParamOpt,
+    as_json: bool = JsonOpt,
+) -> None:
     """List committed runs, or one run's objects with size and sha256."""
     settings = load(config, param)
     store = _store(settings)
@@ -47,9 +51,13 @@ def artifacts_ls(run: Optional[str] = typer.Argument(None, help="A run id: list 
 
 @app.command("get")
 @exits(usage=1)
-def artifacts_get(run: str = typer.Argument(..., help="Run id."), name: str = typer.Argument(..., help="Object name."),
-                  out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write here (default: stdout)."),
-                  config: Optional[Path] = ConfigOpt, param: Optional[list[str]] = ParamOpt) -> None:
+def artifacts_get(
+    run: str = typer.Argument(..., help="Run id."),
+    name: str = typer.Argument(..., help="Object name."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write here (default: stdout)."),
+    config: Optional[Path] = ConfigOpt,
+    param: Optional[list[str]] = ParamOpt,
+) -> None:
     """Fetch one object of a run, verified against the run's manifest."""
     store = _store(load(config, param))
     if out is not None:
@@ -63,11 +71,18 @@ def artifacts_get(run: str = typer.Argument(..., help="Run id."), name: str = ty
 
 @app.command("gc")
 @exits(usage=1)
-def artifacts_gc(older_than_hours: float = typer.Option(24.0, "--older-than-hours", min=0.0,
-                                                        help="Only runs started at least this long ago "
-                                                             "(longer than your longest run)."),
-                 dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted; delete nothing."),
-                 config: Optional[Path] = ConfigOpt, param: Optional[list[str]] = ParamOpt, as_json: bool = JsonOpt) -> None:
+def artifacts_gc(
+    older_than_hours: float = typer.Option(
+        24.0,
+        "--older-than-hours",
+        min=0.0,
+        help="Only runs started at least this long ago (longer than your longest run).",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted; delete nothing."),
+    config: Optional[Path] = ConfigOpt,
+    param: Optional[list[str]] = ParamOpt,
+    as_json: bool = JsonOpt,
+) -> None:
     """Delete the objects of runs that never committed (killed before their manifest)."""
     settings = load(config, param)
     report = _store(settings).collect_garbage(min_age_s=older_than_hours * 3600.0, dry_run=dry_run)
@@ -81,7 +96,10 @@ def artifacts_gc(older_than_hours: float = typer.Option(24.0, "--older-than-hour
     for rid in report["committed_meanwhile"]:
         typer.echo(f"skipped {rid}: committed while collecting")
     for r in report.get("referenced_by_registry", []):
-        typer.echo(f"kept {r['run_id']}: no manifest, but the registry references it ({', '.join(r['versions'])}); "
-                   "restore its manifest (or roll back) instead", err=True)
+        typer.echo(
+            f"kept {r['run_id']}: no manifest, but the registry references it ({', '.join(r['versions'])}); "
+            "restore its manifest (or roll back) instead",
+            err=True,
+        )
     if not report["runs"]:
         typer.echo(f"no orphaned runs older than {older_than_hours:g} h in {settings.store.uri}")

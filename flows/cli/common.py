@@ -20,7 +20,9 @@ from tasks.errors import ConfigError, DriftloopError
 F = TypeVar("F", bound=Callable[..., Any])
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML or YAML config file (DRIFTLOOP_CONFIG also works).")
-ParamOpt = typer.Option(None, "--param", "-p", help="Override a config key: -p training.epochs=5 (value parsed as JSON).")
+ParamOpt = typer.Option(
+    None, "--param", "-p", help="Override a config key: -p training.epochs=5 (value parsed as JSON)."
+)
 SmokeOpt = typer.Option(False, "--smoke", help="Use the smoke profile: tiny budgets, finishes in well under a minute.")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
 
@@ -40,6 +42,7 @@ def exits(usage: int = 2, failure: int = 1, usage_errors: tuple[type[Exception],
     ``typer.Exit`` and unexpected exceptions pass through. ``functools.wraps`` keeps the signature,
     which is what Typer reads the options from.
     """
+
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
         def command(*args: Any, **kwargs: Any) -> Any:
@@ -49,8 +52,10 @@ def exits(usage: int = 2, failure: int = 1, usage_errors: tuple[type[Exception],
                 fail(str(e), usage)
             except DriftloopError as e:
                 fail(str(e), failure)
+
         command.exit_codes = {"usage": usage, "failure": failure}  # type: ignore[attr-defined]  # for tests
         return command  # type: ignore[return-value]
+
     return wrap
 
 

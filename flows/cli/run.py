@@ -31,9 +31,13 @@ def _flow(name: str):
 
 @app.command()
 @exits()  # a ConfigError found by the flow's preflight is still a configuration error (2)
-def run(flow: str = typer.Argument(..., help=f"The flow to run: {', '.join(FLOWS)}."),
-        config: Optional[Path] = ConfigOpt, param: Optional[list[str]] = ParamOpt, smoke: bool = SmokeOpt,
-        as_json: bool = JsonOpt) -> None:
+def run(
+    flow: str = typer.Argument(..., help=f"The flow to run: {', '.join(FLOWS)}."),
+    config: Optional[Path] = ConfigOpt,
+    param: Optional[list[str]] = ParamOpt,
+    smoke: bool = SmokeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
     """Run a flow in this process (an ephemeral Prefect API, or PREFECT_API_URL's server)."""
     if flow not in FLOWS:
         fail(f"unknown flow {flow!r}; choose one of: {', '.join(FLOWS)}")

@@ -14,10 +14,16 @@ app = typer.Typer()
 
 @app.command("hyperband-plan")
 @exits()
-def hyperband_plan(max_t: Optional[int] = typer.Option(None, "--max-t", "-R", help="Max epochs per configuration (default: tuning.max_t)."),
-                   eta: Optional[int] = typer.Option(None, "--eta", help="Reduction factor (default: tuning.eta)."),
-                   config: Optional[Path] = ConfigOpt, param: Optional[list[str]] = ParamOpt, smoke: bool = SmokeOpt,
-                   as_json: bool = JsonOpt) -> None:
+def hyperband_plan(
+    max_t: Optional[int] = typer.Option(
+        None, "--max-t", "-R", help="Max epochs per configuration (default: tuning.max_t)."
+    ),
+    eta: Optional[int] = typer.Option(None, "--eta", help="Reduction factor (default: tuning.eta)."),
+    config: Optional[Path] = ConfigOpt,
+    param: Optional[list[str]] = ParamOpt,
+    smoke: bool = SmokeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
     """Print Hyperband's brackets (Li et al. 2018, Algorithm 1) and Ray Tune's for R and eta."""
     from tasks.tuning.cli import format_plan
 

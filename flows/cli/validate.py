@@ -14,8 +14,12 @@ app = typer.Typer()
 
 @app.command()
 @exits(usage=1)
-def validate(data: str = typer.Option(..., "--data", help="Batch file: a path or file:// / s3:// URI (npz, parquet, csv)."),
-             config: Optional[Path] = ConfigOpt, param: Optional[list[str]] = ParamOpt, as_json: bool = JsonOpt) -> None:
+def validate(
+    data: str = typer.Option(..., "--data", help="Batch file: a path or file:// / s3:// URI (npz, parquet, csv)."),
+    config: Optional[Path] = ConfigOpt,
+    param: Optional[list[str]] = ParamOpt,
+    as_json: bool = JsonOpt,
+) -> None:
     """Validate a batch against the current champion's schema. Exit 0 when it passes, 1 when it fails."""
     settings = load(config, param)
     from tasks.data.validation import load_batch_from_uri, validate_batch
@@ -24,8 +28,11 @@ def validate(data: str = typer.Option(..., "--data", help="Batch file: a path or
     store, registry = open_registry(settings)
     champion = registry.champion()
     if champion is None:
-        fail(f"no champion for model {settings.registry.model_name!r} in {settings.store.uri}: "
-             "run `driftloop run training` first", 1)
+        fail(
+            f"no champion for model {settings.registry.model_name!r} in {settings.store.uri}: "
+            "run `driftloop run training` first",
+            1,
+        )
     schema = load_schema(store, champion)
     ds, _raw, report = load_batch_from_uri(data, settings.store, settings.data.label_column)
     if report is None:

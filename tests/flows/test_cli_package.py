@@ -33,8 +33,20 @@ def _commands(group, prefix=()):
 
 def test_every_command_goes_through_the_one_error_handler():
     commands = dict(_commands(typer.main.get_command(app)))
-    assert {"run", "validate", "models show", "deploy", "serve", "up", "down", "artifacts gc", "hyperband-plan",
-            "simulate-stream", "supernode", "predict"} <= set(commands)
+    assert {
+        "run",
+        "validate",
+        "models show",
+        "deploy",
+        "serve",
+        "up",
+        "down",
+        "artifacts gc",
+        "hyperband-plan",
+        "simulate-stream",
+        "supernode",
+        "predict",
+    } <= set(commands)
     unwrapped = [name for name, cmd in commands.items() if not hasattr(cmd.callback, "exit_codes")]
     assert unwrapped == []
     # configuration errors exit 2 where they always did; 1 where they surface while doing the work
