@@ -28,4 +28,7 @@ def hyperband_plan(
     from tasks.tuning.cli import format_plan
 
     settings = load(config, param, smoke)
-    typer.echo(format_plan(max_t or settings.tuning.max_t, eta or settings.tuning.eta, as_json))
+    # `is None`, not `or`: an explicit --max-t 0 or --eta 0 is an error, not the default.
+    max_t = settings.tuning.max_t if max_t is None else max_t
+    eta = settings.tuning.eta if eta is None else eta
+    typer.echo(format_plan(max_t, eta, as_json))
