@@ -10,7 +10,7 @@ configured detectors against the champion's stored reference, estimates the cham
 and ``driftloop.data.quarantined`` when batches were quarantined.
 
 Status: ``ok``, ``drift``, ``quarantined`` or ``drift-and-quarantined``; ``driftloop run
-drift-check`` exits 3 when any batch was quarantined (flows/cli.py).
+drift-check`` exits 3 when any batch was quarantined (flows/cli/run.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The pure function behind ``driftloop simulate-stream`` (the CLI in flows/cli.py mounts it)."""
+"""The pure function behind ``driftloop simulate-stream`` (flows/cli/drift.py mounts it)."""
 
 from __future__ import annotations
 

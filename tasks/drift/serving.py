@@ -1,6 +1,6 @@
 """The serving side of the drift loop: the champion's predictions for a batch, and (``--log``)
 the batch's inputs written as an unlabelled batch under ``drift.batches_uri`` for the scheduled
-drift check to pick up. Pure (no Prefect): ``driftloop predict`` (flows/cli_predict.py) calls it.
+drift check to pick up. Pure (no Prefect): ``driftloop predict`` (flows/cli/predict.py) calls it.
 
 A logged batch is ``<drift.batches_uri>/predictions/<UTC time>-<sha256[:12]>.npz`` holding one
 array ``x`` (float32, the champion schema's per-sample shape): features only, as production

@@ -1,6 +1,6 @@
 """Text and JSON rendering of the Hyperband bracket plan for ``driftloop hyperband-plan``.
 
-Pure (no prefect, no Ray import): ``flows/cli.py`` mounts :func:`format_plan`.
+Pure (no prefect, no Ray import): ``flows/cli/tuning.py`` mounts :func:`format_plan`.
 """
 
 from __future__ import annotations

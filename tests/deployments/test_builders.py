@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deployments.serve import (DEFAULT_WORK_POOL, RETRAINING_EVENT_PARAMETERS, build_deployments, drift_schedule,
+from deployments.build import (DEFAULT_WORK_POOL, RETRAINING_EVENT_PARAMETERS, build_deployments, drift_schedule,
                                fingerprint, retraining_trigger, settings_parameters)
+from deployments.prefect_yaml import render
 from tasks.drift.events import DRIFT_EVENT, resource_id
 from tasks.errors import ConfigError
 from tasks.settings import Settings, load_settings
@@ -98,3 +99,19 @@ def test_prefect_yaml_declares_the_same_three():
     assert trig["parameters"] == RETRAINING_EVENT_PARAMETERS
     for d in deps.values():
         assert d["work_pool"]["name"] == DEFAULT_WORK_POOL
+
+
+def test_prefect_yaml_is_generated_from_the_builders():
+    # One declaration: the committed file is what `driftloop deploy --write-yaml` writes from the
+    # builders. After changing a builder: driftloop deploy --write-yaml deployments/prefect.yaml
+    assert (ROOT / "deployments" / "prefect.yaml").read_text() == render()
+
+
+def test_write_yaml_needs_no_server(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    r = CliRunner().invoke(app, ["deploy", "--write-yaml", str(tmp_path / "p.yaml")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "p.yaml").read_text() == render()

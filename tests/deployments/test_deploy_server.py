@@ -12,7 +12,8 @@ import uuid
 import pytest
 from typer.testing import CliRunner
 
-from deployments.serve import CRASH_DETECTOR, deploy_all, describe_deployments, heartbeat_seconds
+from deployments.apply import deploy_all, describe_deployments
+from deployments.build import CRASH_DETECTOR, heartbeat_seconds
 from flows.cli import app
 from tasks.drift.events import DRIFT_EVENT, resource_id
 from tasks.settings import load_settings
@@ -170,3 +171,16 @@ def test_cli_deploy_without_a_server_says_what_to_run(monkeypatch):
     with temporary_settings({PREFECT_API_URL: None}):
         r = CliRunner().invoke(app, ["serve", "--smoke"])
     assert r.exit_code == 2 and "PREFECT_API_URL is not set" in r.output and "driftloop up" in r.output
+
+
+def test_the_version_stays_the_fingerprint_where_prefect_would_infer_a_commit(on_server, monkeypatch):
+    # In CI (GITHUB_* set) or a clone with a remote, Prefect infers a version from git and puts the
+    # commit in place of a flow's version; deploy_all hands Prefect an explicit version_info instead.
+    monkeypatch.setenv("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567")
+    monkeypatch.setenv("GITHUB_REF_NAME", "main")
+    monkeypatch.setenv("GITHUB_REPOSITORY", "someone/driftloop")
+    settings = smoke(**{"registry.model_name": f"v-{uuid.uuid4().hex[:6]}"})
+    deploy_all(settings, only=["training"])
+    (d,) = describe_deployments(["training"])
+    assert d["version"].startswith("driftloop-") and "0123456789" not in d["version"]
+    assert deploy_all(settings, only=["training"])[0]["action"] == "unchanged"

@@ -51,7 +51,7 @@ def postgres():
 
 
 def test_prefect_server_on_postgresql_holds_the_deployments(postgres):
-    from deployments.serve import deploy_all
+    from deployments.apply import deploy_all
     from tasks.settings import load_settings
 
     home = tempfile.mkdtemp(prefix="driftloop-test-prefect-pg-")

@@ -48,7 +48,8 @@ def test_run_killed_with_its_runner_is_marked_crashed_by_missing_heartbeats(on_s
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
-    from deployments.serve import CRASH_DETECTOR, ensure_crash_detector
+    from deployments.apply import ensure_crash_detector
+    from deployments.build import CRASH_DETECTOR
 
     model = f"hb-{uuid.uuid4().hex[:6]}"
     params = []
@@ -105,7 +106,7 @@ def test_run_killed_with_its_runner_is_marked_crashed_by_missing_heartbeats(on_s
 
 def _long_config(model, tmp_path):
     """The served deployment's configuration with thousands of epochs: it is still training when killed."""
-    from deployments.serve import settings_parameters
+    from deployments.build import settings_parameters
     from tasks.settings import load_settings
 
     s = load_settings(profile="smoke", environ={}, overrides={

@@ -6,7 +6,7 @@ they are all due (Late) when a runner comes back. This test recreates exactly th
 ``prefect server start``: the drift-check deployment, four runs scheduled 60/45/30/15 minutes ago
 (the missed ticks of the default ``*/15`` cron) and six batches that arrived meanwhile; then it starts
 ``driftloop serve --only drift-check``. The deployment's concurrency limit of 1 with ``CANCEL_NEW``
-(``deployments/serve.py``) lets the first catch-up run start and cancels the others; the first run
+(``deployments/build.py``) lets the first catch-up run start and cancels the others; the first run
 checks all six batches, and the store's write-once ledger records each exactly once.
 """
 
@@ -44,7 +44,7 @@ def test_scheduler_back_after_an_outage_runs_one_catch_up_check(on_server, tmp_p
     from prefect.client.orchestration import get_client
     from prefect.states import Scheduled
 
-    from deployments.serve import build_deployments
+    from deployments.build import build_deployments
     from flows.training import training
     from tasks.drift import ledger
     from tasks.drift.cli import simulate_stream_command

@@ -168,7 +168,7 @@ def test_flower_simulation_ray_has_no_dashboard_and_token_auth():
 def test_prefect_server_with_an_auth_string_refuses_anonymous_clients(tmp_path, figures):
     import httpx
 
-    from deployments.serve import DeploymentError, check_server
+    from deployments.apply import DeploymentError, check_server
     from deployments.stack import start_prefect_server
     from tests.fixtures.servers import using_server
 

@@ -123,7 +123,8 @@ def test_deployments_run_on_a_real_worker_and_a_killed_worker_is_replaced(on_ser
     from prefect.events import Event
     from prefect.events.clients import PrefectEventsClient
 
-    from deployments.serve import deploy_all, ensure_crash_detector, settings_parameters
+    from deployments.apply import deploy_all, ensure_crash_detector
+    from deployments.build import settings_parameters
     from tasks.data.sources import load_digits_dataset
     from tasks.drift import ledger
     from tasks.drift.events import DRIFT_EVENT, resource_id

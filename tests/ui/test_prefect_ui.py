@@ -76,7 +76,7 @@ def _shot(driver, name: str) -> Path:
 
 
 def test_ui_shows_deployments_schedule_trigger_and_training_artifacts(prefect_server, browser, tmp_path):
-    from deployments.serve import deploy_all
+    from deployments.apply import deploy_all
     from flows.drift_check import drift_check
     from flows.training import training
     from tasks.settings import load_settings
