@@ -9,6 +9,8 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.data.sources import Splits
 from tasks.data.steps import retry_on_io
+from tasks.models.gate import (GateDecision, accuracy_gate as decide_on_accuracy, apply_sanity, candidate_facts,
+                               sanity_rules)
 from tasks.models.report import learning_curve_png, metrics_rows
 from tasks.models.trained import TrainedModel, evaluate_candidate, num_classes_of, train_candidate
 from tasks.settings import Settings
@@ -100,19 +102,15 @@ def load_champion_model(settings: Settings, champion: dict) -> TrainedModel:
 
 
 @task(name="accuracy-gate", cache_policy=NO_CACHE)
-def accuracy_gate(metrics: dict, champion_metrics: dict | None, settings: Settings) -> dict:
-    from tasks.models.registration import accuracy_decision
-
-    return accuracy_decision(metrics, champion_metrics, settings.registry.promote_tolerance)
+def accuracy_gate(metrics: dict, champion_metrics: dict | None, settings: Settings) -> GateDecision:
+    return decide_on_accuracy(metrics, champion_metrics, settings.registry.promote_tolerance)
 
 
 @task(name="sanity-gate", cache_policy=NO_CACHE)
-def sanity_gate(decision: dict, splits: Splits, metrics: dict, champion_labels: list[int] | None,
-                settings: Settings) -> dict:
+def sanity_gate(decision: GateDecision, splits: Splits, metrics: dict, champion_labels: list[int] | None,
+                settings: Settings) -> GateDecision:
     """Refuse a candidate that cannot be right (one class, dropped champion classes, too few rows,
     unreliable evaluation), whatever the comparison with the champion said."""
-    from tasks.models.gate import apply_sanity, candidate_facts, sanity_rules
-
     facts = candidate_facts(splits, metrics, champion_labels, settings.data.classes)
     verdict = sanity_rules(facts, settings.registry.min_train_rows, settings.registry.min_test_rows)
     return apply_sanity(decision, verdict)
