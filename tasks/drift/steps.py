@@ -33,12 +33,6 @@ def artifact_key(*parts: object) -> str:
 
 
 # Models, arrays and detectors are not worth hashing for a cache key: NO_CACHE throughout.
-@task(name="build-drift-reference", cache_policy=NO_CACHE)
-def build_reference(model, x_inputs: np.ndarray, cfg, seed: int, meta: dict | None = None) -> _reference.DriftReference:
-    """Build the drift reference of a model (see tasks.drift.reference.build_reference)."""
-    return _reference.build_reference(model, x_inputs, cfg, seed, meta=meta)
-
-
 @task(name="detect-drift", cache_policy=NO_CACHE)
 def detect_drift(reference, x_batch: np.ndarray, model, detectors=None, cfg=None, batch_id: str = "batch",
                  artifact_prefix: str | None = "drift-check") -> list[DriftReport]:
