@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -12,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 from pydantic import Field
 
-from tasks.ui import publish_markdown_artifact, publish_table_artifact
+from tasks.ui import artifact_key, publish_markdown, publish_table
 from prefect.events import emit_event
 
 from tasks.drift import detectors as _detectors
@@ -27,11 +26,6 @@ from tasks.errors import DataError, ObjectNotFound
 from tasks.seeding import derive_seed
 
 
-def artifact_key(*parts: object) -> str:
-    """A Prefect artifact key (lowercase letters, digits and dashes) from ``parts``."""
-    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", "-".join(str(p) for p in parts).lower())).strip("-")
-
-
 # Models, arrays and detectors are not worth hashing for a cache key: NO_CACHE throughout.
 @task(name="detect-drift", cache_policy=NO_CACHE)
 def detect_drift(reference, x_batch: np.ndarray, model, detectors=None, cfg=None, batch_id: str = "batch",
@@ -39,10 +33,11 @@ def detect_drift(reference, x_batch: np.ndarray, model, detectors=None, cfg=None
     """Run the detectors on one batch and publish the reports as a table and a markdown artifact."""
     reports = _detectors.check_batch(reference, x_batch, model, detectors, cfg, batch_id)
     if artifact_prefix:
-        publish_table_artifact([{k: v for k, v in r.to_dict().items() if k != "details"} for r in reports],
-                              key=artifact_key(artifact_prefix, "reports"), description=f"drift reports of {batch_id}")
-        publish_markdown_artifact(markdown_summary(reports, f"Drift check of {batch_id}"),
-                                 key=artifact_key(artifact_prefix, "summary"))
+        publish_table(artifact_key(artifact_prefix, "reports"),
+                      [{k: v for k, v in r.to_dict().items() if k != "details"} for r in reports],
+                      f"drift reports of {batch_id}")
+        publish_markdown(artifact_key(artifact_prefix, "summary"),
+                         markdown_summary(reports, f"Drift check of {batch_id}"))
     return reports
 
 
