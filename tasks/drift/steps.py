@@ -21,6 +21,7 @@ from tasks.drift import verdict as _verdict
 from tasks.drift import events as _events
 from tasks.drift import ledger as _ledger
 from tasks.drift import reference as _reference
+from tasks.data.steps import IO_RETRY
 from tasks.drift.report import DriftReport, markdown_summary
 from tasks.errors import DataError, ObjectNotFound
 from tasks.seeding import derive_seed
@@ -64,7 +65,8 @@ def emit_drift_event(model: str, version: int | str | None, reports: Sequence[Dr
 
 # ---- the drift loop's store-backed state (tasks.drift.ledger) and references beside models ----
 
-_IO = dict(retries=3, retry_delay_seconds=[1, 4, 10], cache_policy=NO_CACHE)
+# Store I/O: transient failures only (IO_RETRY); a missing reference or bad batch fails at once.
+_IO = dict(**IO_RETRY, cache_policy=NO_CACHE)
 
 
 @task(name="drift-reference-files", cache_policy=NO_CACHE)

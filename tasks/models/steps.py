@@ -8,7 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data.sources import Splits
-from tasks.data.steps import retry_on_io
+from tasks.data.steps import IO_RETRY
 from tasks.models.gate import (GateDecision, accuracy_gate as decide_on_accuracy, apply_sanity, candidate_facts,
                                sanity_rules)
 from tasks.models.report import learning_curve_png, metrics_rows
@@ -66,10 +66,8 @@ def evaluate_model(model: TrainedModel, splits: Splits, settings: Settings, labe
     return {"metrics": metrics, "per_class_accuracy": ev.per_class_accuracy, "confusion": ev.confusion, "n": ev.n}
 
 
-# Registry I/O: retried, since the store may be remote, but only for transient failures: a sha256
-# mismatch, a missing object, a corrupt registry file or a registry rule fails at once (retrying an
-# IntegrityError only delayed the same error by 15 s).
-_IO = dict(retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retry_on_io, cache_policy=NO_CACHE)
+# Registry I/O: retried, since the store may be remote, but only for transient failures (IO_RETRY).
+_IO = dict(**IO_RETRY, cache_policy=NO_CACHE)
 
 
 @task(name="get-champion", **_IO)
