@@ -31,6 +31,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+from tasks.ray_security import enable_token_auth  # noqa: E402
+
+enable_token_auth()  # before Ray is imported, as the `driftloop` command does
 
 from tasks.data.config import DataConfig  # noqa: E402
 from tasks.data.sources import load_digits_dataset, split_dataset  # noqa: E402
@@ -96,7 +99,7 @@ def main() -> None:
                "ray_wall_over_baseline": round(wall / baseline, 2),
                "stopped_early": sum(t.status == "stopped" for t in study.trials),
                "best_val_accuracy": round(study.best_metric, 4)}
-    out = {"benchmark": "tune_utilisation", "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+    out = {"benchmark": "tune_utilisation", "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
            "seed": args.seed, "max_t": args.max_t, "eta": args.eta, "num_samples": n, "model": model.model_dump(),
            "summary": summary,
            "load_average_at_end": os.getloadavg(),

@@ -205,7 +205,9 @@ def register(app: typer.Typer) -> None:
 
         settings = _settings(config, param, smoke)
         try:
-            typer.echo(format_plan(max_t or settings.tuning.max_t, eta or settings.tuning.eta, as_json))
+            # `is None`, not `or`: an explicit --max-t 0 or --eta 0 is an error, not the default.
+            typer.echo(format_plan(settings.tuning.max_t if max_t is None else max_t,
+                                   settings.tuning.eta if eta is None else eta, as_json))
         except ConfigError as e:
             _fail(str(e), 2)
 

@@ -203,7 +203,7 @@ NOT_COVERED = [
 ]
 
 SECURITY_DEFAULTS = """\
-* **Ray** (`tasks/ray_security.py`, `tasks/tuning/search.py`): a local Ray is started without the
+* **Ray** (`tasks/ray_security.py`, `tasks/tuning/runtime.py`): a local Ray is started without the
   dashboard's HTTP server and without the Ray Client server, and with **token authentication**
   (`RAY_AUTH_MODE=token`, a fresh 256-bit `RAY_AUTH_TOKEN` per `driftloop` process, set before Ray is
   imported and inherited by the Ray processes and the Flower simulation; never logged or written).

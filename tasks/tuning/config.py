@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tasks.config_base import Section
 
@@ -28,7 +28,7 @@ class TuningConfig(Section):
     enabled: bool = True
     # hyperband: ray.tune HyperBandScheduler (synchronous Hyperband, Li et al. 2018; reproducible)
     # asha: ASHAScheduler (asynchronous successive halving, Li et al. 2020), one bracket
-    # bohb: HyperBandForBOHB + TuneBOHB (Falkner et al. 2018); needs `pip install hpbandster ConfigSpace`
+    # bohb: HyperBandForBOHB + TuneBOHB (Falkner et al. 2018); needs hpbandster and ConfigSpace<1 (the dev extra)
     scheduler: Literal["hyperband", "asha", "bohb"] = "hyperband"
     max_t: int = Field(27, ge=1, description="maximum resource R per configuration, in epochs")
     eta: int = Field(3, ge=2, description="reduction factor")
@@ -60,3 +60,16 @@ class TuningConfig(Section):
     study_name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     resume: bool = True
     checkpoints_to_keep: int | None = Field(2, ge=1, description="latest checkpoints kept per trial (None: all)")
+    # A trial checkpoints where Hyperband may pause it (its rung milestones); with this set, also
+    # every k epochs, so that a retry after a crash or a lost node repeats fewer epochs. Each
+    # checkpoint costs a copy into the study's storage (an upload with S3).
+    checkpoint_every: int | None = Field(None, ge=1, description="also checkpoint every k epochs (None: only where Hyperband may pause)")
+
+    @field_validator("storage_subpath")
+    @classmethod
+    def _inside_the_store(cls, v: str) -> str:
+        # The pattern allows dots for names like "v1.2"; a ".." segment would climb out of store.uri.
+        if any(part in ("..", ".") for part in v.split("/")) or "//" in v or v.endswith("/"):
+            raise ValueError(f"{v!r} must be a relative path inside the store: no '.' or '..' segments, "
+                             "no empty segments")
+        return v

@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 import os
 import signal
+import time
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import HyperBandScheduler
+from ray.tune.schedulers import HyperBandForBOHB, HyperBandScheduler
 from ray.tune.schedulers.hyperband import _Bracket
+
+from tasks.tuning.progress import Reporter, StudyProgress
 
 
 class _PlanBracket(_Bracket):
@@ -163,3 +166,89 @@ class InterruptAfter(Callback):
         self.ended += 1
         if self.ended == self.after:
             os.kill(os.getpid(), signal.SIGUSR1)
+
+
+class ProgressCallback(Callback):
+    """Counts trial events and calls ``reporter`` with a new :class:`StudyProgress` when a trial
+    starts, pauses, finishes or reports a new best (at most every ``min_interval_s`` for results
+    that change nothing else). A reporter that raises is dropped, with one warning: progress must
+    never end a study."""
+
+    def __init__(self, reporter: Reporter, total: int, max_t: int, metric: str, mode: str,
+                 min_interval_s: float = 1.0):
+        self.reporter, self.total, self.max_t = reporter, total, max_t
+        self.metric, self.sign = metric, (1.0 if mode == "max" else -1.0)
+        self.min_interval_s = min_interval_s
+        self.best: float | None = None
+        self.epochs: dict[str, int] = {}
+        self.ended: dict[str, str] = {}  # trial id -> "completed" | "stopped" | "error"
+        self.t0 = time.monotonic()
+        self._last = 0.0
+
+    # Ray Tune hooks -------------------------------------------------------------------------
+
+    def setup(self, **info):
+        self.t0 = time.monotonic()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._emit(trials)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        epoch = result.get("epoch")
+        if epoch is not None:
+            self.epochs[trial.trial_id] = max(self.epochs.get(trial.trial_id, 0), int(epoch))
+        value = result.get(self.metric)
+        new_best = (isinstance(value, (int, float)) and math.isfinite(value)
+                    and (self.best is None or self.sign * value > self.sign * self.best))
+        if new_best:
+            self.best = float(value)
+        self._emit(trials, force=new_best)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        done = self.epochs.get(trial.trial_id, 0) >= self.max_t
+        self.ended[trial.trial_id] = "completed" if done else "stopped"
+        self._emit(trials, force=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.ended[trial.trial_id] = "error"
+        self._emit(trials, force=True)
+
+    def on_experiment_end(self, trials, **info):
+        self._emit(trials, force=True)
+
+    # ----------------------------------------------------------------------------------------
+
+    def snapshot(self, trials) -> StudyProgress:
+        # A trial that just ended may still show RUNNING: Tune sets its status after the callbacks.
+        statuses = [t.status for t in trials if t.trial_id not in self.ended]
+        return StudyProgress(
+            total=max(self.total, len(trials)), finished=len(self.ended), running=statuses.count("RUNNING"),
+            paused=statuses.count("PAUSED"), stopped_early=sum(v == "stopped" for v in self.ended.values()),
+            errored=sum(v == "error" for v in self.ended.values()), epochs=sum(self.epochs.values()),
+            best=self.best, metric=self.metric, elapsed_s=time.monotonic() - self.t0)
+
+    def _emit(self, trials, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.reporter is None or (not force and now - self._last < self.min_interval_s):
+            return
+        self._last = now
+        try:
+            self.reporter(self.snapshot(trials))
+        except Exception as e:  # a broken reporter must not stop the study
+            import logging
+
+            logging.getLogger("driftloop.tuning").warning("study progress reporting stopped: %s", e)
+            self.reporter = None
+
+
+class SnapshotSafeBOHB(HyperBandForBOHB):
+    """Ray's HyperBandForBOHB (ray 2.55.1) with one fix shared with :class:`BracketTaggingHyperBand`:
+    a trial stopped while PAUSED (its bracket finished without it) is marked for the next experiment
+    snapshot, which Tune 2.55.1 would otherwise save as PAUSED: the study then reads as
+    interrupted, and a restore would run the trial again."""
+
+    def on_trial_remove(self, tune_controller, trial):
+        super().on_trial_remove(tune_controller, trial)
+        mark = getattr(tune_controller, "_mark_trial_to_checkpoint", None)
+        if mark is not None:
+            mark(trial)

@@ -65,9 +65,22 @@ def trial_rows(study: StudyResult) -> list[dict]:
             f"best_{study.metric}": _fmt(max(curve, key=lambda v: sign * v) if curve else None),
             f"last_{study.metric}": _fmt(curve[-1] if curve else None),
             "resumes": t.resumes, "failures": t.failures,
+            "node": (t.node_id or "")[:12] or None, "gpu_ids": t.gpu_ids or None,
             **{k: (_fmt(v, 6) if isinstance(v, float) else v) for k, v in sorted(t.config.items())},
         })
     return rows
+
+
+def placement_rows(study: StudyResult) -> list[dict]:
+    """One row per Ray node: the trials whose last epoch ran there and the GPU ids they were given
+    (a lost node shows under the nodes its trials moved to; ``moved`` counts trials that trained
+    on more than one node)."""
+    by_node: dict[str, list[TrialRecord]] = defaultdict(list)
+    for t in study.trials:
+        if t.node_id is not None:
+            by_node[t.node_id].append(t)
+    return [{"node": node[:12], "trials": len(ts), "gpu_ids": ",".join(sorted({t.gpu_ids for t in ts if t.gpu_ids})) or None,
+             "moved": sum(len(t.nodes) > 1 for t in ts)} for node, ts in sorted(by_node.items())]
 
 
 def best_rows(study: StudyResult) -> list[dict]:
@@ -154,5 +167,11 @@ def study_markdown(study: StudyResult, png: bytes) -> str:
     lines += ["", f"{len(study.trials)} trials ({stopped} stopped early), {study.total_epochs} epochs, "
               f"{study.wall_seconds:.1f} s wall ({study.train_seconds:.1f} s inside the train function)"
               + (", resumed from a saved experiment" if study.resumed else "") + f". Results: `{study.storage_uri}`",
-              "", png_markdown(png, "learning curves of every trial")]
+              ""]
+    nodes = placement_rows(study)
+    if len(nodes) > 1 or any(r["gpu_ids"] for r in nodes):
+        lines += ["| node | trials | GPU ids | moved |", "| --- | --- | --- | --- |"]
+        lines += [f"| `{r['node']}` | {r['trials']} | {r['gpu_ids'] or '-'} | {r['moved']} |" for r in nodes]
+        lines += [""]
+    lines += [png_markdown(png, "learning curves of every trial")]
     return "\n".join(lines)

@@ -64,9 +64,10 @@ def test_the_gate_refuses_candidates_that_cannot_be_right(prefect_api, tmp_path,
     assert not dropped["promoted"] and "drops champion classes [5, 6, 7, 8, 9]" in dropped["decision"]["reason"]
     outcomes["dropped_classes"] = dropped["decision"]["reason"]
 
-    # Too few rows (150 rows of ten classes: ~97 training rows, 30 test rows) with a test-row floor of
-    # 50: refused for its training rows and for its unreliable evaluation.
-    small = _train_on(settings, _file(tmp_path, "small.npz", d.x[:150], d.y[:150]), **{"registry.min_test_rows": 50})
+    # Too few rows (150 rows of ten classes: fewer than 150 training rows, about 30 test rows) with floors
+    # of 150 training and 50 test rows: refused for its training rows and for its unreliable evaluation.
+    small = _train_on(settings, _file(tmp_path, "small.npz", d.x[:150], d.y[:150]),
+                      **{"registry.min_train_rows": 150, "registry.min_test_rows": 50})
     assert not small["promoted"]
     assert "enough_training_rows" in small["decision"]["reason"] and "reliable_evaluation" in small["decision"]["reason"]
     outcomes["too_few_rows"] = small["decision"]["reason"]

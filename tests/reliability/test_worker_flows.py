@@ -17,6 +17,7 @@ the shared server's `driftloop-process` pool must not land here.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import subprocess
@@ -104,13 +105,17 @@ class Worker:
         return below
 
 
-def _batch(batches: Path, d) -> str:
-    """A labelled, drifted batch the retraining run trains on (noise on the pixels)."""
+def _batch(batches: Path, d) -> tuple[str, str]:
+    """A labelled, drifted batch the retraining run trains on (noise on the pixels): its id and URI."""
+    from tasks.drift.discovery import batch_id_for
+
     batches.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(3)
     x = np.clip(d.x[:200] + rng.normal(0, 0.3, d.x[:200].shape), 0, 1).astype(np.float32)
-    np.savez(batches / "batch-00001.npz", x=x.reshape(200, -1), y=d.y[:200])
-    return "batch-00001"
+    path = batches / "batch-00001.npz"
+    np.savez(path, x=x.reshape(200, -1), y=d.y[:200])
+    # Its id as the drift check gives it: the key plus a content hash (tasks/drift/discovery.py).
+    return batch_id_for(path.name, hashlib.sha256(path.read_bytes()).hexdigest()), str(path)
 
 
 def test_deployments_run_on_a_real_worker_and_a_killed_worker_is_replaced(on_server, tmp_path, figures):
@@ -120,8 +125,10 @@ def test_deployments_run_on_a_real_worker_and_a_killed_worker_is_replaced(on_ser
 
     from deployments.serve import deploy_all, ensure_crash_detector, settings_parameters
     from tasks.data.sources import load_digits_dataset
+    from tasks.drift import ledger
     from tasks.drift.events import DRIFT_EVENT, resource_id
     from tasks.settings import load_settings
+    from tasks.store.backends import open_backend
     from tasks.store.artifacts import ArtifactStore
     from tasks.store.registry import ModelRegistry
 
@@ -149,7 +156,11 @@ def test_deployments_run_on_a_real_worker_and_a_killed_worker_is_replaced(on_ser
         training_s = (done.end_time - done.start_time).total_seconds()
 
         # 2. A drift event starts retraining on the worker.
-        batch = _batch(tmp_path / "batches", load_digits_dataset())
+        batch, batch_uri = _batch(tmp_path / "batches", load_digits_dataset())
+        # The drift check's record of the batch (what the event's batch id refers to): retraining
+        # resolves batch ids through these records.
+        ledger.record_check(open_backend(settings.store), model, batch,
+                            {"status": "checked", "uri": batch_uri, "labelled": True, "drift": True, "key": "batch-00001.npz"})
         episode = str(uuid.uuid4())
 
         async def emit():

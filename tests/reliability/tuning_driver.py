@@ -35,7 +35,10 @@ MAX_T = 3
 def study_config() -> TuningConfig:
     """Synchronous Hyperband (HyperBandScheduler), 1 CPU per trial, 2 retries per trial."""
     return TuningConfig(scheduler="hyperband", max_t=MAX_T, eta=3, num_samples=NUM_SAMPLES, search_space=SPACE,
-                        max_failures=2, resources_per_trial={"cpu": 1, "gpu": 0})
+                        max_failures=2, resources_per_trial={"cpu": 1, "gpu": 0},
+                        # a checkpoint every epoch (not only where Hyperband may pause): the
+                        # fault scenarios count them and resume mid-rung from them
+                        checkpoint_every=1)
 
 
 def study_splits():

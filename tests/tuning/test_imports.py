@@ -11,9 +11,14 @@ def _modules_after(imports: str) -> set[str]:
 
 
 def test_pure_modules_do_not_import_prefect():
-    mods = _modules_after("import tasks.tuning.plan, tasks.tuning.search, tasks.tuning.report, tasks.tuning.cli")
+    mods = _modules_after("import tasks.tuning.plan, tasks.tuning.search, tasks.tuning.report, tasks.tuning.cli, "
+                          "tasks.tuning.space, tasks.tuning.trainable, tasks.tuning.runtime, tasks.tuning.study, "
+                          "tasks.tuning.results, tasks.tuning.progress, tasks.tuning.ray_hooks, "
+                          "tasks.tuning.local_cluster")
     assert "prefect" not in mods
 
 
 def test_plan_and_cli_do_not_import_ray():
     assert "ray" not in _modules_after("import tasks.tuning.cli")
+    # The progress line and the search-space checks run before (or without) Ray too.
+    assert "ray" not in _modules_after("import tasks.tuning.progress, tasks.tuning.space, tasks.tuning.results")

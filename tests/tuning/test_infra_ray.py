@@ -40,6 +40,11 @@ def test_launcher_config_parses_and_matches_the_pin():
     gpu_types = [t for t in types.values() if t["resources"].get("GPU", 0) >= 1]
     assert gpu_types and all(t["min_workers"] == 0 < t["max_workers"] for t in gpu_types)  # autoscaling
     assert cfg["docker"]["worker_image"].endswith("-gpu")
+    # The trials' code on every node, and token authentication cluster-wide.
+    assert cfg["file_mounts"]["/home/ray/driftloop"] == "." and "/home/ray/.ray/auth_token" in cfg["file_mounts"]
+    assert any("pip install" in c and "-e ." in c for c in cfg["setup_commands"])
+    for cmds in (cfg["head_start_ray_commands"], cfg["worker_start_ray_commands"]):
+        assert any(c.startswith("RAY_AUTH_MODE=token ray start") for c in cmds)
 
 
 def test_kuberay_manifest_parses_and_matches_the_pin():
@@ -49,12 +54,20 @@ def test_kuberay_manifest_parses_and_matches_the_pin():
     pin = ray_pin()
     assert rc["apiVersion"] == "ray.io/v1" and rc["kind"] == "RayCluster"
     assert rc["spec"]["rayVersion"] == pin and rc["spec"]["enableInTreeAutoscaling"] is True
-    assert all(i.startswith(f"rayproject/ray:{pin}-py311-") for i in images(rc))
+    # Every pod runs the node image with driftloop installed (infra/ray/Dockerfile), built on Ray's at the pin.
+    assert set(images(rc)) == {f"driftloop-ray:{pin}"}
+    dockerfile = (INFRA / "Dockerfile").read_text()
+    assert f"FROM rayproject/ray:{pin}-py311-gpu" in dockerfile and "pip install --no-cache-dir ." in dockerfile
     (group,) = rc["spec"]["workerGroupSpecs"]
     assert group["minReplicas"] == 0 < group["maxReplicas"]
     (container,) = group["template"]["spec"]["containers"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == group["rayStartParams"]["num-gpus"] == "1"
-    assert container["image"].endswith("-gpu")
+    # Token authentication on every node, the token from a Secret.
+    head = rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    for c in (head, container):
+        env = {e["name"]: e for e in c["env"]}
+        assert env["RAY_AUTH_MODE"]["value"] == "token"
+        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "driftloop-ray-token"
 
 
 def test_gpu_worker_resources_fit_the_tuning_config():

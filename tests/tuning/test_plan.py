@@ -105,3 +105,14 @@ def test_format_plan_json():
 def test_format_plan_rejects_r_below_eta():
     with pytest.raises(ConfigError, match="must be at least"):
         format_plan(2, 3)
+
+
+@pytest.mark.parametrize("args,key", [(["--max-t", "0"], "max_t"), (["--eta", "0"], "eta")])
+def test_cli_plan_refuses_zero_instead_of_using_the_default(args, key):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    r = CliRunner().invoke(app, ["hyperband-plan", *args])
+    assert r.exit_code == 2, r.output
+    assert f"tuning.{key}" in r.output and "R=27" not in r.output

@@ -1,14 +1,14 @@
 """Report rows and plots from a hand-made study (no Ray)."""
 
 from tasks.tuning.plan import hyperband_plan
-from tasks.tuning.report import (bracket_rows, best_rows, learning_curves_png, plan_rows, study_markdown,
-                                 trial_rows)
+from tasks.tuning.report import (bracket_rows, best_rows, learning_curves_png, placement_rows, plan_rows,
+                                 study_markdown, trial_rows)
 from tasks.tuning.search import StudyResult, TrialRecord
 
 
-def rec(tid, s, curve, status):
+def rec(tid, s, curve, status, node="n-cpu", gpus=""):
     return TrialRecord(tid, {"lr": 0.01, "width": 32}, status, len(curve), curve, [1 - a for a in curve], 0.1,
-                       band=0, bracket=s)
+                       band=0, bracket=s, node_id=node, gpu_ids=gpus, nodes=[node])
 
 
 def study():
@@ -17,7 +17,7 @@ def study():
               rec("t1", 1, [0.4, 0.5, 0.65, 0.7, 0.7, 0.72, 0.75, 0.76, 0.8], "completed"),
               rec("t2", 1, [0.3, 0.35, 0.4], "stopped"), rec("t3", 1, [0.2, 0.2, 0.3], "stopped"),
               rec("t4", 1, [0.1, 0.2, 0.2], "stopped"),
-              rec("t5", 0, [0.6, 0.7, 0.8, 0.85, 0.9, 0.91, 0.93, 0.95, 0.94], "completed")]
+              rec("t5", 0, [0.6, 0.7, 0.8, 0.85, 0.9, 0.91, 0.93, 0.95, 0.94], "completed", node="n-gpu", gpus="0")]
     return StudyResult("hb-test", "/tmp/x", "hyperband", "val_accuracy", "max", 9, 3, {"lr": 0.01, "width": 32},
                        {}, {}, 0.95, 8, "t5", trials, 36, 36, 10.0, 2.0, 1.0, False, {"cpu": 1.0, "gpu": 0.0})
 
@@ -36,6 +36,14 @@ def test_trial_and_best_rows():
     assert [r["status"] for r in rows].count("stopped") == 3
     assert rows[-1]["best_val_accuracy"] == 0.95 and rows[-1]["last_val_accuracy"] == 0.94
     assert {"parameter": "val_accuracy", "value": 0.95} in best_rows(study())
+    assert (rows[-1]["node"], rows[-1]["gpu_ids"], rows[0]["gpu_ids"]) == ("n-gpu", "0", None)
+
+
+def test_placement_rows_and_markdown_show_nodes_and_gpus():
+    rows = placement_rows(study())
+    assert rows == [{"node": "n-cpu", "trials": 5, "gpu_ids": None, "moved": 0},
+                    {"node": "n-gpu", "trials": 1, "gpu_ids": "0", "moved": 0}]
+    assert "| `n-gpu` | 1 | 0 | 0 |" in study_markdown(study(), b"png")
 
 
 def test_plan_rows():

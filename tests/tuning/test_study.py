@@ -27,8 +27,10 @@ def crash_study(local_ray, small_splits, tmp_path_factory):
     root = tmp_path_factory.mktemp("tune")
     cfg = TuningConfig(max_t=3, eta=3, num_samples=5, search_space=SPACE, max_failures=2)
     marker = root / "crashed-once"
+    seen = []
     study = run_study(cfg, small_splits, seed=11, store=StoreConfig(uri=str(root / "store")), model=MODEL,
-                      training=TRAINING, crash_once_marker=marker)
+                      training=TRAINING, crash_once_marker=marker, progress=seen.append)
+    study.progress_seen = seen  # for test_progress_is_reported_as_trials_finish
     return study, cfg, root, marker
 
 
@@ -103,3 +105,28 @@ def test_interrupted_study_on_s3_resumes_without_rerunning_finished_trials(local
     assert second.epochs_this_session > 0
     assert all(t.status in ("completed", "stopped") for t in second.trials)
     assert sum(t.status == "stopped" for t in second.trials) == 2
+
+
+def test_progress_is_reported_as_trials_finish(crash_study):
+    study, _, _, _ = crash_study
+    seen = study.progress_seen
+    assert seen, "the progress reporter was never called"
+    finished = [p.finished for p in seen]
+    assert finished == sorted(finished) and finished[-1] == 5  # counts only go up, to every trial
+    last = seen[-1]
+    assert (last.total, last.stopped_early, last.errored, last.running) == (5, 2, 0, 0)
+    assert last.epochs == study.total_epochs and last.best == pytest.approx(study.best_metric)
+    assert max(p.running for p in seen) == 2  # two trials at once on 2 CPUs
+    assert any(p.paused for p in seen)  # Hyperband paused trials at the rung, and said so
+    assert "5/5 trials finished (2 stopped early)" in last.line() and "best val_accuracy" in last.line()
+
+
+def test_bohb_runs_a_study(local_ray, small_splits, tmp_path):
+    """tuning.scheduler=bohb: HyperBandForBOHB + TuneBOHB (hpbandster, ConfigSpace: the dev extra)."""
+    cfg = TuningConfig(scheduler="bohb", max_t=3, eta=3, num_samples=5, search_space=SPACE)
+    study = run_study(cfg, small_splits, seed=5, store=StoreConfig(uri=str(tmp_path)), model=MODEL, training=TRAINING)
+    assert study.finished and study.scheduler == "bohb" and len(study.trials) == 5
+    assert all(t.status in ("completed", "stopped") for t in study.trials)
+    assert any(t.status == "stopped" for t in study.trials)  # its Hyperband stopped some early
+    assert set(study.best_params) == set(SPACE) and study.best_metric > 0.3
+    assert all(1e-3 <= t.config["lr"] <= 3e-2 and t.config["width"] in (16, 32) for t in study.trials)

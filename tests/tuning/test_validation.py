@@ -10,6 +10,7 @@ from tasks.models.config import ModelConfig, TrainingConfig
 from tasks.settings import load_settings
 from tasks.store.config import StoreConfig
 from tasks.tuning import search
+from tasks.tuning import study as study_mod
 from tasks.tuning.config import TuningConfig
 from tasks.tuning.search import (apply_best_config, apply_params, check_ray_address, run_study, sample_config,
                                  s3_filesystem, trial_resources, tune_storage, validate_search_space, validate_tuning)
@@ -57,7 +58,7 @@ def test_r_below_eta_and_unknown_scheduler():
 def test_bohb_names_the_packages_to_install():
     if not search.bohb_missing_packages():
         pytest.skip("hpbandster and ConfigSpace are installed here")
-    with pytest.raises(ConfigError, match="pip install hpbandster ConfigSpace"):
+    with pytest.raises(ConfigError, match="pip install hpbandster==0.7.4 ConfigSpace==0.7.1"):
         validate_tuning(TuningConfig(scheduler="bohb"))
 
 
@@ -86,7 +87,7 @@ def _no_ray(*a, **k):
     ({"ray_address": "127.0.0.1:{port}"}, "tuning.ray_address"),
 ])
 def test_run_study_rejects_bad_input_before_starting_ray(monkeypatch, small_splits, tmp_path, update, needle):
-    monkeypatch.setattr(search, "connect_ray", _no_ray)
+    monkeypatch.setattr(study_mod, "connect_ray", _no_ray)
     if "ray_address" in update:
         update = {"ray_address": update["ray_address"].format(port=_free_port())}
     cfg = TuningConfig().model_copy(update=update)
@@ -141,3 +142,23 @@ def test_tune_storage_local_and_s3(tmp_path):
     assert type(s3_filesystem(s3)).__name__ == "S3FileSystem"
     with pytest.raises(ConfigError, match="store.endpoint_url"):
         s3_filesystem(s3.model_copy(update={"endpoint_url": "127.0.0.1:8333"}))
+
+
+def test_storage_subpath_cannot_leave_the_store(tmp_path):
+    with pytest.raises(ConfigError, match="tuning.storage_subpath"):
+        load_settings(overrides={"tuning.storage_subpath": "a/../../x"})
+    # Also for a configuration built without validation (model_copy), where tune_storage is the last guard.
+    with pytest.raises(ConfigError, match="tuning.storage_subpath 'a/../../x'"):
+        tune_storage(StoreConfig(uri=str(tmp_path / "store")), "a/../../x")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "store").exists()
+    assert load_settings(overrides={"tuning.storage_subpath": "runs/v1.2"}).tuning.storage_subpath == "runs/v1.2"
+
+
+def test_remote_cluster_with_a_local_store_is_refused_before_anything_is_written(monkeypatch, small_splits, tmp_path):
+    monkeypatch.setattr(study_mod, "connect_ray", _no_ray)
+    monkeypatch.setattr(study_mod, "check_ray_address", lambda *a, **k: None)  # no cluster needed to refuse
+    cfg = TuningConfig(ray_address="10.0.0.1:6379")
+    with pytest.raises(ConfigError, match="nodes do not share this machine's disk") as e:
+        run_study(cfg, small_splits, seed=1, store=StoreConfig(uri=str(tmp_path / "store")))
+    assert "store.uri=s3://" in str(e.value)
+    assert not (tmp_path / "store").exists()
