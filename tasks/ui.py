@@ -14,9 +14,11 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact, c
 from prefect.context import FlowRunContext, TaskRunContext
 
 
-def _key(key: str) -> str:
-    # Artifact keys: lowercase letters, numbers and dashes only.
-    return re.sub(r"[^a-z0-9-]+", "-", key.lower()).strip("-")[:100]
+def artifact_key(*parts: object, default: str = "") -> str:
+    """A Prefect artifact key from ``parts`` (joined by dashes): Prefect allows only lowercase
+    letters, digits and dashes; at most 100 characters; ``default`` when nothing is left."""
+    key = re.sub(r"[^a-z0-9-]+", "-", "-".join(str(p) for p in parts).lower())
+    return re.sub(r"-+", "-", key).strip("-")[:100] or default
 
 
 def in_prefect_run() -> bool:
@@ -25,12 +27,12 @@ def in_prefect_run() -> bool:
 
 def publish_table(key: str, rows: Sequence[dict[str, Any]], description: str = "") -> None:
     if in_prefect_run():
-        create_table_artifact(table=[dict(r) for r in rows], key=_key(key), description=description)
+        create_table_artifact(table=[dict(r) for r in rows], key=artifact_key(key), description=description)
 
 
 def publish_markdown(key: str, markdown: str, description: str = "") -> None:
     if in_prefect_run():
-        create_markdown_artifact(markdown=markdown, key=_key(key), description=description)
+        create_markdown_artifact(markdown=markdown, key=artifact_key(key), description=description)
 
 
 def png_data_uri(png: bytes) -> str:
@@ -42,8 +44,8 @@ def publish_image(key: str, png: bytes, description: str = "") -> None:
     if not in_prefect_run():
         return
     uri = png_data_uri(png)
-    create_image_artifact(image_url=uri, key=_key(key), description=description)
-    create_markdown_artifact(markdown=f"### {description or key}\n\n![{key}]({uri})\n", key=_key(key + "-md"),
+    create_image_artifact(image_url=uri, key=artifact_key(key), description=description)
+    create_markdown_artifact(markdown=f"### {description or key}\n\n![{key}]({uri})\n", key=artifact_key(key, "md"),
                              description=description)
 
 
@@ -57,15 +59,3 @@ def run_logger():
     import logging
 
     return logging.getLogger("driftloop")
-
-
-def publish_table_artifact(table, key: str | None = None, description: str | None = None) -> None:
-    """``create_table_artifact`` inside a run; nothing outside one."""
-    if in_prefect_run():
-        create_table_artifact(table=table, key=key, description=description)
-
-
-def publish_markdown_artifact(markdown: str, key: str | None = None, description: str | None = None) -> None:
-    """``create_markdown_artifact`` inside a run; nothing outside one."""
-    if in_prefect_run():
-        create_markdown_artifact(markdown=markdown, key=key, description=description)

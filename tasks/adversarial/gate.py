@@ -17,32 +17,14 @@ champion's inflated number would block every honest successor.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from tasks.adversarial.evaluation import RobustEvaluation
+from tasks.models.gate import GateDecision, GateRule
+
+__all__ = ["GateDecision", "GateRule", "robustness_gate"]
 
 _COMPARED = ("epsilon", "norm", "steps", "restarts")
-
-
-@dataclass
-class GateRule:
-    name: str
-    passed: bool
-    detail: str
-
-
-@dataclass
-class GateDecision:
-    promote: bool
-    reason: str
-    candidate: dict[str, Any]
-    champion: dict[str, Any] | None
-    clean_tolerance: float
-    rules: list[GateRule] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _numbers(ev: RobustEvaluation | Mapping[str, Any], who: str) -> dict[str, Any]:

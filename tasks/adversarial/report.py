@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from tasks.adversarial.evaluation import RobustEvaluation
 from tasks.adversarial.gate import GateDecision
@@ -152,3 +152,9 @@ def gate_markdown(d: GateDecision) -> str:
         rows.append({"model": "champion", **{k: d.champion.get(k) for k in keys}})
     lines += ["", "## Numbers", "", _table_md(rows), f"clean tolerance: {d.clean_tolerance:g}"]
     return "\n".join(lines)
+
+
+def robust_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The robust evaluation's numbers added to a model's test metrics (``RobustEvaluation.summary()``)."""
+    return {"clean_accuracy": summary["clean_accuracy"], "robust_accuracy": summary["robust_accuracy"],
+            "robust_epsilon": summary["epsilon"], "robust_reliable": float(bool(summary["reliable"]))}

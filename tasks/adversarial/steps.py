@@ -8,13 +8,12 @@ self-contained; the same PNG bytes are returned for the flow to store with the r
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.ui import publish_markdown_artifact, publish_table_artifact
+from tasks.ui import artifact_key, publish_markdown, publish_table
 from torch import nn
 
 from tasks.adversarial.evaluation import RobustEvaluation, evaluate_with_config
@@ -41,11 +40,6 @@ class Evaluated:
     plot_png: bytes             # accuracy vs epsilon
 
 
-def _key(text: str) -> str:
-    # Prefect artifact keys allow only lowercase letters, digits and dashes.
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "model"
-
-
 # Models and arrays are not hashable inputs: no caching.
 @task(name="harden-model", cache_policy=NO_CACHE)
 def harden_model(model: nn.Module, train: Dataset, val: Dataset, settings: Settings, lo, hi,
@@ -61,9 +55,9 @@ def harden_model(model: nn.Module, train: Dataset, val: Dataset, settings: Setti
     res = adversarial_train(model, tx, train.y, vx, val.y, settings.adversarial, settings.training,
                             derive_seed(settings.seed, "harden"), lo, hi, num_classes)
     png = history_plot(res) if res.history else None
-    key_prefix = _key(key_prefix)
-    publish_table_artifact(history_rows(res), key=f"{key_prefix}-history", description="natural and robust accuracy per epoch")
-    publish_markdown_artifact(history_markdown(res, png), key=f"{key_prefix}-curves", description="adversarial fine-tuning")
+    key_prefix = artifact_key(key_prefix, default="model")
+    publish_table(f"{key_prefix}-history", history_rows(res), "natural and robust accuracy per epoch")
+    publish_markdown(f"{key_prefix}-curves", history_markdown(res, png), "adversarial fine-tuning")
     return Hardened(res, png)
 
 
@@ -79,10 +73,10 @@ def robust_evaluate(model: nn.Module, test: Dataset, settings: Settings, lo, hi,
                               derive_seed(settings.seed, "robust-eval"), select_device(settings.training.device),
                               label=label)
     png = curve_plot([ev])
-    slug = _key(label)
-    publish_table_artifact(curve_rows(ev), key=f"robust-curve-{slug}", description=f"accuracy vs epsilon ({label})")
-    publish_markdown_artifact(evaluation_markdown(ev, png), key=f"robust-eval-{slug}",
-                             description=f"robust evaluation ({label}): {'reliable' if ev.reliable else 'UNRELIABLE'}")
+    slug = artifact_key(label, default="model")
+    publish_table(f"robust-curve-{slug}", curve_rows(ev), f"accuracy vs epsilon ({label})")
+    publish_markdown(f"robust-eval-{slug}", evaluation_markdown(ev, png),
+                     f"robust evaluation ({label}): {'reliable' if ev.reliable else 'UNRELIABLE'}")
     return Evaluated(ev, png)
 
 
@@ -91,6 +85,5 @@ def robustness_gate(candidate: RobustEvaluation, champion: RobustEvaluation | di
                     settings: Settings) -> GateDecision:
     """Promote or keep the champion (tasks.adversarial.gate); the decision as a markdown artifact."""
     decision = decide(candidate, champion, settings.adversarial.clean_tolerance)
-    publish_markdown_artifact(gate_markdown(decision), key="robustness-gate",
-                             description="promote" if decision.promote else "keep champion")
+    publish_markdown("robustness-gate", gate_markdown(decision), "promote" if decision.promote else "keep champion")
     return decision

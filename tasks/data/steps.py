@@ -41,8 +41,13 @@ def retry_on_io(task, task_run, state) -> bool:
     return is_transient(exc if isinstance(exc, BaseException) else None)
 
 
-@task(name="load-data", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
-      retry_condition_fn=retry_on_io, cache_policy=NO_CACHE)
+# The one retry preset for tasks that touch the store or the network: transient failures only (a
+# sha256 mismatch, a missing object, bad data or a registry rule fails at once; retrying them only
+# delayed the same error by 15 s). Use as ``@task(name=..., **IO_RETRY, cache_policy=...)``.
+IO_RETRY = dict(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=retry_on_io)
+
+
+@task(name="load-data", **IO_RETRY, cache_policy=NO_CACHE)
 def load_data(data_cfg: DataConfig, store_cfg) -> Dataset:
     """Load the configured dataset (digits, a file/URI or an image folder read through the store)."""
     from tasks.store.backends import list_uri, read_uri
@@ -68,8 +73,7 @@ def infer_schema_task(ds: Dataset) -> Schema:
     return infer_schema(ds)
 
 
-@task(name="validate-or-quarantine", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
-      retry_condition_fn=retry_on_io, cache_policy=NO_CACHE)
+@task(name="validate-or-quarantine", **IO_RETRY, cache_policy=NO_CACHE)
 def validate_or_quarantine(batch: Dataset | str, schema: Schema, cfg: ValidationConfig, store_cfg,
                            batch_id: str | None = None, label_column: str = "label",
                            raw_bytes: bytes | None = None, labels: str = "required",

@@ -647,19 +647,6 @@ def conform(ds: Dataset, schema: Schema) -> Dataset:
     return as_float32(out, schema.sample_shape)
 
 
-def validate_uri(uri: str, schema: Schema, cfg: ValidationConfig, store_cfg, label_column: str = "label",
-                 batch_id: str | None = None, labels: str = "required", distribution: str = "fail"
-                 ) -> ValidationReport:
-    """Read and validate the batch at ``uri`` without quarantining it (``driftloop validate``).
-
-    A missing or unreadable file gives a failed report (``missing_file`` / ``unreadable_file``).
-    """
-    ds, _, error = load_batch_from_uri(uri, store_cfg, label_column, batch_id)
-    if error is not None:
-        return error
-    return validate_batch(ds, schema, cfg, ds.meta["batch_id"], uri, labels=labels, distribution=distribution)
-
-
 # --------------------------------------------------------------------------------------------
 # quarantine
 # --------------------------------------------------------------------------------------------

@@ -69,10 +69,6 @@ def reports_from_json(text: str | bytes) -> list[DriftReport]:
     return [DriftReport.from_dict(d) for d in json.loads(text)]
 
 
-def any_drift(reports: Iterable[DriftReport]) -> bool:
-    return any(r.drift for r in reports)
-
-
 def _fmt(v: float | None, spec: str = ".3g") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"

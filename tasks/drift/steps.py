@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -12,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 from pydantic import Field
 
-from tasks.ui import publish_markdown_artifact, publish_table_artifact
+from tasks.ui import artifact_key, publish_markdown, publish_table
 from prefect.events import emit_event
 
 from tasks.drift import detectors as _detectors
@@ -22,33 +21,24 @@ from tasks.drift import verdict as _verdict
 from tasks.drift import events as _events
 from tasks.drift import ledger as _ledger
 from tasks.drift import reference as _reference
+from tasks.data.steps import IO_RETRY
 from tasks.drift.report import DriftReport, markdown_summary
 from tasks.errors import DataError, ObjectNotFound
 from tasks.seeding import derive_seed
 
 
-def artifact_key(*parts: object) -> str:
-    """A Prefect artifact key (lowercase letters, digits and dashes) from ``parts``."""
-    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", "-".join(str(p) for p in parts).lower())).strip("-")
-
-
 # Models, arrays and detectors are not worth hashing for a cache key: NO_CACHE throughout.
-@task(name="build-drift-reference", cache_policy=NO_CACHE)
-def build_reference(model, x_inputs: np.ndarray, cfg, seed: int, meta: dict | None = None) -> _reference.DriftReference:
-    """Build the drift reference of a model (see tasks.drift.reference.build_reference)."""
-    return _reference.build_reference(model, x_inputs, cfg, seed, meta=meta)
-
-
 @task(name="detect-drift", cache_policy=NO_CACHE)
 def detect_drift(reference, x_batch: np.ndarray, model, detectors=None, cfg=None, batch_id: str = "batch",
                  artifact_prefix: str | None = "drift-check") -> list[DriftReport]:
     """Run the detectors on one batch and publish the reports as a table and a markdown artifact."""
     reports = _detectors.check_batch(reference, x_batch, model, detectors, cfg, batch_id)
     if artifact_prefix:
-        publish_table_artifact([{k: v for k, v in r.to_dict().items() if k != "details"} for r in reports],
-                              key=artifact_key(artifact_prefix, "reports"), description=f"drift reports of {batch_id}")
-        publish_markdown_artifact(markdown_summary(reports, f"Drift check of {batch_id}"),
-                                 key=artifact_key(artifact_prefix, "summary"))
+        publish_table(artifact_key(artifact_prefix, "reports"),
+                      [{k: v for k, v in r.to_dict().items() if k != "details"} for r in reports],
+                      f"drift reports of {batch_id}")
+        publish_markdown(artifact_key(artifact_prefix, "summary"),
+                         markdown_summary(reports, f"Drift check of {batch_id}"))
     return reports
 
 
@@ -75,7 +65,8 @@ def emit_drift_event(model: str, version: int | str | None, reports: Sequence[Dr
 
 # ---- the drift loop's store-backed state (tasks.drift.ledger) and references beside models ----
 
-_IO = dict(retries=3, retry_delay_seconds=[1, 4, 10], cache_policy=NO_CACHE)
+# Store I/O: transient failures only (IO_RETRY); a missing reference or bad batch fails at once.
+_IO = dict(**IO_RETRY, cache_policy=NO_CACHE)
 
 
 @task(name="drift-reference-files", cache_policy=NO_CACHE)

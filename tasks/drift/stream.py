@@ -25,7 +25,7 @@ import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -229,21 +229,3 @@ def write_stream(batches: Iterator[StreamBatch] | list[StreamBatch], out_uri: st
     manifest["sample_shape"] = list(b.x.shape[1:])
     put(STREAM_MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
     return manifest
-
-
-def read_batch_bytes(data: bytes, origin: str) -> tuple[np.ndarray, np.ndarray]:
-    """Parse a batch file's bytes into (x, y); DataError names ``origin`` when it is not a batch."""
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            if "x" not in z.files or "y" not in z.files:
-                raise DataError(f"{origin}: a batch file holds arrays 'x' and 'y'; this one has {z.files}")
-            return z["x"], z["y"]
-    except DataError:
-        raise
-    except Exception as e:
-        raise DataError(f"{origin}: cannot be read as a batch npz: {type(e).__name__}: {e}") from e
-
-
-def stream_manifest(data: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
-    """Parse ``stream.json``."""
-    return dict(data) if isinstance(data, Mapping) else json.loads(data)

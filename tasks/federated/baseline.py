@@ -7,9 +7,9 @@ from __future__ import annotations
 
 def central_test_accuracy(settings, splits) -> float:
     """Test accuracy of the configured model trained centrally on ``splits.train``."""
-    from tasks.models.trained import evaluate_candidate, train_candidate
+    from tasks.models.trained import evaluate_candidate, num_classes_of, train_candidate
 
-    k = int(max(splits.train.y.max(), splits.val.y.max(), splits.test.y.max()) + 1)
+    k = num_classes_of(splits.train.y, splits.val.y, splits.test.y)
     model = train_candidate(splits.train.x, splits.train.y, splits.val.x, splits.val.y, settings.model,
                             settings.training, settings.seed, k)
     return float(evaluate_candidate(model, splits.test.x, splits.test.y, settings.training.device).accuracy)

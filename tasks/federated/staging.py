@@ -115,13 +115,14 @@ def stage(settings, splits, initial_state, engine: str, cluster, schema=None) ->
     from tasks.data.schema import infer_schema
     from tasks.models.serialize import build_from_spec, model_spec, state_dict_from_bytes, state_dict_to_bytes
     from tasks.models.standardize import fit_standardization
+    from tasks.models.trained import num_classes_of
     from tasks.seeding import derive_seed
 
     fed = settings.federated
     if engine not in ("simulation", "deployment"):
         raise ConfigError(f"federated.engine: unknown engine {engine!r}; use simulation or deployment")
     train, val, test = splits.train, splits.val, splits.test
-    num_classes = int(max(int(train.y.max()), int(val.y.max()) if len(val) else 0, int(test.y.max()) if len(test) else 0) + 1)
+    num_classes = num_classes_of(train.y, val.y, test.y)
     existing = engine == "deployment" and (cluster is not None or bool(fed.superlink_address))
     parts: list = []
     summary = None

@@ -13,20 +13,27 @@ robustness gate may promote, each of these must hold (each reported with its num
 4. ``reliable_evaluation``: the test metrics are finite, the test split has at least
    ``registry.min_test_rows`` rows and two classes (an accuracy over a handful of rows, or over one
    class, says nothing).
+
+The one decision type both comparisons return (the accuracy gate here, the robustness gate in
+``tasks.adversarial.gate``) is :class:`GateDecision`; :func:`apply_sanity` adds this verdict to it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 
 @dataclass
-class SanityRule:
+class GateRule:
     name: str
     passed: bool
     detail: str
+
+
+# The sanity rules are gate rules (same name, passed, detail).
+SanityRule = GateRule
 
 
 @dataclass
@@ -55,6 +62,45 @@ class SanityVerdict:
         return {"passed": self.passed, "rules": [asdict(r) for r in self.rules]}
 
 
+@dataclass
+class GateDecision:
+    """May the candidate replace the champion: the verdict of the accuracy or the robustness gate,
+    with the sanity verdict once :func:`apply_sanity` added it.
+
+    ``candidate``, ``champion``, ``clean_tolerance`` and ``rules`` are the numbers a comparison of
+    robust evaluations looked at; the accuracy gate has only its reason (``candidate`` is None).
+    """
+
+    promote: bool
+    reason: str
+    candidate: dict[str, Any] | None = None
+    champion: dict[str, Any] | None = None
+    clean_tolerance: float | None = None
+    rules: list[GateRule] = field(default_factory=list)
+    sanity: SanityVerdict | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The decision as stored in the manifest and returned by the flows."""
+        out: dict[str, Any] = {"promote": self.promote, "reason": self.reason}
+        if self.candidate is not None:
+            out.update(candidate=self.candidate, champion=self.champion, clean_tolerance=self.clean_tolerance,
+                       rules=[asdict(r) for r in self.rules])
+        if self.sanity is not None:
+            out["sanity"] = self.sanity.as_dict()
+        return out
+
+
+def accuracy_gate(metrics: Mapping[str, Any], champion_metrics: Mapping[str, Any] | None,
+                  tolerance: float) -> GateDecision:
+    """Promote when there is no champion, or the candidate's test accuracy >= champion's - tolerance."""
+    if champion_metrics is None:
+        return GateDecision(True, "no champion yet (or not comparable): the first model becomes champion")
+    c, ch = metrics["test_accuracy"], champion_metrics["test_accuracy"]
+    if c >= ch - tolerance:
+        return GateDecision(True, f"test accuracy {c:.4f} >= champion {ch:.4f} - tolerance {tolerance}")
+    return GateDecision(False, f"test accuracy {c:.4f} < champion {ch:.4f} - tolerance {tolerance}")
+
+
 def sanity_rules(facts: CandidateFacts, min_train_rows: int, min_test_rows: int) -> SanityVerdict:
     """Check a candidate against the rules of the module docstring."""
     rules = [SanityRule("at_least_two_classes", len(facts.train_labels) >= 2,
@@ -80,14 +126,12 @@ def sanity_rules(facts: CandidateFacts, min_train_rows: int, min_test_rows: int)
     return SanityVerdict(all(r.passed for r in rules), rules)
 
 
-def apply_sanity(decision: Mapping[str, Any], verdict: SanityVerdict) -> dict[str, Any]:
+def apply_sanity(decision: GateDecision, verdict: SanityVerdict) -> GateDecision:
     """The gate's decision with the sanity verdict: refused (whatever the comparison said) when a rule fails."""
-    out = dict(decision)
-    out["sanity"] = verdict.as_dict()
-    if not verdict.passed:
-        out["promote"] = False
-        out["reason"] = f"refused, the candidate cannot be right: {verdict.reason}"
-    return out
+    if verdict.passed:
+        return replace(decision, sanity=verdict)
+    return replace(decision, sanity=verdict, promote=False,
+                   reason=f"refused, the candidate cannot be right: {verdict.reason}")
 
 
 def labels_of(*ys: Sequence[int]) -> list[int]:

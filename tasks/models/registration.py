@@ -42,16 +42,6 @@ def load_trained_rows(store: ArtifactStore, record: dict):
         return None
 
 
-def accuracy_decision(metrics: dict, champion_metrics: dict | None, tolerance: float) -> dict[str, Any]:
-    """Promote when there is no champion, or the candidate's test accuracy >= champion's - tolerance."""
-    if champion_metrics is None:
-        return {"promote": True, "reason": "no champion yet (or not comparable): the first model becomes champion"}
-    c, ch = metrics["test_accuracy"], champion_metrics["test_accuracy"]
-    if c >= ch - tolerance:
-        return {"promote": True, "reason": f"test accuracy {c:.4f} >= champion {ch:.4f} - tolerance {tolerance}"}
-    return {"promote": False, "reason": f"test accuracy {c:.4f} < champion {ch:.4f} - tolerance {tolerance}"}
-
-
 def register_candidate(store: ArtifactStore, registry: ModelRegistry, settings: Settings, model: TrainedModel,
                        schema: Schema, splits: Splits, metrics: dict, extras: dict,
                        parent: dict | None, trigger: dict,

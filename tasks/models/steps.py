@@ -8,7 +8,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data.sources import Splits
-from tasks.data.steps import retry_on_io
+from tasks.data.steps import IO_RETRY
+from tasks.models.gate import (GateDecision, accuracy_gate as decide_on_accuracy, apply_sanity, candidate_facts,
+                               sanity_rules)
 from tasks.models.report import learning_curve_png, metrics_rows
 from tasks.models.trained import TrainedModel, evaluate_candidate, num_classes_of, train_candidate
 from tasks.settings import Settings
@@ -64,10 +66,8 @@ def evaluate_model(model: TrainedModel, splits: Splits, settings: Settings, labe
     return {"metrics": metrics, "per_class_accuracy": ev.per_class_accuracy, "confusion": ev.confusion, "n": ev.n}
 
 
-# Registry I/O: retried, since the store may be remote, but only for transient failures: a sha256
-# mismatch, a missing object, a corrupt registry file or a registry rule fails at once (retrying an
-# IntegrityError only delayed the same error by 15 s).
-_IO = dict(retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retry_on_io, cache_policy=NO_CACHE)
+# Registry I/O: retried, since the store may be remote, but only for transient failures (IO_RETRY).
+_IO = dict(**IO_RETRY, cache_policy=NO_CACHE)
 
 
 @task(name="get-champion", **_IO)
@@ -100,19 +100,15 @@ def load_champion_model(settings: Settings, champion: dict) -> TrainedModel:
 
 
 @task(name="accuracy-gate", cache_policy=NO_CACHE)
-def accuracy_gate(metrics: dict, champion_metrics: dict | None, settings: Settings) -> dict:
-    from tasks.models.registration import accuracy_decision
-
-    return accuracy_decision(metrics, champion_metrics, settings.registry.promote_tolerance)
+def accuracy_gate(metrics: dict, champion_metrics: dict | None, settings: Settings) -> GateDecision:
+    return decide_on_accuracy(metrics, champion_metrics, settings.registry.promote_tolerance)
 
 
 @task(name="sanity-gate", cache_policy=NO_CACHE)
-def sanity_gate(decision: dict, splits: Splits, metrics: dict, champion_labels: list[int] | None,
-                settings: Settings) -> dict:
+def sanity_gate(decision: GateDecision, splits: Splits, metrics: dict, champion_labels: list[int] | None,
+                settings: Settings) -> GateDecision:
     """Refuse a candidate that cannot be right (one class, dropped champion classes, too few rows,
     unreliable evaluation), whatever the comparison with the champion said."""
-    from tasks.models.gate import apply_sanity, candidate_facts, sanity_rules
-
     facts = candidate_facts(splits, metrics, champion_labels, settings.data.classes)
     verdict = sanity_rules(facts, settings.registry.min_train_rows, settings.registry.min_test_rows)
     return apply_sanity(decision, verdict)

@@ -245,11 +245,9 @@ def test_s3_store_unreachable_is_an_error_not_a_report(s3_store_config):
     assert not isinstance(ei.value, V.ObjectNotFound)
 
 
-def test_validate_uri_reports_without_quarantine(tmp_path, local_store_config, digits_splits, digits_schema):
-    uri = _write(tmp_path, "fine.npz", _digits_npz(digits_splits))
-    assert V.validate_uri(uri, digits_schema, CFG, local_store_config).passed
-    r = V.validate_uri(str(tmp_path / "gone.npz"), digits_schema, CFG, local_store_config, batch_id="g")
-    assert r.rules == [V.RULE_MISSING_FILE] and r.batch_id == "g"
+def test_reading_a_missing_file_reports_without_quarantine(tmp_path, local_store_config):
+    ds, raw, r = V.load_batch_from_uri(str(tmp_path / "gone.npz"), local_store_config, batch_id="g")
+    assert ds is None and raw is None and r.rules == [V.RULE_MISSING_FILE] and r.batch_id == "g"
     assert not open_backend(local_store_config).list("")
 
 

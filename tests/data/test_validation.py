@@ -308,10 +308,12 @@ def test_unlabelled_batches_npz_and_csv(digits_splits, digits_schema, tmp_path):
     table = make_table(40, seed=3)
     schema = infer_schema(parse_bytes(frame_bytes(table, ".csv"), "t.csv"))
     (tmp_path / "nolabel.csv").write_bytes(frame_bytes(table.drop(columns=["label"]), ".csv"))
-    r = V.validate_uri(str(tmp_path / "nolabel.csv"), schema, CFG, store, labels="optional")
+    ds, _, _ = V.load_batch_from_uri(str(tmp_path / "nolabel.csv"), store)
+    r = validate_batch(ds, schema, CFG, ds.meta["batch_id"], "nolabel.csv", labels="optional")
     assert r.passed and not r.labelled
     bad = table.copy()
     bad.loc[0, "label"] = 99
     (tmp_path / "badlabel.csv").write_bytes(frame_bytes(bad, ".csv"))
-    r = V.validate_uri(str(tmp_path / "badlabel.csv"), schema, CFG, store, labels="optional")
+    ds, _, _ = V.load_batch_from_uri(str(tmp_path / "badlabel.csv"), store)
+    r = validate_batch(ds, schema, CFG, ds.meta["batch_id"], "badlabel.csv", labels="optional")
     assert r.labelled and r.rules == [V.RULE_UNKNOWN_LABEL]

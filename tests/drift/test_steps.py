@@ -52,7 +52,8 @@ def test_detect_drift_task_in_a_flow_with_artifacts(prefect_api, drift_reference
     from prefect import flow
     from prefect.client.orchestration import get_client
 
-    from tasks.drift.steps import artifact_key, detect_drift
+    from tasks.drift.steps import detect_drift
+    from tasks.ui import artifact_key
     from tasks.errors import DataError
 
     key = f"drift-test-{uuid.uuid4().hex[:6]}"
