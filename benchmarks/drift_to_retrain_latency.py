@@ -70,7 +70,7 @@ def measure(poll_s: int, repeats: int, work: Path, api_url: str) -> list[dict]:
                                  "--param", f"drift.batches_uri={batches}", "--param", "drift.cooldown_seconds=0"],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            def served():
+            def served(batches=batches):
                 with get_client(sync_client=True) as c:
                     try:
                         d = c.read_deployment_by_name("drift-check/drift-check")
@@ -86,7 +86,8 @@ def measure(poll_s: int, repeats: int, work: Path, api_url: str) -> list[dict]:
             check = run_deployment("drift-check/drift-check", timeout=300, poll_interval=1)
             assert check.state.is_completed(), check.state
             event_at = check.state.timestamp  # the event is emitted at the end of the check
-            new = _wait(lambda: [r for r in _runs("retraining/retraining") if r.id not in before and r.start_time],
+            new = _wait(lambda before=before: [r for r in _runs("retraining/retraining")
+                                               if r.id not in before and r.start_time],
                         300, "the retraining run to start")
             run = new[0]
             out.append({"poll_s": poll_s, "rep": rep,

@@ -188,9 +188,9 @@ def start_seaweedfs(data_dir: str | os.PathLike, access_key: str = DEFAULT_ACCES
             c.delete_object(Bucket=probe, Key="probe")
             c.delete_bucket(Bucket=probe)
             break
-        except Exception:
+        except Exception as e:
             if time.time() > deadline:
                 server.stop()
-                raise StoreError(f"SeaweedFS did not accept writes within {timeout}s; see {log_path}")
+                raise StoreError(f"SeaweedFS did not accept writes within {timeout}s; see {log_path}") from e
             time.sleep(0.5)
     return server

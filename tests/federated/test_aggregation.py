@@ -132,6 +132,6 @@ def test_screen_reply_and_poison_helpers():
     assert "missing ['v']" in screen_reply(good, {"w": (2,), "v": (1,)})
     zero = RecordDict({"a": ArrayRecord({"w": Array(np.ones(2, np.float32))}), "m": MetricRecord({"num-examples": 0})})
     assert "positive number" in screen_reply(zero, {"w": (2,)})
-    g, l = {"w": torch.tensor([1.0, 1.0])}, {"w": torch.tensor([2.0, 0.0])}
-    torch.testing.assert_close(poison_update(g, l, "sign_flip", 2.0)["w"], torch.tensor([-1.0, 3.0]))
-    torch.testing.assert_close(poison_update(g, l, "scale", 2.0)["w"], torch.tensor([3.0, -1.0]))
+    g, local = {"w": torch.tensor([1.0, 1.0])}, {"w": torch.tensor([2.0, 0.0])}
+    torch.testing.assert_close(poison_update(g, local, "sign_flip", 2.0)["w"], torch.tensor([-1.0, 3.0]))
+    torch.testing.assert_close(poison_update(g, local, "scale", 2.0)["w"], torch.tensor([3.0, -1.0]))
