@@ -50,9 +50,10 @@ def _runs(name: str):
 
 
 def measure(poll_s: int, repeats: int, work: Path, api_url: str) -> list[dict]:
-    from deployments.stack import stop_group
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
+
+    from deployments.stack import stop_group
     from tasks.drift.cli import simulate_stream_command
     from tasks.settings import load_settings
 

@@ -38,12 +38,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tasks.data.config import DataConfig  # noqa: E402
 from tasks.data.sources import load_digits_dataset, split_dataset  # noqa: E402
 from tasks.models.config import ModelConfig, TrainingConfig  # noqa: E402
 from tasks.models.train import evaluate, make_optimizer, train_one_epoch  # noqa: E402
 from tasks.models.zoo import build_model  # noqa: E402
 from tasks.seeding import derive_seed, rng, seed_everything  # noqa: E402
-from tasks.data.config import DataConfig  # noqa: E402
 from tasks.tuning.config import TuningConfig  # noqa: E402
 from tasks.tuning.plan import hyperband_plan  # noqa: E402
 from tasks.tuning.search import apply_params, sample_config, trial_seed  # noqa: E402

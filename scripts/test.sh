@@ -19,6 +19,8 @@ fi
 bash scripts/setup.sh
 export PREFECT_SERVER_ANALYTICS_ENABLED=false RAY_USAGE_STATS_ENABLED=0
 mkdir -p test-output
+# Lint first (rules in pyproject.toml [tool.ruff]); the import contracts run as tests/test_import_contracts.py.
+.venv/bin/ruff check --quiet . || { echo "driftloop test: ruff check failed (see above)"; exit 1; }
 # Two workers, whole files per worker (module fixtures are not duplicated): most integration tests
 # wait on servers, so two of them overlap well even on 2 cores (~10 min instead of ~16 serially).
 # DRIFTLOOP_TEST_WORKERS=0 runs everything in this process.

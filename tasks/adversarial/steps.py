@@ -12,20 +12,27 @@ from dataclasses import dataclass
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-
-from tasks.ui import artifact_key, publish_markdown, publish_table
 from torch import nn
 
 from tasks.adversarial.evaluation import RobustEvaluation, evaluate_with_config
-from tasks.adversarial.gate import GateDecision, robustness_gate as decide
+from tasks.adversarial.gate import GateDecision
+from tasks.adversarial.gate import robustness_gate as decide
+from tasks.adversarial.report import (
+    curve_plot,
+    curve_rows,
+    evaluation_markdown,
+    gate_markdown,
+    history_markdown,
+    history_plot,
+    history_rows,
+)
 from tasks.adversarial.scale import AttackScale
-from tasks.adversarial.report import (curve_plot, curve_rows, evaluation_markdown, gate_markdown, history_markdown,
-                                      history_plot, history_rows)
 from tasks.adversarial.training import HardenResult, adversarial_train
 from tasks.data.sources import Dataset
 from tasks.models.train import select_device
 from tasks.seeding import derive_seed
 from tasks.settings import Settings
+from tasks.ui import artifact_key, publish_markdown, publish_table
 
 
 @dataclass

@@ -15,7 +15,8 @@ from tasks.data.config import DataConfig, ValidationConfig
 from tasks.data.labels import check_label_set
 from tasks.data.schema import Schema, infer_schema
 from tasks.data.sources import Dataset, Splits, load_dataset, split_dataset
-from tasks.data.validation import ValidatedBatch, validate_or_quarantine as _validate_or_quarantine
+from tasks.data.validation import ValidatedBatch
+from tasks.data.validation import validate_or_quarantine as _validate_or_quarantine
 from tasks.errors import DataError, IntegrityError, ObjectNotFound, StoreError, ValidationFailed
 
 IO_RETRIES = 3

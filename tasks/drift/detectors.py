@@ -166,9 +166,8 @@ def _build_offline(name: str, ref_feats: np.ndarray, cfg: Mapping[str, Any], see
         impl = MMDDrift(ref_feats, backend="pytorch", p_val=cfg["p_val"], n_permutations=cfg["n_permutations"],
                         device=_torch_device(cfg.get("device", "cpu")))
     elif name == "lsdd":
-        from alibi_detect.cd import LSDDDrift
-
         import torch
+        from alibi_detect.cd import LSDDDrift
 
         # LSDD picks its kernel centres at random from the reference: seed it so a rebuild is identical.
         with torch.random.fork_rng(devices=[]):

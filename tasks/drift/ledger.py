@@ -23,6 +23,7 @@ from typing import Any
 from tasks.drift.events import Episode
 from tasks.store.backends import Backend, PreconditionFailed
 
+
 def _prefix(model: str) -> str:
     return f"drift/{model}/"
 

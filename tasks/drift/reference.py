@@ -90,8 +90,14 @@ def build_reference(model: "nn.Module", x_inputs: np.ndarray, cfg: "DriftConfig"
     ``y_inputs`` of ``x_inputs``, the sampled labels are stored too and the CBPE temperature is
     fitted on them (:mod:`tasks.drift.harm`; stored as ``calibration["cbpe"]``).
     """
-    from tasks.drift.detectors import (ONLINE_DETECTORS, batch_features, calibrate_online, check_detector_names,
-                                       features_from_outputs, DETECTOR_FEATURES)
+    from tasks.drift.detectors import (
+        DETECTOR_FEATURES,
+        ONLINE_DETECTORS,
+        batch_features,
+        calibrate_online,
+        check_detector_names,
+        features_from_outputs,
+    )
 
     names = check_detector_names(cfg.detectors)
     x_inputs = np.asarray(x_inputs)

@@ -8,23 +8,22 @@ from typing import Any, Sequence
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 from prefect.input import RunInput
 from pydantic import Field
 
-from tasks.ui import artifact_key, publish_markdown, publish_table
-from prefect.events import emit_event
-
+from tasks.data.steps import IO_RETRY
 from tasks.drift import detectors as _detectors
 from tasks.drift import discovery as _discovery
-from tasks.drift import labels as _labels
-from tasks.drift import verdict as _verdict
 from tasks.drift import events as _events
+from tasks.drift import labels as _labels
 from tasks.drift import ledger as _ledger
 from tasks.drift import reference as _reference
-from tasks.data.steps import IO_RETRY
+from tasks.drift import verdict as _verdict
 from tasks.drift.report import DriftReport, markdown_summary
 from tasks.errors import DataError, ObjectNotFound
 from tasks.seeding import derive_seed
+from tasks.ui import artifact_key, publish_markdown, publish_table
 
 
 # Models, arrays and detectors are not worth hashing for a cache key: NO_CACHE throughout.

@@ -168,10 +168,8 @@ def load_local_data(path: str, schema: Schema, cfg: ValidationConfig, *, label_c
     Data that fail validation (or cannot be read: ``missing_file`` / ``unreadable_file``) give a
     :class:`LocalData` whose ``validation.passed`` is False and whose splits are empty.
     """
-    from tasks.data.validation import conform, load_batch_from_uri, validate_batch
+    from tasks.data.validation import RULE_UNREADABLE_FILE, conform, load_batch_from_uri, read_report, validate_batch
     from tasks.store.config import StoreConfig
-
-    from tasks.data.validation import RULE_UNREADABLE_FILE, read_report
 
     cfg = federated_validation_config(cfg)
     if os.path.isdir(path):

@@ -18,8 +18,16 @@ from pathlib import Path
 from typing import Sequence
 
 from tasks.errors import ConfigError
-from tasks.federated.processes import (BIN, FederatedEngineError, check_reachable, child_env, free_port, stop_group,
-                                       tail, wait_port)
+from tasks.federated.processes import (
+    BIN,
+    FederatedEngineError,
+    check_reachable,
+    child_env,
+    free_port,
+    stop_group,
+    tail,
+    wait_port,
+)
 from tasks.federated.workspace import RUN_CONFIG_KEY
 
 DATA_PATH_KEY = "data-path"

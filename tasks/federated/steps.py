@@ -14,8 +14,14 @@ from tasks.data.sources import Splits, fingerprint
 from tasks.federated.baseline import central_test_accuracy
 from tasks.federated.engine import run_federated
 from tasks.federated.publish import publish_federated
-from tasks.federated.report import (markdown_report, partition_plot_png, partition_rows, round_plot_png, round_rows,
-                                   validation_rows)
+from tasks.federated.report import (
+    markdown_report,
+    partition_plot_png,
+    partition_rows,
+    round_plot_png,
+    round_rows,
+    validation_rows,
+)
 from tasks.settings import Settings
 from tasks.ui import publish_image, publish_markdown, publish_table, run_logger
 

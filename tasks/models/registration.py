@@ -7,11 +7,11 @@ from typing import Any
 
 from tasks.data.schema import Schema
 from tasks.data.sources import Splits, fingerprint
+from tasks.errors import ObjectNotFound
 from tasks.models.report import learning_curve_png
 from tasks.models.trained import TrainedModel
 from tasks.settings import Settings
 from tasks.store.artifacts import ArtifactStore
-from tasks.errors import ObjectNotFound
 from tasks.store.registry import ModelRegistry
 
 

@@ -9,8 +9,8 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.data.sources import Splits
 from tasks.data.steps import IO_RETRY
-from tasks.models.gate import (GateDecision, accuracy_gate as decide_on_accuracy, apply_sanity, candidate_facts,
-                               sanity_rules)
+from tasks.models.gate import GateDecision, apply_sanity, candidate_facts, sanity_rules
+from tasks.models.gate import accuracy_gate as decide_on_accuracy
 from tasks.models.report import learning_curve_png, metrics_rows
 from tasks.models.trained import TrainedModel, evaluate_candidate, num_classes_of, train_candidate
 from tasks.settings import Settings
@@ -118,7 +118,8 @@ def sanity_gate(decision: GateDecision, splits: Splits, metrics: dict, champion_
 def register_candidate(settings: Settings, model: TrainedModel, schema, splits: Splits, metrics: dict,
                        extras: dict, parent: dict | None, trigger: dict,
                        extra_files: dict[str, bytes] | None = None) -> dict:
-    from tasks.models.registration import open_registry, register_candidate as _register
+    from tasks.models.registration import open_registry
+    from tasks.models.registration import register_candidate as _register
 
     store, registry = open_registry(settings)
     return _register(store, registry, settings, model, schema, splits, metrics, extras, parent, trigger, extra_files)

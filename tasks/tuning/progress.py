@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Callable, TextIO
 
 
-
 @dataclass(frozen=True)
 class StudyProgress:
     """Where a study stands. ``finished`` counts trials that ended (reached max_t, were stopped

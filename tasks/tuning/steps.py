@@ -22,9 +22,16 @@ from prefect.cache_policies import NO_CACHE
 from tasks.data.sources import Splits
 from tasks.settings import Settings
 from tasks.tuning.plan import ray_hyperband_plan
-from tasks.tuning.report import (bracket_rows, best_rows, learning_curves_png, placement_rows, plan_rows,
-                                 study_markdown, trial_rows)
 from tasks.tuning.progress import Reporter, StudyProgress, TerminalLine
+from tasks.tuning.report import (
+    best_rows,
+    bracket_rows,
+    learning_curves_png,
+    placement_rows,
+    plan_rows,
+    study_markdown,
+    trial_rows,
+)
 from tasks.tuning.search import StudyResult, apply_best_config, run_study
 from tasks.ui import in_prefect_run, publish_image, publish_markdown, publish_table, run_logger
 

@@ -28,8 +28,14 @@ from tasks.store.config import StoreConfig
 from tasks.tuning.config import TuningConfig
 from tasks.tuning.plan import ray_hyperband_plan
 from tasks.tuning.results import StudyInterrupted, StudyResult, TrialRecord, asha_milestones
-from tasks.tuning.runtime import (_make_scheduler, check_ray_address, connect_ray, is_remote, trial_resources,
-                                  tune_storage)
+from tasks.tuning.runtime import (
+    _make_scheduler,
+    check_ray_address,
+    connect_ray,
+    is_remote,
+    trial_resources,
+    tune_storage,
+)
 from tasks.tuning.space import _plain, apply_params, param_space, validate_tuning
 from tasks.tuning.trainable import TrialSetup, pause_epochs, train_trial
 

@@ -1,7 +1,6 @@
 """Robust evaluation: the curve, and sanity checks that pass on an honest model and catch
 deliberately gradient-masked ones."""
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -7,8 +7,16 @@ import torch
 
 from tasks.adversarial.evaluation import evaluate_robustness
 from tasks.adversarial.gate import robustness_gate
-from tasks.adversarial.report import (curve_plot, curve_rows, evaluation_markdown, gate_markdown, history_markdown,
-                                      history_plot, history_rows, png_data_uri)
+from tasks.adversarial.report import (
+    curve_plot,
+    curve_rows,
+    evaluation_markdown,
+    gate_markdown,
+    history_markdown,
+    history_plot,
+    history_rows,
+    png_data_uri,
+)
 
 from .conftest import subset, train_mlp
 

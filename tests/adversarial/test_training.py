@@ -3,7 +3,6 @@ should, follows its schedule, and refuses bad input before training."""
 
 import math
 
-import numpy as np
 import pytest
 import torch
 

@@ -3,15 +3,20 @@ default model names, and the calibrated range rule on clean held-out rows of sev
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from tasks.data.config import ValidationConfig
 from tasks.data.schema import infer_schema
-from tasks.data.sources import Dataset, concat_datasets, load_dataset, load_digits_dataset, model_name_for_source, split_dataset
+from tasks.data.sources import (
+    Dataset,
+    concat_datasets,
+    load_dataset,
+    load_digits_dataset,
+    model_name_for_source,
+    split_dataset,
+)
 from tasks.data.splits import SplitIds, row_ids
 from tasks.data.validation import validate_batch
 from tasks.errors import DataError

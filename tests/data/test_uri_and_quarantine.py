@@ -12,7 +12,13 @@ from tasks.data import validation as V
 from tasks.data.config import ValidationConfig
 from tasks.data.schema import infer_schema
 from tasks.data.sources import Dataset, parse_bytes, to_npz_bytes
-from tasks.data.validation import ValidationReport, load_batch_from_uri, quarantine, validate_batch, validate_or_quarantine
+from tasks.data.validation import (
+    ValidationReport,
+    load_batch_from_uri,
+    quarantine,
+    validate_batch,
+    validate_or_quarantine,
+)
 from tasks.errors import StoreError, ValidationFailed
 from tasks.store.backends import open_backend, write_uri
 

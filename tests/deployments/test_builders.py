@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deployments.build import (DEFAULT_WORK_POOL, RETRAINING_EVENT_PARAMETERS, build_deployments, drift_schedule,
-                               fingerprint, retraining_trigger, settings_parameters)
+from deployments.build import (
+    DEFAULT_WORK_POOL,
+    RETRAINING_EVENT_PARAMETERS,
+    build_deployments,
+    drift_schedule,
+    fingerprint,
+    retraining_trigger,
+    settings_parameters,
+)
 from deployments.prefect_yaml import render
 from tasks.drift.events import DRIFT_EVENT, resource_id
 from tasks.errors import ConfigError

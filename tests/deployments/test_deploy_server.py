@@ -160,8 +160,9 @@ def test_cli_deploy_json_and_errors(on_server, tmp_path, monkeypatch):
 
 
 def test_cli_deploy_without_a_server_says_what_to_run(monkeypatch):
-    from deployments.stack import free_port
     from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.stack import free_port
 
     url = f"http://127.0.0.1:{free_port()}/api"
     with temporary_settings({PREFECT_API_URL: url}):

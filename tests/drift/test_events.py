@@ -1,7 +1,6 @@
 import uuid
 
-from tasks.drift.events import (DRIFT_EVENT, Episode, assign_episode, drift_event, episode_id_for, event_id,
-                                resource_id)
+from tasks.drift.events import DRIFT_EVENT, Episode, assign_episode, drift_event, episode_id_for, event_id, resource_id
 from tasks.drift.report import DriftReport
 
 

@@ -53,8 +53,8 @@ def test_detect_drift_task_in_a_flow_with_artifacts(prefect_api, drift_reference
     from prefect.client.orchestration import get_client
 
     from tasks.drift.steps import detect_drift
-    from tasks.ui import artifact_key
     from tasks.errors import DataError
+    from tasks.ui import artifact_key
 
     key = f"drift-test-{uuid.uuid4().hex[:6]}"
 

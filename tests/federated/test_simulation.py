@@ -7,8 +7,8 @@ import os
 import pytest
 
 from tasks.federated.engine import run_federated
-from tasks.federated.strategies import RoundFailed
 from tasks.federated.faults import Fault
+from tasks.federated.strategies import RoundFailed
 from tasks.models.serialize import build_from_spec, state_dict_from_bytes
 
 from .conftest import fed_settings

@@ -179,7 +179,6 @@ def test_cli_drift_check_exit_code_3_when_batches_were_quarantined(loop, tmp_pat
 
 
 def test_retraining_runs_once_per_episode_with_lineage(loop):
-    from flows.drift_check import drift_check
     from flows.retraining import retraining
 
     s, root = loop

@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 from tasks.data.sources import split_dataset
-from tasks.data.splits import SPLIT_IDS_NAME, SplitIds
 from tasks.settings import load_settings
 from tasks.store.artifacts import ArtifactStore
 

@@ -10,7 +10,7 @@ import pytest
 
 from tasks.data.labels import check_label_set, integer_labels
 from tasks.data.sources import load_digits_dataset
-from tasks.data.validation import validate_batch, load_batch_from_uri
+from tasks.data.validation import load_batch_from_uri, validate_batch
 from tasks.errors import DataError
 from tasks.models.gate import CandidateFacts, sanity_rules
 from tasks.models.registration import load_schema, open_registry

@@ -129,8 +129,8 @@ def test_deployments_run_on_a_real_worker_and_a_killed_worker_is_replaced(on_ser
     from tasks.drift import ledger
     from tasks.drift.events import DRIFT_EVENT, resource_id
     from tasks.settings import load_settings
-    from tasks.store.backends import open_backend
     from tasks.store.artifacts import ArtifactStore
+    from tasks.store.backends import open_backend
     from tasks.store.registry import ModelRegistry
 
     pool = f"driftloop-process-{uuid.uuid4().hex[:6]}"

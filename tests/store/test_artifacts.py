@@ -13,8 +13,15 @@ import torch
 
 from tasks.errors import IntegrityError, ObjectNotFound, StoreError
 from tasks.settings import load_settings
-from tasks.store.artifacts import (MANIFEST, ArtifactStore, RunWriter, new_run_id, package_versions, parse_run_id,
-                                   write_run)
+from tasks.store.artifacts import (
+    MANIFEST,
+    ArtifactStore,
+    RunWriter,
+    new_run_id,
+    package_versions,
+    parse_run_id,
+    write_run,
+)
 from tests.store.conftest import flip_one_byte, tiny_model
 
 

@@ -9,8 +9,16 @@ import traceback
 import pytest
 
 from tasks.errors import ConfigError, ObjectNotFound, StoreError
-from tasks.store.backends import (LocalBackend, PreconditionFailed, list_uri, open_backend, parse_store_uri,
-                                  pyarrow_filesystem, read_uri, write_uri)
+from tasks.store.backends import (
+    LocalBackend,
+    PreconditionFailed,
+    list_uri,
+    open_backend,
+    parse_store_uri,
+    pyarrow_filesystem,
+    read_uri,
+    write_uri,
+)
 from tasks.store.config import StoreConfig
 
 

@@ -1,8 +1,15 @@
 """Report rows and plots from a hand-made study (no Ray)."""
 
 from tasks.tuning.plan import hyperband_plan
-from tasks.tuning.report import (bracket_rows, best_rows, learning_curves_png, placement_rows, plan_rows,
-                                 study_markdown, trial_rows)
+from tasks.tuning.report import (
+    best_rows,
+    bracket_rows,
+    learning_curves_png,
+    placement_rows,
+    plan_rows,
+    study_markdown,
+    trial_rows,
+)
 from tasks.tuning.search import StudyResult, TrialRecord
 
 

@@ -12,8 +12,18 @@ from tasks.store.config import StoreConfig
 from tasks.tuning import search
 from tasks.tuning import study as study_mod
 from tasks.tuning.config import TuningConfig
-from tasks.tuning.search import (apply_best_config, apply_params, check_ray_address, run_study, sample_config,
-                                 s3_filesystem, trial_resources, tune_storage, validate_search_space, validate_tuning)
+from tasks.tuning.search import (
+    apply_best_config,
+    apply_params,
+    check_ray_address,
+    run_study,
+    s3_filesystem,
+    sample_config,
+    trial_resources,
+    tune_storage,
+    validate_search_space,
+    validate_tuning,
+)
 
 
 def bad(space):
