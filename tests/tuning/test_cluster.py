@@ -158,12 +158,14 @@ def test_killed_worker_node_study_completes_from_s3_checkpoints(cluster, small_s
     table = [(t.trial_id, t.status, t.epochs, t.failures, t.resumes, [n[:8] for n in t.nodes], t.error)
              for t in study.trials]
     assert all(t.status in ("completed", "stopped") for t in study.trials), table
-    # (a trial paused by Hyperband may also resume on another node: only the failed ones were lost)
-    moved = [t for t in study.trials if len(t.nodes) > 1 and t.failures >= 1]
-    assert moved, f"no trial was running on the killed node: {table}"
+    # A trial lost with the node failed and was retried; a trial paused by Hyperband may also move
+    # nodes, so moving alone is no sign of loss. (A trial that died before reporting from the dead
+    # node has only the surviving node in its record.)
+    lost = [t for t in study.trials if t.failures >= 1]
+    assert lost, f"no trial was running on the killed node: {table}"
     gpu_node = node(cluster, "worker2").node_id
-    for t in moved:  # lost mid-trial, resumed on the surviving node from its last S3 checkpoint
-        assert t.failures >= 1 and t.resumes >= 1 and t.nodes[-1] == gpu_node
+    for t in lost:  # finished on the surviving node (from its last S3 checkpoint when it had one)
+        assert t.nodes[-1] == gpu_node, table
     # Same decisions and same numbers as the uninterrupted study.
     assert study.best_params == reference.best_params
     assert study.best_metric == pytest.approx(reference.best_metric)
