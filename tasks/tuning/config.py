@@ -53,6 +53,10 @@ class TuningConfig(Section):
     resources_per_trial: TrialResources = TrialResources()
     max_failures: int = Field(2, ge=0, description="retries of a failing trial, each from its last checkpoint")
     max_concurrent_trials: int | None = Field(None, ge=1)
+    # A running trial that reports nothing for this long is stopped and retried from its last
+    # checkpoint (a hung worker, an actor Ray calls "temporarily unavailable" for good). None: 10x the
+    # slowest epoch seen in the study so far, at least 120 s (900 s before the first epoch is timed).
+    trial_stall_s: float | None = Field(None, gt=0, description="seconds of silence after which a running trial is stopped and retried (None: adaptive)")
     # Where Tune keeps results and checkpoints, under the artifact store (store.uri).
     storage_subpath: str = Field("tuning", pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
     # None: a name derived from the study's configuration, seed and data fingerprint, so that

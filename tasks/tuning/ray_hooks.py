@@ -257,3 +257,72 @@ class SnapshotSafeBOHB(HyperBandForBOHB):
         mark = getattr(tune_controller, "_mark_trial_to_checkpoint", None)
         if mark is not None:
             mark(trial)
+
+
+class StallGuard(Callback):
+    """Stops a trial that has gone silent, so that Tune retries it from its last checkpoint.
+
+    A RUNNING trial that reports nothing for :meth:`limit` seconds (its worker is hung, or Ray
+    reports its actor "temporarily unavailable" and never settles: the study would wait forever)
+    has its actor killed (``ray.kill``); Tune sees the actor die and retries the trial from its
+    checkpoint like any other failure (``tuning.max_failures``). The limit is
+    ``tuning.trial_stall_s`` when set; else 10 times the slowest epoch seen so far in this session
+    (at least ``floor_s``), and ``first_s`` before any epoch has been timed (the first epoch of a
+    trial also pays for its worker's start). A trial's silence is counted from when this guard
+    first sees it RUNNING, so a resumed trial starts afresh.
+    """
+
+    def __init__(self, limit_s: float | None = None, floor_s: float = 120.0, factor: float = 10.0,
+                 first_s: float = 900.0, clock=time.monotonic):
+        self.limit_s, self.floor_s, self.factor, self.first_s = limit_s, floor_s, factor, first_s
+        self.clock = clock
+        self.last: dict[str, float] = {}  # RUNNING trial id -> time of its last sign of life
+        self.timed: set[str] = set()  # trials whose last result was not their first since start
+        self.slowest = 0.0  # longest time between two results of one running trial
+        self.stalled: list[tuple[str, float]] = []  # (trial id, seconds silent) of each trial stopped
+
+    def limit(self) -> float:
+        if self.limit_s is not None:
+            return float(self.limit_s)
+        if self.slowest <= 0.0:
+            return self.first_s
+        return max(self.floor_s, self.factor * self.slowest)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        now = self.clock()
+        tid = trial.trial_id
+        if tid in self.last and tid in self.timed:
+            self.slowest = max(self.slowest, now - self.last[tid])
+        self.last[tid] = now
+        self.timed.add(tid)
+
+    def on_step_begin(self, iteration, trials, **info):
+        now = self.clock()
+        limit = self.limit()
+        for trial in trials:
+            tid = trial.trial_id
+            if trial.status != Trial.RUNNING:
+                self.last.pop(tid, None)
+                self.timed.discard(tid)
+                continue
+            seen = self.last.setdefault(tid, now)
+            if now - seen > limit:
+                self._stop(trial, now - seen, limit)
+                self.last[tid] = now  # once per silence: the kill shows up as an error, then a retry
+
+    def _stop(self, trial, silent: float, limit: float) -> None:
+        import logging
+
+        import ray
+
+        actor = getattr(trial.temporary_state, "ray_actor", None)
+        logging.getLogger("driftloop.tuning").warning(
+            "trial %s has reported nothing for %.0f s (limit %.0f s, tuning.trial_stall_s): stopping its "
+            "worker; it is retried from its last checkpoint (tuning.max_failures)", trial.trial_id, silent, limit)
+        self.stalled.append((trial.trial_id, round(silent, 1)))
+        if actor is not None:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception as e:  # the actor may already be gone; Tune then reports it itself
+                logging.getLogger("driftloop.tuning").warning("could not stop trial %s's worker: %s",
+                                                              trial.trial_id, e)

@@ -85,6 +85,8 @@ class StudyResult:
     resources_per_trial: dict[str, float]
     finished: bool = True
     plan: dict = field(default_factory=dict)
+    # (trial id, seconds silent) of each trial the stall guard stopped in this session
+    stalled: list[tuple[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -50,7 +50,7 @@ def study_name_for(cfg: TuningConfig, seed: int, model: ModelConfig, training: T
     ident = cfg.model_dump(mode="json", exclude={"ray_address", "resources_per_trial", "max_failures",
                                                  "max_concurrent_trials", "storage_subpath", "study_name",
                                                  "resume", "checkpoints_to_keep", "checkpoint_every",
-                                                 "enabled"})
+                                                 "enabled", "trial_stall_s"})
     blob = json.dumps({"tuning": ident, "seed": seed, "model": model.model_dump(mode="json"),
                        "training": training.model_dump(mode="json", exclude={"device", "num_threads"}),
                        "data": data_fingerprint}, sort_keys=True)
@@ -60,7 +60,7 @@ def study_name_for(cfg: TuningConfig, seed: int, model: ModelConfig, training: T
 def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfig,
               model: ModelConfig | None = None, training: TrainingConfig | None = None,
               num_classes: int | None = None, crash_once_marker: str | os.PathLike | None = None,
-              crash_kill: bool = False, interrupt_after_trials: int | None = None,
+              crash_mode: str = "raise", interrupt_after_trials: int | None = None,
               progress: Reporter | None = None, configurations: list[dict] | None = None) -> StudyResult:
     """Run (or resume) a hyperparameter study on Ray Tune and return its :class:`StudyResult`.
 
@@ -73,8 +73,9 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
     continue from their checkpoints.
 
     ``crash_once_marker`` (fault-tolerance tests): the first trial to reach epoch 2 creates this
-    file and raises once; with ``crash_kill`` it SIGKILLs its own worker process instead (a real
-    death of the trial mid-study, after its epoch-1 checkpoint). ``interrupt_after_trials`` (resume tests, benchmarks): after that many
+    file and raises once; with ``crash_mode="kill"`` it SIGKILLs its own worker process instead (a
+    real death of the trial mid-study, after its epoch-1 checkpoint), with ``"hang"`` it goes silent
+    (the stall guard, ``tuning.trial_stall_s``, stops it). ``interrupt_after_trials`` (resume tests, benchmarks): after that many
     trials have ended, the study is interrupted the way Ctrl+C does (SIGUSR1 to this process;
     Tune saves its state and returns), leaving an unfinished experiment behind.
 
@@ -126,7 +127,7 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
                            threads=max(1, int(resources["cpu"])),
                            checkpoint_epochs=pause_epochs(cfg.scheduler, cfg.max_t, cfg.eta, cfg.checkpoint_every),
                            crash_once_marker=str(crash_once_marker) if crash_once_marker else None,
-                           crash_kill=crash_kill)
+                           crash_mode=crash_mode)
         data = {"x_train": splits.train.x, "y_train": splits.train.y, "x_val": splits.val.x, "y_val": splits.val.y}
         trainable = tune.with_resources(tune.with_parameters(train_trial, data=data, setup=setup), resources)
         exp_path = f"{storage_path.rstrip('/')}/{name}"
@@ -156,6 +157,10 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
                 ),
             )
+        from tasks.tuning.ray_hooks import StallGuard
+
+        guard = StallGuard(cfg.trial_stall_s)
+        _add_session_callback(tuner, guard)
         if progress is not None:
             from tasks.tuning.ray_hooks import ProgressCallback
 
@@ -175,6 +180,7 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
         saved = {t.trial_id: t.status for t in ExperimentAnalysis(exp_path, storage_filesystem=fs).trials}
         result = _collect(grid, cfg, name, f"{storage_uri.rstrip('/')}/{name}", session, model, training,
                           wall, ray_start_seconds, resumed, resources, saved)
+        result.stalled = list(guard.stalled)
         if not result.finished:
             left = sum(r.status == "unfinished" for r in result.trials)
             raise StudyInterrupted(f"tuning study {name!r} was interrupted with {left} trials unfinished; "

@@ -47,7 +47,9 @@ class TrialSetup:
     checkpoint_epochs: tuple[int, ...] = ()
     crash_once_marker: str | None = None
     crash_at_epoch: int = 2
-    crash_kill: bool = False  # the crash is a SIGKILL of the trial's own worker process
+    # "raise": InjectedCrash; "kill": SIGKILL of the trial's own worker process; "hang": the trial
+    # stops reporting (sleeps for an hour), as a wedged worker does
+    crash_mode: str = "raise"
 
 
 class InjectedCrash(RuntimeError):
@@ -55,12 +57,14 @@ class InjectedCrash(RuntimeError):
 
 
 def _crash(setup: TrialSetup, epoch: int) -> None:
-    """The injected fault: SIGKILL of this trial's worker process (a real death: no exception, no
-    cleanup, Tune sees the actor die) when ``setup.crash_kill``, else :class:`InjectedCrash`."""
-    if setup.crash_kill:
+    """The injected fault (``setup.crash_mode``): SIGKILL of this trial's worker process (a real
+    death: no exception, no cleanup, Tune sees the actor die), a silent hang, or :class:`InjectedCrash`."""
+    if setup.crash_mode == "kill":
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+    if setup.crash_mode == "hang":
+        time.sleep(3600)
     raise InjectedCrash(f"injected crash at epoch {epoch} (marker {setup.crash_once_marker})")
 
 

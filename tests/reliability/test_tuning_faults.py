@@ -153,7 +153,7 @@ def session_pids(sid: int) -> list[int]:
 def test_killed_trial_resumes_from_its_checkpoint_and_the_best_config_is_unchanged(
         clean_study, splits, tmp_path, figures):
     marker = tmp_path / "killed-once"
-    study = study_def.run(tmp_path / "store", splits, crash_once_marker=marker, crash_kill=True)
+    study = study_def.run(tmp_path / "store", splits, crash_once_marker=marker, crash_mode="kill")
     figures["faults_injected"] = int(marker.exists())
     figures["trials"] = len(study.trials)
     killed = [t for t in study.trials if t.failures]

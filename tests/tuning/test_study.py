@@ -104,7 +104,10 @@ def test_interrupted_study_on_s3_resumes_without_rerunning_finished_trials(local
         assert by_id[tid].epochs_this_session == 0 and by_id[tid].epochs == epochs
     assert second.epochs_this_session > 0
     assert all(t.status in ("completed", "stopped") for t in second.trials)
-    assert sum(t.status == "stopped" for t in second.trials) == 2
+    # Uninterrupted, bracket s=1 stops 2 of its 3 trials. Ray 2.55.1 does not save the
+    # scheduler's halving state: a trial of s=1 that had not reported when the study was
+    # interrupted may be run to max_t after the restore instead of being stopped.
+    assert sum(t.status == "stopped" for t in second.trials) in (1, 2)
 
 
 def test_progress_is_reported_as_trials_finish(crash_study):
@@ -130,3 +133,20 @@ def test_bohb_runs_a_study(local_ray, small_splits, tmp_path):
     assert any(t.status == "stopped" for t in study.trials)  # its Hyperband stopped some early
     assert set(study.best_params) == set(SPACE) and study.best_metric > 0.3
     assert all(1e-3 <= t.config["lr"] <= 3e-2 and t.config["width"] in (16, 32) for t in study.trials)
+
+
+def test_a_hung_trial_is_stopped_and_retried_from_its_checkpoint(local_ray, small_splits, tmp_path):
+    """The first trial to reach epoch 2 goes silent (sleeps for an hour); the stall guard kills its
+    worker after tuning.trial_stall_s and Tune retries it from its epoch-1 checkpoint."""
+    cfg = TuningConfig(max_t=3, eta=3, num_samples=2, search_space=SPACE, max_failures=1, trial_stall_s=20,
+                       checkpoint_every=1)
+    marker = tmp_path / "hung-once"
+    study = run_study(cfg, small_splits, seed=5, store=StoreConfig(uri=str(tmp_path / "store")), model=MODEL,
+                      training=TRAINING, crash_once_marker=marker, crash_mode="hang")
+    assert marker.exists()
+    assert study.finished and len(study.stalled) == 1
+    hung_id, silent = study.stalled[0]
+    assert 20 <= silent < 120
+    hung = next(t for t in study.trials if t.trial_id == hung_id)
+    assert hung.failures == 1 and hung.resumes >= 1 and hung.status in ("completed", "stopped")
+    assert len(hung.val_accuracy) == hung.epochs and all(math.isfinite(v) for v in hung.val_accuracy)
