@@ -8,7 +8,7 @@ Each stage (``flows.stages``) hands the next a small typed value; the decisions 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from flows import stages as st
 from tasks.data.splits import split_summary
@@ -33,7 +33,7 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
     stages: list[str] = []
     champion = st.load_champion(settings)
     data = st.prepare_data(settings, champion, inputs.extra_batches)
-    settings, splits = data.settings, data.splits
+    settings, splits = cast(Settings, data.settings), data.splits
     stages.append("validate")
 
     best_config: dict[str, Any] | None = None
@@ -74,7 +74,7 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
         promoted = model_steps.promote_version(settings, registered.version, decision.reason, champion.version)
         stages.append("promote")
 
-    summary = run_summary_markdown(settings.registry.model_name, registered.run_id, registered.version,
+    summary = run_summary_markdown(settings.registry.model_name or "", registered.run_id, registered.version,
                                    registered.manifest_uri, registered.artifacts, ev.metrics, champion.version,
                                    ev.champion_metrics, decision.promote, decision.reason, stages)
     publish_table("training-metrics", comparison_rows(ev.metrics, ev.champion_metrics),

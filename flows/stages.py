@@ -7,13 +7,13 @@ federated learning or hardening switched off never imports Ray or Flower.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from tasks.adversarial.scale import attack_scale
 from tasks.data import steps as data_steps
 from tasks.data.handoffs import PreparedData, evidence_rules
 from tasks.data.sources import Splits, concat_datasets, is_file_source
-from tasks.data.splits import SPLIT_IDS_NAME
+from tasks.data.splits import SPLIT_IDS_NAME, SplitIds
 from tasks.drift import steps as drift_steps
 from tasks.federated.outcome import FederatedOutcome
 from tasks.models import steps as model_steps
@@ -117,7 +117,7 @@ def evaluate(settings: Settings, model: TrainedModel, prepared: PreparedData, ch
         ev.robust = adv_steps.robust_evaluate(model.module(), splits.test, settings, None, None, k, "candidate",
                                               scale=scale).evaluation
         ev.metrics.update(robust_metrics(ev.robust.summary()))
-        if ev.champion_metrics is not None:
+        if ev.champion_metrics is not None and champion_model is not None:
             ev.champion_robust = adv_steps.robust_evaluate(champion_model.module(), splits.test, settings, None,
                                                            None, k, "champion", scale=scale).evaluation
             ev.champion_metrics.update(robust_metrics(ev.champion_robust.summary()))
@@ -145,7 +145,8 @@ def register(settings: Settings, model: TrainedModel, prepared: PreparedData, ev
     # The drift reference is stored beside the weights, so a promoted model always has one.
     files = drift_steps.reference_files_for(model, splits, settings)
     # The rows this model's lineage trained on (a warm start inherits the champion's), for the next gate.
-    files[SPLIT_IDS_NAME] = splits.ids.with_inherited(champion.trained_rows if warm_started else None).to_npz_bytes()
+    ids = cast(SplitIds, splits.ids)
+    files[SPLIT_IDS_NAME] = ids.with_inherited(champion.trained_rows if warm_started else None).to_npz_bytes()
     return RegisteredModel.from_dict(model_steps.register_candidate(
         settings, model, prepared.schema, splits, ev.metrics, extras, parent=champion.record, trigger=trigger,
         extra_files=files))

@@ -49,7 +49,7 @@ def enable_token_auth(environ: MutableMapping[str, str] | None = None) -> bool:
 
 def token_auth_active() -> bool:
     """Whether Ray in this process runs with token authentication (fixed when Ray was imported)."""
-    from ray._raylet import AuthenticationMode, get_authentication_mode
+    from ray._raylet import AuthenticationMode, get_authentication_mode  # type: ignore[attr-defined]  # Cython module
 
     return get_authentication_mode() == AuthenticationMode.TOKEN
 

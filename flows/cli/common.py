@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, NoReturn, Optional, TypeVar
 
 import typer
 
@@ -27,7 +27,7 @@ SmokeOpt = typer.Option(False, "--smoke", help="Use the smoke profile: tiny budg
 JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
 
 
-def fail(msg: str, code: int = 2) -> None:
+def fail(msg: str, code: int = 2) -> NoReturn:
     """Print ``error: msg`` in red on stderr and exit with ``code``."""
     typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -43,12 +43,14 @@ def exits(usage: int = 2, failure: int = 1, usage_errors: tuple[type[Exception],
     which is what Typer reads the options from.
     """
 
+    usage_types: tuple[type[Exception], ...] = (ConfigError, *usage_errors)
+
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
         def command(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
-            except (ConfigError, *usage_errors) as e:
+            except usage_types as e:
                 fail(str(e), usage)
             except DriftloopError as e:
                 fail(str(e), failure)

@@ -36,6 +36,7 @@ def validate(
     schema = load_schema(store, champion)
     ds, _raw, report = load_batch_from_uri(data, settings.store, settings.data.label_column)
     if report is None:
+        assert ds is not None  # no refusal report: the batch was read
         report = validate_batch(ds, schema, settings.data.validation, batch_id=Path(data).name, source=data)
     typer.echo(report.to_json() if as_json else report.to_text())
     raise typer.Exit(0 if report.passed else 1)

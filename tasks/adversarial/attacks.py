@@ -206,6 +206,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, step
                 loss = nn.functional.cross_entropy(logits, y, reduction="none")
             run_x, run_loss, run_fooled = _keep(run_x, run_loss, run_fooled, x_adv, loss, logits.argmax(1) != y)
             best_x, best_loss, best_fooled = _keep(best_x, best_loss, best_fooled, run_x, run_loss, run_fooled)
+    assert best_x is not None  # restarts >= 1
     return AttackResult(best_x.detach(), best_loss, best_fooled, passes)
 
 

@@ -147,7 +147,7 @@ def gate_markdown(d: GateDecision) -> str:
     lines = [f"# Robustness gate: {'PROMOTE' if d.promote else 'KEEP CHAMPION'}", "", d.reason, "", "## Rules", ""]
     lines += [f"- {'PASS' if r.passed else 'FAIL'} `{r.name}`: {r.detail}" for r in d.rules]
     keys = ["clean_accuracy", "robust_accuracy", "epsilon", "norm", "steps", "restarts", "reliable", "n"]
-    rows = [{"model": "candidate", **{k: d.candidate.get(k) for k in keys}}]
+    rows = [{"model": "candidate", **{k: (d.candidate or {}).get(k) for k in keys}}]
     if d.champion is not None:
         rows.append({"model": "champion", **{k: d.champion.get(k) for k in keys}})
     lines += ["", "## Numbers", "", _table_md(rows), f"clean tolerance: {d.clean_tolerance:g}"]

@@ -28,6 +28,9 @@ class UnitInput(nn.Module):
     """``model(min + u * span)``: the model seen from unit coordinates. Shares ``model``'s
     parameters, so training the wrapper trains the model."""
 
+    origin: torch.Tensor
+    span: torch.Tensor
+
     def __init__(self, model: nn.Module, origin: np.ndarray, span: np.ndarray):
         super().__init__()
         self.model = model
@@ -38,7 +41,7 @@ class UnitInput(nn.Module):
         return self.model(self.origin + u * self.span)
 
     def embed(self, u: torch.Tensor) -> torch.Tensor:
-        return self.model.embed(self.origin + u * self.span)
+        return self.model.embed(self.origin + u * self.span)  # type: ignore[operator]  # zoo models define embed
 
 
 @dataclass(frozen=True)

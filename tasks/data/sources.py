@@ -227,7 +227,7 @@ def fingerprint(ds: Dataset) -> str:
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())
         # The array's own buffer, not a.tobytes(): no copy of the data (the same bytes, the same digest).
-        h.update(memoryview(a.reshape(-1)).cast("B") if a.size else b"")
+        h.update(memoryview(a.reshape(-1)).cast("B") if a.size else b"")  # type: ignore[arg-type]  # ndarray is a buffer
     return h.hexdigest()
 
 

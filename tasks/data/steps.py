@@ -8,6 +8,8 @@ or a failed validation is final and retrying it would only delay the report.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -45,7 +47,7 @@ def retry_on_io(task, task_run, state) -> bool:
 # The one retry preset for tasks that touch the store or the network: transient failures only (a
 # sha256 mismatch, a missing object, bad data or a registry rule fails at once; retrying them only
 # delayed the same error by 15 s). Use as ``@task(name=..., **IO_RETRY, cache_policy=...)``.
-IO_RETRY = dict(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=retry_on_io)
+IO_RETRY: dict[str, Any] = dict(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=retry_on_io)
 
 
 @task(name="load-data", **IO_RETRY, cache_policy=NO_CACHE)

@@ -209,6 +209,7 @@ def read_batch_file(f: BatchFile, store_cfg, max_bytes: int) -> FoundBatch:
                 raw, refusal = None, _too_large(size, max_bytes)
     if refusal is not None:
         return FoundBatch(f.uri, f.key, batch_id_for(f.key, f"refused:{refusal[0]}:{size}"), None, size, None, refusal)
+    assert raw is not None  # read, or refused above
     sha = hashlib.sha256(raw).hexdigest()
     if not name_fits(f.key):
         refusal = (RULE_BAD_BATCH_NAME, (f"the key {f.key!r} does not fit the batch-name rule {NAME_RULE} "

@@ -101,6 +101,7 @@ def write_labelled_copies(refs: list[BatchRef], store_cfg, model: str, label_col
         return None
     backend, uris = open_backend(store_cfg), []
     for r, y in found:
+        assert y is not None  # checked above
         data, suffix = labelled_copy(r.uri, read_uri(r.uri, store_cfg), y, label_column)
         key = f"drift/{model}/labelled/{r.batch_id}{suffix}"
         backend.put_bytes(key, data)

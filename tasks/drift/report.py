@@ -117,7 +117,7 @@ def pvalue_plot_png(reports: Sequence[DriftReport], title: str = "Drift p-values
     for d in offline:
         rs = [r for r in reports if r.detector == d and r.p_value is not None]
         xs = [pos[r.batch_id] for r in rs]
-        ys = [max(r.p_value, 1e-6) for r in rs]
+        ys = [max(float(r.p_value or 0.0), 1e-6) for r in rs]
         line, = ax.plot(xs, ys, marker=".", lw=1, label=f"{d} p-value")
         if rs:
             ax.axhline(max(rs[-1].threshold, 1e-6), color=line.get_color(), ls="--", lw=0.8)

@@ -71,6 +71,7 @@ def predict(settings, data_uri: str, log: bool = False) -> Predictions:
     ds, raw, error = load_batch_from_uri(data_uri, settings.store, settings.data.label_column)
     if error is not None:
         raise DataError(error.to_text())
+    assert ds is not None  # no refusal report: the batch was read
     report = validate_batch(ds, schema, settings.data.validation, batch_id_for(data_uri, raw), data_uri,
                             labels="optional", distribution="evidence")
     if not report.passed:

@@ -17,6 +17,7 @@ from tasks.store.registry import ModelRegistry
 
 def open_registry(settings: Settings) -> tuple[ArtifactStore, ModelRegistry]:
     store = ArtifactStore.from_config(settings.store)
+    assert settings.registry.model_name is not None  # Settings derives it from data.source
     return store, ModelRegistry(store, settings.registry.model_name)
 
 

@@ -44,7 +44,8 @@ def metrics_rows(metrics: Mapping[str, float]) -> list[dict]:
 def comparison_rows(metrics: Mapping[str, object], champion_metrics: Mapping[str, object] | None) -> list[dict]:
     """Rows of the ``training-metrics`` table: each numeric metric of the candidate beside the champion's."""
     return [{"metric": k, "candidate": round(float(v), 6),
-             "champion": (round(float(champion_metrics[k]), 6) if champion_metrics and k in champion_metrics else None)}
+             "champion": (round(float(champion_metrics[k]), 6)  # type: ignore[arg-type]
+                          if champion_metrics and k in champion_metrics else None)}
             for k, v in metrics.items() if isinstance(v, (int, float))]
 
 

@@ -81,6 +81,9 @@ class Standardize(nn.Module):
     """The model's first layer: ``(x - mean) / std``. The buffers are not persistent: the spec holds
     the statistics, so the weights file stays the same shape with or without them."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, stats: Standardization, in_shape: tuple[int, ...]):
         super().__init__()
         shape = stats.broadcast_shape(in_shape)

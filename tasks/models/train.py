@@ -114,7 +114,7 @@ def predict_proba(model: nn.Module, x: np.ndarray, device: torch.device, batch_s
 def embed(model: nn.Module, x: np.ndarray, device: torch.device, batch_size: int = 512) -> np.ndarray:
     """Penultimate-layer features (``model.embed``)."""
     model.eval()
-    out = [model.embed(torch.from_numpy(x[i:i + batch_size]).to(device)).cpu().numpy()
+    out = [model.embed(torch.from_numpy(x[i:i + batch_size]).to(device)).cpu().numpy()  # type: ignore[operator]
            for i in range(0, len(x), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
