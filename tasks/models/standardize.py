@@ -92,3 +92,18 @@ class Standardize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+@torch.no_grad()
+def standardized_inputs(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """``x`` as ``model``'s first layer sees it (float32, same shape): standardized by the model's
+    own :class:`Standardize` layer, unchanged for a model without one."""
+    layer = next((m for m in model.modules() if isinstance(m, Standardize)), None)
+    x = np.asarray(x, dtype=np.float32)
+    if layer is None:
+        return x
+    mean, std = layer.mean.detach().cpu(), layer.std.detach().cpu()
+    out = np.empty_like(x)
+    for i in range(0, len(x), batch_size):
+        out[i:i + batch_size] = ((torch.from_numpy(x[i:i + batch_size]) - mean) / std).numpy()
+    return out
