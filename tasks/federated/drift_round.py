@@ -37,11 +37,13 @@ def drift_query(grid: Grid, ws, *, timeout: float, min_nodes: int, wait_s: float
     for n in nodes:
         r = replies.get(n)
         if r is None:
-            out.append(ClientDrift(None, 0, False, error=f"node {n}: no reply within {timeout:.0f} s"))
+            out.append(ClientDrift(None, 0, False, error=f"node {n}: no reply within {timeout:.0f} s", node_id=n))
         elif r.has_error():
-            out.append(ClientDrift(None, 0, False, error=f"node {n}: client error: {r.error.reason}"))
+            out.append(ClientDrift(None, 0, False, error=f"node {n}: client error: {r.error.reason}", node_id=n))
         else:
-            out.append(ClientDrift.from_dict(json.loads(str(r.content["drift"]["report"]))))
+            reply = ClientDrift.from_dict(json.loads(str(r.content["drift"]["report"])))
+            reply.node_id = n
+            out.append(reply)
     return sorted(out, key=lambda c: (c.client is None, c.client))
 
 
