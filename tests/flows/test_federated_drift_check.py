@@ -92,7 +92,11 @@ def test_drift_check_asks_the_federation_and_flags_the_shifted_client(champion):
                                                         "num_clients": 3, "min_fit_clients": 3,
                                                         "round_timeout_s": 180.0})})
         r = drift_check(fs)
-        again = drift_check(fs)
+        # drift.source = "both": a batch file under drift.batches_uri too (held-out digits: clean), in the same check
+        batches = root / "batches"
+        _write(batches / "batch-00000.npz", test.x[300:400], test.y[300:400])
+        both = fs.model_copy(update={"drift": fs.drift.model_copy(update={"source": "both"})})
+        again = drift_check(both)
 
     # every client checked; only the shifted one flagged, named by client and node
     assert sorted(c["client"] for c in r["clients"].values()) == [0, 1, 2] and r["clients_not_checked"] == []
@@ -124,8 +128,10 @@ def test_drift_check_asks_the_federation_and_flags_the_shifted_client(champion):
     clean = [b for b in r["clients"] if b not in flagged]
     assert all(not ledger.get_check(backend, s.registry.model_name, b)["drift"] for b in clean)
 
-    # unchanged data on the nodes: same replies, nothing new recorded, no event
-    assert again["checked"] == [] and again["event"] is None and again["status"] == "ok"
+    # unchanged data on the nodes: same replies, nothing new recorded for them; the new batch file is checked; no event
+    assert [k.rsplit("/", 1)[-1] for k in again["keys"].values()] == ["batch-00000.npz"]
+    assert len(again["checked"]) == 1 and again["checked"][0] not in r["clients"]
+    assert again["event"] is None and again["status"] == "ok" and again["drifted"] == []
     assert sorted(again["clients"]) == sorted(r["clients"])
 
     # the retraining the event triggers: the client's check is known, adds no central batch, trains once
