@@ -9,6 +9,11 @@ configured detectors against the champion's stored reference, estimates the cham
 (with a deterministic event id per episode) for the verdicts that trigger under ``drift.trigger``,
 and ``driftloop.data.quarantined`` when batches were quarantined.
 
+With ``drift.source = "federation"`` (or ``"both"``) the check also asks the federation at
+``federated.superlink_address``: each client runs the champion's detectors on its own new data and
+replies p-values and verdicts only; a drifting client is recorded, reported (naming the client and
+its node), put in the episode and emitted exactly like a drifting batch (tasks/federated/drift_verdicts.py).
+
 Status: ``ok``, ``drift``, ``quarantined`` or ``drift-and-quarantined``; ``driftloop run
 drift-check`` exits 3 when any batch was quarantined (flows/cli/run.py).
 """
@@ -21,6 +26,8 @@ from tasks.data import steps as data_steps
 from tasks.drift import steps as drift_steps
 from tasks.drift.verdict import harm_line
 from tasks.errors import ValidationFailed
+from tasks.federated import drift_verdicts as fed_verdicts
+from tasks.federated import steps as fed_steps
 from tasks.models import steps as model_steps
 from tasks.settings import Settings, load_settings
 from tasks.ui import publish_markdown, run_logger
@@ -40,10 +47,12 @@ def drift_check(config: Settings | None = None) -> dict:
     if reference is None:
         return _skip(f"champion version {champion['version']} has no drift reference; retrain or re-promote it")
     schema = model_steps.champion_schema(settings, champion)
-    model = model_steps.load_champion_model(settings, champion).module()
+    trained = model_steps.load_champion_model(settings, champion)
+    model = trained.module()
 
     validation = settings.data.validation.model_copy(update={"check_shift": settings.drift.validate_shift})
-    files = drift_steps.list_batches(settings)
+    source = settings.drift.source
+    files = drift_steps.list_batches(settings) if source in ("batches", "both") else []
     done = drift_steps.checked_ids(settings)
     checked, quarantined, verdicts, too_small, n_new = [], [], [], [], 0
     for f in files:
@@ -84,8 +93,22 @@ def drift_check(config: Settings | None = None) -> dict:
         if drift_steps.record_check(settings, found.batch_id, {"status": "quarantined", "key": found.key,
                                                                "model_version": champion["version"], **entry}):
             quarantined.append(entry)
+    clients, not_checked = [], []
+    if source in ("federation", "both"):
+        # Ask the federation: every client's verdict on its own new data becomes one more verdict,
+        # recorded, reported and triggering exactly like a batch file's (tasks/federated/drift_verdicts.py).
+        clients, not_checked = fed_verdicts.split_replies(fed_steps.ask_federation(settings, trained, reference))
+        for reply in clients:
+            verdict = fed_verdicts.client_verdict(reply, champion["version"], settings.drift.trigger,
+                                                  settings.federated.superlink_address)
+            n_new += verdict.batch_id not in done
+            if drift_steps.record_check(settings, verdict.batch_id, {**verdict.record(), **fed_verdicts.client_record(reply),
+                                                                     "model_version": champion["version"]}):
+                checked.append(verdict.batch_id)
+                verdicts.append(verdict)
     drift_steps.publish_history(settings)
-    log.info("%d new batch(es) under %s: %d checked, %d quarantined", n_new, settings.drift.batches_uri,
+    log.info("%d new batch(es) under %s: %d checked, %d quarantined", n_new,
+             settings.drift.batches_uri if source != "federation" else settings.federated.superlink_address,
              len(checked), len(quarantined))
 
     event = q_event = None
@@ -111,13 +134,17 @@ def drift_check(config: Settings | None = None) -> dict:
                f"{[q['batch_id'] for q in quarantined] or 'none'}\n* drift: {drifted or 'none'}\n"
                f"* drift not retrained on (drift.trigger={settings.drift.trigger}): {harmless or 'none'}\n"
                f"* event: {event['event_id'] if event else 'none'}\n\n## Accuracy (CBPE estimate; measured where labelled)\n\n"
-               + "\n".join(harm_line(v) for v in verdicts) + "\n")
+               + "\n".join(harm_line(v) for v in verdicts if not fed_verdicts.is_client_verdict(v)) + "\n")
+    if source != "batches":
+        summary += (f"\n## Federation ({settings.federated.superlink_address}): each client's verdict on its own new data\n\n"
+                    + fed_verdicts.summary_lines(clients + not_checked) + "\n")
     publish_markdown("drift-check-summary", summary, "What this drift check found")
     return {"status": status, "checked": checked, "too_small": too_small,
             "quarantined": [q["batch_id"] for q in quarantined],
             "quarantine": quarantined, "drifted": drifted, "triggering": [v.batch_id for v in triggering],
             "keys": {v.batch_id: v.uri for v in verdicts}, "harm": {v.batch_id: v.harm.as_dict() for v in verdicts if v.harm},
-            "event": event, "quarantine_event": q_event, "model_version": champion["version"], "summary": summary}
+            "event": event, "quarantine_event": q_event, "model_version": champion["version"],
+            **fed_verdicts.result_entries(clients, not_checked, champion["version"]), "summary": summary}
 
 
 def _skip(reason: str) -> dict:
@@ -125,6 +152,7 @@ def _skip(reason: str) -> dict:
     publish_markdown("drift-check-summary", f"# Drift check skipped\n\n{reason}\n", "Why no check ran")
     return {"status": "skipped", "reason": reason, "checked": [], "quarantined": [], "drifted": [], "event": None,
             "quarantine": [], "triggering": [], "keys": {}, "harm": {}, "quarantine_event": None, "too_small": [],
+            "clients": {}, "clients_not_checked": [],
             "summary": f"drift check skipped: {reason}"}
 
 

@@ -38,6 +38,12 @@ class DriftConfig(Section):
     min_batch_size: int = Field(10, ge=2, description="smaller batches are refused (tests have no power)")
     device: str = Field("cpu", description="torch device for the detectors ('auto': CUDA when present)")
     batches_uri: str = ".driftloop/batches"
+    # Where a drift check looks for new data. "batches": files under batches_uri. "federation": ask
+    # the federation at federated.superlink_address; each client runs the champion's detectors on
+    # its own new data (its SuperNode's --new-data) and replies p-values and verdicts only
+    # (tasks/federated/drift_verdicts.py). A drifting client is then treated like a drifting batch:
+    # the same ledger record, episode, event and retraining trigger. "both": both, in one check.
+    source: Literal["batches", "federation", "both"] = "batches"
     schedule_cron: str = "*/15 * * * *"
     cooldown_seconds: float = Field(600.0, ge=0.0)
     # Apply data.validation's gross-shift rule to checked batches too. Off by default: a shifted

@@ -216,7 +216,9 @@ def claim_retraining(settings, episode_id: str, info: dict) -> bool:
 @task(name="resolve-batches", **_IO)
 def resolve_batches(settings, batch_ids: list[str]) -> list[_labels.BatchRef]:
     """The named batches as the drift check recorded them (URI, labelled or not); an unknown id is
-    an error naming it."""
+    an error naming it. A federated client's check (``source = "federation"``) is known but has no
+    rows here (they never leave the client's node): it starts the retraining, and the federated
+    stage trains on the clients' own data; it adds no batch to train on centrally."""
     from tasks.store.backends import open_backend
 
     backend = open_backend(settings.store)
@@ -225,6 +227,8 @@ def resolve_batches(settings, batch_ids: list[str]) -> list[_labels.BatchRef]:
         rec = _ledger.get_check(backend, settings.registry.model_name, b)
         if rec is None or rec.get("status") != "checked":
             missing.append(b)
+        elif rec.get("source") == "federation":
+            continue
         else:
             out.append(_labels.BatchRef(b, rec["uri"], bool(rec.get("labelled", True))))
     if missing:

@@ -25,6 +25,7 @@ class ClientDrift:
     drift: bool
     detectors: list[dict[str, Any]] = field(default_factory=list)  # {"detector", "p_value", "drift"}
     error: str | None = None  # the client could not check (no new data, unreadable file...)
+    node_id: int | None = None  # the SuperNode it came from: set by the server, not sent by the client
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -32,6 +33,7 @@ class ClientDrift:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ClientDrift":
         return cls(client=d.get("client"), rows=int(d.get("rows", 0)), drift=bool(d.get("drift")),
+                   node_id=None if d.get("node_id") is None else int(d["node_id"]),
                    detectors=[{"detector": str(r["detector"]), "p_value": r.get("p_value"), "drift": bool(r["drift"])}
                               for r in d.get("detectors", [])], error=d.get("error"))
 

@@ -1,13 +1,12 @@
 """A federated drift check, on the server's side: every connected client gets the champion (arrays)
 and its drift reference (config) in a ``query.drift`` message and replies with its
 :class:`~tasks.federated.client_drift.ClientDrift` (p-values and verdicts only). The ServerApp runs
-this instead of training rounds when its work dir says ``mode = "drift"``."""
+this instead of training rounds when its workspace says ``mode = "drift"``."""
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
@@ -24,9 +23,8 @@ def drift_query(grid: Grid, ws, *, timeout: float, min_nodes: int, wait_s: float
     spec = ws.spec
     config = ConfigRecord({"model-spec": json.dumps(spec["model_spec"]), "detectors": json.dumps(spec.get("detectors") or []),
                            "label-column": spec["settings"]["data"]["label_column"],
-                           "reference-npz": (ws.root / REFERENCE_NPZ).read_bytes(),
-                           "reference-json": (ws.root / REFERENCE_JSON).read_bytes()})
-    arrays = ArrayRecord(state_dict_from_bytes((ws.root / "champion.safetensors").read_bytes()))
+                           "reference-npz": ws.read(REFERENCE_NPZ), "reference-json": ws.read(REFERENCE_JSON)})
+    arrays = ArrayRecord(state_dict_from_bytes(ws.read("champion.safetensors")))
     deadline = time.monotonic() + wait_s
     while len(nodes := sorted(grid.get_node_ids())) < min_nodes and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -37,15 +35,17 @@ def drift_query(grid: Grid, ws, *, timeout: float, min_nodes: int, wait_s: float
     for n in nodes:
         r = replies.get(n)
         if r is None:
-            out.append(ClientDrift(None, 0, False, error=f"node {n}: no reply within {timeout:.0f} s"))
+            out.append(ClientDrift(None, 0, False, error=f"node {n}: no reply within {timeout:.0f} s", node_id=n))
         elif r.has_error():
-            out.append(ClientDrift(None, 0, False, error=f"node {n}: client error: {r.error.reason}"))
+            out.append(ClientDrift(None, 0, False, error=f"node {n}: client error: {r.error.reason}", node_id=n))
         else:
-            out.append(ClientDrift.from_dict(json.loads(str(r.content["drift"]["report"]))))
+            reply = ClientDrift.from_dict(json.loads(str(r.content["drift"]["report"])))
+            reply.node_id = n
+            out.append(reply)
     return sorted(out, key=lambda c: (c.client is None, c.client))
 
 
-def write_drift_inputs(root: Path, champion_weights: bytes, reference_files: dict[str, bytes]) -> None:
-    (root / "champion.safetensors").write_bytes(champion_weights)
-    (root / REFERENCE_NPZ).write_bytes(reference_files[REFERENCE_NPZ])
-    (root / REFERENCE_JSON).write_bytes(reference_files[REFERENCE_JSON])
+def write_drift_inputs(ws, champion_weights: bytes, reference_files: dict[str, bytes]) -> None:
+    ws.write("champion.safetensors", champion_weights)
+    ws.write(REFERENCE_NPZ, reference_files[REFERENCE_NPZ])
+    ws.write(REFERENCE_JSON, reference_files[REFERENCE_JSON])

@@ -10,9 +10,10 @@
 
 Either way the ClientApps read their rows on their own nodes and get everything else in the
 message; the ServerApp reads the orchestrator's side (settings, initial model, schema, held-out
-splits) from a work dir (:mod:`tasks.federated.workspace`) and writes the global model per round,
-the per-round records, the clients' validation table and a status file back there: results come
-back as files (safetensors, JSON), never pickles. Staging and collecting: :mod:`tasks.federated.staging`.
+splits) from its workspace (:mod:`tasks.federated.workspace`: for a deployment a prefix of the
+artifact store, named in the Flower run config; for the simulation, our own subprocess, its work
+dir) and writes the global model per round, the per-round records, the clients' validation table
+and a status file back there: results come back as objects (safetensors, JSON), never pickles. Staging and collecting: :mod:`tasks.federated.staging`.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from typing import Any, Sequence
 import torch
 
 from tasks.errors import ConfigError
-from tasks.federated.cluster import FlowerCluster, write_app_dir
+from tasks.federated.cluster import FlowerCluster
 from tasks.federated.faults import Fault, faults_env
 from tasks.federated.processes import FederatedEngineError, check_reachable, free_port, tail
 from tasks.federated.processes import child_env as _child_env  # noqa: F401  (kept for tests/reliability)
 from tasks.federated.simulate import run_in_subprocess
-from tasks.federated.staging import FederatedResult, StagedRun, stage
+from tasks.federated.staging import FederatedResult, StagedRun, stage, write_app
+from tasks.federated.workspace import local_workspace, staging_workspace, write_spec
 
 __all__ = ["FederatedEngineError", "FederatedResult", "FlowerCluster", "check_reachable", "free_port",
            "run_federated", "run_federated_drift_check", "run_simulations"]
@@ -40,9 +42,9 @@ __all__ = ["FederatedEngineError", "FederatedResult", "FlowerCluster", "check_re
 log = logging.getLogger("driftloop.federated")
 
 
-def _run_deployment(root: Path, staged: StagedRun, splits, faults: Sequence[Fault], cluster: FlowerCluster | None) -> str:
+def _run_deployment(root: Path, app: Path, staged: StagedRun, splits, faults: Sequence[Fault],
+                    cluster: FlowerCluster | None) -> str:
     fed = staged.settings.federated
-    app = write_app_dir(root, root)
     if cluster is not None:
         rc = cluster.run_app(app, staged.timeout)
         return f"flwr run exit status {rc}\n" + tail(cluster.home / "logs" / "flwr-run.log")
@@ -63,6 +65,13 @@ def _run_deployment(root: Path, staged: StagedRun, splits, faults: Sequence[Faul
     return f"flwr run exit status {rc}\n" + tail(home / "logs" / "flwr-run.log")
 
 
+def _clear(ws) -> None:
+    try:
+        ws.clear()
+    except Exception as e:  # noqa: BLE001 - the result is collected; a leftover staging prefix is only clutter
+        log.warning("could not delete the federated staging %s: %s", ws.prefix, e)
+
+
 def run_federated(settings, splits, initial_state: dict[str, torch.Tensor] | bytes | None = None, *,
                   workdir: str | os.PathLike | None = None, faults: Sequence[Fault] = (),
                   cluster: FlowerCluster | None = None, engine: str | None = None, schema=None) -> FederatedResult:
@@ -76,8 +85,10 @@ def run_federated(settings, splits, initial_state: dict[str, torch.Tensor] | byt
     data are partitions of ``splits.train``; against an existing federation (``superlink_address``,
     or ``cluster``: a :class:`FlowerCluster` the caller started, whose SuperNodes serve their own
     files) they are the nodes' own and ``splits.train`` only shapes the model and the schema.
-    ``engine`` overrides ``settings.federated.engine``. ``workdir`` keeps the server's inputs, logs
-    and per-round checkpoints (default: a temporary directory, deleted afterwards). ``faults``:
+    ``engine`` overrides ``settings.federated.engine``. ``workdir`` keeps the logs, the Flower home
+    and app dir, and for the simulation the server's inputs and per-round checkpoints (default: a
+    temporary directory, deleted afterwards); a deployment's server inputs and results are staged
+    under ``federated/staging/<id>/`` of ``settings.store`` and deleted once collected. ``faults``:
     injected client faults (tests, drills, benchmarks; simulation and local demo only).
 
     Bad input (more clients than samples, missing TLS files, an unreachable SuperLink) raises
@@ -92,16 +103,22 @@ def run_federated(settings, splits, initial_state: dict[str, torch.Tensor] | byt
     own_dir = workdir is None
     root = Path(tempfile.mkdtemp(prefix="driftloop-fed-")) if own_dir else Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
+    # The simulation runs in our own subprocess: its work dir is its workspace. A deployment's
+    # ServerApp runs under the SuperLink, maybe elsewhere: its workspace is a prefix of the artifact store.
+    ws = local_workspace(root) if staged.engine == "simulation" else staging_workspace(settings.store)
     try:
-        staged.write(root, splits, faults, fed.num_clients)
+        staged.write(ws, splits, faults, fed.num_clients, clients_dir=root / "clients")
         log.info("federated: %s engine, %s, %d clients, %d rounds", staged.engine, fed.strategy, fed.num_clients,
                  fed.rounds)
         if staged.engine == "simulation":
             out_tail = run_in_subprocess([root], staged.timeout, root / "logs" / "simulation.log")
         else:
-            out_tail = _run_deployment(root, staged, splits, faults, cluster)
-        return staged.collect(root, out_tail)
+            out_tail = _run_deployment(root, write_app(root, ws.run_config(settings.store)), staged, splits, faults,
+                                       cluster)
+        return staged.collect(ws, out_tail)
     finally:
+        if staged.engine != "simulation":
+            _clear(ws)
         if own_dir:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -128,10 +145,10 @@ def run_simulations(runs: Sequence[tuple[Any, Sequence[Fault]]], splits,
     try:
         for st, wd, (s, faults) in zip(staged, roots, runs):
             wd.mkdir(parents=True, exist_ok=True)
-            st.write(wd, splits, faults, s.federated.num_clients)
+            st.write(local_workspace(wd), splits, faults, s.federated.num_clients, clients_dir=wd / "clients")
         log.info("federated: %d simulation runs in one process", len(runs))
         out_tail = run_in_subprocess(roots, sum(st.timeout for st in staged), root / "logs" / "simulation.log")
-        return [st.collect(wd, out_tail) for st, wd in zip(staged, roots)]
+        return [st.collect(local_workspace(wd), out_tail) for st, wd in zip(staged, roots)]
     finally:
         if own_dir:
             shutil.rmtree(root, ignore_errors=True)
@@ -146,8 +163,6 @@ def run_federated_drift_check(settings, model_spec: dict[str, Any], weights: byt
     on its new local data and replies p-values and verdicts only. Returns the clients'
     :class:`~tasks.federated.client_drift.ClientDrift`, sorted by client.
     """
-    import json
-
     from tasks.federated.client_drift import ClientDrift
     from tasks.federated.drift_round import write_drift_inputs
 
@@ -158,13 +173,14 @@ def run_federated_drift_check(settings, model_spec: dict[str, Any], weights: byt
         check_reachable(fed.superlink_address)
     own_dir = workdir is None
     root = Path(tempfile.mkdtemp(prefix="driftloop-fed-drift-")) if own_dir else Path(workdir)
-    (root / "out").mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    ws = staging_workspace(settings.store)
     try:
-        (root / "spec.json").write_text(json.dumps({"mode": "drift", "settings": settings.resolved(),
-                                                    "model_spec": model_spec, "detectors": list(detectors or [])}))
-        write_drift_inputs(root, weights, reference_files)
+        write_spec(ws, {"mode": "drift", "settings": settings.resolved(), "model_spec": model_spec,
+                        "detectors": list(detectors or [])})
+        write_drift_inputs(ws, weights, reference_files)
         timeout = fed.startup_timeout_s + fed.round_timeout_s + 60.0
-        app = write_app_dir(root, root)
+        app = write_app(root, ws.run_config(settings.store))
         if cluster is not None:
             cluster.run_app(app, timeout, logname="flwr-drift.log")
             out_tail = tail(cluster.home / "logs" / "flwr-drift.log")
@@ -173,11 +189,12 @@ def run_federated_drift_check(settings, model_spec: dict[str, Any], weights: byt
             with FlowerCluster.from_config(fed, home) as own:
                 own.run_app(app, timeout, logname="flwr-drift.log")
             out_tail = tail(home / "logs" / "flwr-drift.log")
-        status = json.loads((root / "out" / "status.json").read_text()) if (root / "out" / "status.json").is_file() else {}
+        status = ws.read_json("out/status.json", {})
         if status.get("state") != "completed":
             raise FederatedEngineError(f"the federated drift check failed: {status.get('error') or 'no result'}"
                                        f"\n--- log tail ---\n{out_tail}")
-        return [ClientDrift.from_dict(d) for d in json.loads((root / "out" / "drift.json").read_text())]
+        return [ClientDrift.from_dict(d) for d in ws.read_json("out/drift.json")]
     finally:
+        _clear(ws)
         if own_dir:
             shutil.rmtree(root, ignore_errors=True)

@@ -1,12 +1,12 @@
-"""The Flower ServerApp: read the work dir's settings, ask every client to validate its local data
+"""The Flower ServerApp: read the run's settings from its workspace (a store prefix the run config
+names, :mod:`tasks.federated.workspace`; never a directory of the orchestrator's), ask every client to validate its local data
 against the schema (clients whose data fail are left out), build the strategy, run
 ``strategy.start`` with federated evaluation (clients' held-out rows) and a central evaluation of
 the global model on the orchestrator's held-out splits every round, checkpoint the global model
-every round, and write the result (weights, per-round records, client validation, status) to ``out/``."""
+every round, and write the result (weights, per-round records, client validation, status) to ``out/`` of the workspace."""
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -18,7 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 from tasks.federated.protocol import client_task
 from tasks.federated.strategies import build_strategy
 from tasks.federated.validation_round import ExcludingGrid, validate_clients
-from tasks.federated.workspace import Workspace, load_workspace, workdir_from
+from tasks.federated.workspace import Workspace, workspace_from
 from tasks.models.serialize import build_from_spec, state_dict_to_bytes
 from tasks.models.train import evaluate, select_device
 from tasks.seeding import derive_seed, seed_everything
@@ -26,14 +26,8 @@ from tasks.seeding import derive_seed, seed_everything
 app = ServerApp()
 
 
-def _write_json(path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)  # readers (the engine, a test watching progress) never see half a file
-
-
 def run_server(grid: Grid, ws: Workspace) -> None:
-    """Run every round of the configured strategy on ``grid``; results go to ``ws.out``."""
+    """Run every round of the configured strategy on ``grid``; results go to ``out/`` of ``ws``."""
     settings = ws.settings()
     fed, tr = settings.federated, settings.training
     seed_everything(derive_seed(settings.seed, "federated", "server"))
@@ -66,29 +60,29 @@ def run_server(grid: Grid, ws: Workspace) -> None:
                "client_eval_loss": entry.get("client_eval_loss"),
                "client_eval_examples": entry.get("client_eval_examples"), "wall_time": time.time()}
         if server_round > 0:
-            ckpt = ws.out / "checkpoints" / f"round-{server_round:03d}.safetensors"
-            ckpt.write_bytes(state_dict_to_bytes(model))
-            row["checkpoint"] = ckpt.name
+            ckpt = f"round-{server_round:03d}.safetensors"
+            ws.write(f"out/checkpoints/{ckpt}", state_dict_to_bytes(model))
+            row["checkpoint"] = ckpt
         rows.append(row)
-        _write_json(ws.out / "rounds.json", rows)
+        ws.write_json("out/rounds.json", rows)
         return MetricRecord({"val_accuracy": ev_val.accuracy, "val_loss": ev_val.loss,
                              "test_accuracy": ev_test.accuracy, "test_loss": ev_test.loss})
 
-    _write_json(ws.out / "status.json", {"state": "running"})
+    ws.write_json("out/status.json", {"state": "running"})
     try:
         # Federated validation first: a client whose data fail the schema is never sampled.
         clients = validate_clients(grid, task_config, timeout=fed.round_timeout_s, min_valid=fed.min_fit_clients,
                                    wait_s=fed.startup_timeout_s)
-        _write_json(ws.out / "validation.json", [c.to_dict() for c in clients])
+        ws.write_json("out/validation.json", [c.to_dict() for c in clients])
         excluded = {c.node for c in clients if c.status != "valid"}
         result = strategy.start(grid=ExcludingGrid(grid, excluded), initial_arrays=ArrayRecord(initial),
                                 num_rounds=fed.rounds, timeout=fed.round_timeout_s,
                                 train_config=ConfigRecord(task_config), evaluate_config=ConfigRecord(task_config),
                                 evaluate_fn=evaluate_fn)
-        (ws.out / "final.safetensors").write_bytes(state_dict_to_bytes(result.arrays.to_torch_state_dict()))
-        _write_json(ws.out / "status.json", {"state": "completed", "rounds": fed.rounds})
+        ws.write("out/final.safetensors", state_dict_to_bytes(result.arrays.to_torch_state_dict()))
+        ws.write_json("out/status.json", {"state": "completed", "rounds": fed.rounds})
     except BaseException as e:
-        _write_json(ws.out / "status.json", {"state": "failed", "error": str(e), "type": type(e).__name__,
+        ws.write_json("out/status.json", {"state": "failed", "error": str(e), "type": type(e).__name__,
                                              "traceback": traceback.format_exc()})
         raise
 
@@ -102,7 +96,7 @@ def main(grid: Grid, context: Context) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-    ws = load_workspace(workdir_from(context.run_config))
+    ws = workspace_from(context.run_config)
     if ws.spec.get("mode") == "drift":
         run_drift_check(grid, ws)
     else:
@@ -114,13 +108,13 @@ def run_drift_check(grid: Grid, ws: Workspace) -> None:
     from tasks.federated.drift_round import drift_query
 
     fed = ws.settings().federated
-    _write_json(ws.out / "status.json", {"state": "running"})
+    ws.write_json("out/status.json", {"state": "running"})
     try:
         reports = drift_query(grid, ws, timeout=fed.round_timeout_s, min_nodes=fed.min_fit_clients,
                               wait_s=fed.startup_timeout_s)
-        _write_json(ws.out / "drift.json", [r.to_dict() for r in reports])
-        _write_json(ws.out / "status.json", {"state": "completed"})
+        ws.write_json("out/drift.json", [r.to_dict() for r in reports])
+        ws.write_json("out/status.json", {"state": "completed"})
     except BaseException as e:
-        _write_json(ws.out / "status.json", {"state": "failed", "error": str(e), "type": type(e).__name__,
+        ws.write_json("out/status.json", {"state": "failed", "error": str(e), "type": type(e).__name__,
                                              "traceback": traceback.format_exc()})
         raise

@@ -16,7 +16,6 @@ Exit status 0 only when every ServerApp wrote ``out/status.json`` with state ``c
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -79,7 +78,7 @@ def run_one(workdir: str) -> bool:
 
     ws = load_workspace(workdir)
     # The ClientApps (Ray actors) find their files and faults through their environment.
-    env_vars = {ENV_WORKDIR: workdir, ENV_SIM_DATA: str(ws.root / "clients"), **ws.spec.get("client_env", {})}
+    env_vars = {ENV_WORKDIR: workdir, ENV_SIM_DATA: str(Path(workdir) / "clients"), **ws.spec.get("client_env", {})}
     os.environ.update(env_vars)  # before Ray starts: its workers inherit it; the ServerApp thread reads it too
     cpus = max(1, os.cpu_count() or 1)
     t0 = time.monotonic()
@@ -101,10 +100,9 @@ def run_one(workdir: str) -> bool:
         phase("simulation done")
     except Exception as e:
         traceback.print_exc()
-        status_file = ws.out / "status.json"
-        status = json.loads(status_file.read_text()) if status_file.is_file() else {"state": "missing"}
+        status = ws.read_json("out/status.json", {"state": "missing"})
         if status.get("state") != "failed":  # not the ServerApp's own failure: the runtime's
-            (ws.out / ENGINE_ERROR).write_text(json.dumps({"error": _error_chain(e), "traceback": traceback.format_exc()}))
+            ws.write_json(f"out/{ENGINE_ERROR}", {"error": _error_chain(e), "traceback": traceback.format_exc()})
     finally:
         for k in env_vars:
             os.environ.pop(k, None)
@@ -114,10 +112,9 @@ def run_one(workdir: str) -> bool:
             ray.shutdown()
         except Exception:
             pass
-    status_file = ws.out / "status.json"
-    status = json.loads(status_file.read_text()) if status_file.is_file() else {"state": "missing"}
+    status = ws.read_json("out/status.json", {"state": "missing"})
     print(f"driftloop simulate: {workdir}: {status.get('state')}", flush=True)
-    return status.get("state") == "completed" and not (ws.out / ENGINE_ERROR).exists()
+    return status.get("state") == "completed" and not ws.exists(f"out/{ENGINE_ERROR}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """Staging a federated run: the cheap checks before any process starts, the initial model, the
-ServerApp's work dir, the clients' data of a simulation or a local demo federation, and collecting
+ServerApp's workspace (a store prefix: :mod:`tasks.federated.workspace`), the Flower app dir whose
+run config names it, the clients' data of a simulation or a local demo federation, and collecting
 the result the ServerApp wrote back."""
 
 from __future__ import annotations
@@ -81,15 +82,16 @@ class StagedRun:
         # one validation exchange, then per round a train and an evaluate exchange
         return fed.startup_timeout_s + fed.round_timeout_s + fed.rounds * (2 * fed.round_timeout_s + 60.0)
 
-    def write(self, root: Path, splits, faults: Sequence[Fault], num_clients: int) -> None:
-        """The ServerApp's inputs; for the simulation also its clients' files (``root/clients``)."""
+    def write(self, ws, splits, faults: Sequence[Fault], num_clients: int, clients_dir: Path | None = None) -> None:
+        """The ServerApp's inputs, to the workspace ``ws``; for the simulation also its clients' files
+        (``clients_dir``, on the orchestrator's disk: the simulation has no nodes of its own)."""
         client_env = faults_env(faults, self.settings.federated.round_timeout_s + 5.0)
-        write_workspace(root, settings_json=self.settings.resolved(), model_spec=self.spec,
+        write_workspace(ws, settings_json=self.settings.resolved(), model_spec=self.spec,
                         initial_weights=self.initial_weights, schema_json=self.schema_json,
                         val=(splits.val.x, splits.val.y), test=(splits.test.x, splits.test.y),
                         extra={"engine": self.engine, "num_clients": num_clients, "client_env": client_env})
-        if self.engine == "simulation":
-            write_simulation_clients(root / "clients", splits.train.x, splits.train.y, self.parts)
+        if self.engine == "simulation" and clients_dir is not None:
+            write_simulation_clients(clients_dir, splits.train.x, splits.train.y, self.parts)
 
     def write_node_data(self, splits, dirs: Sequence[Path]) -> list[Path]:
         """The local demo federation: each SuperNode's own file, cut from the training split, in its own directory."""
@@ -100,8 +102,8 @@ class StagedRun:
             paths.append(d / "data.npz")
         return paths
 
-    def collect(self, root: Path, tail: str) -> FederatedResult:
-        return collect(root, self.settings.federated, self.engine, self.spec, self.summary, tail)
+    def collect(self, ws, tail: str) -> FederatedResult:
+        return collect(ws, self.settings.federated, self.engine, self.spec, self.summary, tail)
 
 
 def stage(settings, splits, initial_state, engine: str, cluster, schema=None) -> StagedRun:
@@ -149,26 +151,59 @@ def stage(settings, splits, initial_state, engine: str, cluster, schema=None) ->
     return StagedRun(settings, engine, spec, summary, state_dict_to_bytes(model), parts, schema_json)
 
 
-def collect(root: Path, fed, engine: str, spec: dict, summary: dict | None, tail: str) -> FederatedResult:
-    """The result the ServerApp wrote to ``root/out``; raises naming the engine's or the round's error."""
+def collect(ws, fed, engine: str, spec: dict, summary: dict | None, tail: str) -> FederatedResult:
+    """The result the ServerApp wrote to ``out/`` of the workspace ``ws``; raises naming the engine's or the round's error."""
     from tasks.federated.simulate import ENGINE_ERROR
     from tasks.models.serialize import state_dict_from_bytes
 
-    out = root / "out"
-    if (out / ENGINE_ERROR).is_file():
-        err = json.loads((out / ENGINE_ERROR).read_text())
+    err = ws.read_json(f"out/{ENGINE_ERROR}")
+    if err is not None:
         raise FederatedEngineError(f"the Flower {engine} runtime crashed (not a client failure): {err['error']}"
                                    f"\n--- log tail ---\n{tail}")
-    status = json.loads((out / "status.json").read_text()) if (out / "status.json").is_file() else {"state": "missing"}
+    status = ws.read_json("out/status.json", {"state": "missing"})
     if status.get("state") != "completed":
         if status.get("type") == "RoundFailed":
             raise RoundFailed(status.get("error", "a federated round failed"))
         reason = status.get("error") or "the ServerApp wrote no result"
         raise FederatedEngineError(f"the federated run ({engine}) failed: {reason}\n--- log tail ---\n{tail}")
-    rounds = json.loads((out / "rounds.json").read_text())
-    validation = json.loads((out / "validation.json").read_text()) if (out / "validation.json").is_file() else []
-    checkpoints = {int(p.stem.split("-")[1]): p.read_bytes() for p in sorted((out / "checkpoints").glob("round-*.safetensors"))}
-    state = state_dict_from_bytes((out / "final.safetensors").read_bytes())
+    rounds = ws.read_json("out/rounds.json")
+    validation = ws.read_json("out/validation.json", [])
+    checkpoints = {int(n.rsplit("/", 1)[-1].split(".")[0].split("-")[1]): ws.read(n)
+                   for n in sorted(ws.names("out/checkpoints/")) if n.endswith(".safetensors")}
+    state = state_dict_from_bytes(ws.read("out/final.safetensors"))
     return FederatedResult(state_dict=state, rounds=rounds, partition=summary or client_local_summary(validation),
                            strategy=fed.strategy, engine=engine, model_spec=spec, checkpoints=checkpoints,
                            log_tail=tail, validation=validation)
+
+
+def write_app(root: Path, run_config: dict[str, str]) -> Path:
+    """A minimal Flower app (pyproject + a module naming the components) under ``root/app`` whose
+    run config is ``run_config`` (the workspace's store URI and prefix: no directory of ours)."""
+    from tasks.federated.cluster import APP_MODULE
+
+    app = root / "app"
+    app.mkdir(parents=True, exist_ok=True)
+    (app / "driftloop_flower_app.py").write_text(APP_MODULE)
+    config = "\n".join(f"{k} = {json.dumps(str(v))}" for k, v in sorted(run_config.items()))
+    (app / "pyproject.toml").write_text(f"""[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "driftloop-federated"
+version = "1.0.0"
+description = "driftloop federated rounds"
+license = "Apache-2.0"
+dependencies = []
+
+[tool.flwr.app]
+publisher = "driftloop"
+
+[tool.flwr.app.components]
+serverapp = "driftloop_flower_app:server_app"
+clientapp = "driftloop_flower_app:client_app"
+
+[tool.flwr.app.config]
+{config}
+""")
+    return app

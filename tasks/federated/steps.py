@@ -11,8 +11,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data.sources import Splits, fingerprint
+from tasks.errors import ConfigError
 from tasks.federated.baseline import central_test_accuracy
-from tasks.federated.engine import run_federated
+from tasks.federated.client_drift import ClientDrift
+from tasks.federated.drift_verdicts import client_rows
+from tasks.federated.engine import run_federated, run_federated_drift_check
 from tasks.federated.publish import publish_federated
 from tasks.federated.report import (
     markdown_report,
@@ -25,7 +28,7 @@ from tasks.federated.report import (
 from tasks.settings import Settings
 from tasks.ui import publish_image, publish_markdown, publish_table, run_logger
 
-__all__ = ["federate"]
+__all__ = ["ask_federation", "federate"]
 
 
 @task(name="federate", cache_policy=NO_CACHE)
@@ -57,3 +60,19 @@ def federate(splits: Splits, settings: Settings, initial_weights: bytes | None =
                           len(result.rounds) - 1, result.final_metrics, manifest["run_id"])
     return {"run_id": manifest["run_id"], "metrics": result.final_metrics, "weights": result.weights_bytes(),
             "model_spec": result.model_spec, "rounds": round_rows(result.rounds), "central_baseline_accuracy": baseline}
+
+
+@task(name="ask-federation-for-drift", cache_policy=NO_CACHE)
+def ask_federation(settings: Settings, champion: Any, reference: Any) -> list[ClientDrift]:
+    """The per-client drift report of the federation at ``federated.superlink_address``: every
+    client runs ``champion`` (a TrainedModel) and ``reference``'s detectors on its new local data;
+    replies are p-values and verdicts only. Published as the ``drift-federation`` table."""
+    from tasks.drift.reference import reference_to_files
+
+    if not settings.federated.superlink_address:
+        raise ConfigError(f"drift.source = {settings.drift.source!r} asks the federation, but "
+                          "federated.superlink_address (the SuperLink's Control API, host:port) is not set")
+    replies = run_federated_drift_check(settings, champion.spec, champion.weights, reference_to_files(reference))
+    publish_table("drift-federation", client_rows(replies),
+                  "Federated drift check: each client's verdict and p-values on its own new data (no rows leave a node)")
+    return replies

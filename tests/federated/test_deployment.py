@@ -142,15 +142,17 @@ def test_killed_supernode_is_left_out_and_run_completes(digits_splits, tmp_path)
     covers ``run_federated`` starting its own cluster from the config."""
     # round 2 waits the round timeout for the killed node; rounds take a few seconds here
     s = fed_settings(engine="deployment", num_clients=3, rounds=3, min_fit_clients=2, round_timeout_s=30.0)
+    s = s.model_copy(update={"store": s.store.model_copy(update={"uri": str(tmp_path / "store")})})
     work = tmp_path / "w"
     files = _client_files(digits_splits, tmp_path / "owners", 3)
     cluster = FlowerCluster(3, tmp_path / "home", data_paths=files, startup_timeout=90)
     killed = threading.Event()
 
     def killer():
-        ckpt = work / "out" / "checkpoints" / "round-001.safetensors"
+        # the ServerApp's results are staged in the artifact store (federated/staging/<id>/out/), not the work dir
+        staging = tmp_path / "store" / "federated" / "staging"
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not ckpt.exists():
+        while time.monotonic() < deadline and not any(staging.glob("*/out/checkpoints/round-001.safetensors")):
             time.sleep(0.2)
         cluster.kill_supernode(2)
         killed.set()
@@ -169,6 +171,13 @@ def test_killed_supernode_is_left_out_and_run_completes(digits_splits, tmp_path)
     assert any(f["client"] == 2 for f in r2["failures"])
     assert r3["test_accuracy"] > res.rounds[0]["test_accuracy"] + 0.2
     assert sorted(res.checkpoints) == [1, 2, 3]
+    # the staging is deleted once collected; the work dir never held the server's inputs or results
+    assert not list((tmp_path / "store").rglob("*.safetensors")) and not list(work.rglob("*.npz"))
+    assert not (work / "out").exists()
+    # the ServerApp was told a store URI and a prefix in the Flower run config, no directory of the work dir
+    run_config = (work / "app" / "pyproject.toml").read_text().split("[tool.flwr.app.config]")[1]
+    assert "driftloop-store-uri" in run_config and "driftloop-store-prefix" in run_config
+    assert str(work) not in run_config and "driftloop-workdir" not in run_config
     logs = tmp_path / "home" / "logs"
     assert (logs / "superlink.log").is_file() and len(list(logs.glob("supernode-*.log"))) == 3
     assert "insecure = true" in (tmp_path / "home" / "config.toml").read_text()
