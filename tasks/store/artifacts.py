@@ -46,8 +46,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from tasks.errors import IntegrityError, ObjectNotFound, StoreError
-from tasks.store.backends import Backend, PreconditionFailed, open_backend, sha256_file, validate_key
+from tasks.store.access import open_backend
+from tasks.store.base import Backend, PreconditionFailed
 from tasks.store.config import StoreConfig
+from tasks.store.hashing import sha256_file
+from tasks.store.uri import validate_key
 
 MANIFEST = "manifest.json"
 MODEL_SPEC = "model.json"
