@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import DriftloopError
+from tasks.procs import cmdline, pid_alive, start_group, stop_group  # pid_alive, stop_group: re-exported for tests
 
 DEFAULT_STACK_DIR = ".driftloop/stack"
 DEFAULT_PREFECT_PORT = 4200
@@ -96,13 +95,10 @@ def start_prefect_server(home: str | os.PathLike, port: int | None = None, extra
     env["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"
     env.update(extra_env or {})
     log_path = home / "server.log"
-    log = open(log_path, "ab")
     prefect_bin = Path(sys.executable).parent / "prefect"
     cmd = [str(prefect_bin) if prefect_bin.exists() else "prefect", "server", "start",
            "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                            start_new_session=True, cwd=home)
-    log.close()
+    proc = start_group(cmd, log_path, env=env, cwd=home)
     server = PrefectServer(proc.pid, port, str(home), str(log_path), proc)
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -116,56 +112,6 @@ def start_prefect_server(home: str | os.PathLike, port: int | None = None, extra
         time.sleep(0.5)
     server.stop()
     raise StackError(f"prefect server did not answer on {server.api_url} within {timeout:.0f} s; see {log_path}")
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (exited, not yet reaped) counts as gone
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def stop_group(pid: int, timeout: float = 15.0, process: subprocess.Popen | None = None) -> bool:
-    """SIGTERM the process group led by ``pid``, then SIGKILL it after ``timeout``. True if it was running."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process is not None and process.poll() is not None:
-            break
-        if process is None and not pid_alive(pid):
-            break
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)  # the group's children (uvicorn workers, weed) too
-    except ProcessLookupError:
-        pass
-    if process is not None:
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-    else:  # not our child: wait until the kill has landed
-        deadline = time.time() + 5
-        while pid_alive(pid) and time.time() < deadline:
-            time.sleep(0.1)
-    return True
 
 
 # ---- the `up` / `down` stack
@@ -203,7 +149,7 @@ def stack_env(state: dict[str, Any]) -> dict[str, str]:
 
 
 def _running(entry: dict[str, Any] | None) -> bool:
-    return bool(entry) and pid_alive(entry["pid"]) and entry.get("cmd_marker", "") in _cmdline(entry["pid"])
+    return bool(entry) and pid_alive(entry["pid"]) and entry.get("cmd_marker", "") in cmdline(entry["pid"])
 
 
 def stack_status(stack_dir: str | os.PathLike) -> dict[str, Any]:
@@ -267,7 +213,8 @@ def stack_down(stack_dir: str | os.PathLike = DEFAULT_STACK_DIR) -> dict[str, An
     stopped = []
     for key in ("prefect", "seaweedfs"):
         entry = state.get(key)
-        if _running(entry) and stop_group(entry["pid"]):
+        # the recorded pid is stopped only while it still runs the command recorded for it
+        if _running(entry) and stop_group(entry["pid"], 15.0, still_ours=lambda e=entry: _running(e)):
             stopped.append(key)
     state_path(stack_dir).unlink(missing_ok=True)
     return {"stack_dir": str(stack_dir), "stopped": stopped}

@@ -15,51 +15,28 @@ child exits, and Prefect may start the server from a worker thread, so the watch
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
+
+from tasks.procs import cmdline, pid_alive, start_group, stop_pid
 
 POLL_S = 0.5
 _watchdog: subprocess.Popen | None = None  # kept referenced for the life of the command
 SERVER_MARK = "prefect.server.api.server:create_app"  # in the uvicorn command line Prefect 3.8.8 runs
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def watch(parent_pid: int, server_pid: int) -> int:
     """Wait until ``parent_pid`` is gone, then stop ``server_pid`` (SIGTERM, SIGKILL after 5 s).
     Returns when the server is gone. Only a process whose command line is Prefect's server is
-    signalled, so a recycled pid is never hit."""
-    while _alive(server_pid) and SERVER_MARK in _cmdline(server_pid):
-        if os.getppid() != parent_pid or not _alive(parent_pid):
-            os.kill(server_pid, signal.SIGTERM)
-            deadline = time.monotonic() + 5
-            while _alive(server_pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if _alive(server_pid) and SERVER_MARK in _cmdline(server_pid):
-                os.kill(server_pid, signal.SIGKILL)
+    signalled, so a recycled pid is never hit. The server shares the command's process group (a
+    terminal's job, maybe), so it is stopped alone, by pid."""
+    def is_server() -> bool:
+        return pid_alive(server_pid) and SERVER_MARK in cmdline(server_pid)
+
+    while is_server():
+        if os.getppid() != parent_pid or not pid_alive(parent_pid):
+            stop_pid(server_pid, grace=5.0, still_ours=is_server)
             return 0
         time.sleep(POLL_S)
     return 0
@@ -78,9 +55,7 @@ def start_tied_ephemeral_server() -> int | None:
     pid = server.server_process.pid
     # Its own session: a Ctrl-C to the terminal's process group must not kill the watchdog first.
     global _watchdog
-    _watchdog = subprocess.Popen([sys.executable, "-m", "flows.ephemeral_server", str(os.getpid()), str(pid)],
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True, close_fds=True)
+    _watchdog = start_group([sys.executable, "-m", "flows.ephemeral_server", str(os.getpid()), str(pid)])
     return pid
 
 

@@ -34,8 +34,7 @@ SCENARIOS: list[tuple[str, str, str, list[str]]] = [
     ("Orchestration", "A task fails twice, then succeeds (Prefect retries)",
      "exactly one run, one version, one promotion; failed attempts leave no object",
      ["tests/reliability/test_retries.py::test_failing_twice_then_succeeding_writes_one_run_one_version_one_promotion",
-      "tests/reliability/test_retries.py::test_a_fault_that_persists_exhausts_the_retries_and_leaves_nothing",
-      "tests/store/test_steps.py::test_flow_commits_registers_promotes_and_retries_io"]),
+      "tests/reliability/test_retries.py::test_a_fault_that_persists_exhausts_the_retries_and_leaves_nothing"]),
     ("Orchestration", "The process running the training flow is killed mid-run (SIGTERM in an epoch; SIGKILL "
      "before the manifest; SIGKILL before registration)",
      "SIGTERM: run Crashed in the API; registry unchanged; no partial run listed; every listed run verifies; "

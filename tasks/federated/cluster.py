@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from tasks.federated.processes import (
     wait_port,
 )
 from tasks.federated.workspace import RUN_CONFIG_KEY
+from tasks.procs import kill_group, start_group
 
 DATA_PATH_KEY = "data-path"
 CLIENT_ID_KEY = "partition-id"
@@ -165,12 +165,7 @@ class FlowerCluster:
         return child_env({"FLWR_HOME": str(self.home), **(extra or {})})
 
     def _spawn(self, cmd: list[str], logname: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        logf = open(self.home / "logs" / logname, "ab")
-        try:
-            return subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=self._env(env),
-                                    cwd=str(self.home), start_new_session=True)
-        finally:
-            logf.close()
+        return start_group(cmd, self.home / "logs" / logname, env=self._env(env), cwd=self.home)
 
     def _write_connection(self) -> None:
         lines = ["[superlink]", f'default = "{self.CONNECTION}"', "", f"[superlink.{self.CONNECTION}]",
@@ -272,21 +267,17 @@ class FlowerCluster:
     def kill_supernode(self, i: int) -> None:
         """Kill SuperNode ``i`` and its children at once (SIGKILL): a client dying mid-run."""
         p = self.supernodes[i]
-        if p is not None and p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(timeout=10)
+        if p is not None:
+            kill_group(p)
 
     def run_app(self, app_dir: Path, timeout: float, logname: str = "flwr-run.log") -> int:
         """``flwr run APP_DIR NAME --stream``; returns its exit status (logs to ``logs/logname``)."""
-        with open(self.home / "logs" / logname, "ab") as logf:
-            proc = subprocess.Popen([str(BIN / "flwr"), "run", str(app_dir), self.CONNECTION, "--stream"],
-                                    stdout=logf, stderr=subprocess.STDOUT, env=self._env(), cwd=str(self.home),
-                                    start_new_session=True)
-            try:
-                return proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                stop_group(proc)
-                raise FederatedEngineError(f"`flwr run` did not finish within {timeout:.0f} s") from None
+        proc = self._spawn([str(BIN / "flwr"), "run", str(app_dir), self.CONNECTION, "--stream"], logname)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop_group(proc)
+            raise FederatedEngineError(f"`flwr run` did not finish within {timeout:.0f} s") from None
 
     def stop(self) -> None:
         for p in [*self.supernodes, *self.extra_supernodes]:

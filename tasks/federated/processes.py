@@ -9,7 +9,6 @@ by its group id: Flower's ``flower-superexec`` children outlive their parent oth
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Mapping
 
 from tasks.errors import ConfigError, DriftloopError
+from tasks.procs import stop_group  # noqa: F401 - the engines stop their groups with it
 from tasks.ray_security import token_auth_env
 
 BIN = Path(sys.executable).parent
@@ -64,34 +64,6 @@ def wait_port(address: str, timeout: float, proc: subprocess.Popen | None = None
         except OSError:
             time.sleep(0.2)
     raise FederatedEngineError(f"{what} did not listen on {address} within {timeout:.0f} s")
-
-
-def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """Stop a process started with ``start_new_session=True`` and everything in its group."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    # Flower's flower-superexec children can outlive their parent (STACK.md): kill the group.
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if proc.poll() is None:
-        proc.wait(timeout=grace)
-    # Wait until the group's last member is gone (orphans are reaped by init a moment later).
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return
-        time.sleep(0.05)
 
 
 def tail(path: Path, lines: int = 40) -> str:

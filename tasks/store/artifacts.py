@@ -20,34 +20,44 @@ manifest went missing: the registry still names it, so it is damage to repair, n
 version record GC cannot read stops the collection (it might name any run).
 
 Nothing read back is a pickle: weights are safetensors, arrays ``.npz`` loaded with
-``allow_pickle=False``, metadata JSON.
+``allow_pickle=False``, metadata JSON (:mod:`tasks.store.codecs`); run ids and the recorded
+provenance are in :mod:`tasks.store.provenance`.
+
+Why this module is over 400 lines: the writer and the store are the two halves of one protocol
+(objects, then the manifest last, write-once; every read checked against that manifest; the
+collector claiming a run with the same write-once condition a commit uses), and each half is only
+correct together with the other; split, each file would need the other's invariants to be read.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
-import functools
 import hashlib
-import io
 import json
 import os
-import platform
-import re
-import secrets
-import subprocess
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from tasks.errors import IntegrityError, ObjectNotFound, StoreError
-from tasks.store.backends import Backend, PreconditionFailed, open_backend, sha256_file, validate_key
+from tasks.store.access import open_backend
+from tasks.store.base import Backend, PreconditionFailed
+from tasks.store.codecs import check_safetensors, dumps_json, npz_bytes, npz_load, to_jsonable  # noqa: F401 - re-exported
 from tasks.store.config import StoreConfig
+from tasks.store.hashing import sha256_file
+from tasks.store.provenance import (  # noqa: F401 - re-exported: callers import these from here
+    RUN_ID_RE,
+    git_revision,
+    new_run_id,
+    package_versions,
+    parse_run_id,
+    utc_now,
+)
+from tasks.store.uri import validate_key
 
 MANIFEST = "manifest.json"
 MODEL_SPEC = "model.json"
@@ -57,149 +67,7 @@ MANIFEST_FORMAT = 1
 COLLECTED_MARKER = "gc-tombstone.json"
 TOMBSTONE_FIELD = "garbage_collected_at"
 
-KIND_RE = re.compile(r"^[a-z0-9][a-z0-9_]*(?:-[a-z0-9_]+)*$")
-RUN_ID_RE = re.compile(r"^(?P<kind>[a-z0-9][a-z0-9_-]*)-(?P<ts>\d{8}T\d{6})-(?P<rand>[0-9a-f]{6})$")
-# Keys the store owns; a caller's manifest fields may not replace them.
 RESERVED_MANIFEST_KEYS = ("manifest_format", "run_id", "kind", "created_at", "objects")
-
-# Distributions whose versions every manifest records (read from metadata: nothing is imported).
-RECORDED_PACKAGES = ("driftloop", "torch", "numpy", "prefect", "ray", "flwr", "boto3", "safetensors",
-                     "pyarrow", "alibi-detect")
-
-
-def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
-
-
-def new_run_id(kind: str, now: _dt.datetime | None = None) -> str:
-    """``{kind}-{UTC %Y%m%dT%H%M%S}-{6 hex}``: sorts by time within a kind, unique by 24 random bits."""
-    if not KIND_RE.match(kind or ""):
-        raise StoreError(f"invalid run kind {kind!r}: use lowercase letters, digits, '_' and single '-'")
-    now = now or _dt.datetime.now(_dt.timezone.utc)
-    return f"{kind}-{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
-
-
-def parse_run_id(run_id: str) -> tuple[str, str]:
-    """``(kind, timestamp)`` of a run id; StoreError naming it when it is malformed."""
-    m = RUN_ID_RE.match(run_id or "")
-    if not m:
-        raise StoreError(f"invalid run id {run_id!r}: expected {{kind}}-{{YYYYmmddTHHMMSS}}-{{6 hex}}")
-    return m["kind"], m["ts"]
-
-
-def package_versions() -> dict[str, str | None]:
-    """Python and the key packages' versions, from installed metadata (None when not installed)."""
-    return dict(_package_versions())
-
-
-@functools.lru_cache(maxsize=1)  # installed versions do not change under a running process
-def _package_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in RECORDED_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def git_revision(cwd: str | os.PathLike | None = None) -> str | None:
-    """``git rev-parse HEAD`` of the repository holding ``cwd`` (default: the working directory),
-    or None outside a repository or without git. Cached per directory: the code a process runs is
-    what it imported, so the first answer is the right one even if HEAD moves later."""
-    return _git_revision(os.path.abspath(cwd or os.getcwd()))
-
-
-@functools.lru_cache(maxsize=16)
-def _git_revision(cwd: str) -> str | None:
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    rev = res.stdout.strip()
-    return rev if res.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", rev) else None
-
-
-def to_jsonable(obj: Any) -> Any:
-    """``json.dumps`` default hook: pydantic models (secrets stay masked), numpy, paths, dataclasses."""
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (Path, uuid.UUID)):
-        return str(obj)
-    if isinstance(obj, (_dt.datetime, _dt.date)):
-        return obj.isoformat()
-    if isinstance(obj, (set, frozenset, tuple)):
-        return sorted(obj) if isinstance(obj, (set, frozenset)) else list(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def dumps_json(obj: Any) -> bytes:
-    """Deterministic JSON bytes (sorted keys, NaN refused) for anything :func:`to_jsonable` handles."""
-    try:
-        return json.dumps(obj, default=to_jsonable, sort_keys=True, indent=1, allow_nan=False).encode()
-    except (TypeError, ValueError) as e:
-        raise StoreError(f"cannot store as JSON: {e}") from None
-
-
-def check_safetensors(data: bytes, where: str) -> None:
-    """Refuse bytes that are not a well-formed safetensors file, before any parser sees them.
-
-    Checks the 8-byte little-endian header length, the JSON header and every tensor's offsets.
-    A pickle (or anything else) fails here with a StoreError naming ``where``; nothing is executed.
-    """
-    def bad(reason: str) -> StoreError:
-        return StoreError(f"{where} is not a safetensors file ({reason}); refusing to load it")
-
-    if len(data) < 8:
-        raise bad("shorter than the 8-byte header length")
-    n = int.from_bytes(data[:8], "little")
-    if n < 2 or n > len(data) - 8 or n > 100 * 1024 * 1024:
-        raise bad(f"header length {n} does not fit the {len(data)}-byte file")
-    try:
-        header = json.loads(bytes(data[8:8 + n]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise bad("header is not JSON") from None
-    if not isinstance(header, dict):
-        raise bad("header is not a JSON object")
-    body = len(data) - 8 - n
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
-            raise bad(f"tensor entry {name!r} lacks dtype/shape/data_offsets")
-        off = info["data_offsets"]
-        if (not isinstance(off, list) or len(off) != 2 or not all(isinstance(o, int) for o in off)
-                or not 0 <= off[0] <= off[1] <= body):
-            raise bad(f"tensor {name!r} has offsets {off!r} outside the data")
-
-
-def npz_bytes(arrays: Mapping[str, Any], where: str) -> bytes:
-    """Arrays as uncompressed ``.npz`` bytes; object arrays (which numpy would pickle) are refused."""
-    clean = {}
-    for k, v in arrays.items():
-        a = np.asarray(v)
-        if a.dtype.hasobject:
-            raise StoreError(f"{where}: array {k!r} has dtype object, which npz can only store as a pickle")
-        clean[k] = a
-    buf = io.BytesIO()
-    np.savez(buf, **clean)
-    return buf.getvalue()
-
-
-def npz_load(data: bytes, where: str) -> dict[str, np.ndarray]:
-    """Parse ``.npz`` bytes with ``allow_pickle=False``; errors name ``where``."""
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError) as e:
-        raise StoreError(f"{where} is not a readable pickle-free npz file: {e}") from None
-
 
 class RunWriter:
     """Writes one run's objects, then its manifest. Use as a context manager: an exception inside

@@ -22,6 +22,10 @@ rebuilt by replaying them (:meth:`ModelRegistry.repair`, ``driftloop models repa
 version record that cannot be read raises :class:`RegistryCorrupt` naming the file and that command.
 Promote and rollback first verify every object of the target version against its manifest (and
 the manifest against the sha256 pinned at registration): a damaged version never becomes champion.
+
+Why this module is over 400 lines: it is one class over one layout; register, promote, rollback and
+repair each read and write the same three kinds of file under the same compare-and-swap rules, and
+splitting them would put the rules in one file and their only users in another.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any, Mapping
 
 from tasks.errors import IntegrityError, ObjectNotFound, RegistryCorrupt, RegistryError, StoreError
 from tasks.store.artifacts import MODEL_SPEC, MODEL_WEIGHTS, ArtifactStore, check_safetensors, dumps_json, utc_now
-from tasks.store.backends import PreconditionFailed
+from tasks.store.base import PreconditionFailed
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _UNSET: Any = object()

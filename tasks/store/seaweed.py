@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.errors import StoreError
+from tasks.procs import start_group, stop_group
 
 DEFAULT_ACCESS_KEY = "driftloop"
 DEFAULT_SECRET_KEY = "driftloop-secret"
@@ -105,18 +105,8 @@ class SeaweedServer:
             pass
 
     def stop(self, timeout: float = 3.0) -> None:
-        """Stop the server's process group (by pid) and wait for it."""
-        if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
+        """Stop the server's process group (by pid): SIGTERM, ``timeout`` s, SIGKILL; wait for it."""
+        stop_group(self.process, timeout)
 
     def __enter__(self) -> "SeaweedServer":
         return self
@@ -159,9 +149,7 @@ def start_seaweedfs(data_dir: str | os.PathLike, access_key: str = DEFAULT_ACCES
            "-s3.port.iceberg=0", "-s3.port.lance=0",
            # no usage reports to telemetry.seaweedfs.com from dev/test servers
            "-master.telemetry=false"]
-    log = open(log_path, "ab")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, cwd=data_dir)
+    proc = start_group(cmd, log_path, cwd=data_dir)
     server = SeaweedServer(proc, data_dir, s3, access_key, secret_key, log_path,
                            {"master": master, "volume": volume, "filer": filer, "s3": s3})
     deadline = time.time() + timeout

@@ -98,7 +98,7 @@ def test_s3_server_stopped_mid_upload_and_restarted(tmp_path, figures):
         try:
             # Attempt 1 runs into the outage. botocore retries each request (max_attempts); if the
             # upload still fails, the writer deletes what it wrote and raises StoreError, and the
-            # step's own retry (tasks.store.steps: commit-run, 3 retries) writes the run again.
+            # step's own retry (IO_RETRY: 3 retries) writes the run again.
             for _ in range(1 + 3):
                 try:
                     run_id = write_candidate()

@@ -146,6 +146,26 @@ def test_sha256_mismatch_raises_integrity_error_naming_the_key(store, tmp_path):
         store.verify_run(rid)
 
 
+def test_a_corrupted_multipart_download_fails_naming_the_key_and_leaves_nothing(store, tmp_path):
+    """On S3 the 12 MiB object downloads in 5 MiB parts written out of order; the sha256 computed
+    as they land still catches one flipped byte in the last part."""
+    import hashlib
+    import os
+
+    data = os.urandom(12 * 1024 * 1024 + 3)
+    rid = write_run(store, "training", {"big.bin": data})["run_id"]
+    dest = tmp_path / "downloads" / "big.bin"
+    store.get_file(rid, "big.bin", dest)
+    assert hashlib.sha256(dest.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+    dest.unlink()
+    key = f"runs/{rid}/big.bin"
+    flip_one_byte(store.backend, key, at=len(data) - 10)
+    with pytest.raises(IntegrityError) as ei:
+        store.get_file(rid, "big.bin", dest)
+    assert store.backend.url(key) in str(ei.value)
+    assert list(dest.parent.iterdir()) == []  # no partial or unverified file
+
+
 def test_missing_object_and_run_are_named(store):
     man = write_run(store, "training", {"a.bin": b"a"})
     with pytest.raises(ObjectNotFound, match="no object 'b.bin'"):

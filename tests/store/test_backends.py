@@ -9,17 +9,11 @@ import traceback
 import pytest
 
 from tasks.errors import ConfigError, ObjectNotFound, StoreError
-from tasks.store.backends import (
-    LocalBackend,
-    PreconditionFailed,
-    list_uri,
-    open_backend,
-    parse_store_uri,
-    pyarrow_filesystem,
-    read_uri,
-    write_uri,
-)
+from tasks.store.access import list_uri, open_backend, pyarrow_filesystem, read_uri, write_uri
+from tasks.store.base import PreconditionFailed
 from tasks.store.config import StoreConfig
+from tasks.store.local import LocalBackend
+from tasks.store.uri import parse_store_uri
 
 
 @pytest.fixture
@@ -204,7 +198,7 @@ def test_hash_follower_hashes_out_of_order_writes(tmp_path):
     import hashlib
     import random
 
-    from tasks.store.backends import _HashFollower
+    from tasks.store.hashing import _HashFollower
 
     payload = os.urandom(3 * 1024 * 1024 + 17)
     parts = [(o, payload[o:o + 256 * 1024]) for o in range(0, len(payload), 256 * 1024)]
