@@ -31,7 +31,7 @@ def start_group(cmd: Sequence[str], log: str | os.PathLike | None = None, *, cwd
         return subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 cwd=cwd, env=dict(env) if env is not None else None, start_new_session=True)
     finally:
-        if log is not None:
+        if not isinstance(out, int):
             out.close()  # the child holds its own copy of the descriptor
 
 

@@ -120,10 +120,10 @@ def write_uri(uri: str, data: bytes, cfg: StoreConfig) -> None:
         except StoreError as e:
             raise StoreError(f"write {uri} failed: {e}") from None
         return
-    backend, key = _s3_for(uri, cfg)
+    s3, key = _s3_for(uri, cfg)
     if not key:
         raise StoreError(f"write {uri}: the URI names a bucket, not an object")
-    backend.put_bytes(key, data)
+    s3.put_bytes(key, data)
 
 
 def pyarrow_filesystem(cfg: StoreConfig, subpath: str) -> tuple[Any, str]:
@@ -152,5 +152,4 @@ def pyarrow_filesystem(cfg: StoreConfig, subpath: str) -> tuple[Any, str]:
         kwargs["endpoint_override"] = ep.netloc or ep.path
         kwargs["scheme"] = ep.scheme or "https"
     fs = pafs.S3FileSystem(**{k: v for k, v in kwargs.items() if v is not None})
-    path = "/".join(p for p in (loc, prefix.rstrip("/"), sub) if p)
-    return fs, path
+    return fs, "/".join(p for p in (loc, prefix.rstrip("/"), sub) if p)

@@ -35,7 +35,7 @@ class _HashFollower:
     sha256 is ready right after the last byte lands instead of costing a second pass afterwards.
     """
 
-    def __init__(self, f):
+    def __init__(self, f) -> None:
         self.f = f  # opened unbuffered (raw FileIO)
         self._pos = 0
         self._ranges: dict[int, int] = {}  # start -> end of written ranges beyond the frontier
