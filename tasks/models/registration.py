@@ -46,9 +46,21 @@ def load_trained_rows(store: ArtifactStore, record: dict):
 def register_candidate(store: ArtifactStore, registry: ModelRegistry, settings: Settings, model: TrainedModel,
                        schema: Schema, splits: Splits, metrics: dict, extras: dict,
                        parent: dict | None, trigger: dict,
-                       extra_files: dict[str, bytes] | None = None) -> dict[str, Any]:
+                       extra_files: dict[str, bytes] | None = None,
+                       idempotency_key: str | None = None) -> dict[str, Any]:
     """Write weights, architecture, schema, metrics, plots and ``extra_files`` (the drift reference)
-    under one run prefix, publish the manifest last, then add a registry version pointing at that run."""
+    under one run prefix, publish the manifest last, then add a registry version pointing at that run.
+
+    ``idempotency_key`` (the Prefect task run's id): a version already registered under the same
+    key is returned as it is, nothing written, so a retried registration never adds a second run."""
+    if idempotency_key is not None:
+        for record in reversed(registry.versions()):
+            if (record.get("lineage") or {}).get("idempotency_key") == idempotency_key:
+                run_id = record["run_id"]
+                names = sorted(store.manifest(run_id).get("objects", {})) + ["manifest.json"]
+                return {"run_id": run_id, "version": int(record["version"]),
+                        "manifest_uri": store.object_url(run_id, "manifest.json"),
+                        "artifacts": {n: store.object_url(run_id, n) for n in names}}
     with store.begin_run("training") as w:
         for name, data in (extra_files or {}).items():
             w.put_bytes(name, data)
@@ -74,6 +86,8 @@ def register_candidate(store: ArtifactStore, registry: ModelRegistry, settings: 
         })
     lineage = {"parent_version": parent["version"] if parent else None, "trigger": trigger,
                "stages": extras.get("stages"), "data_fingerprint": data_fp}
+    if idempotency_key is not None:
+        lineage["idempotency_key"] = idempotency_key
     version = registry.register(w.run_id, metrics, lineage=lineage)
     names = sorted(manifest["objects"]) + ["manifest.json"]
     return {"run_id": w.run_id, "version": version,

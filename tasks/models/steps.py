@@ -118,11 +118,17 @@ def sanity_gate(decision: GateDecision, splits: Splits, metrics: dict, champion_
 def register_candidate(settings: Settings, model: TrainedModel, schema, splits: Splits, metrics: dict,
                        extras: dict, parent: dict | None, trigger: dict,
                        extra_files: dict[str, bytes] | None = None) -> dict:
+    from prefect.runtime import task_run
+
     from tasks.models.registration import open_registry
     from tasks.models.registration import register_candidate as _register
 
     store, registry = open_registry(settings)
-    return _register(store, registry, settings, model, schema, splits, metrics, extras, parent, trigger, extra_files)
+    # The task run's id is the same on every retry: a retry after the version record landed (its
+    # response lost) finds that version instead of registering a second run.
+    key = f"task-run:{task_run.id}" if task_run.id else None
+    return _register(store, registry, settings, model, schema, splits, metrics, extras, parent, trigger, extra_files,
+                     idempotency_key=key)
 
 
 @task(name="promote", **_IO)

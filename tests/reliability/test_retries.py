@@ -139,8 +139,6 @@ def test_failing_twice_then_succeeding_writes_one_run_one_version_one_promotion(
     assert champion["run_id"] == run_id and loaded.weights == model.weights  # verified weights of the one run
 
 
-@pytest.mark.xfail(strict=True, reason="known defect: register writes a new run on every attempt, so a "
-                   "retry after the version record landed (response lost) registers a second run")
 def test_a_lost_registration_response_does_not_duplicate_the_run(prefect_api, tmp_path, monkeypatch):
     from prefect import flow
 
