@@ -56,7 +56,8 @@ def predict(settings, data_uri: str, log: bool = False) -> Predictions:
     inputs still deserve an answer). With ``log`` its inputs are written as an unlabelled batch.
     Raises DataError (no champion, unreadable file) or ValidationFailed (integrity violations).
     """
-    from tasks.data.validation import batch_id_for, conform, load_batch_from_uri, validate_batch
+    from tasks.data.quarantine import batch_id_for
+    from tasks.data.validation import conform, load_batch_from_uri, validate_batch
     from tasks.drift.detectors import _torch_device
     from tasks.models.registration import load_schema, load_trained, open_registry
     from tasks.models.train import predict_proba

@@ -118,7 +118,8 @@ def read_batch(settings, f: _discovery.BatchFile) -> _discovery.FoundBatch:
 @task(name="quarantine-refused-batch", **_IO)
 def quarantine_refused(settings, found: _discovery.FoundBatch) -> str:
     """Quarantine a batch discovery refused (link, FIFO, too large, bad name) on its own; its URI."""
-    from tasks.data.validation import quarantine, read_report
+    from tasks.data.quarantine import quarantine
+    from tasks.data.report import read_report
     from tasks.store.backends import open_backend
 
     rule, message = found.refusal
