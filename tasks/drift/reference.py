@@ -19,6 +19,14 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
+from tasks.drift.features import (
+    DETECTOR_FEATURES,
+    ONLINE_DETECTORS,
+    batch_features,
+    calibrate_online,
+    check_detector_names,
+    features_from_outputs,
+)
 from tasks.errors import DataError
 from tasks.seeding import rng
 
@@ -61,8 +69,6 @@ class DriftReference:
 
     def features(self) -> dict[str, np.ndarray]:
         """Reference arrays by feature name (``probs``, ``embeddings``, ``confidence``)."""
-        from tasks.drift.detectors import features_from_outputs
-
         return features_from_outputs(self.probs, self.embeddings)
 
     def cbpe(self):
@@ -90,15 +96,6 @@ def build_reference(model: "nn.Module", x_inputs: np.ndarray, cfg: "DriftConfig"
     ``y_inputs`` of ``x_inputs``, the sampled labels are stored too and the CBPE temperature is
     fitted on them (:mod:`tasks.drift.harm`; stored as ``calibration["cbpe"]``).
     """
-    from tasks.drift.detectors import (
-        DETECTOR_FEATURES,
-        ONLINE_DETECTORS,
-        batch_features,
-        calibrate_online,
-        check_detector_names,
-        features_from_outputs,
-    )
-
     names = check_detector_names(cfg.detectors)
     x_inputs = np.asarray(x_inputs)
     if x_inputs.ndim < 2 or x_inputs.shape[0] == 0:

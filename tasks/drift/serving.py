@@ -58,7 +58,7 @@ def predict(settings, data_uri: str, log: bool = False) -> Predictions:
     """
     from tasks.data.quarantine import batch_id_for
     from tasks.data.validation import conform, load_batch_from_uri, validate_batch
-    from tasks.drift.detectors import _torch_device
+    from tasks.drift.features import torch_device
     from tasks.models.registration import load_schema, load_trained, open_registry
     from tasks.models.train import predict_proba
     from tasks.store.backends import write_uri
@@ -79,7 +79,7 @@ def predict(settings, data_uri: str, log: bool = False) -> Predictions:
                                report=report)
     x = np.ascontiguousarray(conform(ds, schema).x, dtype=np.float32)
     model = load_trained(store, champion).module()
-    probs = predict_proba(model, x, _torch_device(settings.drift.device))
+    probs = predict_proba(model, x, torch_device(settings.drift.device))
     out = Predictions(data_uri, settings.registry.model_name, int(champion["version"]),
                       [int(v) for v in probs.argmax(axis=1)], [round(float(v), 6) for v in probs.max(axis=1)],
                       evidence=[v.rule for v in report.evidence])

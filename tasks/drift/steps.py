@@ -16,6 +16,7 @@ from tasks.data.steps import IO_RETRY
 from tasks.drift import detectors as _detectors
 from tasks.drift import discovery as _discovery
 from tasks.drift import events as _events
+from tasks.drift import features as _features
 from tasks.drift import labels as _labels
 from tasks.drift import ledger as _ledger
 from tasks.drift import reference as _reference
@@ -137,7 +138,7 @@ def judge_batch(reference, batch, model, settings, batch_id: str, uri: str) -> _
     reports = _detectors.check_batch(reference, x, model, cfg=cfg, batch_id=batch_id)
     evidence = _verdict.evidence_report(batch_id, batch.report.evidence, batch.report.stats, len(x),
                                         cfg.evidence_is_drift)
-    probs = predict_proba(model, np.ascontiguousarray(x, dtype=np.float32), _detectors._torch_device(cfg.device))
+    probs = predict_proba(model, np.ascontiguousarray(x, dtype=np.float32), _features.torch_device(cfg.device))
     return _verdict.judge(batch_id, uri, reports, probs, batch.dataset.y, batch.report.labelled, reference.cbpe(),
                           cfg.trigger, cfg.max_estimated_drop, evidence)
 

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from tasks.drift.detectors import DETECTOR_NAMES, build_detectors, check_batch, check_detector_names
+from tasks.drift.detectors import build_detectors, check_batch
+from tasks.drift.features import DETECTOR_NAMES, check_detector_names
 from tasks.drift.stream import apply_drift, simulate_stream
 from tasks.errors import ConfigError, DataError
 
