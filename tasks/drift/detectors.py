@@ -336,9 +336,11 @@ def check_batch(reference: "DriftReference", x_batch: np.ndarray, model: "nn.Mod
     if not isinstance(detectors, DetectorSet):
         detectors = build_detectors(reference, names)
     dev = device if device is not None else reference.config.get("device", "cpu")
-    feats = batch_features(model, x, dev)
-    if feats["probs"].shape[1] != reference.probs.shape[1] or feats["embeddings"].shape[1] != reference.embeddings.shape[1]:
+    # Embeddings only for the detectors that test them; one row's still tells the model apart.
+    feats = batch_features(model, x, dev, embeddings=any(d.feature == "embeddings" for d in detectors))
+    emb_dim = (feats["embeddings"] if "embeddings" in feats else batch_features(model, x[:1], dev)["embeddings"]).shape[1]
+    if feats["probs"].shape[1] != reference.probs.shape[1] or emb_dim != reference.embeddings.shape[1]:
         raise DataError(f"batch {batch_id!r}: the model gives {feats['probs'].shape[1]} classes / "
-                        f"{feats['embeddings'].shape[1]}-d embeddings, the reference was built with "
+                        f"{emb_dim}-d embeddings, the reference was built with "
                         f"{reference.probs.shape[1]} / {reference.embeddings.shape[1]}: wrong model for this reference")
     return [d.check(feats[d.feature], str(batch_id)) for d in detectors]

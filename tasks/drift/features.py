@@ -56,20 +56,50 @@ def torch_device(name: str):
     return torch.device(name)
 
 
-def features_from_outputs(probs: np.ndarray, embeddings: np.ndarray) -> dict[str, np.ndarray]:
-    """The arrays the detectors test: softmax outputs, embeddings and the top-class confidence."""
+def features_from_outputs(probs: np.ndarray, embeddings: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The arrays the detectors test: softmax outputs, embeddings (when given) and the top-class
+    confidence."""
     probs = np.asarray(probs, dtype=np.float32)
-    return {"probs": probs, "embeddings": np.asarray(embeddings, dtype=np.float32),
-            "confidence": probs.max(axis=1, keepdims=True)}
+    out = {"probs": probs, "confidence": probs.max(axis=1, keepdims=True)}
+    if embeddings is not None:
+        out["embeddings"] = np.asarray(embeddings, dtype=np.float32)
+    return out
 
 
-def batch_features(model: "nn.Module", x: np.ndarray, device: "torch.device | str" = "cpu") -> dict[str, np.ndarray]:
-    """Run ``model`` once over ``x``: softmax outputs, penultimate embeddings and top-class confidence."""
+def batch_features(model: "nn.Module", x: np.ndarray, device: "torch.device | str" = "cpu",
+                   embeddings: bool = True) -> dict[str, np.ndarray]:
+    """Run ``model`` over ``x``: softmax outputs, penultimate embeddings and top-class confidence.
+
+    ``embeddings=False`` leaves the embeddings out, for checks whose detectors all test the
+    outputs (``ks_softmax``, ``cvm_online``): a batch's embeddings (``model.width`` floats a row,
+    64 by default) are often larger than the batch itself.
+    """
     from tasks.models.train import embed, predict_proba
 
     dev = torch_device(device) if isinstance(device, str) else device
     x = np.ascontiguousarray(x, dtype=np.float32)
-    return features_from_outputs(predict_proba(model, x, dev), embed(model, x, dev))
+    return features_from_outputs(_chunked(predict_proba, model, x, dev),
+                                 _chunked(embed, model, x, dev) if embeddings else None)
+
+
+# predict_proba and embed run the model _MODEL_BATCH rows at a time and concatenate the pieces:
+# for a large batch that is every piece and their concatenation at once (twice the output).
+# Calling them on chunks of whole model batches and writing each into one array gives the same
+# values bit for bit (the same model batches) with one chunk's pieces alive at a time.
+_MODEL_BATCH = 512
+_CHUNK_ROWS = 32 * _MODEL_BATCH
+
+
+def _chunked(fn, model: "nn.Module", x: np.ndarray, dev) -> np.ndarray:
+    if len(x) <= _CHUNK_ROWS:
+        return fn(model, x, dev, _MODEL_BATCH)
+    out = None
+    for i in range(0, len(x), _CHUNK_ROWS):
+        part = fn(model, x[i:i + _CHUNK_ROWS], dev, _MODEL_BATCH)
+        if out is None:
+            out = np.empty((len(x), *part.shape[1:]), dtype=part.dtype)
+        out[i:i + len(part)] = part
+    return out
 
 
 def online_n_bootstraps(cfg: Mapping[str, Any]) -> int:
