@@ -76,9 +76,9 @@ def reference_files_for(model, splits, settings) -> dict[str, bytes]:
     Inputs are the held-out validation and test splits: softmax outputs on the data a model was
     fitted on are over-confident, and KS on them would flag clean batches.
     """
-    x = np.concatenate([splits.val.x, splits.test.x])
-    # The labels calibrate CBPE (tasks.drift.harm): the estimated accuracy reported with each verdict.
-    y = np.concatenate([splits.val.y, splits.test.y])
+    # Both splits as one input, never concatenated (only the sampled rows are copied). The labels
+    # calibrate CBPE (tasks.drift.harm): the estimated accuracy reported with each verdict.
+    x, y = [splits.val.x, splits.test.x], [splits.val.y, splits.test.y]
     ref = _reference.build_reference(model.module(), x, settings.drift, derive_seed(settings.seed, "drift-reference"),
                                      meta={"model": settings.registry.model_name}, y_inputs=y)
     return _reference.reference_to_files(ref)
