@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 
     from tasks.drift.config import DriftConfig
 
+
 def validate_batch(reference: "DriftReference | None", x: Any, batch_id: str = "", min_batch_size: int = 2) -> np.ndarray:
     """Check a batch before any model or detector runs; return it as float32.
 
