@@ -348,12 +348,12 @@ def check_values(f: np.ndarray, schema: Schema, cfg: ValidationConfig, out: Coll
             avg = float(shift[use].mean()) if use.any() else 0.0
             stats["mean_shift"] = round(avg, 6)
             if avg > cfg.max_mean_shift:
-                order = [j for j in np.argsort(-np.where(use, shift, -1)) if use[j]]
+                ranked = [j for j in np.argsort(-np.where(use, shift, -1)) if use[j]]
                 n_big = int((shift[use] > cfg.max_mean_shift).sum())
                 out.add(RULE_FEATURE_SHIFT,
                         f"feature means moved by {avg:.2f} training standard deviations on average "
                         f"(limit {cfg.max_mean_shift:g}); {n_big} features moved by more than the limit",
                         n_big, [{"feature": names[j], "batch_mean": float(mean_b[j]), "train_mean": float(mean_t[j]),
-                                 "train_std": float(std_t[j]), "shift": float(shift[j])} for j in order])
+                                 "train_std": float(std_t[j]), "shift": float(shift[j])} for j in ranked])
 
 

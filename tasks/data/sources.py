@@ -144,10 +144,14 @@ def _parse(src, origin: str, label_column: str, csv_float32: bool = False, lenie
                 missing = [k for k in (("x",) if lenient else ("x", "y")) if k not in z.files]
                 if missing:
                     raise DataError(f"{origin}: npz must hold arrays 'x' and 'y'; missing {missing} (has {z.files})")
-                x, y = z["x"], (z["y"] if "y" in z.files else None)
+                x, stored_y = z["x"], (z["y"] if "y" in z.files else None)
             meta: dict = {}
-            if y is None and x.ndim >= 1:  # lenient only: 'y' is required above otherwise
+            if stored_y is not None:
+                y = stored_y
+            elif x.ndim >= 1:  # lenient only: 'y' is required above otherwise
                 y, meta[NO_LABELS] = np.full(x.shape[0], np.nan), True
+            else:
+                raise DataError(f"{origin}: x has shape {x.shape}; need x (n, ...)")
             if x.ndim < 1 or y.ndim != 1 or x.shape[0] != y.shape[0]:
                 raise DataError(f"{origin}: x has shape {x.shape} and y {y.shape}; need x (n, ...) and y (n,)")
             if not lenient:

@@ -99,6 +99,7 @@ def _chunked(fn, model: "nn.Module", x: np.ndarray, dev) -> np.ndarray:
         if out is None:
             out = np.empty((len(x), *part.shape[1:]), dtype=part.dtype)
         out[i:i + len(part)] = part
+    assert out is not None  # more than _CHUNK_ROWS rows: at least one chunk ran
     return out
 
 

@@ -87,6 +87,10 @@ def _parts(arrays: "np.ndarray | Sequence[np.ndarray]") -> list[np.ndarray]:
     return [np.asarray(a) for a in arrays] if isinstance(arrays, (list, tuple)) else [np.asarray(arrays)]
 
 
+def _shapes(parts: list[np.ndarray]) -> str:
+    return str(parts[0].shape) if len(parts) == 1 else str([a.shape for a in parts])
+
+
 def _take(parts: list[np.ndarray], idx: np.ndarray, dtype) -> np.ndarray:
     """``np.concatenate(parts)[idx].astype(dtype)`` for sorted ``idx``, without the concatenation
     (a copy of every input, where only ``len(idx)`` rows are kept)."""
@@ -117,8 +121,7 @@ def build_reference(model: "nn.Module", x_inputs: "np.ndarray | Sequence[np.ndar
     names = check_detector_names(cfg.detectors)
     parts = _parts(x_inputs)
     if not parts or any(a.ndim < 2 for a in parts) or not any(len(a) for a in parts):
-        shape = parts[0].shape if len(parts) == 1 else tuple(a.shape for a in parts)
-        raise DataError(f"drift reference: need a non-empty array of samples, got shape {shape}")
+        raise DataError(f"drift reference: need a non-empty array of samples, got shape {_shapes(parts)}")
     if len({a.shape[1:] for a in parts}) > 1:
         raise DataError(f"drift reference: the input arrays hold samples of different shapes "
                         f"{[a.shape[1:] for a in parts]}")
@@ -146,8 +149,7 @@ def build_reference(model: "nn.Module", x_inputs: "np.ndarray | Sequence[np.ndar
 
         y_parts = _parts(y_inputs)
         if any(a.ndim != 1 for a in y_parts) or sum(len(a) for a in y_parts) != total:
-            shape = tuple(a.shape for a in y_parts) if len(y_parts) > 1 else y_parts[0].shape
-            raise DataError(f"drift reference: {total} inputs but labels of shape {shape}")
+            raise DataError(f"drift reference: {total} inputs but labels of shape {_shapes(y_parts)}")
         ref.y = _take(y_parts, idx, np.int64)
         ref.calibration["cbpe"] = fit_calibration(ref.probs, ref.y).as_arrays()
     return ref
