@@ -171,28 +171,37 @@ def validate_or_quarantine(batch: Dataset | str, schema: Schema, cfg: Validation
 
     if batch_id is not None:
         check_batch_id(batch_id)
+    ds: Dataset | None
+    error: ValidationReport | None = None
     if isinstance(batch, str):
         if raw_bytes is not None:
             if batch_id is None:
                 batch_id = batch_id_for(batch, raw_bytes)
-            ds, raw, error = parse_batch_bytes(raw_bytes, batch, label_column, batch_id)
+            ds, _, error = parse_batch_bytes(raw_bytes, batch, label_column, batch_id)
         else:
-            ds, raw, error = load_batch_from_uri(batch, store_cfg, label_column, batch_id)
+            ds, raw_bytes, error = load_batch_from_uri(batch, store_cfg, label_column, batch_id)
         source = batch
-        raw_bytes = raw
-        bid = batch_id or (ds.meta["batch_id"] if ds is not None else error.batch_id)
+        if error is not None:
+            bid = batch_id or error.batch_id
+        else:
+            assert ds is not None  # parsed: a file that cannot be read or parsed gives its report instead
+            bid = batch_id or ds.meta["batch_id"]
     else:
-        ds, error = batch, None
+        ds = batch
         source = raw_uri or ds.meta.get("source") or ds.name
         bid = batch_id or batch_id_for(source, raw_bytes, ds)
-    if error is None and not cfg.enabled:
-        report = ValidationReport(batch_id=bid, source=source, rows=len(ds), passed=True,
-                                  stats={"validation": "disabled"}, schema_fingerprint=schema.fingerprint,
-                                  labelled=not (ds.meta.get(NO_LABELS) and labels == "optional"))
-        return ValidatedBatch(conform(ds, schema), report, raw_bytes)
-    report = error or validate_batch(ds, schema, cfg, bid, source, labels=labels, distribution=distribution)
-    if report.passed:
-        return ValidatedBatch(conform(ds, schema), report, raw_bytes)
+    if error is not None:
+        report = error
+    else:
+        assert ds is not None
+        if not cfg.enabled:
+            report = ValidationReport(batch_id=bid, source=source, rows=len(ds), passed=True,
+                                      stats={"validation": "disabled"}, schema_fingerprint=schema.fingerprint,
+                                      labelled=not (ds.meta.get(NO_LABELS) and labels == "optional"))
+            return ValidatedBatch(conform(ds, schema), report, raw_bytes)
+        report = validate_batch(ds, schema, cfg, bid, source, labels=labels, distribution=distribution)
+        if report.passed:
+            return ValidatedBatch(conform(ds, schema), report, raw_bytes)
     if raw_bytes is None and raw_uri is not None:
         from tasks.store.backends import read_uri
 
