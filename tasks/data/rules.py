@@ -216,7 +216,9 @@ def align_structure(ds: Dataset, schema: Schema, out: Collector) -> np.ndarray |
                     [{"column": c, "problem": "missing"} for c in missing] + [{"column": c, "problem": "new"} for c in new])
             return None
         order = [have.index(c) for c in want]
-        x = x.reshape(n, -1)[:, order]
+        # Columns already in schema order (the usual case) are used as they are: x[:, order]
+        # would copy the whole batch.
+        x = x.reshape(n, -1) if order == list(range(len(order))) else x.reshape(n, -1)[:, order]
     else:
         got_shape = list(x.shape[1:])
         got_features = int(np.prod(got_shape)) if got_shape else 1

@@ -128,7 +128,8 @@ def conform(ds: Dataset, schema: Schema) -> Dataset:
     x = ds.x
     if schema.feature_names is not None and ds.feature_names is not None:
         order = [list(ds.feature_names).index(c) for c in schema.feature_names]
-        x = x.reshape(len(ds), -1)[:, order]
+        # No copy for columns already in schema order (as_float32 copies only what is not float32).
+        x = x.reshape(len(ds), -1) if order == list(range(len(order))) else x.reshape(len(ds), -1)[:, order]
     y = np.asarray(ds.y)
     meta = dict(ds.meta)
     if meta.get(NO_LABELS):

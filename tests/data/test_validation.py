@@ -219,6 +219,14 @@ def test_new_and_missing_columns(table):
     c = conform(parse_bytes(_csv(b), "b.csv"), schema)
     np.testing.assert_allclose(c.x[:, 0], table.head(30)["age"].to_numpy())
     assert c.feature_names == ["age", "score", "ratio"] and c.x.dtype == np.float32
+    # Columns already in schema order are checked and conformed without a copy of the batch.
+    same = Dataset(x=table.head(30)[["age", "score", "ratio"]].to_numpy(np.float32, copy=True), y=np.zeros(30, int),
+                   name="same", feature_names=["age", "score", "ratio"])
+    assert np.shares_memory(R.align_structure(same, schema, R.Collector(5)), same.x)
+    assert np.shares_memory(conform(same, schema).x, same.x)
+    moved = Dataset(x=same.x[:, [2, 0, 1]].copy(), y=same.y, name="moved", feature_names=["ratio", "age", "score"])
+    np.testing.assert_array_equal(R.align_structure(moved, schema, R.Collector(5)), same.x)
+    np.testing.assert_array_equal(conform(moved, schema).x, same.x)
 
 
 def test_gross_shift(digits_splits, digits_schema):
