@@ -9,8 +9,9 @@ batch of a tenth of the rows. Stages, as the pipeline runs them (pure functions,
   data against it (a failing file's bytes would then be read and quarantined), split again and
   infer the schema training uses, in the order flows/pipeline.py runs them;
 - train: one epoch of the default model (auto: the MLP; standardization in the model), batch 256;
-- drift: a drift reference (500 held-out rows) and a check of the drift batch (validated against
-  the schema, then ``ks_softmax``).
+- drift: a drift reference built as the pipeline builds it (500 rows sampled from the validation
+  and test splits, with their labels for CBPE; tasks/drift/steps.py) and a check of the drift
+  batch (validated against the schema, then ``ks_softmax``, the default detector).
 
 Peak memory is the process's peak resident set (VmHWM) minus its resident set after imports
 (torch, alibi-detect) and a warm-up forward pass,
@@ -106,7 +107,7 @@ def child(path: str, batch: str) -> dict:
 
     t0 = time.perf_counter()
     cfg = DriftConfig(detectors=["ks_softmax"])
-    ref = build_reference(model, np.concatenate([splits.val.x[:1000], splits.test.x[:1000]]), cfg, 1)
+    ref = build_reference(model, [splits.val.x, splits.test.x], cfg, 1, y_inputs=[splits.val.y, splits.test.y])
     b = validate_or_quarantine(batch, schema, ValidationConfig(check_shift=False), store).dataset
     reports = check_batch(ref, b.x, model, ["ks_softmax"], cfg, "scale")
     times["drift_check"] = time.perf_counter() - t0

@@ -147,7 +147,7 @@ def _image_folder_set() -> Dataset:
 
 def held_out_false_alarms(seeds: int, batches_per_seed: int) -> dict:
     """False-alarm rate per rule on held-out rows of each dataset (module docstring)."""
-    from tasks.data.validation import ALL_RULES
+    from tasks.data.rules import ALL_RULES
 
     sets = {"digits": load_digits_dataset(), **_tabular_sets(), "image_folder_300x1x12x12": _image_folder_set()}
     cfg = ValidationConfig()

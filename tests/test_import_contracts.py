@@ -25,7 +25,6 @@ KNOWN_CYCLE_IMPORTS = [
     # function-level imports that close a cycle (a lazy import is still an import)
     "tasks.data.sources -> tasks.data.images",
     "tasks.data.sources -> tasks.data.splits",
-    "tasks.drift.detectors -> tasks.drift.reference",
     "tasks.store.artifacts -> tasks.store.registry",
     "tasks.store.artifacts -> tasks.models.serialize",
 ]

@@ -20,6 +20,8 @@ from tasks.data.labels import integer_labels
 from tasks.errors import DataError
 
 SUPPORTED_SUFFIXES = (".npz", ".parquet", ".csv")
+# Meta key a lenient parse (:func:`parse_bytes`) sets when the file holds no labels.
+NO_LABELS = "label_column_missing"
 
 
 @dataclass
@@ -74,10 +76,22 @@ def model_name_for_source(source: str) -> str:
     return f"{stem}-classifier"
 
 
-def _from_frame(df, label_column: str, origin: str) -> Dataset:
-    if label_column not in df.columns:
+def _from_frame(df, label_column: str, origin: str, lenient: bool = False) -> Dataset:
+    meta: dict = {}
+    if label_column in df.columns:
+        feats = [c for c in df.columns if c != label_column]
+    elif lenient:
+        feats = list(df.columns)
+    else:
         raise DataError(f"{origin}: label column {label_column!r} not found (columns: {list(df.columns)[:10]})")
-    feats = [c for c in df.columns if c != label_column]
+    if lenient:
+        # Cells as they are (object for text or mixed columns), for validation's rules to name.
+        if label_column in df.columns:
+            y = df[label_column].to_numpy()
+        else:
+            y, meta[NO_LABELS] = np.full(len(df), np.nan), True
+        x = df[feats].to_numpy() if feats else np.zeros((len(df), 0))
+        return Dataset(x=x, y=y, name=origin, feature_names=[str(c) for c in feats], meta=meta)
     if not feats:
         raise DataError(f"{origin}: no feature columns besides the label {label_column!r}")
     non_numeric = [c for c in feats if not np.issubdtype(df[c].dtype, np.number)]
@@ -91,17 +105,22 @@ def _from_frame(df, label_column: str, origin: str) -> Dataset:
     return Dataset(x=x, y=y.astype(np.int64), name=origin, feature_names=[str(c) for c in feats])
 
 
-def parse_bytes(data: bytes, origin: str, label_column: str = "label") -> Dataset:
+def parse_bytes(data: bytes, origin: str, label_column: str = "label", lenient: bool = False) -> Dataset:
     """Parse the bytes of an .npz / .parquet / .csv file named ``origin`` into a Dataset.
 
     Features keep their stored dtype here (validation checks it); :func:`as_float32` converts.
+    Raises DataError naming the file when it cannot be used for training. ``lenient=True``
+    (validation, :mod:`tasks.data.validation`) keeps what the strict parse refuses, so that a rule
+    can name it: non-numeric features, labels that are not integers (left as stored), and absent
+    labels (an npz without ``y``, a table without the label column: ``y`` is NaN and
+    ``meta[NO_LABELS]`` is True). Bytes that cannot be parsed at all raise DataError either way.
     """
     suffix = Path(origin.split("?")[0]).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise DataError(f"{origin}: unsupported file type {suffix or '(none)'!r}; use {', '.join(SUPPORTED_SUFFIXES)}")
     if not data:
         raise DataError(f"{origin}: the file is empty")
-    return _parse(io.BytesIO(data), origin, label_column)
+    return _parse(io.BytesIO(data), origin, label_column, lenient=lenient)
 
 
 def parse_local_file(path: str, origin: str, label_column: str = "label") -> Dataset:
@@ -116,22 +135,30 @@ def parse_local_file(path: str, origin: str, label_column: str = "label") -> Dat
     return _parse(path, origin, label_column, csv_float32=True)
 
 
-def _parse(src, origin: str, label_column: str, csv_float32: bool = False) -> Dataset:
+def _parse(src, origin: str, label_column: str, csv_float32: bool = False, lenient: bool = False) -> Dataset:
     suffix = Path(origin.split("?")[0]).suffix.lower()
     try:
         if suffix == ".npz":
             # allow_pickle=False: an npz holding object arrays is refused, never unpickled.
             with np.load(src, allow_pickle=False) as z:
-                missing = [k for k in ("x", "y") if k not in z.files]
+                missing = [k for k in (("x",) if lenient else ("x", "y")) if k not in z.files]
                 if missing:
                     raise DataError(f"{origin}: npz must hold arrays 'x' and 'y'; missing {missing} (has {z.files})")
-                x, y = z["x"], z["y"]
+                x, stored_y = z["x"], (z["y"] if "y" in z.files else None)
+            meta: dict = {}
+            if stored_y is not None:
+                y = stored_y
+            elif x.ndim >= 1:  # lenient only: 'y' is required above otherwise
+                y, meta[NO_LABELS] = np.full(x.shape[0], np.nan), True
+            else:
+                raise DataError(f"{origin}: x has shape {x.shape}; need x (n, ...)")
             if x.ndim < 1 or y.ndim != 1 or x.shape[0] != y.shape[0]:
                 raise DataError(f"{origin}: x has shape {x.shape} and y {y.shape}; need x (n, ...) and y (n,)")
-            y = integer_labels(y, f"{origin}: array 'y'")
+            if not lenient:
+                y = integer_labels(y, f"{origin}: array 'y'").astype(np.int64)
             if x.ndim == 1:
                 x = x[:, None]
-            return Dataset(x=x, y=y.astype(np.int64), name=origin)
+            return Dataset(x=x, y=y, name=origin, meta=meta)
         import pandas as pd
 
         if suffix == ".parquet":
@@ -140,13 +167,11 @@ def _parse(src, origin: str, label_column: str, csv_float32: bool = False) -> Da
             df = _read_csv_float32(src, label_column)
         else:
             df = pd.read_csv(src)
-        return _from_frame(df, label_column, origin)
+        return _from_frame(df, label_column, origin, lenient)
     except DataError:
         raise
     except Exception as e:  # a truncated or corrupt file: name it and say what the parser said
         raise DataError(f"{origin}: cannot be read as {suffix[1:]}: {type(e).__name__}: {e}") from e
-
-
 
 
 def _read_csv_float32(src, label_column: str):

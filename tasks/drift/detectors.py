@@ -1,6 +1,7 @@
 """Drift detectors on alibi-detect (``backend="pytorch"``), rebuilt from a reference's arrays.
 
-Which features each detector tests:
+Which features each detector tests (the table :data:`tasks.drift.features.DETECTOR_FEATURES`;
+the features, and the online calibration a reference stores, are computed in :mod:`tasks.drift.features`):
 
 - ``ks_softmax``: feature-wise two-sample Kolmogorov-Smirnov tests on the model's softmax outputs,
   aggregated with a Bonferroni or FDR (Benjamini-Hochberg) correction: black-box shift detection
@@ -32,10 +33,20 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from tasks.drift.features import (
+    DETECTOR_FEATURES,
+    ONLINE_DETECTORS,
+    batch_features,
+    calibrate_online,
+    check_detector_names,
+    online_n_bootstraps,
+    torch_device,
+)
+from tasks.drift.reference import DriftReference
 from tasks.drift.report import DriftReport
 from tasks.errors import ConfigError, DataError
 from tasks.seeding import derive_seed
@@ -45,55 +56,6 @@ if TYPE_CHECKING:
     from torch import nn
 
     from tasks.drift.config import DriftConfig
-    from tasks.drift.reference import DriftReference
-
-DETECTOR_NAMES: tuple[str, ...] = ("ks_softmax", "mmd_embedding", "lsdd", "mmd_online", "cvm_online")
-ONLINE_DETECTORS = frozenset({"mmd_online", "cvm_online"})
-# Which model-derived features each detector tests (see module docstring).
-DETECTOR_FEATURES: dict[str, str] = {
-    "ks_softmax": "probs",
-    "mmd_embedding": "embeddings",
-    "lsdd": "embeddings",
-    "mmd_online": "embeddings",
-    "cvm_online": "confidence",
-}
-
-
-def check_detector_names(names: Iterable[str]) -> list[str]:
-    """Return ``names`` as a list, or raise ConfigError naming the unknown ones (before any work)."""
-    names = list(names)
-    if not names:
-        raise ConfigError("drift.detectors is empty: name at least one of " + ", ".join(DETECTOR_NAMES))
-    unknown = [n for n in names if n not in DETECTOR_NAMES]
-    if unknown:
-        raise ConfigError(f"unknown drift detector(s) {unknown}; known: {', '.join(DETECTOR_NAMES)}")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"drift.detectors lists a detector twice: {names}")
-    return names
-
-
-def _torch_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def features_from_outputs(probs: np.ndarray, embeddings: np.ndarray) -> dict[str, np.ndarray]:
-    """The arrays the detectors test: softmax outputs, embeddings and the top-class confidence."""
-    probs = np.asarray(probs, dtype=np.float32)
-    return {"probs": probs, "embeddings": np.asarray(embeddings, dtype=np.float32),
-            "confidence": probs.max(axis=1, keepdims=True)}
-
-
-def batch_features(model: "nn.Module", x: np.ndarray, device: "torch.device | str" = "cpu") -> dict[str, np.ndarray]:
-    """Run ``model`` once over ``x``: softmax outputs, penultimate embeddings and top-class confidence."""
-    from tasks.models.train import embed, predict_proba
-
-    dev = _torch_device(device) if isinstance(device, str) else device
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return features_from_outputs(predict_proba(model, x, dev), embed(model, x, dev))
 
 
 def validate_batch(reference: "DriftReference | None", x: Any, batch_id: str = "", min_batch_size: int = 2) -> np.ndarray:
@@ -164,7 +126,7 @@ def _build_offline(name: str, ref_feats: np.ndarray, cfg: Mapping[str, Any], see
         from alibi_detect.cd import MMDDrift
 
         impl = MMDDrift(ref_feats, backend="pytorch", p_val=cfg["p_val"], n_permutations=cfg["n_permutations"],
-                        device=_torch_device(cfg.get("device", "cpu")))
+                        device=torch_device(cfg.get("device", "cpu")))
     elif name == "lsdd":
         import torch
         from alibi_detect.cd import LSDDDrift
@@ -174,7 +136,7 @@ def _build_offline(name: str, ref_feats: np.ndarray, cfg: Mapping[str, Any], see
             torch.manual_seed(derive_seed(seed, "lsdd-build"))
             impl = LSDDDrift(ref_feats, backend="pytorch", p_val=cfg["p_val"], n_permutations=cfg["n_permutations"],
                              n_kernel_centers=cfg.get("lsdd_n_kernel_centers"),
-                             device=_torch_device(cfg.get("device", "cpu")))
+                             device=torch_device(cfg.get("device", "cpu")))
     else:  # pragma: no cover - guarded by check_detector_names
         raise ConfigError(f"{name!r} is not an offline drift detector")
     return _Offline(name, impl, seed)
@@ -221,44 +183,6 @@ def _cvm_online_class():
             self.thresholds = np.asarray(self._calibration["thresholds"], dtype=float).reshape(-1, 1)
 
     return StoredCVMDriftOnline
-
-
-def calibrate_online(name: str, ref_feats: np.ndarray, cfg: Mapping[str, Any], seed: int) -> dict[str, np.ndarray]:
-    """Calibrate an online detector's thresholds for ``cfg['ert']`` and ``cfg['window_size']``.
-
-    Runs alibi-detect's own bootstrap calibration once (seconds to tens of seconds, linear in the
-    number of bootstraps) under a seed derived from ``seed``, and returns what a rebuild needs as
-    arrays: ``thresholds`` (and for MMD the reference split ``ref_inds`` / ``init_test_inds``).
-    """
-    n_boot = int(cfg.get("online_n_bootstraps") or int(1.25 * cfg["ert"]) + 2 * cfg["window_size"])
-    if len(ref_feats) <= 2 * cfg["window_size"]:
-        raise ConfigError(f"{name}: the reference holds {len(ref_feats)} samples; the online detectors need more "
-                          f"than 2 * drift.window_size = {2 * cfg['window_size']}")
-    if name == "mmd_online":
-        import torch
-        from alibi_detect.cd.pytorch.mmd_online import MMDDriftOnlineTorch
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(seed, "calibrate", name))
-            det = MMDDriftOnlineTorch(ref_feats, ert=cfg["ert"], window_size=cfg["window_size"],
-                                      n_bootstraps=n_boot, device=_torch_device(cfg.get("device", "cpu")),
-                                      verbose=False)
-        return {"thresholds": np.array([float(t) for t in det.thresholds], dtype=np.float64),
-                "ref_inds": det.ref_inds.cpu().numpy().astype(np.int64),
-                "init_test_inds": det.init_test_inds.cpu().numpy().astype(np.int64)}
-    if name == "cvm_online":
-        from alibi_detect.cd import CVMDriftOnline
-
-        # CVM simulates null streams with numpy's global generator: seed it, then put it back.
-        state = np.random.get_state()
-        try:
-            np.random.seed(derive_seed(seed, "calibrate", name))
-            det = CVMDriftOnline(ref_feats, ert=cfg["ert"], window_sizes=[cfg["window_size"]], n_bootstraps=n_boot,
-                                 verbose=False)
-        finally:
-            np.random.set_state(state)
-        return {"thresholds": np.asarray(det.thresholds, dtype=np.float64).ravel()}
-    raise ConfigError(f"{name!r} is not an online drift detector; online: {sorted(ONLINE_DETECTORS)}")
 
 
 class _Online:
@@ -323,10 +247,10 @@ def _build_online(name: str, ref_feats: np.ndarray, cfg: Mapping[str, Any], seed
                   calibration: Mapping[str, np.ndarray] | None) -> _Online:
     if not calibration:
         calibration = calibrate_online(name, ref_feats, cfg, seed)
-    n_boot = int(cfg.get("online_n_bootstraps") or int(1.25 * cfg["ert"]) + 2 * cfg["window_size"])
+    n_boot = online_n_bootstraps(cfg)
     if name == "mmd_online":
         impl = _mmd_online_class()(ref_feats, ert=cfg["ert"], window_size=cfg["window_size"], n_bootstraps=n_boot,
-                                   device=_torch_device(cfg.get("device", "cpu")), verbose=False,
+                                   device=torch_device(cfg.get("device", "cpu")), verbose=False,
                                    calibration=calibration)
     else:
         impl = _cvm_online_class()(ref_feats, ert=cfg["ert"], window_sizes=[cfg["window_size"]],
@@ -413,9 +337,11 @@ def check_batch(reference: "DriftReference", x_batch: np.ndarray, model: "nn.Mod
     if not isinstance(detectors, DetectorSet):
         detectors = build_detectors(reference, names)
     dev = device if device is not None else reference.config.get("device", "cpu")
-    feats = batch_features(model, x, dev)
-    if feats["probs"].shape[1] != reference.probs.shape[1] or feats["embeddings"].shape[1] != reference.embeddings.shape[1]:
+    # Embeddings only for the detectors that test them; one row's still tells the model apart.
+    feats = batch_features(model, x, dev, embeddings=any(d.feature == "embeddings" for d in detectors))
+    emb_dim = (feats["embeddings"] if "embeddings" in feats else batch_features(model, x[:1], dev)["embeddings"]).shape[1]
+    if feats["probs"].shape[1] != reference.probs.shape[1] or emb_dim != reference.embeddings.shape[1]:
         raise DataError(f"batch {batch_id!r}: the model gives {feats['probs'].shape[1]} classes / "
-                        f"{feats['embeddings'].shape[1]}-d embeddings, the reference was built with "
+                        f"{emb_dim}-d embeddings, the reference was built with "
                         f"{reference.probs.shape[1]} / {reference.embeddings.shape[1]}: wrong model for this reference")
     return [d.check(feats[d.feature], str(batch_id)) for d in detectors]

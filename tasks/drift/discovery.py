@@ -31,7 +31,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from tasks.data.validation import RULE_BAD_BATCH_NAME, RULE_BATCH_TOO_LARGE, RULE_NOT_REGULAR_FILE
+from tasks.data.rules import RULE_BAD_BATCH_NAME, RULE_BATCH_TOO_LARGE, RULE_NOT_REGULAR_FILE
 from tasks.errors import DataError, ObjectNotFound
 
 BATCH_SUFFIXES = (".npz", ".parquet", ".csv")

@@ -15,10 +15,18 @@ import io
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from tasks.drift.features import (
+    DETECTOR_FEATURES,
+    ONLINE_DETECTORS,
+    batch_features,
+    calibrate_online,
+    check_detector_names,
+    features_from_outputs,
+)
 from tasks.errors import DataError
 from tasks.seeding import rng
 
@@ -61,8 +69,6 @@ class DriftReference:
 
     def features(self) -> dict[str, np.ndarray]:
         """Reference arrays by feature name (``probs``, ``embeddings``, ``confidence``)."""
-        from tasks.drift.detectors import features_from_outputs
-
         return features_from_outputs(self.probs, self.embeddings)
 
     def cbpe(self):
@@ -77,42 +83,59 @@ class DriftReference:
         return self.calibration.get(name)
 
 
-def build_reference(model: "nn.Module", x_inputs: np.ndarray, cfg: "DriftConfig", seed: int,
-                    meta: Mapping[str, Any] | None = None, device: str | None = None,
-                    y_inputs: np.ndarray | None = None) -> DriftReference:
+def _parts(arrays: "np.ndarray | Sequence[np.ndarray]") -> list[np.ndarray]:
+    return [np.asarray(a) for a in arrays] if isinstance(arrays, (list, tuple)) else [np.asarray(arrays)]
+
+
+def _shapes(parts: list[np.ndarray]) -> str:
+    return str(parts[0].shape) if len(parts) == 1 else str([a.shape for a in parts])
+
+
+def _take(parts: list[np.ndarray], idx: np.ndarray, dtype) -> np.ndarray:
+    """``np.concatenate(parts)[idx].astype(dtype)`` for sorted ``idx``, without the concatenation
+    (a copy of every input, where only ``len(idx)`` rows are kept)."""
+    out = np.empty((len(idx), *parts[0].shape[1:]), dtype=dtype)
+    start = k = 0
+    for a in parts:
+        sel = idx[(idx >= start) & (idx < start + len(a))] - start
+        out[k:k + len(sel)] = a[sel]
+        k, start = k + len(sel), start + len(a)
+    return out
+
+
+def build_reference(model: "nn.Module", x_inputs: "np.ndarray | Sequence[np.ndarray]", cfg: "DriftConfig",
+                    seed: int, meta: Mapping[str, Any] | None = None, device: str | None = None,
+                    y_inputs: "np.ndarray | Sequence[np.ndarray] | None" = None) -> DriftReference:
     """Sample ``cfg.reference_size`` inputs (seeded; all when fewer), run the model on them, and
     calibrate the configured online detectors.
 
     Which inputs: data the model was *not* fitted on (the validation split, or validation plus
     training data) make the better reference. The softmax outputs on the fitting data are more
     confident than on any new data, so KS on the outputs would flag clean held-out batches.
-    ``meta`` (model name, version, data fingerprint...) is stored for provenance. With the labels
-    ``y_inputs`` of ``x_inputs``, the sampled labels are stored too and the CBPE temperature is
-    fitted on them (:mod:`tasks.drift.harm`; stored as ``calibration["cbpe"]``).
+    ``x_inputs`` is one array or a list of arrays taken as their concatenation (the validation and
+    test splits, say), which is never built: only the sampled rows are copied. ``meta`` (model
+    name, version, data fingerprint...) is stored for provenance. With the labels ``y_inputs`` of
+    ``x_inputs`` (an array or a list like it), the sampled labels are stored too and the CBPE
+    temperature is fitted on them (:mod:`tasks.drift.harm`; stored as ``calibration["cbpe"]``).
     """
-    from tasks.drift.detectors import (
-        DETECTOR_FEATURES,
-        ONLINE_DETECTORS,
-        batch_features,
-        calibrate_online,
-        check_detector_names,
-        features_from_outputs,
-    )
-
     names = check_detector_names(cfg.detectors)
-    x_inputs = np.asarray(x_inputs)
-    if x_inputs.ndim < 2 or x_inputs.shape[0] == 0:
-        raise DataError(f"drift reference: need a non-empty array of samples, got shape {x_inputs.shape}")
-    if not np.all(np.isfinite(x_inputs)):
+    parts = _parts(x_inputs)
+    if not parts or any(a.ndim < 2 for a in parts) or not any(len(a) for a in parts):
+        raise DataError(f"drift reference: need a non-empty array of samples, got shape {_shapes(parts)}")
+    if len({a.shape[1:] for a in parts}) > 1:
+        raise DataError(f"drift reference: the input arrays hold samples of different shapes "
+                        f"{[a.shape[1:] for a in parts]}")
+    total = sum(len(a) for a in parts)
+    if not all(np.all(np.isfinite(a)) for a in parts):
         raise DataError("drift reference: the inputs hold NaN or infinite values")
-    n = min(cfg.reference_size, len(x_inputs))
+    n = min(cfg.reference_size, total)
     if n < 10:
-        raise DataError(f"drift reference: {len(x_inputs)} samples are too few (need at least 10)")
-    idx = np.sort(rng(seed, "drift-reference").choice(len(x_inputs), n, replace=False))
-    x = np.ascontiguousarray(x_inputs[idx], dtype=np.float32)
+        raise DataError(f"drift reference: {total} samples are too few (need at least 10)")
+    idx = np.sort(rng(seed, "drift-reference").choice(total, n, replace=False))
+    x = _take(parts, idx, np.float32)
     conf = cfg.model_dump(mode="json")
     feats = batch_features(model, x, device or cfg.device)
-    info = {"created": datetime.now(timezone.utc).isoformat(), "n_inputs_available": int(len(x_inputs)),
+    info = {"created": datetime.now(timezone.utc).isoformat(), "n_inputs_available": int(total),
             "sample_indices_sha256": hashlib.sha256(idx.astype(np.int64).tobytes()).hexdigest()}
     info.update(dict(meta or {}))
     ref = DriftReference(x=x, probs=feats["probs"], embeddings=feats["embeddings"], config=conf, seed=int(seed),
@@ -124,10 +147,10 @@ def build_reference(model: "nn.Module", x_inputs: np.ndarray, cfg: "DriftConfig"
     if y_inputs is not None:
         from tasks.drift.harm import fit_calibration
 
-        y_inputs = np.asarray(y_inputs)
-        if y_inputs.shape != (len(x_inputs),):
-            raise DataError(f"drift reference: {len(x_inputs)} inputs but labels of shape {y_inputs.shape}")
-        ref.y = y_inputs[idx].astype(np.int64)
+        y_parts = _parts(y_inputs)
+        if any(a.ndim != 1 for a in y_parts) or sum(len(a) for a in y_parts) != total:
+            raise DataError(f"drift reference: {total} inputs but labels of shape {_shapes(y_parts)}")
+        ref.y = _take(y_parts, idx, np.int64)
         ref.calibration["cbpe"] = fit_calibration(ref.probs, ref.y).as_arrays()
     return ref
 

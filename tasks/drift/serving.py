@@ -56,8 +56,9 @@ def predict(settings, data_uri: str, log: bool = False) -> Predictions:
     inputs still deserve an answer). With ``log`` its inputs are written as an unlabelled batch.
     Raises DataError (no champion, unreadable file) or ValidationFailed (integrity violations).
     """
-    from tasks.data.validation import batch_id_for, conform, load_batch_from_uri, validate_batch
-    from tasks.drift.detectors import _torch_device
+    from tasks.data.quarantine import batch_id_for
+    from tasks.data.validation import conform, load_batch_from_uri, validate_batch
+    from tasks.drift.features import torch_device
     from tasks.models.registration import load_schema, load_trained, open_registry
     from tasks.models.train import predict_proba
     from tasks.store.backends import write_uri
@@ -79,7 +80,7 @@ def predict(settings, data_uri: str, log: bool = False) -> Predictions:
                                report=report)
     x = np.ascontiguousarray(conform(ds, schema).x, dtype=np.float32)
     model = load_trained(store, champion).module()
-    probs = predict_proba(model, x, _torch_device(settings.drift.device))
+    probs = predict_proba(model, x, torch_device(settings.drift.device))
     out = Predictions(data_uri, settings.registry.model_name, int(champion["version"]),
                       [int(v) for v in probs.argmax(axis=1)], [round(float(v), 6) for v in probs.max(axis=1)],
                       evidence=[v.rule for v in report.evidence])

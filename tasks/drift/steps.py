@@ -16,6 +16,7 @@ from tasks.data.steps import IO_RETRY
 from tasks.drift import detectors as _detectors
 from tasks.drift import discovery as _discovery
 from tasks.drift import events as _events
+from tasks.drift import features as _features
 from tasks.drift import labels as _labels
 from tasks.drift import ledger as _ledger
 from tasks.drift import reference as _reference
@@ -75,9 +76,9 @@ def reference_files_for(model, splits, settings) -> dict[str, bytes]:
     Inputs are the held-out validation and test splits: softmax outputs on the data a model was
     fitted on are over-confident, and KS on them would flag clean batches.
     """
-    x = np.concatenate([splits.val.x, splits.test.x])
-    # The labels calibrate CBPE (tasks.drift.harm): the estimated accuracy reported with each verdict.
-    y = np.concatenate([splits.val.y, splits.test.y])
+    # Both splits as one input, never concatenated (only the sampled rows are copied). The labels
+    # calibrate CBPE (tasks.drift.harm): the estimated accuracy reported with each verdict.
+    x, y = [splits.val.x, splits.test.x], [splits.val.y, splits.test.y]
     ref = _reference.build_reference(model.module(), x, settings.drift, derive_seed(settings.seed, "drift-reference"),
                                      meta={"model": settings.registry.model_name}, y_inputs=y)
     return _reference.reference_to_files(ref)
@@ -118,7 +119,8 @@ def read_batch(settings, f: _discovery.BatchFile) -> _discovery.FoundBatch:
 @task(name="quarantine-refused-batch", **_IO)
 def quarantine_refused(settings, found: _discovery.FoundBatch) -> str:
     """Quarantine a batch discovery refused (link, FIFO, too large, bad name) on its own; its URI."""
-    from tasks.data.validation import quarantine, read_report
+    from tasks.data.quarantine import quarantine
+    from tasks.data.report import read_report
     from tasks.store.backends import open_backend
 
     rule, message = found.refusal
@@ -136,7 +138,7 @@ def judge_batch(reference, batch, model, settings, batch_id: str, uri: str) -> _
     reports = _detectors.check_batch(reference, x, model, cfg=cfg, batch_id=batch_id)
     evidence = _verdict.evidence_report(batch_id, batch.report.evidence, batch.report.stats, len(x),
                                         cfg.evidence_is_drift)
-    probs = predict_proba(model, np.ascontiguousarray(x, dtype=np.float32), _detectors._torch_device(cfg.device))
+    probs = predict_proba(model, np.ascontiguousarray(x, dtype=np.float32), _features.torch_device(cfg.device))
     return _verdict.judge(batch_id, uri, reports, probs, batch.dataset.y, batch.report.labelled, reference.cbpe(),
                           cfg.trigger, cfg.max_estimated_drop, evidence)
 

@@ -5,7 +5,7 @@ Pure: no Prefect. ``tasks.drift.steps.judge_batch`` runs it inside the drift che
 
 * The detectors test the model's outputs (tasks.drift.detectors).
 * Distribution evidence (values out of the training range, shifted feature means: the rules of
-  ``tasks.data.validation.DISTRIBUTION_RULES``) becomes one more report, detector
+  ``tasks.data.rules.DISTRIBUTION_RULES``) becomes one more report, detector
   ``data_rules`` (kind ``evidence``), drift when any rule fired and ``drift.evidence_is_drift``.
   A batch whose features were scaled up is then "drift" even if the model's outputs barely moved.
 * ``triggers``: whether this verdict should start retraining under ``drift.trigger``: any drift

@@ -8,18 +8,15 @@ import json
 import numpy as np
 import pytest
 
+from tasks.data import rules as R
 from tasks.data import validation as V
 from tasks.data.config import ValidationConfig
+from tasks.data.quarantine import quarantine
+from tasks.data.report import ValidationReport, read_report
 from tasks.data.schema import infer_schema
 from tasks.data.sources import Dataset, parse_bytes, to_npz_bytes
-from tasks.data.validation import (
-    ValidationReport,
-    load_batch_from_uri,
-    quarantine,
-    validate_batch,
-    validate_or_quarantine,
-)
-from tasks.errors import StoreError, ValidationFailed
+from tasks.data.validation import load_batch_from_uri, validate_batch, validate_or_quarantine
+from tasks.errors import ObjectNotFound, StoreError, ValidationFailed
 from tasks.store.backends import open_backend, write_uri
 
 from .conftest import frame_bytes
@@ -61,8 +58,8 @@ def test_missing_file(tmp_path, local_store_config):
     uri = str(tmp_path / "nope.csv")
     ds, raw, err = load_batch_from_uri(uri, local_store_config, batch_id="day-3")
     assert ds is None and raw is None
-    assert err.rules == [V.RULE_MISSING_FILE] and err.get(V.RULE_MISSING_FILE).count == 1
-    assert err.batch_id == "day-3" and "nope.csv" in err.get(V.RULE_MISSING_FILE).message
+    assert err.rules == [R.RULE_MISSING_FILE] and err.get(R.RULE_MISSING_FILE).count == 1
+    assert err.batch_id == "day-3" and "nope.csv" in err.get(R.RULE_MISSING_FILE).message
     assert not err.passed
 
 
@@ -73,13 +70,13 @@ def test_unreadable_or_truncated_file(tmp_path, local_store_config, digits_split
     uri = _write(tmp_path, name, data)
     ds, raw, err = load_batch_from_uri(uri, local_store_config)
     assert ds is None and raw == data
-    assert err.rules == [V.RULE_UNREADABLE_FILE] and err.get(V.RULE_UNREADABLE_FILE).count == 1
-    assert name in err.get(V.RULE_UNREADABLE_FILE).message
+    assert err.rules == [R.RULE_UNREADABLE_FILE] and err.get(R.RULE_UNREADABLE_FILE).count == 1
+    assert name in err.get(R.RULE_UNREADABLE_FILE).message
 
 
 def test_unsupported_suffix_is_unreadable(tmp_path, local_store_config):
     _, raw, err = load_batch_from_uri(_write(tmp_path, "batch.xlsx", b"PK\x03\x04"), local_store_config)
-    assert err.rules == [V.RULE_UNREADABLE_FILE] and raw == b"PK\x03\x04"
+    assert err.rules == [R.RULE_UNREADABLE_FILE] and raw == b"PK\x03\x04"
 
 
 def test_strings_in_a_csv_column(tmp_path, local_store_config, table, table_schema):
@@ -91,8 +88,8 @@ def test_strings_in_a_csv_column(tmp_path, local_store_config, table, table_sche
     ds, raw, err = load_batch_from_uri(uri, local_store_config)
     assert err is None  # readable: the type problem is a validation rule
     r = validate_batch(ds, table_schema, CFG, "strings")
-    assert r.rules == [V.RULE_DTYPE_MISMATCH]
-    v = r.get(V.RULE_DTYPE_MISMATCH)
+    assert r.rules == [R.RULE_DTYPE_MISMATCH]
+    v = r.get(R.RULE_DTYPE_MISMATCH)
     assert v.count == 2 and "score" in v.message
     assert [(e["row"], e["feature"], e["value"]) for e in v.examples] == [(4, "score", "high"), (9, "score", "low")]
 
@@ -101,7 +98,7 @@ def test_label_problems_in_files(tmp_path, local_store_config, table, table_sche
     b = table.head(30).drop(columns=["label"])
     ds, _, err = load_batch_from_uri(_write(tmp_path, "nolabel.csv", frame_bytes(b, ".csv")), local_store_config)
     r = validate_batch(ds, table_schema, CFG, "nolabel")
-    assert r.rules == [V.RULE_MISSING_LABEL] and r.get(V.RULE_MISSING_LABEL).count == 30
+    assert r.rules == [R.RULE_MISSING_LABEL] and r.get(R.RULE_MISSING_LABEL).count == 30
     b = table.head(30).copy()
     b["label"] = b["label"].astype(object)
     b.loc[2, "label"] = None
@@ -109,9 +106,9 @@ def test_label_problems_in_files(tmp_path, local_store_config, table, table_sche
     b.loc[5, "label"] = 7
     ds, _, err = load_batch_from_uri(_write(tmp_path, "labels.csv", frame_bytes(b, ".csv")), local_store_config)
     r = validate_batch(ds, table_schema, CFG, "labels")
-    assert r.get(V.RULE_MISSING_LABEL).count == 1
-    assert r.get(V.RULE_UNKNOWN_LABEL).count == 2
-    assert [e["row"] for e in r.get(V.RULE_UNKNOWN_LABEL).examples] == [3, 5]
+    assert r.get(R.RULE_MISSING_LABEL).count == 1
+    assert r.get(R.RULE_UNKNOWN_LABEL).count == 2
+    assert [e["row"] for e in r.get(R.RULE_UNKNOWN_LABEL).examples] == [3, 5]
 
 
 def test_new_column_in_a_parquet_file(tmp_path, local_store_config, table, table_schema):
@@ -119,15 +116,15 @@ def test_new_column_in_a_parquet_file(tmp_path, local_store_config, table, table
     b["extra"] = 0.5
     ds, _, err = load_batch_from_uri(_write(tmp_path, "new.parquet", frame_bytes(b, ".parquet")), local_store_config)
     r = validate_batch(ds, table_schema, CFG, "new")
-    assert r.rules == [V.RULE_SHAPE_MISMATCH]
-    assert r.get(V.RULE_SHAPE_MISMATCH).examples == [{"column": "extra", "problem": "new"}]
+    assert r.rules == [R.RULE_SHAPE_MISMATCH]
+    assert r.get(R.RULE_SHAPE_MISMATCH).examples == [{"column": "extra", "problem": "new"}]
 
 
 def test_npz_object_arrays_are_never_unpickled(tmp_path, local_store_config):
     buf = io.BytesIO()
     np.savez(buf, x=np.array([[1.0, {"a": 1}]], dtype=object), y=np.array([0]))
     _, _, err = load_batch_from_uri(_write(tmp_path, "pickled.npz", buf.getvalue()), local_store_config)
-    assert err.rules == [V.RULE_UNREADABLE_FILE]
+    assert err.rules == [R.RULE_UNREADABLE_FILE]
 
 
 # ------------------------------------------------------------------------------- quarantine
@@ -147,7 +144,7 @@ def test_quarantine_local(tmp_path, local_store_config, digits_splits, digits_sc
     assert backend.list("quarantine/bad-1/") == ["quarantine/bad-1/day_1.npz", "quarantine/bad-1/report.json"]
     assert backend.get_bytes("quarantine/bad-1/day_1.npz") == raw
     stored = ValidationReport.from_json(backend.get_bytes("quarantine/bad-1/report.json"))
-    assert stored.rules == [V.RULE_NON_FINITE] and stored.violations == report.violations
+    assert stored.rules == [R.RULE_NON_FINITE] and stored.violations == report.violations
     assert stored.quarantine["raw_key"] == "quarantine/bad-1/day_1.npz"
     assert stored.quarantine["raw_bytes"] == len(raw) and stored.quarantine["uri"] == uri
     # A retry with the same bytes is idempotent; other bytes under the same id never overwrite.
@@ -160,7 +157,7 @@ def test_quarantine_local(tmp_path, local_store_config, digits_splits, digits_sc
 
 def test_quarantine_without_raw_bytes(local_store_config):
     backend = open_backend(local_store_config)
-    report = V.read_report("gone-1", "s3://b/gone.csv", V.RULE_MISSING_FILE, "no such file")
+    report = read_report("gone-1", "s3://b/gone.csv", R.RULE_MISSING_FILE, "no such file")
     uri = quarantine(backend, "gone-1", None, "s3://b/gone.csv", report)
     assert backend.list("quarantine/") == ["quarantine/gone-1/report.json"]
     stored = json.loads(backend.get_bytes("quarantine/gone-1/report.json"))
@@ -186,7 +183,7 @@ def test_validate_or_quarantine_local(tmp_path, local_store_config, digits_split
     backend = open_backend(local_store_config)
     assert backend.get_bytes("quarantine/day-7/bad.npz") == bad_bytes
     assert backend.exists("quarantine/day-7/report.json")
-    assert e.report.rules == [V.RULE_OUT_OF_RANGE]
+    assert e.report.rules == [R.RULE_OUT_OF_RANGE]
 
     # A missing file is quarantined (report only), not a crash.
     with pytest.raises(ValidationFailed, match="missing_file"):
@@ -218,15 +215,15 @@ def test_s3_missing_bucket(s3_store_config):
     uri = "s3://no-such-bucket-driftloop/batches/day1.npz"
     ds, raw, err = load_batch_from_uri(uri, s3_store_config)
     assert ds is None and raw is None
-    assert err.rules == [V.RULE_MISSING_FILE]
-    assert "no-such-bucket-driftloop" in err.get(V.RULE_MISSING_FILE).message
+    assert err.rules == [R.RULE_MISSING_FILE]
+    assert "no-such-bucket-driftloop" in err.get(R.RULE_MISSING_FILE).message
 
 
 def test_s3_missing_key_then_read_and_quarantine(s3_store_config, digits_splits, digits_schema):
     bucket = s3_store_config.uri.split("/")[2]
     uri = f"s3://{bucket}/incoming/day2.npz"
     _, _, err = load_batch_from_uri(uri, s3_store_config)
-    assert err.rules == [V.RULE_MISSING_FILE] and "day2.npz" in err.get(V.RULE_MISSING_FILE).message
+    assert err.rules == [R.RULE_MISSING_FILE] and "day2.npz" in err.get(R.RULE_MISSING_FILE).message
 
     t = digits_splits.test
     y = t.y[:50].copy()
@@ -241,19 +238,19 @@ def test_s3_missing_key_then_read_and_quarantine(s3_store_config, digits_splits,
     assert backend.list("quarantine/") == ["quarantine/day-2/day2.npz", "quarantine/day-2/report.json"]
     assert backend.get_bytes("quarantine/day-2/day2.npz") == data
     stored = ValidationReport.from_json(backend.get_bytes("quarantine/day-2/report.json"))
-    assert stored.get(V.RULE_UNKNOWN_LABEL).count == 1 and stored.source == uri
+    assert stored.get(R.RULE_UNKNOWN_LABEL).count == 1 and stored.source == uri
 
 
 def test_s3_store_unreachable_is_an_error_not_a_report(s3_store_config):
     cfg = s3_store_config.model_copy(update={"endpoint_url": "http://127.0.0.1:9", "max_attempts": 1})
     with pytest.raises(StoreError) as ei:
         load_batch_from_uri("s3://whatever/b.npz", cfg)
-    assert not isinstance(ei.value, V.ObjectNotFound)
+    assert not isinstance(ei.value, ObjectNotFound)
 
 
 def test_reading_a_missing_file_reports_without_quarantine(tmp_path, local_store_config):
     ds, raw, r = V.load_batch_from_uri(str(tmp_path / "gone.npz"), local_store_config, batch_id="g")
-    assert ds is None and raw is None and r.rules == [V.RULE_MISSING_FILE] and r.batch_id == "g"
+    assert ds is None and raw is None and r.rules == [R.RULE_MISSING_FILE] and r.batch_id == "g"
     assert not open_backend(local_store_config).list("")
 
 

@@ -99,7 +99,7 @@ def _allowed(policy: dict, action: str, arn: str) -> bool:
 
 
 def test_drift_check_policy_reads_models_and_writes_only_reports():
-    from tasks.data.validation import QUARANTINE_PREFIX
+    from tasks.data.quarantine import QUARANTINE_PREFIX
     from tasks.store.artifacts import RUNS_PREFIX
 
     policy = json.loads((ROOT / "infra" / "s3" / "drift-check-policy.json").read_text())

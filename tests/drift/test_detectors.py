@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from tasks.drift.detectors import DETECTOR_NAMES, build_detectors, check_batch, check_detector_names
+from tasks.drift.detectors import build_detectors, check_batch
+from tasks.drift.features import DETECTOR_NAMES, check_detector_names
 from tasks.drift.stream import apply_drift, simulate_stream
 from tasks.errors import ConfigError, DataError
 
@@ -112,3 +113,31 @@ def test_config_rejects_unknown_detector_and_small_reference():
     with pytest.raises(Exception, match="reference_size"):
         DriftConfig(detectors=["mmd_online"], reference_size=60, window_size=50)
     assert DriftConfig().n_bootstraps() > DriftConfig().ert
+
+
+def test_batch_features_in_chunks_are_the_unchunked_values_and_skip_unneeded_embeddings(
+        drift_reference, digits_model, digits_splits):
+    # Large batches go through the model in chunks written into one array (no pieces plus their
+    # concatenation): the values are the same bit for bit as one predict_proba / embed call.
+    import torch
+
+    from tasks.drift import features as F
+    from tasks.models.train import embed, predict_proba
+
+    x = np.repeat(digits_splits.test.x, -(-(F._CHUNK_ROWS + 700) // len(digits_splits.test.x)), axis=0)
+    assert len(x) > F._CHUNK_ROWS
+    feats = F.batch_features(digits_model, x)
+    dev = torch.device("cpu")
+    assert np.array_equal(feats["probs"], predict_proba(digits_model, x, dev))
+    assert np.array_equal(feats["embeddings"], embed(digits_model, x, dev))
+    assert np.array_equal(feats["confidence"], feats["probs"].max(axis=1, keepdims=True))
+    # The output-only detectors never need the batch's embeddings (often larger than the batch).
+    lean = F.batch_features(digits_model, x[:50], embeddings=False)
+    assert set(lean) == {"probs", "confidence"} and np.array_equal(lean["probs"], feats["probs"][:50])
+    # ... and a model with other embeddings is still told apart from the reference's.
+    from tasks.models.config import ModelConfig
+    from tasks.models.zoo import build_model
+
+    other = build_model(ModelConfig(arch="mlp", width=16), (1, 8, 8), 10)
+    with pytest.raises(DataError, match="10 classes / 16-d embeddings, the reference was built with 10 / 32"):
+        check_batch(drift_reference, x[:50], other, ["ks_softmax"], batch_id="wrong-model")

@@ -22,7 +22,7 @@ def test_batch_ids_from_key_and_content():
               D.batch_id_for("one/b.npz", "sha-2"), D.batch_id_for("one__b.npz", "sha-1")}
     assert a not in others and len(others) == 4  # folder, suffix, content and look-alike keys all differ
     assert a.startswith("one__b.npz-")
-    from tasks.data.validation import check_batch_id
+    from tasks.data.quarantine import check_batch_id
 
     check_batch_id(D.batch_id_for("x" * 300 + "/ü b.npz", "s"))  # always a valid store segment
     assert D.name_fits("2026-12-01/batch_1.npz") and not D.name_fits("bad name.npz") and not D.name_fits(".x/b.npz")

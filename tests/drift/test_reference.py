@@ -55,3 +55,26 @@ def test_damaged_or_missing_files_are_named(drift_reference):
         reference_from_files({NPZ_NAME: files[NPZ_NAME], JSON_NAME: json.dumps(doc).encode()})
     with pytest.raises(DataError, match="cannot be read as npz"):
         reference_from_files({NPZ_NAME: b"not an npz", JSON_NAME: files[JSON_NAME]})
+
+
+def test_a_list_of_inputs_is_their_concatenation_without_building_it(digits_model, digits_splits):
+    # The pipeline builds a reference from the validation and test splits: as a list they give the
+    # same reference (rows, labels, calibration) as their concatenation, which is never made.
+    from tasks.drift.config import DriftConfig
+
+    cfg = DriftConfig(detectors=["ks_softmax"], reference_size=120)
+    sp = digits_splits
+    whole = build_reference(digits_model, np.concatenate([sp.val.x, sp.test.x]), cfg, seed=3,
+                            y_inputs=np.concatenate([sp.val.y, sp.test.y]))
+    parts = build_reference(digits_model, [sp.val.x, sp.test.x], cfg, seed=3, y_inputs=[sp.val.y, sp.test.y])
+    for k in ("x", "probs", "embeddings", "y"):
+        np.testing.assert_array_equal(getattr(parts, k), getattr(whole, k))
+    assert parts.meta["sample_indices_sha256"] == whole.meta["sample_indices_sha256"]
+    assert parts.meta["n_inputs_available"] == len(sp.val) + len(sp.test)
+    np.testing.assert_array_equal(parts.calibration["cbpe"]["temperature"], whole.calibration["cbpe"]["temperature"])
+    # Rows from both parts are drawn (the sample spans the concatenation).
+    assert (parts.x[:, None] == sp.test.x[None]).all(axis=(2, 3, 4)).any(axis=1).sum() > 0
+    with pytest.raises(DataError, match="different shapes"):
+        build_reference(digits_model, [sp.val.x, sp.test.x.reshape(len(sp.test), -1)], cfg, seed=3)
+    with pytest.raises(DataError, match=r"inputs but labels of shape"):
+        build_reference(digits_model, [sp.val.x, sp.test.x], cfg, seed=3, y_inputs=[sp.val.y])
