@@ -61,6 +61,12 @@ class DriftConfig(Section):
     # than the reference accuracy by more than max_estimated_drop (tasks/drift/harm.py).
     trigger: Literal["drift", "drift_and_harm"] = "drift"
     max_estimated_drop: float = Field(0.05, ge=0.0, le=1.0, description="accuracy drop (0-1) that counts as harm")
+    # How the champion's accuracy on an unlabelled batch is estimated (tasks/drift/harm.py):
+    # "agreement" with a 5-nearest-neighbour classifier over up to agreement_rows labelled training
+    # rows stored with the reference (3.0 points mean error on benchmarks/drift_harm.py), or "cbpe",
+    # the mean calibrated confidence (9.2 points: a network stays confident on rotated digits).
+    harm_estimator: Literal["agreement", "cbpe"] = "agreement"
+    agreement_rows: int = Field(2000, ge=10, description="training rows stored for the agreement estimate")
     # Retraining on unlabelled drifted batches pauses for labels (tasks/drift/labels.py): at most
     # this long, looking for labels files beside the batches every labels_poll_seconds.
     labels_timeout_seconds: int = Field(24 * 3600, ge=1)

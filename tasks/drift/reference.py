@@ -78,6 +78,13 @@ class DriftReference:
 
         return Calibration.from_arrays(self.calibration.get("cbpe"))
 
+    def agreement(self):
+        """The agreement set (:class:`tasks.drift.harm.AgreementSet`), or None for a reference built
+        without training rows (``drift.harm_estimator="cbpe"``, or before it existed)."""
+        from tasks.drift.harm import AgreementSet
+
+        return AgreementSet.from_arrays(self.calibration.get("agreement"))
+
     def calibration_for(self, name: str) -> dict[str, np.ndarray] | None:
         """The stored online calibration of detector ``name``, if it was calibrated for this config."""
         return self.calibration.get(name)
@@ -105,7 +112,8 @@ def _take(parts: list[np.ndarray], idx: np.ndarray, dtype) -> np.ndarray:
 
 def build_reference(model: "nn.Module", x_inputs: "np.ndarray | Sequence[np.ndarray]", cfg: "DriftConfig",
                     seed: int, meta: Mapping[str, Any] | None = None, device: str | None = None,
-                    y_inputs: "np.ndarray | Sequence[np.ndarray] | None" = None) -> DriftReference:
+                    y_inputs: "np.ndarray | Sequence[np.ndarray] | None" = None,
+                    agreement_inputs: "tuple[np.ndarray, np.ndarray] | None" = None) -> DriftReference:
     """Sample ``cfg.reference_size`` inputs (seeded; all when fewer), run the model on them, and
     calibrate the configured online detectors.
 
@@ -117,6 +125,9 @@ def build_reference(model: "nn.Module", x_inputs: "np.ndarray | Sequence[np.ndar
     name, version, data fingerprint...) is stored for provenance. With the labels ``y_inputs`` of
     ``x_inputs`` (an array or a list like it), the sampled labels are stored too and the CBPE
     temperature is fitted on them (:mod:`tasks.drift.harm`; stored as ``calibration["cbpe"]``).
+    ``agreement_inputs`` (the training split's inputs and labels): up to ``cfg.agreement_rows`` of
+    them (at most about 16 MB), in the model's standardized input space, are stored for the
+    agreement estimate (``calibration["agreement"]``).
     """
     names = check_detector_names(cfg.detectors)
     parts = _parts(x_inputs)
@@ -152,7 +163,29 @@ def build_reference(model: "nn.Module", x_inputs: "np.ndarray | Sequence[np.ndar
             raise DataError(f"drift reference: {total} inputs but labels of shape {_shapes(y_parts)}")
         ref.y = _take(y_parts, idx, np.int64)
         ref.calibration["cbpe"] = fit_calibration(ref.probs, ref.y).as_arrays()
+    if agreement_inputs is not None:
+        ref.calibration["agreement"] = _agreement_set(model, agreement_inputs, cfg, seed).as_arrays()
     return ref
+
+
+# The agreement set stays under this many stored values (4e6 float32: 16 MB).
+_AGREEMENT_MAX_VALUES = 4_000_000
+
+
+def _agreement_set(model, inputs, cfg, seed: int):
+    """Up to ``cfg.agreement_rows`` labelled rows, sampled before they are standardized (only the
+    sampled rows are copied)."""
+    from tasks.drift.harm import AgreementSet
+    from tasks.models.standardize import standardized_inputs
+
+    x, y = np.asarray(inputs[0]), np.asarray(inputs[1])
+    if x.ndim < 2 or y.shape != (len(x),) or len(x) == 0:
+        raise DataError(f"drift reference: agreement inputs {x.shape} and labels {y.shape} do not match")
+    per_row = int(np.prod(x.shape[1:]))
+    n = min(cfg.agreement_rows, len(x), max(10, _AGREEMENT_MAX_VALUES // max(per_row, 1)))
+    idx = np.sort(rng(seed, "agreement-set").choice(len(x), n, replace=False))
+    x_std = standardized_inputs(model, np.ascontiguousarray(x[idx], dtype=np.float32))
+    return AgreementSet(x_std.reshape(n, -1), y[idx].astype(np.int64))
 
 
 def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:

@@ -79,8 +79,11 @@ def reference_files_for(model, splits, settings) -> dict[str, bytes]:
     # Both splits as one input, never concatenated (only the sampled rows are copied). The labels
     # calibrate CBPE (tasks.drift.harm): the estimated accuracy reported with each verdict.
     x, y = [splits.val.x, splits.test.x], [splits.val.y, splits.test.y]
+    # Training rows for the agreement estimate of accuracy without labels (tasks.drift.harm).
+    agreement = (splits.train.x, splits.train.y) if settings.drift.harm_estimator == "agreement" else None
     ref = _reference.build_reference(model.module(), x, settings.drift, derive_seed(settings.seed, "drift-reference"),
-                                     meta={"model": settings.registry.model_name}, y_inputs=y)
+                                     meta={"model": settings.registry.model_name}, y_inputs=y,
+                                     agreement_inputs=agreement)
     return _reference.reference_to_files(ref)
 
 
@@ -139,8 +142,24 @@ def judge_batch(reference, batch, model, settings, batch_id: str, uri: str) -> _
     evidence = _verdict.evidence_report(batch_id, batch.report.evidence, batch.report.stats, len(x),
                                         cfg.evidence_is_drift)
     probs = predict_proba(model, np.ascontiguousarray(x, dtype=np.float32), _features.torch_device(cfg.device))
+    agreement = None
+    aset = reference.agreement() if cfg.harm_estimator == "agreement" else None
+    if aset is not None and len(x):
+        agreement = _harm_agreement(model, aset, x, probs)
     return _verdict.judge(batch_id, uri, reports, probs, batch.dataset.y, batch.report.labelled, reference.cbpe(),
-                          cfg.trigger, cfg.max_estimated_drop, evidence)
+                          cfg.trigger, cfg.max_estimated_drop, evidence, agreement=agreement)
+
+
+def _harm_agreement(model, aset, x: np.ndarray, probs: np.ndarray, chunk: int = 65536) -> float:
+    """The agreement estimate on a batch, standardized and compared chunk by chunk (no full copy)."""
+    from tasks.drift.harm import agreement_accuracy
+    from tasks.models.standardize import standardized_inputs
+
+    pred, agree = probs.argmax(axis=1), 0.0
+    for i in range(0, len(x), chunk):
+        part = standardized_inputs(model, np.ascontiguousarray(x[i:i + chunk], dtype=np.float32))
+        agree += agreement_accuracy(pred[i:i + chunk], aset, part) * len(part)
+    return agree / len(x)
 
 
 @task(name="emit-quarantine-event", cache_policy=NO_CACHE)

@@ -78,12 +78,13 @@ class BatchVerdict:
 
 def judge(batch_id: str, uri: str, reports: Sequence[DriftReport], probs: np.ndarray, y: np.ndarray | None,
           labelled: bool, calibration: Calibration | None, trigger: str, max_drop: float,
-          evidence: DriftReport | None = None) -> BatchVerdict:
-    """Combine the detector reports, the evidence report and CBPE into the batch's verdict."""
+          evidence: DriftReport | None = None, agreement: float | None = None) -> BatchVerdict:
+    """Combine the detector reports, the evidence report and the accuracy estimate (``agreement``
+    when given, else CBPE) into the batch's verdict."""
     all_reports = list(reports) + ([evidence] if evidence is not None else [])
     harm = None
     if calibration is not None and len(probs):
-        harm = estimate_harm(calibration, probs, batch_id, max_drop, y if labelled else None)
+        harm = estimate_harm(calibration, probs, batch_id, max_drop, y if labelled else None, agreement=agreement)
     rules = list(evidence.details["rules"]) if evidence is not None else []
     return BatchVerdict(batch_id, uri, labelled, all_reports, harm, trigger, rules)
 
@@ -95,6 +96,6 @@ def harm_line(v: BatchVerdict) -> str:
     h = v.harm
     meas = "-" if h.measured_accuracy is None else f"{h.measured_accuracy:.3f}"
     return (f"- {v.batch_id}: drift={'yes' if v.drift else 'no'}, estimated accuracy {h.estimated_accuracy:.3f}, "
-            f"measured {meas}, reference {h.reference_accuracy:.3f}, drop {h.drop:+.3f} ({h.basis}; "
+            f"measured {meas}, reference {h.reference_accuracy:.3f}, drop {h.drop:+.3f} ({h.basis}, {h.estimator}; "
             f"{'harmful' if h.harmful else 'harmless'} at {h.max_drop:g})")
 

@@ -62,3 +62,37 @@ def test_standardized_inputs_are_what_the_first_layer_computes():
     x = np.array([[3.0, 6.0], [1.0, 2.0]], dtype=np.float32)
     assert np.allclose(standardized_inputs(model, x), [[1.0, 1.0], [0.0, 0.0]])
     assert np.array_equal(standardized_inputs(torch.nn.Linear(2, 2), x), x)
+
+
+def test_a_reference_with_an_agreement_set_round_trips_and_estimates_rotated_digits_lower(digits_model,
+                                                                                         digits_splits):
+    """Stored with the reference (the training rows, standardized by the model), the agreement set
+    comes back from the files; on rotated digits, where the network stays confident, agreement
+    lands nearer the measured accuracy than CBPE does."""
+    from tasks.drift.config import DriftConfig
+    from tasks.drift.reference import build_reference, reference_from_files, reference_to_files
+    from tasks.drift.steps import _harm_agreement
+    from tasks.models.train import predict_proba, select_device
+
+    sp = digits_splits
+    cfg = DriftConfig(detectors=["ks_softmax"], reference_size=200, agreement_rows=500)
+    ref = build_reference(digits_model, [sp.val.x, sp.test.x], cfg, seed=3, y_inputs=[sp.val.y, sp.test.y],
+                          agreement_inputs=(sp.train.x, sp.train.y))
+    back = reference_from_files(reference_to_files(ref))
+    aset = back.agreement()
+    assert aset is not None and aset.x.shape == (500, 64) and len(set(aset.y.tolist())) == 10
+    assert np.array_equal(aset.x, ref.agreement().x)
+    x = sp.test.x
+    rotated = np.ascontiguousarray(np.rot90(x, k=1, axes=(-2, -1)))
+    dev = select_device("cpu")
+    for batch, y in ((x, sp.test.y), (rotated, sp.test.y)):
+        probs = predict_proba(digits_model, batch, dev)
+        measured = float((probs.argmax(1) == y).mean())
+        agree = _harm_agreement(digits_model, aset, batch, probs, chunk=64)  # several chunks
+        h = estimate_harm(back.cbpe(), probs, "b", 0.05, agreement=agree)
+        if batch is x:
+            assert abs(agree - measured) < 0.06
+        else:
+            assert measured < 0.5 and abs(agree - measured) < abs(h.cbpe_accuracy - measured)
+    no_set = build_reference(digits_model, sp.val.x, cfg, seed=3, y_inputs=sp.val.y)
+    assert no_set.agreement() is None
