@@ -44,7 +44,7 @@ def _ids_by_key(r):
     return {uri.rsplit("/", 1)[-1]: bid for bid, uri in r["keys"].items()}
 
 
-def _read_events(name, resource_id, expect, timeout=20.0):
+def _read_events(name, resource_id, expect, timeout=60.0):
     import time
 
     from prefect.client.orchestration import get_client
