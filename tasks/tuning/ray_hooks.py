@@ -48,8 +48,8 @@ class BracketTaggingHyperBand(HyperBandScheduler):
     * A trial restored by ``Tuner.restore`` (its last result, or its saved state, carries its tag)
       goes back into its own bracket, also one that had not run yet; Ray would place it as a new trial, and would put finished trials back into
       brackets as live ones, which then never complete (the restored study hangs).
-    * A trial retried after an error (``FailureConfig``; e.g. its worker process died) keeps its
-      place in its bracket. Ray removes it from the bracket and adds it again as a new trial, in
+    * A trial retried after an error (``FailureConfig``; e.g. its worker process died, or its
+      node was lost) keeps its place in its bracket, at the epoch of the checkpoint it resumes from. Ray removes it from the bracket and adds it again as a new trial, in
       whichever bracket is being filled, often a new band: it would then run to another budget
       than in an uninterrupted run (and last, after every other trial), and its old bracket would
       halve without it. Kept in place, it resumes from its checkpoint and the study makes the same
@@ -107,6 +107,67 @@ class BracketTaggingHyperBand(HyperBandScheduler):
         if trial.status in (Trial.TERMINATED, Trial.ERROR):
             bracket.cleanup_trial(trial)
 
+    def _held(self, trial, bracket) -> bool:
+        """A retried trial whose checkpoint is at its bracket's current milestone: it waits for the
+        halving, as the PAUSED trial it would have been in an uninterrupted run (Ray would run it
+        on, and compare it on a later epoch's result)."""
+        return (trial.status == Trial.PENDING and trial.__dict__.get("_driftloop_hold", False)
+                and bracket._halves > 0 and trial in bracket._live_trials and not bracket.continue_trial(trial))
+
+    def choose_trial_to_run(self, tune_controller):
+        for band in self._hyperbands:
+            for bracket in [b for b in band if b is not None]:
+                # Every live trial is at the milestone but the one that would have halved the
+                # bracket is a held retry: halve now (nothing else will report).
+                if any(self._held(t, bracket) for t in bracket.current_trials()) and bracket.cur_iter_done():
+                    self._process_bracket(tune_controller, bracket)
+        # Ray's choice (HyperBandScheduler.choose_trial_to_run, ray 2.55.1), held trials left out.
+        for band in self._hyperbands:
+            for bracket in sorted([b for b in band if b is not None], key=lambda b: b.completion_percentage()):
+                for trial in bracket.current_trials():
+                    if ((trial.status == Trial.PAUSED and trial in bracket.trials_to_unpause)
+                            or (trial.status == Trial.PENDING and not self._held(trial, bracket))):
+                        return trial
+        return None
+
+    def _process_bracket(self, tune_controller, bracket) -> str:
+        # Ray's HyperBandScheduler._process_bracket (ray 2.55.1), except that a losing trial that is
+        # PENDING (a held retry) is stopped like a PAUSED one; Ray raises "unexpected bad status".
+        from ray.tune.schedulers import TrialScheduler
+
+        action = TrialScheduler.PAUSE
+        if bracket.cur_iter_done():
+            if bracket.finished():
+                bracket.cleanup_full(tune_controller)
+                return TrialScheduler.STOP
+            bracket.is_being_processed = True
+            good, bad = bracket.successive_halving(self._metric, self._metric_op)
+            self._num_stopped += len(bad)
+            for t in bad:
+                if t.status in (Trial.PAUSED, Trial.PENDING) or t.is_saving:
+                    tune_controller.stop_trial(t)
+                elif t.status == Trial.RUNNING:
+                    bracket.cleanup_trial(t)
+                    action = TrialScheduler.STOP
+                else:
+                    from ray.tune.error import TuneError
+
+                    raise TuneError(f"Trial with unexpected bad status encountered: {t} is {t.status}")
+            for t in good:
+                if bracket.continue_trial(t):
+                    if t.status == Trial.PAUSED or t.is_saving:
+                        self._unpause_trial(tune_controller, t)
+                        bracket.trials_to_unpause.add(t)
+                    elif t.status == Trial.RUNNING:
+                        action = TrialScheduler.CONTINUE
+                elif bracket.finished() and bracket.stop_last_trials:
+                    if t.status == Trial.PAUSED or t.is_saving:
+                        tune_controller.stop_trial(t)
+                    elif t.status == Trial.RUNNING:
+                        bracket.cleanup_trial(t)
+                        action = TrialScheduler.STOP
+        return action
+
     def _catch_up(self, bracket) -> None:
         # Halvings that had happened before a restore: every live trial is past the milestone and
         # no more of them are left than the halving keeps. (Never true in an uninterrupted run:
@@ -120,6 +181,7 @@ class BracketTaggingHyperBand(HyperBandScheduler):
             bracket._cumul_r = bracket._r
 
     def on_trial_result(self, tune_controller, trial, result):
+        trial.__dict__.pop("_driftloop_hold", None)
         bracket = self._trial_info[trial][0]
         if trial not in bracket._live_trials and trial.status == Trial.RUNNING:
             # A running trial its bracket had already cleaned up (seen after a restore: Tune re-runs a
@@ -134,6 +196,17 @@ class BracketTaggingHyperBand(HyperBandScheduler):
         # PENDING). Only the latter leaves its bracket; the retry's on_trial_add keeps it in place.
         if trial.status == Trial.ERROR and trial.should_recover() and trial in self._trial_info:
             trial.__dict__["_driftloop_retry"] = True
+            # Its place in the bracket goes back to where the retry starts from: the result of the
+            # checkpoint Tune restores (none: from scratch). Kept at its last result, the bracket
+            # would count it as having reached the milestone and halve while it is retraining;
+            # Ray then only drops a losing RUNNING trial from the bracket (it trains on to max_t:
+            # seen after a node loss) and raises on a losing PENDING one.
+            bracket = self._trial_info[trial][0]
+            if trial in bracket._live_trials:
+                ckpt = trial.latest_checkpoint_result
+                metrics = dict(ckpt.metrics) if ckpt is not None and ckpt.metrics else None
+                bracket._live_trials[trial] = metrics if metrics and self._time_attr in metrics else None
+                trial.__dict__["_driftloop_hold"] = True
             return
         super().on_trial_error(tune_controller, trial)
 

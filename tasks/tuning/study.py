@@ -140,16 +140,18 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
             from tasks.tuning.ray_hooks import BracketTagger
 
             callbacks = [BracketTagger()]
+            # reuse_actors: on one machine a trial's actor (a Python process with torch imported,
+            # seconds to start on 2 cores) serves the next trial and the resumption of paused
+            # ones. Not on a cluster: an idle cached actor may sit on a node that has since been
+            # lost, and Tune 2.55.1 treats the failed reuse (the trial is still PENDING) as a
+            # final ERROR, never as a retry within tuning.max_failures.
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space(cfg.search_space),
                 tune_config=tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, scheduler=scheduler,
                                             search_alg=searcher, num_samples=cfg.num_samples,
                                             max_concurrent_trials=cfg.max_concurrent_trials,
-                                            # A trial's actor (a Python process with torch imported,
-                                            # seconds to start on 2 cores) serves the next trial and
-                                            # the resumption of paused ones.
-                                            reuse_actors=True),
+                                            reuse_actors=not is_remote(cfg.ray_address)),
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage_path, storage_filesystem=fs, verbose=0,
                     callbacks=callbacks,
