@@ -14,6 +14,7 @@ import time
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
+from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
 from ray.tune.schedulers import HyperBandForBOHB, HyperBandScheduler
 from ray.tune.schedulers.hyperband import _Bracket
 
@@ -223,6 +224,38 @@ class BracketTaggingHyperBand(HyperBandScheduler):
             mark(trial)
 
 
+class NoCSVLogger(CSVLoggerCallback):
+    """Stands in for Tune's default CSV logger (Tune adds one unless a callback of its type is
+    given) and writes nothing: the study reads its results from ``result.json`` (Tune's JSON logger,
+    kept; ``ExperimentAnalysis`` prefers it), so ``progress.csv`` was a second copy of every result."""
+
+    def log_trial_start(self, trial):
+        pass
+
+    def log_trial_result(self, iteration, trial, result):
+        pass
+
+    def log_trial_end(self, trial, failed=False):
+        pass
+
+
+class NoTBXLogger(TBXLoggerCallback):
+    """Stands in for Tune's default TensorBoard logger (an event file per trial, written at every
+    result) and writes nothing: driftloop's reports and the Prefect artifacts show the curves."""
+
+    def __init__(self):  # noqa: D107  (does not need tensorboardX)
+        Callback.__init__(self)
+
+    def log_trial_start(self, trial):
+        pass
+
+    def log_trial_result(self, iteration, trial, result):
+        pass
+
+    def log_trial_end(self, trial, failed=False):
+        pass
+
+
 class BracketTagger(Callback):
     """Adds ``hb_band`` / ``hb_bracket`` to every result of a trial the Hyperband scheduler placed."""
 
@@ -275,11 +308,15 @@ class ProgressCallback(Callback):
         epoch = result.get("epoch")
         if epoch is not None:
             self.epochs[trial.trial_id] = max(self.epochs.get(trial.trial_id, 0), int(epoch))
-        value = result.get(self.metric)
-        new_best = (isinstance(value, (int, float)) and math.isfinite(value)
-                    and (self.best is None or self.sign * value > self.sign * self.best))
-        if new_best:
-            self.best = float(value)
+        # A report carries the epochs since the previous one (curve_<metric>): the best of them counts.
+        values = result.get(f"curve_{self.metric}")
+        if not isinstance(values, list):
+            values = [result.get(self.metric)]
+        new_best = False
+        for value in values:
+            if (isinstance(value, (int, float)) and math.isfinite(value)
+                    and (self.best is None or self.sign * value > self.sign * self.best)):
+                self.best, new_best = float(value), True
         self._emit(trials, force=new_best)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -341,8 +378,11 @@ class StallGuard(Callback):
     checkpoint like any other failure (``tuning.max_failures``). The limit is
     ``tuning.trial_stall_s`` when set; else 10 times the slowest epoch seen so far in this session
     (at least ``floor_s``), and ``first_s`` before any epoch has been timed (the first epoch of a
-    trial also pays for its worker's start). A trial's silence is counted from when this guard
-    first sees it RUNNING, so a resumed trial starts afresh.
+    trial also pays for its worker's start). A trial reports only at some epochs
+    (``next_report_epoch`` in its result): epochs are timed as the time between two reports over
+    the epochs between them, and a trial's adaptive limit covers the epochs until its next report.
+    A trial's silence is counted from when this guard first sees it RUNNING, so a resumed trial
+    starts afresh.
     """
 
     def __init__(self, limit_s: float | None = None, floor_s: float = 120.0, factor: float = 10.0,
@@ -351,33 +391,45 @@ class StallGuard(Callback):
         self.clock = clock
         self.last: dict[str, float] = {}  # RUNNING trial id -> time of its last sign of life
         self.timed: set[str] = set()  # trials whose last result was not their first since start
-        self.slowest = 0.0  # longest time between two results of one running trial
+        self.slowest = 0.0  # longest time per epoch between two results of one running trial
+        self.epoch: dict[str, int] = {}  # trial id -> epoch of its last result
+        self.span: dict[str, int] = {}  # trial id -> epochs until its next result
         self.stalled: list[tuple[str, float]] = []  # (trial id, seconds silent) of each trial stopped
 
-    def limit(self) -> float:
+    def limit(self, epochs: int = 1) -> float:
+        """Seconds of silence allowed for a trial whose next result is ``epochs`` epochs away."""
         if self.limit_s is not None:
             return float(self.limit_s)
         if self.slowest <= 0.0:
             return self.first_s
-        return max(self.floor_s, self.factor * self.slowest)
+        return max(self.floor_s, self.factor * self.slowest * max(1, epochs))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         now = self.clock()
         tid = trial.trial_id
+        epoch = result.get("epoch")
+        epochs = 1
+        if isinstance(epoch, int) and tid in self.epoch:
+            epochs = max(1, epoch - self.epoch[tid])
         if tid in self.last and tid in self.timed:
-            self.slowest = max(self.slowest, now - self.last[tid])
+            self.slowest = max(self.slowest, (now - self.last[tid]) / epochs)
         self.last[tid] = now
         self.timed.add(tid)
+        if isinstance(epoch, int):
+            self.epoch[tid] = epoch
+            nxt = result.get("next_report_epoch")
+            self.span[tid] = max(1, int(nxt) - epoch) if isinstance(nxt, int) else 1
 
     def on_step_begin(self, iteration, trials, **info):
         now = self.clock()
-        limit = self.limit()
         for trial in trials:
             tid = trial.trial_id
             if trial.status != Trial.RUNNING:
                 self.last.pop(tid, None)
                 self.timed.discard(tid)
+                self.epoch.pop(tid, None)
                 continue
+            limit = self.limit(self.span.get(tid, 1))
             seen = self.last.setdefault(tid, now)
             if now - seen > limit:
                 self._stop(trial, now - seen, limit)
