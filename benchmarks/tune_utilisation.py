@@ -2,9 +2,9 @@
 machine (2 CPUs), and the seconds of overhead per trial.
 
 Runs ``run_study`` exactly as the tune stage does (a local Ray started and stopped by the call,
-Hyperband, a checkpoint every epoch, results in a local artifact store), then, as the baseline
-in the same run, trains the same configurations for the same epochs in-process, one after the
-other, with the same loop and no Ray.
+Hyperband, checkpoints and reports to Tune only at the rung milestones, results in a local artifact
+store), then, as the baseline in the same run, trains the same configurations for the same epochs
+in-process, one after the other, with the same loop and no Ray.
 
 * utilisation = time inside train_one_epoch + evaluate, summed over trials / (wall time x slots),
   slots = trials that can run at once (CPUs / CPUs per trial);

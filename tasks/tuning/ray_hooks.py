@@ -14,6 +14,7 @@ import time
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
+from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
 from ray.tune.schedulers import HyperBandForBOHB, HyperBandScheduler
 from ray.tune.schedulers.hyperband import _Bracket
 
@@ -48,8 +49,8 @@ class BracketTaggingHyperBand(HyperBandScheduler):
     * A trial restored by ``Tuner.restore`` (its last result, or its saved state, carries its tag)
       goes back into its own bracket, also one that had not run yet; Ray would place it as a new trial, and would put finished trials back into
       brackets as live ones, which then never complete (the restored study hangs).
-    * A trial retried after an error (``FailureConfig``; e.g. its worker process died) keeps its
-      place in its bracket. Ray removes it from the bracket and adds it again as a new trial, in
+    * A trial retried after an error (``FailureConfig``; e.g. its worker process died, or its
+      node was lost) keeps its place in its bracket, at the epoch of the checkpoint it resumes from. Ray removes it from the bracket and adds it again as a new trial, in
       whichever bracket is being filled, often a new band: it would then run to another budget
       than in an uninterrupted run (and last, after every other trial), and its old bracket would
       halve without it. Kept in place, it resumes from its checkpoint and the study makes the same
@@ -107,6 +108,67 @@ class BracketTaggingHyperBand(HyperBandScheduler):
         if trial.status in (Trial.TERMINATED, Trial.ERROR):
             bracket.cleanup_trial(trial)
 
+    def _held(self, trial, bracket) -> bool:
+        """A retried trial whose checkpoint is at its bracket's current milestone: it waits for the
+        halving, as the PAUSED trial it would have been in an uninterrupted run (Ray would run it
+        on, and compare it on a later epoch's result)."""
+        return (trial.status == Trial.PENDING and trial.__dict__.get("_driftloop_hold", False)
+                and bracket._halves > 0 and trial in bracket._live_trials and not bracket.continue_trial(trial))
+
+    def choose_trial_to_run(self, tune_controller):
+        for band in self._hyperbands:
+            for bracket in [b for b in band if b is not None]:
+                # Every live trial is at the milestone but the one that would have halved the
+                # bracket is a held retry: halve now (nothing else will report).
+                if any(self._held(t, bracket) for t in bracket.current_trials()) and bracket.cur_iter_done():
+                    self._process_bracket(tune_controller, bracket)
+        # Ray's choice (HyperBandScheduler.choose_trial_to_run, ray 2.55.1), held trials left out.
+        for band in self._hyperbands:
+            for bracket in sorted([b for b in band if b is not None], key=lambda b: b.completion_percentage()):
+                for trial in bracket.current_trials():
+                    if ((trial.status == Trial.PAUSED and trial in bracket.trials_to_unpause)
+                            or (trial.status == Trial.PENDING and not self._held(trial, bracket))):
+                        return trial
+        return None
+
+    def _process_bracket(self, tune_controller, bracket) -> str:
+        # Ray's HyperBandScheduler._process_bracket (ray 2.55.1), except that a losing trial that is
+        # PENDING (a held retry) is stopped like a PAUSED one; Ray raises "unexpected bad status".
+        from ray.tune.schedulers import TrialScheduler
+
+        action = TrialScheduler.PAUSE
+        if bracket.cur_iter_done():
+            if bracket.finished():
+                bracket.cleanup_full(tune_controller)
+                return TrialScheduler.STOP
+            bracket.is_being_processed = True
+            good, bad = bracket.successive_halving(self._metric, self._metric_op)
+            self._num_stopped += len(bad)
+            for t in bad:
+                if t.status in (Trial.PAUSED, Trial.PENDING) or t.is_saving:
+                    tune_controller.stop_trial(t)
+                elif t.status == Trial.RUNNING:
+                    bracket.cleanup_trial(t)
+                    action = TrialScheduler.STOP
+                else:
+                    from ray.tune.error import TuneError
+
+                    raise TuneError(f"Trial with unexpected bad status encountered: {t} is {t.status}")
+            for t in good:
+                if bracket.continue_trial(t):
+                    if t.status == Trial.PAUSED or t.is_saving:
+                        self._unpause_trial(tune_controller, t)
+                        bracket.trials_to_unpause.add(t)
+                    elif t.status == Trial.RUNNING:
+                        action = TrialScheduler.CONTINUE
+                elif bracket.finished() and bracket.stop_last_trials:
+                    if t.status == Trial.PAUSED or t.is_saving:
+                        tune_controller.stop_trial(t)
+                    elif t.status == Trial.RUNNING:
+                        bracket.cleanup_trial(t)
+                        action = TrialScheduler.STOP
+        return action
+
     def _catch_up(self, bracket) -> None:
         # Halvings that had happened before a restore: every live trial is past the milestone and
         # no more of them are left than the halving keeps. (Never true in an uninterrupted run:
@@ -120,6 +182,7 @@ class BracketTaggingHyperBand(HyperBandScheduler):
             bracket._cumul_r = bracket._r
 
     def on_trial_result(self, tune_controller, trial, result):
+        trial.__dict__.pop("_driftloop_hold", None)
         bracket = self._trial_info[trial][0]
         if trial not in bracket._live_trials and trial.status == Trial.RUNNING:
             # A running trial its bracket had already cleaned up (seen after a restore: Tune re-runs a
@@ -134,6 +197,17 @@ class BracketTaggingHyperBand(HyperBandScheduler):
         # PENDING). Only the latter leaves its bracket; the retry's on_trial_add keeps it in place.
         if trial.status == Trial.ERROR and trial.should_recover() and trial in self._trial_info:
             trial.__dict__["_driftloop_retry"] = True
+            # Its place in the bracket goes back to where the retry starts from: the result of the
+            # checkpoint Tune restores (none: from scratch). Kept at its last result, the bracket
+            # would count it as having reached the milestone and halve while it is retraining;
+            # Ray then only drops a losing RUNNING trial from the bracket (it trains on to max_t:
+            # seen after a node loss) and raises on a losing PENDING one.
+            bracket = self._trial_info[trial][0]
+            if trial in bracket._live_trials:
+                ckpt = trial.latest_checkpoint_result
+                metrics = dict(ckpt.metrics) if ckpt is not None and ckpt.metrics else None
+                bracket._live_trials[trial] = metrics if metrics and self._time_attr in metrics else None
+                trial.__dict__["_driftloop_hold"] = True
             return
         super().on_trial_error(tune_controller, trial)
 
@@ -148,6 +222,38 @@ class BracketTaggingHyperBand(HyperBandScheduler):
         mark = getattr(tune_controller, "_mark_trial_to_checkpoint", None)
         if mark is not None:
             mark(trial)
+
+
+class NoCSVLogger(CSVLoggerCallback):
+    """Stands in for Tune's default CSV logger (Tune adds one unless a callback of its type is
+    given) and writes nothing: the study reads its results from ``result.json`` (Tune's JSON logger,
+    kept; ``ExperimentAnalysis`` prefers it), so ``progress.csv`` was a second copy of every result."""
+
+    def log_trial_start(self, trial):
+        pass
+
+    def log_trial_result(self, iteration, trial, result):
+        pass
+
+    def log_trial_end(self, trial, failed=False):
+        pass
+
+
+class NoTBXLogger(TBXLoggerCallback):
+    """Stands in for Tune's default TensorBoard logger (an event file per trial, written at every
+    result) and writes nothing: driftloop's reports and the Prefect artifacts show the curves."""
+
+    def __init__(self):  # noqa: D107  (does not need tensorboardX)
+        Callback.__init__(self)
+
+    def log_trial_start(self, trial):
+        pass
+
+    def log_trial_result(self, iteration, trial, result):
+        pass
+
+    def log_trial_end(self, trial, failed=False):
+        pass
 
 
 class BracketTagger(Callback):
@@ -202,11 +308,15 @@ class ProgressCallback(Callback):
         epoch = result.get("epoch")
         if epoch is not None:
             self.epochs[trial.trial_id] = max(self.epochs.get(trial.trial_id, 0), int(epoch))
-        value = result.get(self.metric)
-        new_best = (isinstance(value, (int, float)) and math.isfinite(value)
-                    and (self.best is None or self.sign * value > self.sign * self.best))
-        if new_best:
-            self.best = float(value)
+        # A report carries the epochs since the previous one (curve_<metric>): the best of them counts.
+        values = result.get(f"curve_{self.metric}")
+        if not isinstance(values, list):
+            values = [result.get(self.metric)]
+        new_best = False
+        for value in values:
+            if (isinstance(value, (int, float)) and math.isfinite(value)
+                    and (self.best is None or self.sign * value > self.sign * self.best)):
+                self.best, new_best = float(value), True
         self._emit(trials, force=new_best)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -268,8 +378,11 @@ class StallGuard(Callback):
     checkpoint like any other failure (``tuning.max_failures``). The limit is
     ``tuning.trial_stall_s`` when set; else 10 times the slowest epoch seen so far in this session
     (at least ``floor_s``), and ``first_s`` before any epoch has been timed (the first epoch of a
-    trial also pays for its worker's start). A trial's silence is counted from when this guard
-    first sees it RUNNING, so a resumed trial starts afresh.
+    trial also pays for its worker's start). A trial reports only at some epochs
+    (``next_report_epoch`` in its result): epochs are timed as the time between two reports over
+    the epochs between them, and a trial's adaptive limit covers the epochs until its next report.
+    A trial's silence is counted from when this guard first sees it RUNNING, so a resumed trial
+    starts afresh.
     """
 
     def __init__(self, limit_s: float | None = None, floor_s: float = 120.0, factor: float = 10.0,
@@ -278,33 +391,45 @@ class StallGuard(Callback):
         self.clock = clock
         self.last: dict[str, float] = {}  # RUNNING trial id -> time of its last sign of life
         self.timed: set[str] = set()  # trials whose last result was not their first since start
-        self.slowest = 0.0  # longest time between two results of one running trial
+        self.slowest = 0.0  # longest time per epoch between two results of one running trial
+        self.epoch: dict[str, int] = {}  # trial id -> epoch of its last result
+        self.span: dict[str, int] = {}  # trial id -> epochs until its next result
         self.stalled: list[tuple[str, float]] = []  # (trial id, seconds silent) of each trial stopped
 
-    def limit(self) -> float:
+    def limit(self, epochs: int = 1) -> float:
+        """Seconds of silence allowed for a trial whose next result is ``epochs`` epochs away."""
         if self.limit_s is not None:
             return float(self.limit_s)
         if self.slowest <= 0.0:
             return self.first_s
-        return max(self.floor_s, self.factor * self.slowest)
+        return max(self.floor_s, self.factor * self.slowest * max(1, epochs))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         now = self.clock()
         tid = trial.trial_id
+        epoch = result.get("epoch")
+        epochs = 1
+        if isinstance(epoch, int) and tid in self.epoch:
+            epochs = max(1, epoch - self.epoch[tid])
         if tid in self.last and tid in self.timed:
-            self.slowest = max(self.slowest, now - self.last[tid])
+            self.slowest = max(self.slowest, (now - self.last[tid]) / epochs)
         self.last[tid] = now
         self.timed.add(tid)
+        if isinstance(epoch, int):
+            self.epoch[tid] = epoch
+            nxt = result.get("next_report_epoch")
+            self.span[tid] = max(1, int(nxt) - epoch) if isinstance(nxt, int) else 1
 
     def on_step_begin(self, iteration, trials, **info):
         now = self.clock()
-        limit = self.limit()
         for trial in trials:
             tid = trial.trial_id
             if trial.status != Trial.RUNNING:
                 self.last.pop(tid, None)
                 self.timed.discard(tid)
+                self.epoch.pop(tid, None)
                 continue
+            limit = self.limit(self.span.get(tid, 1))
             seen = self.last.setdefault(tid, now)
             if now - seen > limit:
                 self._stop(trial, now - seen, limit)

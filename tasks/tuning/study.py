@@ -37,7 +37,7 @@ from tasks.tuning.runtime import (
     tune_storage,
 )
 from tasks.tuning.space import _plain, apply_params, param_space, validate_tuning
-from tasks.tuning.trainable import TrialSetup, pause_epochs, train_trial
+from tasks.tuning.trainable import CURVE_KEYS, TrialSetup, pause_epochs, report_epochs, train_trial
 
 if TYPE_CHECKING:
     from tasks.tuning.progress import Reporter
@@ -126,6 +126,7 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
                            seed=seed, max_t=cfg.max_t, num_classes=n_classes, session=session,
                            threads=max(1, int(resources["cpu"])),
                            checkpoint_epochs=pause_epochs(cfg.scheduler, cfg.max_t, cfg.eta, cfg.checkpoint_every),
+                           report_epochs=report_epochs(cfg.scheduler, cfg.max_t, cfg.eta),
                            crash_once_marker=str(crash_once_marker) if crash_once_marker else None,
                            crash_mode=crash_mode)
         data = {"x_train": splits.train.x, "y_train": splits.train.y, "x_val": splits.val.x, "y_val": splits.val.y}
@@ -137,19 +138,23 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
                                        resume_errored=True, storage_filesystem=fs)
         else:
             scheduler, searcher = _make_scheduler(cfg, seed, configurations)
-            from tasks.tuning.ray_hooks import BracketTagger
+            from tasks.tuning.ray_hooks import BracketTagger, NoCSVLogger, NoTBXLogger
 
-            callbacks = [BracketTagger()]
+            # No CSV or TensorBoard copy of every result (the JSON logger, which the results are
+            # read from, stays).
+            callbacks = [BracketTagger(), NoCSVLogger(), NoTBXLogger()]
+            # reuse_actors: on one machine a trial's actor (a Python process with torch imported,
+            # seconds to start on 2 cores) serves the next trial and the resumption of paused
+            # ones. Not on a cluster: an idle cached actor may sit on a node that has since been
+            # lost, and Tune 2.55.1 treats the failed reuse (the trial is still PENDING) as a
+            # final ERROR, never as a retry within tuning.max_failures.
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space(cfg.search_space),
                 tune_config=tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, scheduler=scheduler,
                                             search_alg=searcher, num_samples=cfg.num_samples,
                                             max_concurrent_trials=cfg.max_concurrent_trials,
-                                            # A trial's actor (a Python process with torch imported,
-                                            # seconds to start on 2 cores) serves the next trial and
-                                            # the resumption of paused ones.
-                                            reuse_actors=True),
+                                            reuse_actors=not is_remote(cfg.ray_address)),
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage_path, storage_filesystem=fs, verbose=0,
                     callbacks=callbacks,
@@ -222,7 +227,7 @@ def _collect(grid, cfg: TuningConfig, name: str, uri: str, session: str, model: 
     # ResultGrid lists its results in the order of the analysis' Trial objects (which carry
     # the failure counts the Result lacks).
     for trial, res in zip(grid._experiment_analysis.trials, grid):
-        df = res.metrics_dataframe
+        df = _expand_curves(res.metrics_dataframe)
         params = {k: _plain(v) for k, v in (res.config or {}).items()}
         tid = str(trial.trial_id)
         failures = int(trial.num_failures)
@@ -279,6 +284,29 @@ def _collect(grid, cfg: TuningConfig, name: str, uri: str, session: str, model: 
         train_seconds=sum(r.train_seconds for r in records), ray_start_seconds=ray_start,
         resumed=resumed, resources_per_trial=resources,
         finished=all(r.status != "unfinished" for r in records), plan=plan)
+
+
+def _expand_curves(df):
+    """One row per epoch trained: a report carries the epochs since the previous one as
+    ``curve_<key>`` lists (``tasks.tuning.trainable``); each becomes a row with the report's other
+    columns (session, node, restored_from_epoch, bracket tag, timestamp). Rows without lists (no
+    curve: reported every epoch) stay as they are."""
+    cols = [f"curve_{k}" for k in CURVE_KEYS]
+    if df is None or df.empty or cols[0] not in df:
+        return df
+    import pandas as pd
+
+    rows = []
+    for rec in df.to_dict("records"):
+        epochs = rec.get(cols[0])
+        if not isinstance(epochs, list) or not epochs:
+            rows.append(rec)
+            continue
+        for i in range(len(epochs)):
+            row = dict(rec)
+            row.update({k: rec[c][i] for k, c in zip(CURVE_KEYS, cols)})
+            rows.append(row)
+    return pd.DataFrame(rows).drop(columns=cols, errors="ignore")
 
 
 def _last_str(df, col: str) -> str | None:

@@ -1,5 +1,7 @@
 """The Ray Tune trainable: a thin adapter (ARCHITECTURE.md rule 5) around the plain
-``tasks.models.train.train_one_epoch`` + ``evaluate``, one epoch per ``tune.report``.
+``tasks.models.train.train_one_epoch`` + ``evaluate``, reporting to Tune only where the scheduler
+makes a decision (see :func:`report_epochs`), each report carrying the per-epoch curve since the
+previous one.
 
 Checkpoints (model and optimizer state dicts, ``torch.save``; read back with ``weights_only=True``)
 are written only at the epochs where the scheduler may pause the trial (Hyperband's rung
@@ -28,6 +30,9 @@ from tasks.seeding import derive_seed
 from tasks.tuning.space import _plain, apply_params, trial_seed
 
 STATE_FILE = "state.pt"
+# The per-epoch figures a report carries for every epoch since the previous report, as lists
+# ``curve_<key>`` (``tasks.tuning.study`` expands them back into one row per epoch).
+CURVE_KEYS = ("epoch", "val_accuracy", "val_loss", "train_loss", "train_seconds")
 META_FILE = "meta.json"
 
 
@@ -45,6 +50,10 @@ class TrialSetup:
     # Epochs after which the trial saves a checkpoint: where the scheduler may pause it (see
     # pause_epochs) and every tuning.checkpoint_every epochs. Elsewhere it reports metrics only.
     checkpoint_epochs: tuple[int, ...] = ()
+    # Epochs after which the trial reports to Tune (see report_epochs): where the scheduler decides,
+    # plus checkpoints and max_t; each report carries the per-epoch curve since the previous one.
+    # Empty: every epoch.
+    report_epochs: tuple[int, ...] = ()
     crash_once_marker: str | None = None
     crash_at_epoch: int = 2
     # "raise": InjectedCrash; "kill": SIGKILL of the trial's own worker process; "hang": the trial
@@ -69,12 +78,17 @@ def _crash(setup: TrialSetup, epoch: int) -> None:
 
 
 def train_trial(config: dict, data: dict | None = None, setup: TrialSetup | None = None) -> None:
-    """The Ray Tune trainable: one ``train_one_epoch`` + ``evaluate`` per report, a checkpoint with each.
+    """The Ray Tune trainable: ``train_one_epoch`` + ``evaluate`` per epoch; a report only at
+    ``setup.report_epochs`` (the epochs where the scheduler decides), checkpoint epochs and max_t.
 
-    Reports ``epoch``, ``val_accuracy``, ``val_loss``, ``train_loss``, ``train_seconds`` (time
-    inside the train and evaluate functions, summed over the trial's life, restored epochs
-    included), ``restored_from_epoch`` (0 for a fresh start), ``trial_seed`` and ``session`` (the
-    ``run_study`` call that trained the epoch).
+    Each report has the figures of its epoch: ``epoch``, ``val_accuracy``, ``val_loss``,
+    ``train_loss``, ``train_seconds`` (time inside the train and evaluate functions, summed over the
+    trial's life, restored epochs included), ``restored_from_epoch`` (0 for a fresh start),
+    ``trial_seed``, ``session`` (the ``run_study`` call that trained the epoch), where it ran,
+    ``next_report_epoch``, and ``curve_<key>`` lists (:data:`CURVE_KEYS`) for every epoch trained
+    since the previous report. A report is a round trip to the driver (result processing,
+    callbacks, loggers, experiment snapshots): once per epoch it cost as much as training small
+    models.
     """
     import torch
     from ray import tune
@@ -109,6 +123,8 @@ def train_trial(config: dict, data: dict | None = None, setup: TrialSetup | None
         opt.load_state_dict(state["optimizer"])
         start, train_seconds = int(meta["epoch"]), float(meta["train_seconds"])
 
+    reports = set(setup.report_epochs or range(1, setup.max_t + 1)) | set(setup.checkpoint_epochs) | {setup.max_t}
+    curve: dict[str, list] = {k: [] for k in CURVE_KEYS}
     for epoch in range(start + 1, setup.max_t + 1):
         if setup.crash_once_marker and epoch == setup.crash_at_epoch:
             try:  # O_EXCL: exactly one attempt, of one trial, ever creates the marker and crashes
@@ -125,9 +141,16 @@ def train_trial(config: dict, data: dict | None = None, setup: TrialSetup | None
                                      derive_seed(seed, "epoch", epoch), device)
         ev = evaluate(model, x_va, y_va, device, setup.num_classes)
         train_seconds += time.perf_counter() - t0
+        for k, v in zip(CURVE_KEYS, (epoch, ev.accuracy, ev.loss, train_loss, train_seconds)):
+            curve[k].append(v)
+        if epoch not in reports:
+            continue
         metrics = {"epoch": epoch, "val_accuracy": ev.accuracy, "val_loss": ev.loss, "train_loss": train_loss,
                    "train_seconds": train_seconds, "restored_from_epoch": start, "trial_seed": seed,
-                   "session": setup.session, **placement}
+                   "session": setup.session, **placement,
+                   "next_report_epoch": min((e for e in reports if e > epoch), default=epoch),
+                   **{f"curve_{k}": v for k, v in curve.items()}}
+        curve = {k: [] for k in CURVE_KEYS}
         if epoch not in setup.checkpoint_epochs:
             tune.report(metrics)
             continue
@@ -162,3 +185,20 @@ def pause_epochs(scheduler: str, max_t: int, eta: int, every: int | None = None)
         out.update(range(every, max_t + 1, every))
     return tuple(sorted(out))
 
+
+def report_epochs(scheduler: str, max_t: int, eta: int) -> tuple[int, ...]:
+    """The epochs after which a trial reports to Tune: where ``scheduler`` makes a decision about it,
+    and max_t. Both count time in ``epoch`` (``tasks.tuning.runtime._make_scheduler``), so a report
+    between them changes nothing: Hyperband/BOHB compare a bracket's trials at its rung milestones
+    (every bracket's, as the trial does not know its bracket), ASHA at its rungs
+    (``asha_milestones``). Checkpoint epochs (:func:`pause_epochs`) report too."""
+    from tasks.tuning.plan import ray_bracket_sizes, ray_rung_milestones
+    from tasks.tuning.results import asha_milestones
+
+    out: set[int] = {max_t}
+    if scheduler in ("hyperband", "bohb"):
+        for s, _, _ in ray_bracket_sizes(max_t, eta):
+            out.update(ray_rung_milestones(max_t, eta, s))
+    else:
+        out.update(asha_milestones(max_t, eta))
+    return tuple(sorted(e for e in out if 1 <= e <= max_t))

@@ -74,6 +74,21 @@ class MaxRunning:
         self.max_running = max(self.max_running, p.running)
 
 
+def trial_workers_on(n) -> list[int]:
+    """Process ids of the Tune trial actors (``ray::ImplicitFunc...``) in a node's process group:
+    the node's live trials (on a cluster driftloop keeps no idle cached actors)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(d.name)) == n.process.pid and b"ImplicitFunc" in (d / "cmdline").read_bytes():
+                pids.append(int(d.name))
+        except (OSError, ProcessLookupError):
+            continue
+    return pids
+
+
 def s3_keys(store, prefix: str) -> list[str]:
     from pyarrow import fs as pafs
 
@@ -132,26 +147,23 @@ def test_cpu_only_trials_get_no_gpu_wherever_they_run(cluster, cpu_study):
     assert sorted(t.status for t in study.trials) == ["completed"] * 3 + ["stopped"] * 2
 
 
-# Known defect (issue 15, open): under the full suite's load a trial retried after the node loss can
-# still end in ERROR (2 of 3 full-suite runs on 2 cores); it passes when run alone. Kept running and
-# reported (non-strict xfail) until the retry placement is fixed, rather than hidden or deleted.
-@pytest.mark.xfail(strict=False, reason="issue 15: a retried trial can end in ERROR after a node loss under load")
 def test_killed_worker_node_study_completes_from_s3_checkpoints(cluster, small_splits, cpu_study):
     reference, store = cpu_study
     victim = node(cluster, "worker1")
     assert victim.alive()
 
-    class KillAfterEpochs:
-        """SIGKILL the CPU worker's process group once the study has trained 4 epochs there."""
+    class KillMidStudy:
+        """SIGKILL the CPU worker's process group once the study has trained 3 epochs and a trial
+        is training on that node (so that the node loss costs a running trial)."""
 
         killed_at = None
 
         def __call__(self, p):
-            if self.killed_at is None and p.epochs >= 4:
+            if self.killed_at is None and p.epochs >= 3 and trial_workers_on(victim):
                 cluster.kill_node(victim)
                 self.killed_at = p.epochs
 
-    killer = KillAfterEpochs()
+    killer = KillMidStudy()
     # Retries generous enough to outlast the seconds until Ray declares the node dead (a retry placed
     # on it meanwhile fails again).
     cfg = study_cfg(cluster, 0.0, checkpoint_every=1, storage_subpath="tuning-node-loss").model_copy(

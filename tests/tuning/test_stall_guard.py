@@ -61,3 +61,22 @@ def test_only_a_silent_running_trial_is_stopped_once_per_silence():
     clock.t = 105.0
     g.on_step_begin(23, [silent])
     assert len(g.stalled) == 1
+
+
+def test_a_trial_that_reports_every_few_epochs_is_timed_per_epoch_and_given_its_span():
+    clock = Clock()
+    g = StallGuard(clock=clock, floor_s=1, factor=10, first_s=900)
+    a = trial("a")
+    g.on_step_begin(0, [a])
+    clock.t = 5.0
+    g.on_trial_result(0, [a], a, {"epoch": 1, "next_report_epoch": 3})  # first result: not timed
+    clock.t = 11.0
+    g.on_trial_result(0, [a], a, {"epoch": 3, "next_report_epoch": 9})  # 2 epochs in 6 s
+    assert g.slowest == pytest.approx(3.0) and g.span["a"] == 6
+    # Its next report is 6 epochs away: 10 x 3 s x 6 epochs of silence are allowed, not 30 s.
+    clock.t = 11.0 + 170.0
+    g.on_step_begin(1, [a])
+    assert g.stalled == []
+    clock.t = 11.0 + 181.0
+    g.on_step_begin(2, [a])
+    assert [tid for tid, _ in g.stalled] == ["a"]

@@ -64,6 +64,24 @@ def test_hyperband_stops_some_trials_early_and_returns_the_best(crash_study):
     assert sum(r["stopped"] for r in rows) == len(stopped)
 
 
+def test_trials_report_only_where_hyperband_decides_and_curves_stay_per_epoch(crash_study):
+    # max_t=3, eta=3: the brackets' milestones are epochs 1 and 3; epoch 2 travels in the epoch-3
+    # report's curve (the Hyperband decisions, and so the study, are those of per-epoch reports).
+    import json
+    from pathlib import Path
+
+    study, _, _, _ = crash_study
+    exp = Path(study.storage_uri)
+    for t in study.trials:
+        (d,) = [d for d in exp.iterdir() if d.is_dir() and f"_{t.trial_id}_" in d.name]
+        rows = [json.loads(x) for x in (d / "result.json").read_text().splitlines() if x.strip()]
+        assert {r["epoch"] for r in rows} <= {1, 3}, (t.trial_id, [r["epoch"] for r in rows])
+        assert [e for r in rows for e in r["curve_epoch"]][-t.epochs:] == list(range(1, t.epochs + 1)) or t.failures
+        assert t.val_accuracy[-1] == pytest.approx(rows[-1]["val_accuracy"])
+        assert len(t.val_accuracy) == len(t.val_loss) == t.epochs
+    assert not list(exp.rglob("progress.csv")) and not list(exp.rglob("events.out.tfevents*"))
+
+
 def test_crashed_trial_completes_from_its_checkpoint(crash_study):
     study, _, _, marker = crash_study
     assert marker.exists()  # the crash happened

@@ -1,0 +1,120 @@
+"""BracketTaggingHyperBand keeps a retried trial in its bracket at the epoch it resumes from, on fake
+trials and a fake controller (no Ray cluster): the bracket must not halve while it retrains."""
+
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("ray.tune")
+
+from tasks.tuning.ray_hooks import BracketTaggingHyperBand  # noqa: E402
+
+
+class FakeTrial(SimpleNamespace):
+    def __init__(self, tid):
+        super().__init__(trial_id=tid, status="PENDING", last_result=None, latest_checkpoint_result=None,
+                         is_saving=False)
+
+    def should_recover(self):
+        return True
+
+    def __hash__(self):
+        return hash(self.trial_id)
+
+    def __eq__(self, other):
+        return self is other
+
+
+class FakeController:
+    """TuneController.stop_trial as far as the scheduler sees it: a PENDING/PAUSED trial is removed."""
+
+    def __init__(self):
+        self.stopped = []
+        self.scheduler = None
+
+    def stop_trial(self, trial):
+        self.stopped.append(trial.trial_id)
+        if trial.status in ("PENDING", "PAUSED"):
+            self.scheduler.on_trial_remove(self, trial)
+        trial.status = "TERMINATED"
+
+
+def result(epoch, acc):
+    return {"epoch": epoch, "acc": acc}
+
+
+def study(checkpoint_epoch=None):
+    """max_t=3, eta=3: bracket s=0 holds trials a, b (3 epochs); s=1 holds c, d, e (1 epoch, keep 1).
+    c reports epoch 1 (worst of its bracket), pauses, is resumed... and fails; Tune retries it."""
+    sched = BracketTaggingHyperBand(time_attr="epoch", max_t=3, reduction_factor=3, metric="acc", mode="max")
+    ctl = FakeController()
+    ctl.scheduler = sched
+    trials = {k: FakeTrial(k) for k in "abcde"}
+    for t in trials.values():
+        sched.on_trial_add(ctl, t)
+    c = trials["c"]
+    assert sched._trial_info[c][0] is sched._trial_info[trials["d"]][0]  # c, d, e share bracket s=1
+    c.status = "RUNNING"
+    assert sched.on_trial_result(ctl, c, result(1, 0.1)) == "PAUSE"
+    c.last_result = result(1, 0.1)
+    if checkpoint_epoch is not None:
+        c.latest_checkpoint_result = SimpleNamespace(metrics=result(checkpoint_epoch, 0.1))
+    # The retry, as TuneController._requeue_trial does it: ERROR, on_trial_error, PENDING, on_trial_add.
+    c.status = "ERROR"
+    sched.on_trial_error(ctl, c)
+    c.status = "PENDING"
+    sched.on_trial_add(ctl, c)
+    return sched, ctl, trials
+
+
+def test_retried_trial_without_checkpoint_holds_back_the_halving_until_it_reports_again():
+    sched, ctl, t = study(checkpoint_epoch=None)
+    bracket = sched._trial_info[t["c"]][0]
+    assert bracket._live_trials[t["c"]] is None  # back to the start: it retrains from scratch
+    for k, acc in (("d", 0.5), ("e", 0.4)):
+        t[k].status = "RUNNING"
+        # Not halved yet (before the fix: halved on c's stale epoch-1 result while c was PENDING,
+        # and Ray raised on the losing PENDING trial)
+        assert sched.on_trial_result(ctl, t[k], result(1, acc)) == "PAUSE"
+        t[k].status = "PAUSED"
+    assert bracket._halves == 1 and ctl.stopped == []
+    # c reaches epoch 1 again (same curve): now the bracket halves, keeps d, stops c (it is the
+    # trial reporting) and e, as an uninterrupted study does.
+    t["c"].status = "RUNNING"
+    assert sched.on_trial_result(ctl, t["c"], result(1, 0.1)) == "STOP"
+    assert ctl.stopped == ["e"] and bracket._halves == 0 and set(bracket._live_trials) == {t["d"]}
+
+
+def test_retried_trial_at_its_milestone_waits_for_the_halving_like_a_paused_one():
+    # c died after its epoch-1 checkpoint (the milestone) while being paused: it resumes from there,
+    # but only once its bracket has halved, and it loses as it would have.
+    sched, ctl, t = study(checkpoint_epoch=1)
+    bracket = sched._trial_info[t["c"]][0]
+    assert bracket._live_trials[t["c"]]["epoch"] == 1
+    for k in "abe":
+        t[k].status = "RUNNING"
+    t["d"].status = "RUNNING"
+    assert sched.on_trial_result(ctl, t["d"], result(1, 0.5)) == "PAUSE"
+    t["d"].status = "PAUSED"
+    assert sched.choose_trial_to_run(ctl) is None  # c (PENDING) is held, not run on to epoch 2
+    # e reaches the milestone last: the bracket halves; c loses and is stopped though PENDING
+    # (Ray 2.55.1 raised "unexpected bad status" on a PENDING loser).
+    assert sched.on_trial_result(ctl, t["e"], result(1, 0.4)) == "STOP"
+    assert ctl.stopped == ["c"] and bracket._halves == 0 and set(bracket._live_trials) == {t["d"]}
+
+
+def test_held_winner_is_released_by_the_halving_and_a_bracket_of_held_trials_halves_by_itself():
+    sched, ctl, t = study(checkpoint_epoch=1)
+    bracket = sched._trial_info[t["c"]][0]
+    t["c"].latest_checkpoint_result.metrics["acc"] = 0.9
+    bracket._live_trials[t["c"]] = result(1, 0.9)  # c is the best of its bracket at epoch 1
+    for k in "ab":
+        t[k].status = "RUNNING"
+    for k, acc in (("d", 0.5), ("e", 0.4)):
+        t[k].status = "RUNNING"
+        bracket.update_trial_stats(t[k], result(1, acc))
+        t[k].status = "PAUSED"
+    # Every live trial is at the milestone and nothing else will report: choosing the next trial
+    # halves the bracket, stops d and e, and c (the winner) is the trial to run.
+    assert sched.choose_trial_to_run(ctl) is t["c"]
+    assert sorted(ctl.stopped) == ["d", "e"] and bracket._cumul_r == 3
