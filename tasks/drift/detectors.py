@@ -301,6 +301,9 @@ def build_detectors(reference: "DriftReference", names: Sequence[str] | None = N
     """
     if reference is None:
         raise DataError("no drift reference to build detectors from")
+    from tasks.compat import require
+
+    require("alibi-detect")  # the online detectors below patch its private methods
     names = check_detector_names(names if names is not None else reference.config["detectors"])
     feats = reference.features()
     out = DetectorSet()

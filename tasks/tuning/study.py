@@ -87,6 +87,9 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
     model = model or ModelConfig()
     training = training or TrainingConfig()
     validate_tuning(cfg, model, training)
+    from tasks.compat import require
+
+    require("ray")  # tasks.tuning.ray_hooks and _add_session_callback rely on Tune's private names
     if len(splits.train) == 0 or len(splits.val) == 0:
         raise DriftloopError("tuning needs non-empty train and validation splits")
     n_classes = int(num_classes or int(max(splits.train.y.max(), splits.val.y.max())) + 1)
