@@ -15,8 +15,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-            "versions": {p: _v(p) for p in ("torch", "prefect", "ray", "flwr", "alibi-detect", "numpy", "boto3")}}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {p: _v(p) for p in ("torch", "prefect", "ray", "flwr", "alibi-detect", "numpy", "boto3")},
+    }
 
 
 def _v(p: str) -> str | None:
@@ -28,8 +32,13 @@ def _v(p: str) -> str | None:
 
 def write_result(name: str, result: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    doc = {"benchmark": name, "command": " ".join([Path(sys.executable).name] + sys.argv),
-           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), **result}
+    doc = {
+        "benchmark": name,
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        **result,
+    }
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     print(f"wrote {path}")

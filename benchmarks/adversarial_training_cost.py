@@ -56,23 +56,64 @@ def run_one(splits, label, mode, switch, seed, args, model_cfg, train_cfg, track
     seed_everything(derive_seed(seed, "init"))
     model = build_model(model_cfg, splits.train.sample_shape, 10)
     over = {"switch_fraction": switch} if switch is not None else {}
-    cfg = AdversarialConfig(mode=mode, epochs=args.epochs, epsilon=args.eps, steps=args.steps,
-                            step_size=2.5 * args.eps / args.steps, lr=args.lr, history_samples=200, eval_steps=10,
-                            **over)
+    cfg = AdversarialConfig(
+        mode=mode,
+        epochs=args.epochs,
+        epsilon=args.eps,
+        steps=args.steps,
+        step_size=2.5 * args.eps / args.steps,
+        lr=args.lr,
+        history_samples=200,
+        eval_steps=10,
+        **over,
+    )
     t0 = time.perf_counter()
-    res = adversarial_train(model, splits.train.x, splits.train.y, splits.val.x, splits.val.y, cfg, train_cfg,
-                            seed, 0.0, 1.0, 10, track_history=track)
+    res = adversarial_train(
+        model,
+        splits.train.x,
+        splits.train.y,
+        splits.val.x,
+        splits.val.y,
+        cfg,
+        train_cfg,
+        seed,
+        0.0,
+        1.0,
+        10,
+        track_history=track,
+    )
     wall = time.perf_counter() - t0
-    ev = evaluate_robustness(model, splits.test.x, splits.test.y, epsilons=[args.eps], epsilon=args.eps,
-                             norm="linf", steps=args.eval_steps, restarts=args.eval_restarts, lo=0.0, hi=1.0,
-                             num_classes=10, seed=seed, device=torch.device("cpu"), label=label)
+    ev = evaluate_robustness(
+        model,
+        splits.test.x,
+        splits.test.y,
+        epsilons=[args.eps],
+        epsilon=args.eps,
+        norm="linf",
+        steps=args.eval_steps,
+        restarts=args.eval_restarts,
+        lo=0.0,
+        hi=1.0,
+        num_classes=10,
+        seed=seed,
+        device=torch.device("cpu"),
+        label=label,
+    )
     return res, {
-        "label": label, "mode": mode, "seed": seed, "switch_epoch": res.switch_epoch,
-        "train_seconds": res.train_seconds, "train_cpu_seconds": res.train_cpu_seconds, "wall_seconds_incl_history": wall,
-        "grad_passes": res.grad_passes, "example_grads": res.example_grads,
-        "clean_accuracy": ev.clean_accuracy, "robust_accuracy": ev.robust_accuracy,
+        "label": label,
+        "mode": mode,
+        "seed": seed,
+        "switch_epoch": res.switch_epoch,
+        "train_seconds": res.train_seconds,
+        "train_cpu_seconds": res.train_cpu_seconds,
+        "wall_seconds_incl_history": wall,
+        "grad_passes": res.grad_passes,
+        "example_grads": res.example_grads,
+        "clean_accuracy": ev.clean_accuracy,
+        "robust_accuracy": ev.robust_accuracy,
         "curve": [(p.epsilon, p.pgd_accuracy, p.fgsm_accuracy) for p in ev.curve],
-        "reliable": ev.reliable, "failed_checks": ev.failed_checks,
+        "reliable": ev.reliable,
+        "failed_checks": ev.failed_checks,
     }
 
 
@@ -101,8 +142,17 @@ def main() -> None:
     seeds = [derive_seed(BASE_SEED, "bench-adv", i) for i in range(args.seeds)]
 
     # Warm-up (lazy initialisation of torch kernels), untimed, so the first timed run pays nothing extra.
-    run_one(splits, "warmup", "pgd", None, seeds[0], argparse.Namespace(**{**vars(args), "epochs": 1}),
-            model_cfg, train_cfg, track=False)
+    run_one(
+        splits,
+        "warmup",
+        "pgd",
+        None,
+        seeds[0],
+        argparse.Namespace(**{**vars(args), "epochs": 1}),
+        model_cfg,
+        train_cfg,
+        track=False,
+    )
     rows, histories = [], {}
     t_start = time.perf_counter()
     for i, seed in enumerate(seeds):
@@ -112,16 +162,20 @@ def main() -> None:
             rows.append(row)
             if i == 0:
                 histories[label] = res
-            print(f"seed {i} {label:12s} train {row['train_seconds']:6.2f}s passes {row['grad_passes']:5d} "
-                  f"clean {row['clean_accuracy']:.3f} robust {row['robust_accuracy']:.3f} "
-                  f"{'reliable' if row['reliable'] else 'UNRELIABLE ' + ','.join(row['failed_checks'])}", flush=True)
+            print(
+                f"seed {i} {label:12s} train {row['train_seconds']:6.2f}s passes {row['grad_passes']:5d} "
+                f"clean {row['clean_accuracy']:.3f} robust {row['robust_accuracy']:.3f} "
+                f"{'reliable' if row['reliable'] else 'UNRELIABLE ' + ','.join(row['failed_checks'])}",
+                flush=True,
+            )
 
     by = {label: [r for r in rows if r["label"] == label] for label, _, _ in RUNS}
     summary = {}
     for label, rs in by.items():
-        summary[label] = {k: mean_sd([r[k] for r in rs]) for k in
-                          ("train_seconds", "train_cpu_seconds", "grad_passes", "clean_accuracy",
-                           "robust_accuracy")}
+        summary[label] = {
+            k: mean_sd([r[k] for r in rs])
+            for k in ("train_seconds", "train_cpu_seconds", "grad_passes", "clean_accuracy", "robust_accuracy")
+        }
         summary[label]["reliable_runs"] = sum(r["reliable"] for r in rs)
     comparisons = {}
     for label in ("delayed_0.5", "delayed_0.7", "fast", "natural"):
@@ -132,27 +186,44 @@ def main() -> None:
         dpts = [100 * (d["robust_accuracy"] - p["robust_accuracy"]) for d, p in zip(by[label], by["pgd"])]
         dclean = [100 * (d["clean_accuracy"] - p["clean_accuracy"]) for d, p in zip(by[label], by["pgd"])]
         comparisons[f"{label}_vs_pgd"] = {
-            "time_saved": mean_sd(saved), "cpu_time_saved": mean_sd(saved_cpu), "grad_passes_saved": mean_sd(saved_passes),
-            "robust_accuracy_diff_points": mean_sd(dpts), "clean_accuracy_diff_points": mean_sd(dclean),
+            "time_saved": mean_sd(saved),
+            "cpu_time_saved": mean_sd(saved_cpu),
+            "grad_passes_saved": mean_sd(saved_passes),
+            "robust_accuracy_diff_points": mean_sd(dpts),
+            "clean_accuracy_diff_points": mean_sd(dclean),
             "goal_met_time_saved_ge_40pct": statistics.fmean(saved) >= 0.40,
             "goal_met_robust_within_1_point": statistics.fmean(dpts) >= -1.0,
         }
 
     OUT.mkdir(parents=True, exist_ok=True)
-    png = history_plot([histories[k] for k in ("pgd", "delayed_0.5", "delayed_0.7", "fast")],
-                       labels=["regular PGD", "delayed 50%", "delayed 70%", "fast FGSM-RS"], dpi=100)
+    png = history_plot(
+        [histories[k] for k in ("pgd", "delayed_0.5", "delayed_0.7", "fast")],
+        labels=["regular PGD", "delayed 50%", "delayed 70%", "fast FGSM-RS"],
+        dpi=100,
+    )
     (OUT / "adversarial_training_cost.png").write_bytes(png)
     import prefect  # noqa: F401  (only for its version string)
 
     result = {
         "benchmark": "adversarial_training_cost",
         "command": " ".join([".venv/bin/python", "benchmarks/adversarial_training_cost.py", *sys.argv[1:]]),
-        "settings": {"dataset": "digits (1797 8x8, [0,1])", "split_seed": BASE_SEED, "model": model_cfg.model_dump(),
-                     "batch_size": train_cfg.batch_size, "optimizer": "adam", "lr": args.lr, "epochs": args.epochs,
-                     "epsilon": args.eps, "norm": "linf", "train_attack": f"PGD-{args.steps}, step 2.5*eps/k, random start",
-                     "fast_attack": "FGSM-RS, step 1.25*eps",
-                     "eval_attack": f"PGD-{args.eval_steps}, {args.eval_restarts} restarts, step 2.5*eps/k",
-                     "threads": args.threads, "n_train": len(splits.train.y), "n_test": len(splits.test.y)},
+        "settings": {
+            "dataset": "digits (1797 8x8, [0,1])",
+            "split_seed": BASE_SEED,
+            "model": model_cfg.model_dump(),
+            "batch_size": train_cfg.batch_size,
+            "optimizer": "adam",
+            "lr": args.lr,
+            "epochs": args.epochs,
+            "epsilon": args.eps,
+            "norm": "linf",
+            "train_attack": f"PGD-{args.steps}, step 2.5*eps/k, random start",
+            "fast_attack": "FGSM-RS, step 1.25*eps",
+            "eval_attack": f"PGD-{args.eval_steps}, {args.eval_restarts} restarts, step 2.5*eps/k",
+            "threads": args.threads,
+            "n_train": len(splits.train.y),
+            "n_test": len(splits.test.y),
+        },
         "seeds": seeds,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "versions": {"torch": torch.__version__, "numpy": np.__version__, "prefect": prefect.__version__},
@@ -167,14 +238,19 @@ def main() -> None:
     print(f"\n{len(seeds)} seeds, {args.epochs} epochs, eps {args.eps} (mean +- sd)")
     print(f"{'mode':12s} {'train s':>13s} {'grad passes':>11s} {'clean':>13s} {'robust':>13s} reliable")
     for label, s in summary.items():
-        print(f"{label:12s} {s['train_seconds'][0]:6.2f} +- {s['train_seconds'][1]:4.2f} {s['grad_passes'][0]:11.0f} "
-              f"{s['clean_accuracy'][0]:.3f} +- {s['clean_accuracy'][1]:.3f} "
-              f"{s['robust_accuracy'][0]:.3f} +- {s['robust_accuracy'][1]:.3f} {s['reliable_runs']}/{len(seeds)}")
+        print(
+            f"{label:12s} {s['train_seconds'][0]:6.2f} +- {s['train_seconds'][1]:4.2f} {s['grad_passes'][0]:11.0f} "
+            f"{s['clean_accuracy'][0]:.3f} +- {s['clean_accuracy'][1]:.3f} "
+            f"{s['robust_accuracy'][0]:.3f} +- {s['robust_accuracy'][1]:.3f} {s['reliable_runs']}/{len(seeds)}"
+        )
     for name, c in comparisons.items():
-        print(f"{name}: time saved {100 * c['time_saved'][0]:.1f}% (+- {100 * c['time_saved'][1]:.1f}), "
-              f"CPU time saved {100 * c['cpu_time_saved'][0]:.1f}%, grad passes saved {100 * c['grad_passes_saved'][0]:.1f}%, robust acc "
-              f"{c['robust_accuracy_diff_points'][0]:+.2f} points (+- {c['robust_accuracy_diff_points'][1]:.2f}), "
-              f"clean {c['clean_accuracy_diff_points'][0]:+.2f} points")
+        print(
+            f"{name}: time saved {100 * c['time_saved'][0]:.1f}% (+- {100 * c['time_saved'][1]:.1f}), "
+            f"CPU time saved {100 * c['cpu_time_saved'][0]:.1f}%, grad passes saved "
+            f"{100 * c['grad_passes_saved'][0]:.1f}%, robust acc "
+            f"{c['robust_accuracy_diff_points'][0]:+.2f} points (+- {c['robust_accuracy_diff_points'][1]:.2f}), "
+            f"clean {c['clean_accuracy_diff_points'][0]:+.2f} points"
+        )
     print(f"wrote {OUT / 'adversarial_training_cost.json'} in {result['total_seconds']:.0f} s")
 
 

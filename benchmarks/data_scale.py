@@ -113,11 +113,17 @@ def child(path: str, batch: str) -> dict:
     times["drift_check"] = time.perf_counter() - t0
     peaks["drift_check"] = _status("VmHWM") - base
     peak = _status("VmHWM") - base
-    return {"rows": n, "data_bytes": int(data_bytes), "file_bytes": os.path.getsize(path),
-            "seconds": {k: round(v, 3) for k, v in times.items()}, "total_seconds": round(sum(times.values()), 3),
-            "peak_bytes_over_baseline": int(peak),
-            "peak_over_data_after": {k: round(v / data_bytes, 2) for k, v in peaks.items()}, "peak_over_data": round(peak / data_bytes, 2),
-            "drift": bool(reports[0].is_drift) if hasattr(reports[0], "is_drift") else None}
+    return {
+        "rows": n,
+        "data_bytes": int(data_bytes),
+        "file_bytes": os.path.getsize(path),
+        "seconds": {k: round(v, 3) for k, v in times.items()},
+        "total_seconds": round(sum(times.values()), 3),
+        "peak_bytes_over_baseline": int(peak),
+        "peak_over_data_after": {k: round(v / data_bytes, 2) for k, v in peaks.items()},
+        "peak_over_data": round(peak / data_bytes, 2),
+        "drift": bool(reports[0].is_drift) if hasattr(reports[0], "is_drift") else None,
+    }
 
 
 def main() -> None:
@@ -134,23 +140,39 @@ def main() -> None:
             path, batch = Path(d) / f"train-{n}.npz", Path(d) / f"batch-{n}.npz"
             write_data(path, n, 0)
             write_data(batch, max(n // 10, 100), 1)
-            out = subprocess.run([sys.executable, __file__, "--child", str(path), str(batch)], check=True,
-                                 capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(path), str(batch)],
+                check=True,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
-            print(f"{n:>9,} rows: validate {row['seconds']['validate']:7.2f} s, epoch {row['seconds']['train_epoch']:7.2f} s, "
-                  f"drift {row['seconds']['drift_check']:6.2f} s; peak +{row['peak_bytes_over_baseline'] / 2**20:7.1f} MiB "
-                  f"= {row['peak_over_data']:.2f}x the data ({row['data_bytes'] / 2**20:.1f} MiB)")
+            print(
+                f"{n:>9,} rows: validate {row['seconds']['validate']:7.2f} s, epoch "
+                f"{row['seconds']['train_epoch']:7.2f} s, "
+                f"drift {row['seconds']['drift_check']:6.2f} s; peak "
+                f"+{row['peak_bytes_over_baseline'] / 2**20:7.1f} MiB "
+                f"= {row['peak_over_data']:.2f}x the data ({row['data_bytes'] / 2**20:.1f} MiB)"
+            )
             path.unlink()
             batch.unlink()
     by = {r["rows"]: r for r in rows}
     ratio = (by[1_000_000]["total_seconds"] / by[100_000]["total_seconds"]) if {100_000, 1_000_000} <= set(by) else None
-    result = {"benchmark": "data_scale", "command": " ".join([Path(sys.executable).name, *sys.argv]),
-              "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-              "rows": rows, "time_ratio_1e6_over_1e5": ratio and round(ratio, 2),
-              "max_peak_over_data": max(r["peak_over_data"] for r in rows)}
+    result = {
+        "benchmark": "data_scale",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "rows": rows,
+        "time_ratio_1e6_over_1e5": ratio and round(ratio, 2),
+        "max_peak_over_data": max(r["peak_over_data"] for r in rows),
+    }
     if ratio:
-        print(f"time 10^6 / 10^5: {ratio:.2f}x (goal <= 12x); worst peak memory {result['max_peak_over_data']:.2f}x the data (goal <= 3x)")
+        print(
+            f"time 10^6 / 10^5: {ratio:.2f}x (goal <= 12x); worst peak memory "
+            f"{result['max_peak_over_data']:.2f}x the data (goal <= 3x)"
+        )
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "data_scale.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {OUT / 'data_scale.json'}")

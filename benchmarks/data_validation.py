@@ -91,8 +91,20 @@ def corrupt(name: str, x: np.ndarray, y: np.ndarray, r: np.random.Generator):
     return x, y
 
 
-CORRUPTIONS = ["nan", "inf", "out_of_range", "unknown_label", "duplicates", "inverted", "scaled_1.5",
-               "brighten_0.2", "noise_0.3", "noise_0.05", "dropped_features", "text_features"]
+CORRUPTIONS = [
+    "nan",
+    "inf",
+    "out_of_range",
+    "unknown_label",
+    "duplicates",
+    "inverted",
+    "scaled_1.5",
+    "brighten_0.2",
+    "noise_0.3",
+    "noise_0.05",
+    "dropped_features",
+    "text_features",
+]
 
 
 def baseline_rejects(x, y) -> bool:
@@ -169,10 +181,16 @@ def held_out_false_alarms(seeds: int, batches_per_seed: int) -> dict:
                 total += 1
                 for rule in rep.rules:
                     fired[rule] += 1
-        out[name] = {"rows": len(ds), "batches": total,
-                     "false_alarm_rate": {k: v / total for k, v in fired.items() if k in
-                                          ("out_of_range", "feature_shift", "duplicate_rows", "non_finite")},
-                     "any_rule": sum(fired.values()) / total}
+        out[name] = {
+            "rows": len(ds),
+            "batches": total,
+            "false_alarm_rate": {
+                k: v / total
+                for k, v in fired.items()
+                if k in ("out_of_range", "feature_shift", "duplicate_rows", "non_finite")
+            },
+            "any_rule": sum(fired.values()) / total,
+        }
     return out
 
 
@@ -264,8 +282,12 @@ def main() -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "seed": BASE_SEED,
         "batches_per_case": n_batches,
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "numpy": np.__version__, "platform": platform.platform()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "platform": platform.platform(),
+        },
         "schema_inference_seconds": round(infer_s, 4),
         "false_alarm_rate": {k: v / n_batches for k, v in false_alarms.items()},
         "detection_rate": detection,
@@ -280,8 +302,10 @@ def main() -> None:
     (OUT / "data_validation.json").write_text(json.dumps(result, indent=2))
 
     print(f"schema inference on {schema.num_rows} rows: {infer_s * 1000:.1f} ms")
-    print(f"false alarms on {n_batches} clean held-out batches: schema {result['false_alarm_rate']['schema']:.1%}, "
-          f"baseline {result['false_alarm_rate']['baseline']:.1%}")
+    print(
+        f"false alarms on {n_batches} clean held-out batches: schema {result['false_alarm_rate']['schema']:.1%}, "
+        f"baseline {result['false_alarm_rate']['baseline']:.1%}"
+    )
     print(f"{'corruption':<18}{'schema':>8}{'baseline':>10}   rules fired (schema)")
     for name in CORRUPTIONS:
         d = detection[name]

@@ -56,8 +56,16 @@ def train_model(splits, seed):
 
     torch.manual_seed(seed)
     model = build_model(ModelConfig(arch="cnn", width=16, depth=2), (1, 8, 8), 10)
-    fit(model, splits.train.x, splits.train.y, splits.val.x, splits.val.y,
-        TrainingConfig(epochs=12, batch_size=32, lr=3e-3, num_threads=1), seed=seed, num_classes=10)
+    fit(
+        model,
+        splits.train.x,
+        splits.train.y,
+        splits.val.x,
+        splits.val.y,
+        TrainingConfig(epochs=12, batch_size=32, lr=3e-3, num_threads=1),
+        seed=seed,
+        num_classes=10,
+    )
     acc = evaluate(model, splits.test.x, splits.test.y, select_device("cpu"), 10).accuracy
     return model, acc
 
@@ -116,8 +124,14 @@ def main() -> int:
     results: list[dict] = []
     calib_seconds: dict[str, float] = {}
     for bs in sizes:
-        cfg = DriftConfig(detectors=OFFLINE + ONLINE, p_val=p_val, reference_size=500, n_permutations=50,
-                          ert=int(bs / p_val), window_size=WINDOW)
+        cfg = DriftConfig(
+            detectors=OFFLINE + ONLINE,
+            p_val=p_val,
+            reference_size=500,
+            n_permutations=50,
+            ert=int(bs / p_val),
+            window_size=WINDOW,
+        )
         t0 = time.perf_counter()
         ref = build_reference(model, x_ref_pool, cfg, seed=SEED)
         calib_seconds[str(bs)] = round(time.perf_counter() - t0, 2)
@@ -157,10 +171,11 @@ def main() -> int:
                     else:
                         r = det.check(feats[kind][i][det.feature], b.batch_id)
                         fl[i], sec[i] = r.drift, r.seconds
-                results.append({"detector": det.name, "kind": kind, "batch_size": bs,
-                                **summarize(fl, [s for s in sec if s == s])})
+                results.append(
+                    {"detector": det.name, "kind": kind, "batch_size": bs, **summarize(fl, [s for s in sec if s == s])}
+                )
             # Online detectors: the whole stream, from a fresh state.
-            for name in (ONLINE if kind in perm_kinds else []):
+            for name in ONLINE if kind in perm_kinds else []:
                 det = build_detectors(ref, [name])
                 (d,) = list(det)
                 fl, sec = [], []
@@ -173,8 +188,10 @@ def main() -> int:
 
     # Summary table.
     dets = list(dict.fromkeys(r["detector"] for r in results))
-    print(f"\nmodel test accuracy {test_acc:.3f}; onset {ONSET}, {DURATION} drifted of {N_BATCHES} batches; "
-          f"p_val {p_val}; cells: delay (batches) / false alarms per 100 clean batches / seconds per check")
+    print(
+        f"\nmodel test accuracy {test_acc:.3f}; onset {ONSET}, {DURATION} drifted of {N_BATCHES} batches; "
+        f"p_val {p_val}; cells: delay (batches) / false alarms per 100 clean batches / seconds per check"
+    )
     for bs in sizes:
         print(f"\nbatch size {bs}")
         print(f"{'detector':16s} " + " ".join(f"{k:>22s}" for k in kinds))
@@ -182,15 +199,23 @@ def main() -> int:
             cells = []
             for k in kinds:
                 r = next((r for r in results if r["detector"] == d and r["kind"] == k and r["batch_size"] == bs), None)
-                cells.append("-" if r is None else
-                             f"{'miss' if r['delay_batches'] is None else r['delay_batches']}/"
-                             f"{r['false_alarms_per_100']:g}/{r['seconds_per_check']:.3f}")
+                cells.append(
+                    "-"
+                    if r is None
+                    else f"{'miss' if r['delay_batches'] is None else r['delay_batches']}/"
+                    f"{r['false_alarms_per_100']:g}/{r['seconds_per_check']:.3f}"
+                )
             print(f"{d:16s} " + " ".join(f"{c:>22s}" for c in cells))
     goal = [r for r in results if r["batch_size"] == max(sizes) and r["detector"] != "ks_raw_pixels"]
-    met = [r for r in goal if r["delay_batches"] is not None and r["delay_batches"] <= 2
-           and r["false_alarms_per_100"] <= 100 * p_val]
-    print(f"\ngoal (delay <= 2 batches, false alarms <= {100 * p_val:g} per 100, batch {max(sizes)}): "
-          f"{len(met)} of {len(goal)} detector/kind pairs")
+    met = [
+        r
+        for r in goal
+        if r["delay_batches"] is not None and r["delay_batches"] <= 2 and r["false_alarms_per_100"] <= 100 * p_val
+    ]
+    print(
+        f"\ngoal (delay <= 2 batches, false alarms <= {100 * p_val:g} per 100, batch {max(sizes)}): "
+        f"{len(met)} of {len(goal)} detector/kind pairs"
+    )
     total = time.perf_counter() - t_start
     print(f"total {total:.0f} s")
 
@@ -201,11 +226,22 @@ def main() -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "seed": SEED,
         "quick": args.quick,
-        "setup": {"onset": ONSET, "duration": DURATION, "n_batches": N_BATCHES, "severity": 1.0, "p_val": p_val,
-                  "reference_size": 500, "n_permutations": 50, "window_size": WINDOW, "ert": "batch_size / p_val",
-                  "model": "SmallCNN width 16 depth 2, 12 epochs", "model_test_accuracy": round(test_acc, 4),
-                  "reference_inputs": "validation + training split of digits", "stream_pool": "test split",
-                  "permutation_detector_kinds": perm_kinds},
+        "setup": {
+            "onset": ONSET,
+            "duration": DURATION,
+            "n_batches": N_BATCHES,
+            "severity": 1.0,
+            "p_val": p_val,
+            "reference_size": 500,
+            "n_permutations": 50,
+            "window_size": WINDOW,
+            "ert": "batch_size / p_val",
+            "model": "SmallCNN width 16 depth 2, 12 epochs",
+            "model_test_accuracy": round(test_acc, 4),
+            "reference_inputs": "validation + training split of digits",
+            "stream_pool": "test split",
+            "permutation_detector_kinds": perm_kinds,
+        },
         "baseline": "ks_raw_pixels: KS + Bonferroni on raw pixels, no model",
         "reference_build_seconds_by_batch_size": calib_seconds,
         "goal_met": {"pairs": len(goal), "met": len(met)},

@@ -48,8 +48,9 @@ def main() -> None:
     splits = split_dataset(load_digits_dataset(), SEED, 0.2, 0.3)
     model, test_acc = train_model(splits, SEED)
     cfg = DriftConfig(detectors=["ks_softmax"], reference_size=len(splits.val))
-    ref = build_reference(model, splits.val.x, cfg, SEED, y_inputs=splits.val.y,
-                          agreement_inputs=(splits.train.x, splits.train.y))
+    ref = build_reference(
+        model, splits.val.x, cfg, SEED, y_inputs=splits.val.y, agreement_inputs=(splits.train.x, splits.train.y)
+    )
     aset = ref.agreement()
     cal = ref.cbpe()
     ks = build_detectors(ref, ["ks_softmax"]).detectors["ks_softmax"]
@@ -58,18 +59,34 @@ def main() -> None:
     kinds, errors_all, errors_raw_all, errors_cbpe_all = {}, [], [], []
     for kind in DRIFT_KINDS:
         rows = []
-        for b in simulate_stream(splits, kind=kind, onset=10, duration=n_drift, n_batches=10 + n_drift,
-                                 batch_size=100, seed=SEED, severity=1.0):
+        for b in simulate_stream(
+            splits,
+            kind=kind,
+            onset=10,
+            duration=n_drift,
+            n_batches=10 + n_drift,
+            batch_size=100,
+            seed=SEED,
+            severity=1.0,
+        ):
             probs = predict_proba(model, b.x, dev)
             measured = float((probs.argmax(1) == b.y).mean())
             agree = _harm_agreement(model, aset, b.x, probs)
             h = estimate_harm(cal, probs, b.batch_id, MAX_DROP, agreement=agree)  # no labels: judged on the estimate
             drift = ks.check(probs, b.batch_id).drift
-            rows.append({"batch": b.index, "drifted": b.drifted, "measured": measured,
-                         "estimated": h.estimated_accuracy, "cbpe": h.cbpe_accuracy,
-                         "estimated_uncalibrated": expected_accuracy(probs),
-                         "ks_drift": drift, "harmful_estimated": h.harmful,
-                         "harmful_measured": cal.reference_accuracy - measured > MAX_DROP})
+            rows.append(
+                {
+                    "batch": b.index,
+                    "drifted": b.drifted,
+                    "measured": measured,
+                    "estimated": h.estimated_accuracy,
+                    "cbpe": h.cbpe_accuracy,
+                    "estimated_uncalibrated": expected_accuracy(probs),
+                    "ks_drift": drift,
+                    "harmful_estimated": h.harmful,
+                    "harmful_measured": cal.reference_accuracy - measured > MAX_DROP,
+                }
+            )
         drifted = [r for r in rows if r["drifted"]] or rows
         err = [abs(r["estimated"] - r["measured"]) for r in drifted]
         err_raw = [abs(r["estimated_uncalibrated"] - r["measured"]) for r in drifted]
@@ -87,23 +104,41 @@ def main() -> None:
             "retrain_triggers_drift": sum(r["ks_drift"] for r in rows),
             "retrain_triggers_drift_and_harm": sum(r["ks_drift"] and r["harmful_estimated"] for r in rows),
             "batches_truly_harmful": sum(r["harmful_measured"] for r in rows),
-            "harmful_missed_by_drift_and_harm": sum(r["ks_drift"] and r["harmful_measured"]
-                                                    and not r["harmful_estimated"] for r in rows),
+            "harmful_missed_by_drift_and_harm": sum(
+                r["ks_drift"] and r["harmful_measured"] and not r["harmful_estimated"] for r in rows
+            ),
         }
-        print(f"{kind:15s} measured {kinds[kind]['measured_accuracy_drifted']:.3f} "
-              f"estimated {kinds[kind]['estimated_accuracy_drifted']:.3f} "
-              f"err {kinds[kind]['mean_abs_error_points']:.2f} pts (CBPE {kinds[kind]['mean_abs_error_cbpe_points']:.2f}, "
-              f"uncalibrated CBPE "
-              f"{kinds[kind]['mean_abs_error_uncalibrated_points']:.2f}); triggers drift "
-              f"{kinds[kind]['retrain_triggers_drift']} vs drift_and_harm {kinds[kind]['retrain_triggers_drift_and_harm']}")
+        print(
+            f"{kind:15s} measured {kinds[kind]['measured_accuracy_drifted']:.3f} "
+            f"estimated {kinds[kind]['estimated_accuracy_drifted']:.3f} "
+            f"err {kinds[kind]['mean_abs_error_points']:.2f} pts (CBPE "
+            f"{kinds[kind]['mean_abs_error_cbpe_points']:.2f}, "
+            f"uncalibrated CBPE "
+            f"{kinds[kind]['mean_abs_error_uncalibrated_points']:.2f}); triggers drift "
+            f"{kinds[kind]['retrain_triggers_drift']} vs drift_and_harm "
+            f"{kinds[kind]['retrain_triggers_drift_and_harm']}"
+        )
     # The harmless kinds: drift the detector sees whose measured accuracy drop stays within the limit.
-    harmless = [k for k, v in kinds.items() if k != "none" and v["drift_verdicts"] > 0
-                and cal.reference_accuracy - v["measured_accuracy_drifted"] <= MAX_DROP]
+    harmless = [
+        k
+        for k, v in kinds.items()
+        if k != "none"
+        and v["drift_verdicts"] > 0
+        and cal.reference_accuracy - v["measured_accuracy_drifted"] <= MAX_DROP
+    ]
     result = {
-        "setup": {"seed": SEED, "batch_size": 100, "clean_batches_per_kind": 10, "drifted_batches_per_kind": n_drift,
-                  "severity": 1.0, "max_estimated_drop": MAX_DROP, "calibration": "temperature scaling on the "
-                  "validation split", "temperature": round(cal.temperature, 4),
-                  "reference_accuracy": round(cal.reference_accuracy, 4), "test_accuracy": round(test_acc, 4)},
+        "setup": {
+            "seed": SEED,
+            "batch_size": 100,
+            "clean_batches_per_kind": 10,
+            "drifted_batches_per_kind": n_drift,
+            "severity": 1.0,
+            "max_estimated_drop": MAX_DROP,
+            "calibration": "temperature scaling on the validation split",
+            "temperature": round(cal.temperature, 4),
+            "reference_accuracy": round(cal.reference_accuracy, 4),
+            "test_accuracy": round(test_acc, 4),
+        },
         "kinds": kinds,
         "mean_abs_error_points_all_kinds": round(100 * float(np.mean(errors_all)), 2),
         "mean_abs_error_uncalibrated_points_all_kinds": round(100 * float(np.mean(errors_raw_all)), 2),
@@ -112,12 +147,16 @@ def main() -> None:
         "goal": "estimate within 3 points of the measured accuracy on average over the drift kinds",
         "goal_met": bool(100 * float(np.mean(errors_all)) <= 3.0),
         "harmless_kinds": harmless,
-        "retrainings_saved_on_harmless_kinds": {k: kinds[k]["retrain_triggers_drift"]
-                                                - kinds[k]["retrain_triggers_drift_and_harm"] for k in harmless},
+        "retrainings_saved_on_harmless_kinds": {
+            k: kinds[k]["retrain_triggers_drift"] - kinds[k]["retrain_triggers_drift_and_harm"] for k in harmless
+        },
     }
-    print(f"mean |estimate - measured| over all kinds: {result['mean_abs_error_points_all_kinds']} points "
-          f"(CBPE {result['mean_abs_error_cbpe_points_all_kinds']}, uncalibrated CBPE {result['mean_abs_error_uncalibrated_points_all_kinds']}); harmless kinds {harmless}: "
-          f"saved {result['retrainings_saved_on_harmless_kinds']}")
+    print(
+        f"mean |estimate - measured| over all kinds: {result['mean_abs_error_points_all_kinds']} points "
+        f"(CBPE {result['mean_abs_error_cbpe_points_all_kinds']}, uncalibrated CBPE "
+        f"{result['mean_abs_error_uncalibrated_points_all_kinds']}); harmless kinds {harmless}: "
+        f"saved {result['retrainings_saved_on_harmless_kinds']}"
+    )
     write_result("drift_harm", result)
 
 

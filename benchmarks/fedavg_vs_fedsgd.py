@@ -41,8 +41,17 @@ from tasks.seeding import derive_seed, rng  # noqa: E402
 OUT = Path(__file__).resolve().parent / "results" / "fedavg_vs_fedsgd.json"
 
 
-def run(method: str, scheme: str, lr: float, seed: int, splits, target: float, max_rounds: int,
-        num_clients: int = 100, fraction: float = 0.1) -> dict:
+def run(
+    method: str,
+    scheme: str,
+    lr: float,
+    seed: int,
+    splits,
+    target: float,
+    max_rounds: int,
+    num_clients: int = 100,
+    fraction: float = 0.1,
+) -> dict:
     train, test = splits.train, splits.test
     parts = partition_indices(train.y, num_clients, scheme, derive_seed(seed, "partition"))
     torch.manual_seed(derive_seed(seed, "init"))
@@ -57,8 +66,18 @@ def run(method: str, scheme: str, lr: float, seed: int, splits, target: float, m
         states, weights = [], []
         for k in chosen:
             idx = parts[k]
-            s, _ = client_update(model, state, train.x[idx], train.y[idx], epochs=epochs, batch_size=batch,
-                                 optimizer="sgd", lr=lr, seed=derive_seed(seed, "client", int(k), t), device=dev)
+            s, _ = client_update(
+                model,
+                state,
+                train.x[idx],
+                train.y[idx],
+                epochs=epochs,
+                batch_size=batch,
+                optimizer="sgd",
+                lr=lr,
+                seed=derive_seed(seed, "client", int(k), t),
+                device=dev,
+            )
             states.append(s)
             weights.append(len(idx))
         state = weighted_average(states, weights)
@@ -76,8 +95,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     seeds = [0] if args.quick else [0, 1, 2]
-    grids = {"fedavg": [0.05, 0.1, 0.2] if not args.quick else [0.1],
-             "fedsgd": [0.2, 0.5, 1.0] if not args.quick else [0.5]}
+    grids = {
+        "fedavg": [0.05, 0.1, 0.2] if not args.quick else [0.1],
+        "fedsgd": [0.2, 0.5, 1.0] if not args.quick else [0.5],
+    }
     max_rounds = {"fedavg": 300, "fedsgd": 600 if args.quick else 1500}
     target = 0.90
     splits = split_dataset(load_digits_dataset(), 1337, 0.15, 0.15)
@@ -98,28 +119,47 @@ def main() -> None:
             ok = {lr: v for lr, v in per_lr.items() if v is not None}
             best[method] = min(ok.items(), key=lambda kv: kv[1]) if ok else (None, None)
         ratio = (best["fedsgd"][1] / best["fedavg"][1]) if best["fedavg"][1] and best["fedsgd"][1] else None
-        summary[scheme] = {"fedavg_best_lr": best["fedavg"][0], "fedavg_rounds": best["fedavg"][1],
-                           "fedsgd_best_lr": best["fedsgd"][0], "fedsgd_rounds": best["fedsgd"][1],
-                           "speedup_rounds": ratio,
-                           "fedsgd_round_cap": max_rounds["fedsgd"]}
-    results.update({
-        "summary": summary, "seeds": seeds, "lr_grid": grids, "max_rounds": max_rounds,
-        "setup": {"dataset": "digits 8x8 (1797), train 70% / test 15%", "clients": 100, "fraction_C": 0.1,
-                  "fedavg": "E=5, B=10", "fedsgd": "E=1, B=all local data", "model": "MLP 2x200 (2NN)",
-                  "optimizer": "SGD, best lr per method from the grid (median rounds over seeds)",
-                  "engine": "in-process, the ClientApp's pure client_update + weighted_average"},
-        "paper": "McMahan et al. 2017: FedAvg needs 2.8x-4.6x fewer rounds non-IID, up to 34.8x IID (MNIST)",
-        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-        "wall_seconds": round(time.time() - t0, 1), "cpu_count": os.cpu_count(), "machine": platform.machine(),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
-    })
+        summary[scheme] = {
+            "fedavg_best_lr": best["fedavg"][0],
+            "fedavg_rounds": best["fedavg"][1],
+            "fedsgd_best_lr": best["fedsgd"][0],
+            "fedsgd_rounds": best["fedsgd"][1],
+            "speedup_rounds": ratio,
+            "fedsgd_round_cap": max_rounds["fedsgd"],
+        }
+    results.update(
+        {
+            "summary": summary,
+            "seeds": seeds,
+            "lr_grid": grids,
+            "max_rounds": max_rounds,
+            "setup": {
+                "dataset": "digits 8x8 (1797), train 70% / test 15%",
+                "clients": 100,
+                "fraction_C": 0.1,
+                "fedavg": "E=5, B=10",
+                "fedsgd": "E=1, B=all local data",
+                "model": "MLP 2x200 (2NN)",
+                "optimizer": "SGD, best lr per method from the grid (median rounds over seeds)",
+                "engine": "in-process, the ClientApp's pure client_update + weighted_average",
+            },
+            "paper": "McMahan et al. 2017: FedAvg needs 2.8x-4.6x fewer rounds non-IID, up to 34.8x IID (MNIST)",
+            "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+            "wall_seconds": round(time.time() - t0, 1),
+            "cpu_count": os.cpu_count(),
+            "machine": platform.machine(),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+        }
+    )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=1))
     print("\nrounds to", target, "test accuracy (median over seeds, best lr):")
     for scheme, s in summary.items():
         sp = f"{s['speedup_rounds']:.1f}x" if s["speedup_rounds"] else "n/a (a method missed the target)"
-        print(f"  {scheme:6s}: FedAvg {s['fedavg_rounds']} (lr {s['fedavg_best_lr']}) vs FedSGD {s['fedsgd_rounds']} "
-              f"(lr {s['fedsgd_best_lr']}): FedAvg needs {sp} fewer rounds")
+        print(
+            f"  {scheme:6s}: FedAvg {s['fedavg_rounds']} (lr {s['fedavg_best_lr']}) vs FedSGD {s['fedsgd_rounds']} "
+            f"(lr {s['fedsgd_best_lr']}): FedAvg needs {sp} fewer rounds"
+        )
     print(f"wrote {OUT} in {results['wall_seconds']} s")
 
 

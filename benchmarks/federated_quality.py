@@ -8,7 +8,8 @@ by ``build_strategy`` (reply filter included) aggregating real Messages, every c
 ClientApp does. The global model's test accuracy per round is recorded against the central one.
 
 usage: .venv/bin/python benchmarks/federated_quality.py [--quick] [--seeds N] [--variants NAME,...]
-(README figures: ``--seeds 3 --variants "fedavg E=5,fedavg E=5 client lr=3e-3,fedavgm lr=1 m=0.5 E=5,fedavgm lr=1 m=0.5 E=5 client lr=3e-3"``;
+(README figures: ``--seeds 3 --variants "fedavg E=5,fedavg E=5 client lr=3e-3,fedavgm lr=1 m=0.5 E=5,fedavgm lr=1
+m=0.5 E=5 client lr=3e-3"``;
 the one-seed comparison of every variant is in results/federated_quality_1seed_variants.json.)
 """
 
@@ -91,17 +92,33 @@ def federated(settings, splits, k: int) -> dict:
     for t in range(1, fed.rounds + 1):
         arrays = ArrayRecord({kk: Array(v.numpy()) for kk, v in state.items()})
         config = ConfigRecord({"proximal-mu": 0.0})
-        ins = sorted(strat.configure_train(t, arrays, config, _Grid(fed.num_clients)), key=lambda m: m.metadata.dst_node_id)
+        ins = sorted(
+            strat.configure_train(t, arrays, config, _Grid(fed.num_clients)), key=lambda m: m.metadata.dst_node_id
+        )
         replies = []
         for c, msg in enumerate(ins):
             d = local[c]
-            new, loss = client_update(model, state, d.x, d.y, epochs=fed.local_epochs, batch_size=fed.batch_size,
-                                      optimizer=fed.client_optimizer or tr.optimizer, lr=fed.client_lr or tr.lr,
-                                      seed=derive_seed(settings.seed, "federated", "client", c, "round", t), device=dev,
-                                      proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)),
-                                      weight_decay=tr.weight_decay, momentum=tr.momentum)
-            content = RecordDict({"arrays": ArrayRecord({kk: Array(v.numpy()) for kk, v in new.items()}),
-                                  "metrics": MetricRecord({"train_loss": loss, "num-examples": len(d.y), "partition-id": c})})
+            new, loss = client_update(
+                model,
+                state,
+                d.x,
+                d.y,
+                epochs=fed.local_epochs,
+                batch_size=fed.batch_size,
+                optimizer=fed.client_optimizer or tr.optimizer,
+                lr=fed.client_lr or tr.lr,
+                seed=derive_seed(settings.seed, "federated", "client", c, "round", t),
+                device=dev,
+                proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)),
+                weight_decay=tr.weight_decay,
+                momentum=tr.momentum,
+            )
+            content = RecordDict(
+                {
+                    "arrays": ArrayRecord({kk: Array(v.numpy()) for kk, v in new.items()}),
+                    "metrics": MetricRecord({"train_loss": loss, "num-examples": len(d.y), "partition-id": c}),
+                }
+            )
             replies.append(Message(content=content, reply_to=msg))
         agg, _ = strat.aggregate_train(t, replies)
         state = {kk: torch.from_numpy(np.array(a.numpy(), copy=True)) for kk, a in agg.items()}
@@ -131,8 +148,11 @@ def main() -> None:
         splits = split_dataset(data, seed, sb.data.val_fraction, sb.data.test_fraction)
         c = central(sb, splits, k)
         centrals[seed] = c
-        print(f"seed {seed}: central training ({sb.training.epochs} epochs): test accuracy {c['test_accuracy']:.4f} "
-              f"({c['seconds']:.1f} s)", flush=True)
+        print(
+            f"seed {seed}: central training ({sb.training.epochs} epochs): test accuracy {c['test_accuracy']:.4f} "
+            f"({c['seconds']:.1f} s)",
+            flush=True,
+        )
         for name in names:
             over = dict(VARIANTS[name])
             if args.quick:
@@ -142,24 +162,47 @@ def main() -> None:
             r["gap_points"] = round(100 * (c["test_accuracy"] - r["test_accuracy"]), 2)
             rows[name]["per_seed"][seed] = r
             rows[name]["overrides"] = over
-            print(f"  {name:28s} test accuracy {r['test_accuracy']:.4f} (gap {r['gap_points']:+.1f} pts, "
-                  f"{r['seconds']:.0f} s) curve {[round(a, 3) for a in r['curve']]}", flush=True)
+            print(
+                f"  {name:28s} test accuracy {r['test_accuracy']:.4f} (gap {r['gap_points']:+.1f} pts, "
+                f"{r['seconds']:.0f} s) curve {[round(a, 3) for a in r['curve']]}",
+                flush=True,
+            )
     for name in names:
         gaps = [r["gap_points"] for r in rows[name]["per_seed"].values()]
         rows[name]["mean_gap_points"] = round(float(np.mean(gaps)), 2)
         rows[name]["max_gap_points"] = round(float(np.max(gaps)), 2)
         rows[name]["mean_test_accuracy"] = float(np.mean([r["test_accuracy"] for r in rows[name]["per_seed"].values()]))
-        print(f"{name:28s} mean test accuracy {rows[name]['mean_test_accuracy']:.4f}, gap to central "
-              f"mean {rows[name]['mean_gap_points']:+.2f} max {rows[name]['max_gap_points']:+.2f} pts")
+        print(
+            f"{name:28s} mean test accuracy {rows[name]['mean_test_accuracy']:.4f}, gap to central "
+            f"mean {rows[name]['mean_gap_points']:+.2f} max {rows[name]['max_gap_points']:+.2f} pts"
+        )
     c = {"per_seed": centrals, "mean_test_accuracy": float(np.mean([v["test_accuracy"] for v in centrals.values()]))}
-    res = {"central": c, "federated": rows, "seeds": seeds,
-           "setup": {"dataset": "digits 8x8, default split", "model": base.model.model_dump(),
-                     "federated_default": base.federated.model_dump(include={"num_clients", "partition", "alpha", "rounds",
-                                                                           "local_epochs", "batch_size", "strategy",
-                                                                           "local_eval_fraction"}),
-                     "engine": "in-process: Flower 1.32 strategy objects + driftloop reply filter on real Messages"},
-           "seed": base.seed, "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-           "cpu_count": os.cpu_count(), "versions": {"python": platform.python_version(), "torch": torch.__version__}}
+    res = {
+        "central": c,
+        "federated": rows,
+        "seeds": seeds,
+        "setup": {
+            "dataset": "digits 8x8, default split",
+            "model": base.model.model_dump(),
+            "federated_default": base.federated.model_dump(
+                include={
+                    "num_clients",
+                    "partition",
+                    "alpha",
+                    "rounds",
+                    "local_epochs",
+                    "batch_size",
+                    "strategy",
+                    "local_eval_fraction",
+                }
+            ),
+            "engine": "in-process: Flower 1.32 strategy objects + driftloop reply filter on real Messages",
+        },
+        "seed": base.seed,
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "cpu_count": os.cpu_count(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+    }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(res, indent=1))
     print(f"wrote {OUT}")

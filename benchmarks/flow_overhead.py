@@ -28,8 +28,14 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="driftloop-bench-p
 
 from benchmarks._common import PeakTreeMemory, write_result  # noqa: E402
 
-STEP_MODULES = ["tasks.data.steps", "tasks.models.steps", "tasks.tuning.steps", "tasks.federated.steps",
-                "tasks.adversarial.steps", "tasks.drift.steps"]
+STEP_MODULES = [
+    "tasks.data.steps",
+    "tasks.models.steps",
+    "tasks.tuning.steps",
+    "tasks.federated.steps",
+    "tasks.adversarial.steps",
+    "tasks.drift.steps",
+]
 
 
 @contextlib.contextmanager
@@ -77,7 +83,7 @@ def main() -> None:
         training(settings("warmup"))  # starts the ephemeral API server once
         first = time.perf_counter() - t
         for i in range(args.repeats):
-            for mode in (("flow", "direct") if i % 2 == 0 else ("direct", "flow")):
+            for mode in ("flow", "direct") if i % 2 == 0 else ("direct", "flow"):
                 s = settings(mode)
                 t = time.perf_counter()
                 if mode == "flow":
@@ -89,14 +95,26 @@ def main() -> None:
                     direct_times.append(time.perf_counter() - t)
                 print(f"repeat {i} {mode}: {(flow_times if mode == 'flow' else direct_times)[-1]:.2f} s")
     ratio = statistics.median(flow_times) / statistics.median(direct_times)
-    res = {"profile": "smoke", "stages": "validate,train,evaluate,register" if args.quick else "all enabled",
-           "repeats": args.repeats, "flow_seconds": flow_times, "direct_seconds": direct_times,
-           "flow_median_s": statistics.median(flow_times), "direct_median_s": statistics.median(direct_times),
-           "ratio_flow_over_direct": ratio, "goal_ratio": 1.3, "tasks_swapped": n,
-           "first_flow_run_incl_ephemeral_server_s": first,
-           "peak_process_tree_rss_gib": mem.peak / 2**30, "goal_peak_gib": 4.0}
-    print(f"flow {res['flow_median_s']:.2f} s vs direct {res['direct_median_s']:.2f} s: ratio {ratio:.3f} "
-          f"(goal < 1.3); first run incl. ephemeral server {first:.1f} s; peak tree RSS {res['peak_process_tree_rss_gib']:.2f} GiB")
+    res = {
+        "profile": "smoke",
+        "stages": "validate,train,evaluate,register" if args.quick else "all enabled",
+        "repeats": args.repeats,
+        "flow_seconds": flow_times,
+        "direct_seconds": direct_times,
+        "flow_median_s": statistics.median(flow_times),
+        "direct_median_s": statistics.median(direct_times),
+        "ratio_flow_over_direct": ratio,
+        "goal_ratio": 1.3,
+        "tasks_swapped": n,
+        "first_flow_run_incl_ephemeral_server_s": first,
+        "peak_process_tree_rss_gib": mem.peak / 2**30,
+        "goal_peak_gib": 4.0,
+    }
+    print(
+        f"flow {res['flow_median_s']:.2f} s vs direct {res['direct_median_s']:.2f} s: ratio {ratio:.3f} "
+        f"(goal < 1.3); first run incl. ephemeral server {first:.1f} s; peak tree RSS "
+        f"{res['peak_process_tree_rss_gib']:.2f} GiB"
+    )
     write_result("flow_overhead", res)
 
 

@@ -138,8 +138,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--target", type=float, default=0.97)
     ap.add_argument("--cap-bands", type=float, default=1.5, help="epoch cap, in Hyperband bands (resumed epochs)")
-    ap.add_argument("--max-train-samples", type=int, default=500,
-                    help="training samples per seed (epochs are counted, not timed: a subset keeps the run short)")
+    ap.add_argument(
+        "--max-train-samples",
+        type=int,
+        default=500,
+        help="training samples per seed (epochs are counted, not timed: a subset keeps the run short)",
+    )
     args = ap.parse_args()
     if args.quick:  # still R=27 and 5 seeds; fewer samples and a one-band cap
         args.max_train_samples = min(args.max_train_samples, 300)
@@ -166,12 +170,17 @@ def main() -> None:
         hb = hyperband(configs, curves, args.max_t, args.eta, args.target, cap)
         rs = random_search(configs, curves, args.max_t, args.target, cap, per_epoch=False)
         rse = random_search(configs, curves, args.max_t, args.target, cap, per_epoch=True)
-        row = {"seed": seed, "hyperband_epochs": hb["epochs_to_target"], "random_epochs": rs["epochs_to_target"],
-               "random_per_epoch_check_epochs": rse["epochs_to_target"],
-               "hyperband_best_at_one_band": best_at(hb["trace"], band),
-               "random_best_at_one_band": best_at(rs["trace"], band),
-               "configs_hyperband": hb["configs_drawn"], "configs_random": rs["configs_drawn"],
-               "epochs_computed": curves.epochs_computed}
+        row = {
+            "seed": seed,
+            "hyperband_epochs": hb["epochs_to_target"],
+            "random_epochs": rs["epochs_to_target"],
+            "random_per_epoch_check_epochs": rse["epochs_to_target"],
+            "hyperband_best_at_one_band": best_at(hb["trace"], band),
+            "random_best_at_one_band": best_at(rs["trace"], band),
+            "configs_hyperband": hb["configs_drawn"],
+            "configs_random": rs["configs_drawn"],
+            "epochs_computed": curves.epochs_computed,
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
 
@@ -184,33 +193,55 @@ def main() -> None:
     finite = lambda xs: [x for x in xs if not math.isnan(x)]  # noqa: E731
     summary = {
         "median_ratio_random_over_hyperband": statistics.median(finite(ratios)) if finite(ratios) else None,
-        "median_ratio_random_per_epoch_over_hyperband": statistics.median(finite(ratios_pe)) if finite(ratios_pe) else None,
-        "ratios": ratios, "ratios_random_per_epoch": ratios_pe,
+        "median_ratio_random_per_epoch_over_hyperband": statistics.median(finite(ratios_pe))
+        if finite(ratios_pe)
+        else None,
+        "ratios": ratios,
+        "ratios_random_per_epoch": ratios_pe,
         "median_best_accuracy_at_one_band": {
             "hyperband": statistics.median(r["hyperband_best_at_one_band"] for r in rows),
-            "random": statistics.median(r["random_best_at_one_band"] for r in rows)},
-        "one_band_epochs": band, "epoch_cap": cap,
+            "random": statistics.median(r["random_best_at_one_band"] for r in rows),
+        },
+        "one_band_epochs": band,
+        "epoch_cap": cap,
         "best_possible_ratio_note": f"Algorithm 1 with R={args.max_t}, eta={args.eta} evaluates "
-                                    f"{plan.brackets[0].rungs[0].n} configurations in its first "
-                                    f"{plan.brackets[0].rungs[0].n * int(plan.brackets[0].rungs[0].r)} epochs; random search "
-                                    f"needs {args.max_t} epochs each (R/(s_max+1) = {args.max_t / (plan.s_max + 1):.2f}x is "
-                                    "the paper's best case per budget B)",
+        f"{plan.brackets[0].rungs[0].n} configurations in its first "
+        f"{plan.brackets[0].rungs[0].n * int(plan.brackets[0].rungs[0].r)} epochs; random search "
+        f"needs {args.max_t} epochs each (R/(s_max+1) = {args.max_t / (plan.s_max + 1):.2f}x is "
+        "the paper's best case per budget B)",
     }
-    out = {"benchmark": "hyperband_vs_random", "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-           "method": "in-process simulation on the pure train loop (no Ray), shared lazily-trained curves",
-           "max_t": args.max_t, "eta": args.eta, "target_val_accuracy": args.target, "seeds": [r["seed"] for r in rows],
-           "max_train_samples": args.max_train_samples, "model": ModelConfig().model_dump(), "search_space": space,
-           "rows": rows, "summary": summary, "seconds": round(time.time() - t0, 1),
-           "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-                       "numpy": np.__version__, "platform": platform.platform()}}
+    out = {
+        "benchmark": "hyperband_vs_random",
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "method": "in-process simulation on the pure train loop (no Ray), shared lazily-trained curves",
+        "max_t": args.max_t,
+        "eta": args.eta,
+        "target_val_accuracy": args.target,
+        "seeds": [r["seed"] for r in rows],
+        "max_train_samples": args.max_train_samples,
+        "model": ModelConfig().model_dump(),
+        "search_space": space,
+        "rows": rows,
+        "summary": summary,
+        "seconds": round(time.time() - t0, 1),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "platform": platform.platform(),
+        },
+    }
     path = Path(__file__).resolve().parent / "results" / "hyperband_vs_random.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=float))
-    print(f"\nmedian epochs-to-target ratio random/Hyperband: {summary['median_ratio_random_over_hyperband']} "
-          f"(random checking every epoch: {summary['median_ratio_random_per_epoch_over_hyperband']}); "
-          f"median best accuracy after one band ({band} epochs): Hyperband "
-          f"{summary['median_best_accuracy_at_one_band']['hyperband']:.4f}, random "
-          f"{summary['median_best_accuracy_at_one_band']['random']:.4f}; {out['seconds']} s -> {path}")
+    print(
+        f"\nmedian epochs-to-target ratio random/Hyperband: {summary['median_ratio_random_over_hyperband']} "
+        f"(random checking every epoch: {summary['median_ratio_random_per_epoch_over_hyperband']}); "
+        f"median best accuracy after one band ({band} epochs): Hyperband "
+        f"{summary['median_best_accuracy_at_one_band']['hyperband']:.4f}, random "
+        f"{summary['median_best_accuracy_at_one_band']['random']:.4f}; {out['seconds']} s -> {path}"
+    )
 
 
 if __name__ == "__main__":

@@ -64,18 +64,32 @@ def run(strategy: str, poisoned: bool, seed: int, splits, rounds: int, n_clients
     curve = []
     for t in range(1, rounds + 1):
         arrays = ArrayRecord({k: Array(v.numpy()) for k, v in state.items()})
-        ins = sorted(strat.configure_train(t, arrays, ConfigRecord(), _Grid(n_clients)),
-                     key=lambda m: m.metadata.dst_node_id)
+        ins = sorted(
+            strat.configure_train(t, arrays, ConfigRecord(), _Grid(n_clients)), key=lambda m: m.metadata.dst_node_id
+        )
         replies = []
         for c, msg in enumerate(ins):
             idx = parts[c]
-            local, loss = client_update(model, state, train.x[idx], train.y[idx], epochs=1, batch_size=32,
-                                        optimizer="adam", lr=3e-3, seed=derive_seed(seed, "client", c, t), device=dev)
+            local, loss = client_update(
+                model,
+                state,
+                train.x[idx],
+                train.y[idx],
+                epochs=1,
+                batch_size=32,
+                optimizer="adam",
+                lr=3e-3,
+                seed=derive_seed(seed, "client", c, t),
+                device=dev,
+            )
             if poisoned and c in ATTACKS:
                 local = poison_update(state, local, *ATTACKS[c])
-            content = RecordDict({"arrays": ArrayRecord({k: Array(v.numpy()) for k, v in local.items()}),
-                                  "metrics": MetricRecord({"train_loss": loss, "num-examples": len(idx),
-                                                           "partition-id": c})})
+            content = RecordDict(
+                {
+                    "arrays": ArrayRecord({k: Array(v.numpy()) for k, v in local.items()}),
+                    "metrics": MetricRecord({"train_loss": loss, "num-examples": len(idx), "partition-id": c}),
+                }
+            )
             replies.append(Message(content=content, reply_to=msg))
         agg, _ = strat.aggregate_train(t, replies)
         state = {k: torch.from_numpy(np.array(a.numpy(), copy=True)) for k, a in agg.items()}
@@ -95,29 +109,55 @@ def main() -> None:
     rounds = 8 if args.quick else 20
     splits = split_dataset(load_digits_dataset(), 1337, 0.15, 0.15)
     t0 = time.time()
-    cases = [("fedavg (clean)", "fedavg", False), ("fedavg", "fedavg", True),
-             ("fedmedian", "fedmedian", True), ("krum", "krum", True)]
+    cases = [
+        ("fedavg (clean)", "fedavg", False),
+        ("fedavg", "fedavg", True),
+        ("fedmedian", "fedmedian", True),
+        ("krum", "krum", True),
+    ]
     rows = {}
     for label, strat, poisoned in cases:
         rs = [run(strat, poisoned, s, splits, rounds) for s in seeds]
         accs = [r["final_accuracy"] for r in rs]
-        rows[label] = {"strategy": strat, "poisoned_clients": 2 if poisoned else 0, "final_accuracy": accs,
-                       "mean_final_accuracy": float(np.mean(accs)), "curve_seed0": rs[0]["curve"]}
+        rows[label] = {
+            "strategy": strat,
+            "poisoned_clients": 2 if poisoned else 0,
+            "final_accuracy": accs,
+            "mean_final_accuracy": float(np.mean(accs)),
+            "curve_seed0": rs[0]["curve"],
+        }
         print(f"{label:15s} final test accuracy {np.mean(accs):.4f}  {['%.3f' % a for a in accs]}", flush=True)
-    res = {"results": rows, "attacks": {str(k): {"kind": v[0], "factor": v[1]} for k, v in ATTACKS.items()},
-           "setup": {"dataset": "digits 8x8, train 70% / test 15%", "clients": 10, "poisoned": 2,
-                     "partition": "iid", "rounds": rounds, "local": "E=1, B=32, Adam lr 3e-3",
-                     "model": "MLP 2x64", "krum_byzantine_f": 2,
-                     "engine": "in-process: Flower 1.32 strategy objects + driftloop reply filter on real Messages"},
-           "seeds": seeds, "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-           "wall_seconds": round(time.time() - t0, 1), "cpu_count": os.cpu_count(),
-           "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                        "flwr": __import__("flwr").__version__ if hasattr(__import__("flwr"), "__version__") else "1.32.1"}}
+    res = {
+        "results": rows,
+        "attacks": {str(k): {"kind": v[0], "factor": v[1]} for k, v in ATTACKS.items()},
+        "setup": {
+            "dataset": "digits 8x8, train 70% / test 15%",
+            "clients": 10,
+            "poisoned": 2,
+            "partition": "iid",
+            "rounds": rounds,
+            "local": "E=1, B=32, Adam lr 3e-3",
+            "model": "MLP 2x64",
+            "krum_byzantine_f": 2,
+            "engine": "in-process: Flower 1.32 strategy objects + driftloop reply filter on real Messages",
+        },
+        "seeds": seeds,
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "wall_seconds": round(time.time() - t0, 1),
+        "cpu_count": os.cpu_count(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "flwr": __import__("flwr").__version__ if hasattr(__import__("flwr"), "__version__") else "1.32.1",
+        },
+    }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(res, indent=1))
     clean = rows["fedavg (clean)"]["mean_final_accuracy"]
-    print(f"\nclean FedAvg {clean:.4f}; with 2/10 poisoned: " + ", ".join(
-        f"{k} {v['mean_final_accuracy']:.4f}" for k, v in rows.items() if v["poisoned_clients"]))
+    print(
+        f"\nclean FedAvg {clean:.4f}; with 2/10 poisoned: "
+        + ", ".join(f"{k} {v['mean_final_accuracy']:.4f}" for k, v in rows.items() if v["poisoned_clients"])
+    )
     print(f"wrote {OUT} in {res['wall_seconds']} s")
 
 

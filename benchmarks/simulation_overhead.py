@@ -54,17 +54,35 @@ def plain_loop(settings, splits) -> dict:
     state = {k: v.clone() for k, v in model.state_dict().items()}
     dev = torch.device("cpu")
     # Warm-up (torch's lazy init costs seconds on the first optimizer step), not timed.
-    client_update(model, state, train.x[parts[0]], train.y[parts[0]], epochs=1, batch_size=fed.batch_size,
-                  optimizer=tr.optimizer, lr=tr.lr, seed=0, device=dev)
+    client_update(
+        model,
+        state,
+        train.x[parts[0]],
+        train.y[parts[0]],
+        epochs=1,
+        batch_size=fed.batch_size,
+        optimizer=tr.optimizer,
+        lr=tr.lr,
+        seed=0,
+        device=dev,
+    )
     t0 = time.perf_counter()
     acc = None
     for t in range(1, fed.rounds + 1):
         states, weights = [], []
         for c, (ltrain, _) in enumerate(local):
-            s, _ = client_update(model, state, ltrain.x, ltrain.y, epochs=fed.local_epochs,
-                                 batch_size=fed.batch_size, optimizer=fed.client_optimizer or tr.optimizer,
-                                 lr=fed.client_lr or tr.lr,
-                                 seed=derive_seed(settings.seed, "federated", "client", c, "round", t), device=dev)
+            s, _ = client_update(
+                model,
+                state,
+                ltrain.x,
+                ltrain.y,
+                epochs=fed.local_epochs,
+                batch_size=fed.batch_size,
+                optimizer=fed.client_optimizer or tr.optimizer,
+                lr=fed.client_lr or tr.lr,
+                seed=derive_seed(settings.seed, "federated", "client", c, "round", t),
+                device=dev,
+            )
             states.append(s)
             weights.append(len(ltrain))
         state = weighted_average(states, weights)
@@ -88,9 +106,14 @@ def flower(settings, splits) -> dict:
     updates = fed.rounds * fed.num_clients
     times = [r["wall_time"] for r in res.rounds]
     steady = (fed.rounds - 1) * fed.num_clients / (times[-1] - times[1]) if fed.rounds > 1 else None
-    return {"updates": updates, "wall_seconds": wall, "updates_per_second": updates / wall,
-            "steady_state_updates_per_second": steady, "first_round_seconds": times[1] - times[0],
-            "final_test_accuracy": res.rounds[-1]["test_accuracy"]}
+    return {
+        "updates": updates,
+        "wall_seconds": wall,
+        "updates_per_second": updates / wall,
+        "steady_state_updates_per_second": steady,
+        "first_round_seconds": times[1] - times[0],
+        "final_test_accuracy": res.rounds[-1]["test_accuracy"],
+    }
 
 
 def main() -> None:
@@ -102,35 +125,64 @@ def main() -> None:
     if args.default_stage:
         settings = load_settings(environ={}, overrides={"training": {"num_threads": 1}})
         rounds = settings.federated.rounds
-        setup = {"clients": 10, "rounds": rounds, "partition": "dirichlet 0.5", "model": "default CNN",
-                 "local": f"E={settings.federated.local_epochs}, B={settings.federated.batch_size}, Adam"}
+        setup = {
+            "clients": 10,
+            "rounds": rounds,
+            "partition": "dirichlet 0.5",
+            "model": "default CNN",
+            "local": f"E={settings.federated.local_epochs}, B={settings.federated.batch_size}, Adam",
+        }
     else:
         rounds = 3 if args.quick else 6
-        settings = load_settings(profile="smoke", environ={}, overrides={
-            "model": {"arch": "mlp", "width": 64, "depth": 2, "dropout": 0.0},
-            "training": {"optimizer": "adam", "lr": 3e-3, "num_threads": 1},
-            "federated": {"num_clients": 4, "rounds": rounds, "min_fit_clients": 4, "partition": "iid",
-                          "local_epochs": 1, "batch_size": 32}})
+        settings = load_settings(
+            profile="smoke",
+            environ={},
+            overrides={
+                "model": {"arch": "mlp", "width": 64, "depth": 2, "dropout": 0.0},
+                "training": {"optimizer": "adam", "lr": 3e-3, "num_threads": 1},
+                "federated": {
+                    "num_clients": 4,
+                    "rounds": rounds,
+                    "min_fit_clients": 4,
+                    "partition": "iid",
+                    "local_epochs": 1,
+                    "batch_size": 32,
+                },
+            },
+        )
         setup = {"clients": 4, "rounds": rounds, "partition": "iid", "model": "MLP 2x64", "local": "E=1, B=32, Adam"}
     splits = split_dataset(load_digits_dataset(), settings.seed, 0.15, 0.15)
     plain = plain_loop(settings, splits)
-    print(f"plain in-process loop: {plain['updates_per_second']:.1f} client updates/s "
-          f"({plain['updates']} in {plain['wall_seconds']:.2f} s)", flush=True)
+    print(
+        f"plain in-process loop: {plain['updates_per_second']:.1f} client updates/s "
+        f"({plain['updates']} in {plain['wall_seconds']:.2f} s)",
+        flush=True,
+    )
     fl = flower(settings, splits)
-    print(f"Flower simulation: {fl['updates_per_second']:.3f} updates/s end to end ({fl['wall_seconds']:.1f} s), "
-          f"{fl['steady_state_updates_per_second']:.2f} updates/s in rounds 2..{rounds}", flush=True)
-    res = {"plain": plain, "flower_simulation": fl,
-           "ratio_end_to_end": plain["updates_per_second"] / fl["updates_per_second"],
-           "ratio_steady_state": plain["updates_per_second"] / fl["steady_state_updates_per_second"],
-           "setup": {**setup, "flower": "run_simulation in a subprocess, Ray backend (address='local'), 1 CPU per client"},
-           "seed": settings.seed, "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-           "cpu_count": os.cpu_count(), "machine": platform.machine(),
-           "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}}
+    print(
+        f"Flower simulation: {fl['updates_per_second']:.3f} updates/s end to end ({fl['wall_seconds']:.1f} s), "
+        f"{fl['steady_state_updates_per_second']:.2f} updates/s in rounds 2..{rounds}",
+        flush=True,
+    )
+    res = {
+        "plain": plain,
+        "flower_simulation": fl,
+        "ratio_end_to_end": plain["updates_per_second"] / fl["updates_per_second"],
+        "ratio_steady_state": plain["updates_per_second"] / fl["steady_state_updates_per_second"],
+        "setup": {**setup, "flower": "run_simulation in a subprocess, Ray backend (address='local'), 1 CPU per client"},
+        "seed": settings.seed,
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+    }
     out = OUT.with_name("simulation_overhead_default_stage.json") if args.default_stage else OUT
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
-    print(f"\nthe plain loop does {res['ratio_end_to_end']:.1f}x the client updates per second end to end, "
-          f"{res['ratio_steady_state']:.1f}x in steady state\nwrote {out}")
+    print(
+        f"\nthe plain loop does {res['ratio_end_to_end']:.1f}x the client updates per second end to end, "
+        f"{res['ratio_steady_state']:.1f}x in steady state\nwrote {out}"
+    )
 
 
 if __name__ == "__main__":

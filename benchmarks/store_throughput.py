@@ -63,8 +63,13 @@ def main() -> int:
     try:
         bucket = "bench-store"
         server.create_bucket(bucket)
-        cfg = StoreConfig(uri=f"s3://{bucket}/store", endpoint_url=server.endpoint_url, region="us-east-1",
-                          access_key_id=server.access_key, secret_access_key=server.secret_key)
+        cfg = StoreConfig(
+            uri=f"s3://{bucket}/store",
+            endpoint_url=server.endpoint_url,
+            region="us-east-1",
+            access_key_id=server.access_key,
+            secret_access_key=server.secret_key,
+        )
         backend = open_backend(cfg)
         client, transfer = backend.client, backend.transfer_config  # same client settings and TransferConfig
 
@@ -95,7 +100,7 @@ def main() -> int:
         def hash_blob():
             h, view = hashlib.sha256(), memoryview(blob)
             for off in range(0, len(blob), 8 << 20):
-                h.update(view[off:off + (8 << 20)])
+                h.update(view[off : off + (8 << 20)])
 
         def bound_download(key, dest):
             t = threading.Thread(target=hash_blob)
@@ -142,8 +147,13 @@ def main() -> int:
             dest = work / f"dl-bound-{i}.bin"
             bound.append(timed(bound_download, key, dest)[0])
             dest.unlink()
-            print(f"rep {i}: " + ", ".join(f"{m} up {times[m]['upload'][-1]:.2f}s down {times[m]['download'][-1]:.2f}s"
-                                           for m in order), flush=True)
+            print(
+                f"rep {i}: "
+                + ", ".join(
+                    f"{m} up {times[m]['upload'][-1]:.2f}s down {times[m]['download'][-1]:.2f}s" for m in order
+                ),
+                flush=True,
+            )
 
         def mbps(seconds):
             return size / 1e6 / statistics.median(seconds)
@@ -154,10 +164,12 @@ def main() -> int:
             summary[direction] = {"store_MBps": round(s, 1), "baseline_MBps": round(b, 1), "ratio": round(s / b, 3)}
         summary["download"]["bound_MBps"] = round(mbps(bound), 1)
         summary["download"]["bound_ratio"] = round(mbps(bound) / mbps(times["baseline"]["download"]), 3)
-        total = {m: statistics.median([u + d for u, d in zip(times[m]["upload"], times[m]["download"])])
-                 for m in times}
-        summary["round_trip"] = {"store_s": round(total["store"], 3), "baseline_s": round(total["baseline"], 3),
-                                 "ratio": round(total["baseline"] / total["store"], 3)}
+        total = {m: statistics.median([u + d for u, d in zip(times[m]["upload"], times[m]["download"])]) for m in times}
+        summary["round_trip"] = {
+            "store_s": round(total["store"], 3),
+            "baseline_s": round(total["baseline"], 3),
+            "ratio": round(total["baseline"] / total["store"], 3),
+        }
         ok = all(summary[d]["ratio"] >= GOAL for d in ("upload", "download", "round_trip"))
         cpu_summary = {d: {m: round(statistics.median(cpu[m][d]), 3) for m in cpu} for d in ("upload", "download")}
         hash_cpu = statistics.median(sha256_cpu_seconds() for _ in range(3))
@@ -170,8 +182,10 @@ def main() -> int:
             "repetitions": reps,
             "order": "alternating (baseline first on even repetitions)",
             "statistic": "median",
-            "transfer_config": {"multipart_chunk_bytes": cfg.multipart_chunk_bytes,
-                                "max_concurrency": cfg.max_concurrency},
+            "transfer_config": {
+                "multipart_chunk_bytes": cfg.multipart_chunk_bytes,
+                "max_concurrency": cfg.max_concurrency,
+            },
             "results": summary,
             "goal": f"store >= {GOAL} x plain boto3 throughput",
             "goal_met": ok,
@@ -181,8 +195,11 @@ def main() -> int:
             "cpu_seconds": cpu,
             "sha256_cpu_seconds": round(hash_cpu, 3),
             "load_average_after": os.getloadavg(),
-            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                        "python": platform.python_version()},
+            "machine": {
+                "cpu_count": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+            },
             "versions": {**package_versions(), "seaweedfs": "4.48"},
         }
         out = ROOT / "benchmarks" / "results" / "store_throughput.json"
@@ -192,16 +209,22 @@ def main() -> int:
         print(f"\n{size / 1e6:.0f} MB object, {reps} repetitions, medians (SeaweedFS on 127.0.0.1):")
         for direction in ("upload", "download"):
             r = summary[direction]
-            print(f"  {direction:8s} store {r['store_MBps']:7.1f} MB/s  boto3 {r['baseline_MBps']:7.1f} MB/s  "
-                  f"ratio {r['ratio']:.3f}")
+            print(
+                f"  {direction:8s} store {r['store_MBps']:7.1f} MB/s  boto3 {r['baseline_MBps']:7.1f} MB/s  "
+                f"ratio {r['ratio']:.3f}"
+            )
         r = summary["download"]
-        print(f"  download bound {r['bound_MBps']:7.1f} MB/s  ratio {r['bound_ratio']:.3f} (boto3 + a sha256 overlapped "
-              f"on a second thread: what verify-while-streaming could reach here)")
+        print(
+            f"  download bound {r['bound_MBps']:7.1f} MB/s  ratio {r['bound_ratio']:.3f} (boto3 + a sha256 overlapped "
+            f"on a second thread: what verify-while-streaming could reach here)"
+        )
         for direction in ("upload", "download"):
             c = cpu_summary[direction]
             print(f"  {direction:8s} CPU s  store {c['store']:.3f}  boto3 {c['baseline']:.3f}")
-        print(f"  sha256 of the object alone: {hash_cpu:.3f} CPU s; load average {os.getloadavg()[0]:.1f} "
-              f"on {os.cpu_count()} cores")
+        print(
+            f"  sha256 of the object alone: {hash_cpu:.3f} CPU s; load average {os.getloadavg()[0]:.1f} "
+            f"on {os.cpu_count()} cores"
+        )
         r = summary["round_trip"]
         print(f"  round trip store {r['store_s']:.2f}s  boto3 {r['baseline_s']:.2f}s  ratio {r['ratio']:.3f}")
         print(f"goal (>= {GOAL}): {'met' if ok else 'NOT met'}; wrote {out.relative_to(ROOT)}")

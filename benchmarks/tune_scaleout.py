@@ -42,22 +42,40 @@ from tasks.tuning.search import run_study  # noqa: E402
 def one(workers: int, s3, splits, configs, cfg: TuningConfig, seed: int) -> dict:
     bucket = f"scaleout-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(bucket)
-    store = StoreConfig(uri=f"s3://{bucket}/driftloop", endpoint_url=s3.endpoint_url, region="us-east-1",
-                        access_key_id=s3.access_key, secret_access_key=s3.secret_key)
+    store = StoreConfig(
+        uri=f"s3://{bucket}/driftloop",
+        endpoint_url=s3.endpoint_url,
+        region="us-east-1",
+        access_key_id=s3.access_key,
+        secret_access_key=s3.secret_key,
+    )
     cluster = start_cluster([{"num_cpus": 1}] * workers, head_cpus=0, token=os.environ["RAY_AUTH_TOKEN"])
     try:
         load0 = os.getloadavg()
         t0 = time.perf_counter()
-        study = run_study(cfg.model_copy(update={"ray_address": cluster.address}), splits, seed=seed, store=store,
-                          model=ModelConfig(), training=TrainingConfig(num_threads=1), configurations=configs)
+        study = run_study(
+            cfg.model_copy(update={"ray_address": cluster.address}),
+            splits,
+            seed=seed,
+            store=store,
+            model=ModelConfig(),
+            training=TrainingConfig(num_threads=1),
+            configurations=configs,
+        )
         wall = time.perf_counter() - t0
         load1 = os.getloadavg()
     finally:
         cluster.stop()
-    return {"workers": workers, "wall_seconds": round(wall, 2), "epochs": study.total_epochs,
-            "inside_train_seconds": round(study.train_seconds, 2), "best_val_accuracy": round(study.best_metric, 4),
-            "best_params": study.best_params, "nodes_used": len({t.node_id for t in study.trials}),
-            "load_average": {"before": load0, "after": load1}}
+    return {
+        "workers": workers,
+        "wall_seconds": round(wall, 2),
+        "epochs": study.total_epochs,
+        "inside_train_seconds": round(study.train_seconds, 2),
+        "best_val_accuracy": round(study.best_metric, 4),
+        "best_params": study.best_params,
+        "nodes_used": len({t.node_id for t in study.trials}),
+        "load_average": {"before": load0, "after": load1},
+    }
 
 
 def main() -> None:
@@ -70,27 +88,45 @@ def main() -> None:
     args = ap.parse_args()
     dc = DataConfig()
     splits = split_dataset(load_digits_dataset(), args.seed, dc.val_fraction, dc.test_fraction)
-    cfg = TuningConfig(max_t=args.max_t, eta=args.eta, num_samples=args.num_samples,
-                       resources_per_trial={"cpu": 1, "gpu": 0})
+    cfg = TuningConfig(
+        max_t=args.max_t, eta=args.eta, num_samples=args.num_samples, resources_per_trial={"cpu": 1, "gpu": 0}
+    )
     configs = configurations(cfg.search_space, args.seed, args.num_samples)
     runs = []
     s3 = start_seaweedfs(Path(tempfile.mkdtemp(prefix="driftloop-scaleout-s3-")))
     try:
         for r in range(args.repeats):
-            for workers in ((1, 2) if r % 2 == 0 else (2, 1)):  # alternate the order: the load drifts
+            for workers in (1, 2) if r % 2 == 0 else (2, 1):  # alternate the order: the load drifts
                 res = one(workers, s3, splits, configs, cfg, args.seed)
                 runs.append(res)
-                print(f"{workers} worker(s): {res['wall_seconds']:.1f} s, {res['epochs']} epochs, "
-                      f"best {res['best_val_accuracy']}, load {res['load_average']['before'][0]:.1f}", flush=True)
+                print(
+                    f"{workers} worker(s): {res['wall_seconds']:.1f} s, {res['epochs']} epochs, "
+                    f"best {res['best_val_accuracy']}, load {res['load_average']['before'][0]:.1f}",
+                    flush=True,
+                )
     finally:
         s3.stop()
     w1 = statistics.median(r["wall_seconds"] for r in runs if r["workers"] == 1)
     w2 = statistics.median(r["wall_seconds"] for r in runs if r["workers"] == 2)
     same = len({str(r["best_params"]) for r in runs}) == 1
-    summary = {"wall_seconds_1_worker": w1, "wall_seconds_2_workers": w2, "speedup": round(w1 / w2, 3),
-               "goal_speedup_at_least": 1.7, "same_best_config": same}
-    write_result("tune_scaleout", {"max_t": args.max_t, "eta": args.eta, "num_samples": args.num_samples,
-                                   "seed": args.seed, "summary": summary, "runs": runs})
+    summary = {
+        "wall_seconds_1_worker": w1,
+        "wall_seconds_2_workers": w2,
+        "speedup": round(w1 / w2, 3),
+        "goal_speedup_at_least": 1.7,
+        "same_best_config": same,
+    }
+    write_result(
+        "tune_scaleout",
+        {
+            "max_t": args.max_t,
+            "eta": args.eta,
+            "num_samples": args.num_samples,
+            "seed": args.seed,
+            "summary": summary,
+            "runs": runs,
+        },
+    )
     print(summary)
 
 

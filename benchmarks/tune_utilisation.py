@@ -59,8 +59,15 @@ def replay(study, splits, model: ModelConfig, training: TrainingConfig, seed: in
         opt = make_optimizer(net, tr.optimizer, tr.lr, tr.weight_decay, tr.momentum)
         for e in range(1, t.epochs + 1):
             torch.manual_seed(derive_seed(ts, "torch", e))
-            train_one_epoch(net, opt, splits.train.x, splits.train.y, tr.batch_size, derive_seed(ts, "epoch", e),
-                            torch.device("cpu"))
+            train_one_epoch(
+                net,
+                opt,
+                splits.train.x,
+                splits.train.y,
+                tr.batch_size,
+                derive_seed(ts, "epoch", e),
+                torch.device("cpu"),
+            )
             evaluate(net, splits.val.x, splits.val.y, torch.device("cpu"), 10)
     return time.perf_counter() - t0
 
@@ -91,26 +98,49 @@ def main() -> None:
     inside = study.train_seconds
     util = inside / (wall * slots)
     overhead = (wall * slots - inside) / len(study.trials)
-    summary = {"trials": len(study.trials), "epochs": study.total_epochs, "slots": slots, "wall_seconds": round(wall, 2),
-               "ray_start_seconds": round(study.ray_start_seconds, 2), "inside_train_seconds": round(inside, 2),
-               "utilisation": round(util, 4), "inside_over_wall": round(inside / wall, 4),
-               "overhead_seconds_per_trial": round(overhead, 2),
-               "baseline_sequential_no_ray_seconds": round(baseline, 2),
-               "ray_wall_over_baseline": round(wall / baseline, 2),
-               "stopped_early": sum(t.status == "stopped" for t in study.trials),
-               "best_val_accuracy": round(study.best_metric, 4)}
-    out = {"benchmark": "tune_utilisation", "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-           "seed": args.seed, "max_t": args.max_t, "eta": args.eta, "num_samples": n, "model": model.model_dump(),
-           "summary": summary,
-           "load_average_at_end": os.getloadavg(),
-           "machine": {"cpu_count": cpus, "python": platform.python_version(), "torch": torch.__version__,
-                       "ray": __import__("ray").__version__, "numpy": np.__version__, "platform": platform.platform()}}
+    summary = {
+        "trials": len(study.trials),
+        "epochs": study.total_epochs,
+        "slots": slots,
+        "wall_seconds": round(wall, 2),
+        "ray_start_seconds": round(study.ray_start_seconds, 2),
+        "inside_train_seconds": round(inside, 2),
+        "utilisation": round(util, 4),
+        "inside_over_wall": round(inside / wall, 4),
+        "overhead_seconds_per_trial": round(overhead, 2),
+        "baseline_sequential_no_ray_seconds": round(baseline, 2),
+        "ray_wall_over_baseline": round(wall / baseline, 2),
+        "stopped_early": sum(t.status == "stopped" for t in study.trials),
+        "best_val_accuracy": round(study.best_metric, 4),
+    }
+    out = {
+        "benchmark": "tune_utilisation",
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "seed": args.seed,
+        "max_t": args.max_t,
+        "eta": args.eta,
+        "num_samples": n,
+        "model": model.model_dump(),
+        "summary": summary,
+        "load_average_at_end": os.getloadavg(),
+        "machine": {
+            "cpu_count": cpus,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "ray": __import__("ray").__version__,
+            "numpy": np.__version__,
+            "platform": platform.platform(),
+        },
+    }
     path = Path(__file__).resolve().parent / "results" / "tune_utilisation.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
     print(json.dumps(summary, indent=2))
-    print(f"\n{summary['utilisation']:.1%} of {slots} slots x {wall:.1f} s wall was spent inside the train function; "
-          f"{overhead:.2f} s overhead per trial; the same epochs without Ray took {baseline:.1f} s -> {path}")
+    print(
+        f"\n{summary['utilisation']:.1%} of {slots} slots x {wall:.1f} s wall was spent inside the train function; "
+        f"{overhead:.2f} s overhead per trial; the same epochs without Ray took {baseline:.1f} s -> {path}"
+    )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,16 @@ def configurations(space: dict, seed: int, n: int) -> list[dict]:
     return [sample_config(space, gen) for _ in range(n)]
 
 
-def run_optuna(configs: list[dict], splits, model: ModelConfig, training: TrainingConfig, seed: int,
-               max_t: int, eta: int, threads: int) -> dict:
+def run_optuna(
+    configs: list[dict],
+    splits,
+    model: ModelConfig,
+    training: TrainingConfig,
+    seed: int,
+    max_t: int,
+    eta: int,
+    threads: int,
+) -> dict:
     import optuna
     import torch
 
@@ -85,8 +93,9 @@ def run_optuna(configs: list[dict], splits, model: ModelConfig, training: Traini
         acc = 0.0
         for e in range(1, max_t + 1):
             torch.manual_seed(derive_seed(ts, "torch", e))
-            train_one_epoch(net, opt, splits.train.x, splits.train.y, t_cfg.batch_size, derive_seed(ts, "epoch", e),
-                            device)
+            train_one_epoch(
+                net, opt, splits.train.x, splits.train.y, t_cfg.batch_size, derive_seed(ts, "epoch", e), device
+            )
             acc = evaluate(net, splits.val.x, splits.val.y, device, 10).accuracy
             epochs["n"] += 1
             if acc > best["acc"]:
@@ -96,33 +105,49 @@ def run_optuna(configs: list[dict], splits, model: ModelConfig, training: Traini
                 raise optuna.TrialPruned()
         return acc
 
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed),
-                                pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_t,
-                                                                      reduction_factor=eta))
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=seed),
+        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_t, reduction_factor=eta),
+    )
     t0 = time.perf_counter()
     study.optimize(objective, n_trials=len(configs), n_jobs=1)
     wall = time.perf_counter() - t0
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
-    return {"wall_seconds": round(wall, 2), "epochs": epochs["n"], "trials": len(study.trials), "pruned": pruned,
-            "best_val_accuracy": round(best["acc"], 4), "best_params": best["params"],
-            "seconds_per_epoch": round(wall / max(1, epochs["n"]), 4), "torch_threads": threads}
+    return {
+        "wall_seconds": round(wall, 2),
+        "epochs": epochs["n"],
+        "trials": len(study.trials),
+        "pruned": pruned,
+        "best_val_accuracy": round(best["acc"], 4),
+        "best_params": best["params"],
+        "seconds_per_epoch": round(wall / max(1, epochs["n"]), 4),
+        "torch_threads": threads,
+    }
 
 
-def run_driftloop(configs: list[dict], splits, model: ModelConfig, training: TrainingConfig, seed: int,
-                  cfg: TuningConfig) -> dict:
+def run_driftloop(
+    configs: list[dict], splits, model: ModelConfig, training: TrainingConfig, seed: int, cfg: TuningConfig
+) -> dict:
     with tempfile.TemporaryDirectory(prefix="driftloop-tune-vs-optuna-") as store:
         t0 = time.perf_counter()
-        study = run_study(cfg, splits, seed=seed, store=StoreConfig(uri=store), model=model, training=training,
-                          configurations=configs)
+        study = run_study(
+            cfg, splits, seed=seed, store=StoreConfig(uri=store), model=model, training=training, configurations=configs
+        )
         wall = time.perf_counter() - t0
     assert [t.config for t in sorted(study.trials, key=lambda t: t.trial_id)], "no trials"
-    return {"wall_seconds": round(wall, 2), "epochs": study.total_epochs, "trials": len(study.trials),
-            "stopped_early": sum(t.status == "stopped" for t in study.trials),
-            "best_val_accuracy": round(study.best_metric, 4), "best_params": study.best_params,
-            "seconds_per_epoch": round(wall / max(1, study.total_epochs), 4),
-            "ray_start_seconds": round(study.ray_start_seconds, 2),
-            "inside_train_seconds": round(study.train_seconds, 2),
-            "utilisation": round(study.train_seconds / (wall * 2), 4)}
+    return {
+        "wall_seconds": round(wall, 2),
+        "epochs": study.total_epochs,
+        "trials": len(study.trials),
+        "stopped_early": sum(t.status == "stopped" for t in study.trials),
+        "best_val_accuracy": round(study.best_metric, 4),
+        "best_params": study.best_params,
+        "seconds_per_epoch": round(wall / max(1, study.total_epochs), 4),
+        "ray_start_seconds": round(study.ray_start_seconds, 2),
+        "inside_train_seconds": round(study.train_seconds, 2),
+        "utilisation": round(study.train_seconds / (wall * 2), 4),
+    }
 
 
 def main() -> None:
@@ -138,8 +163,9 @@ def main() -> None:
         args.max_t, args.num_samples, args.seeds = 9, 9, 1
     dc = DataConfig()
     model, training = ModelConfig(), TrainingConfig(num_threads=1)
-    cfg = TuningConfig(max_t=args.max_t, eta=args.eta, num_samples=args.num_samples,
-                       resources_per_trial={"cpu": 1, "gpu": 0})
+    cfg = TuningConfig(
+        max_t=args.max_t, eta=args.eta, num_samples=args.num_samples, resources_per_trial={"cpu": 1, "gpu": 0}
+    )
     runs = []
     for k in range(args.seeds):
         seed = 2024 + k
@@ -157,28 +183,50 @@ def main() -> None:
             d = run_driftloop(configs, splits, model, training, seed, cfg)
         load2 = os.getloadavg()
         ratio = d["wall_seconds"] / o["wall_seconds"]
-        runs.append({"seed": seed, "driftloop": d, "optuna": o, "wall_ratio_driftloop_over_optuna": round(ratio, 3),
-                     "first": "driftloop" if k % 2 == 0 else "optuna",
-                     "load_average": {"before": load0, "between": load1, "after": load2}})
-        print(f"seed {seed}: driftloop {d['wall_seconds']:.1f} s ({d['epochs']} epochs, best {d['best_val_accuracy']}) "
-              f"vs Optuna {o['wall_seconds']:.1f} s ({o['epochs']} epochs, best {o['best_val_accuracy']}): "
-              f"ratio {ratio:.2f}; load {load0[0]:.1f}/{load2[0]:.1f}", flush=True)
+        runs.append(
+            {
+                "seed": seed,
+                "driftloop": d,
+                "optuna": o,
+                "wall_ratio_driftloop_over_optuna": round(ratio, 3),
+                "first": "driftloop" if k % 2 == 0 else "optuna",
+                "load_average": {"before": load0, "between": load1, "after": load2},
+            }
+        )
+        print(
+            f"seed {seed}: driftloop {d['wall_seconds']:.1f} s ({d['epochs']} epochs, best {d['best_val_accuracy']}) "
+            f"vs Optuna {o['wall_seconds']:.1f} s ({o['epochs']} epochs, best {o['best_val_accuracy']}): "
+            f"ratio {ratio:.2f}; load {load0[0]:.1f}/{load2[0]:.1f}",
+            flush=True,
+        )
     ratios = [r["wall_ratio_driftloop_over_optuna"] for r in runs]
     summary = {
         "wall_ratio_driftloop_over_optuna_median": round(statistics.median(ratios), 3),
-        "wall_ratio_per_seed": ratios, "goal_wall_ratio_at_most": 1.1,
+        "wall_ratio_per_seed": ratios,
+        "goal_wall_ratio_at_most": 1.1,
         "driftloop_wall_seconds_median": statistics.median(r["driftloop"]["wall_seconds"] for r in runs),
         "optuna_wall_seconds_median": statistics.median(r["optuna"]["wall_seconds"] for r in runs),
         "driftloop_epochs_median": statistics.median(r["driftloop"]["epochs"] for r in runs),
         "optuna_epochs_median": statistics.median(r["optuna"]["epochs"] for r in runs),
-        "driftloop_best_val_accuracy_mean": round(statistics.mean(r["driftloop"]["best_val_accuracy"] for r in runs), 4),
+        "driftloop_best_val_accuracy_mean": round(
+            statistics.mean(r["driftloop"]["best_val_accuracy"] for r in runs), 4
+        ),
         "optuna_best_val_accuracy_mean": round(statistics.mean(r["optuna"]["best_val_accuracy"] for r in runs), 4),
         "driftloop_utilisation_median": statistics.median(r["driftloop"]["utilisation"] for r in runs),
     }
-    write_result("tune_vs_optuna", {"max_t": args.max_t, "eta": args.eta, "num_samples": args.num_samples,
-                                    "optuna_torch_threads": args.optuna_threads, "model": model.model_dump(),
-                                    "optuna_version": __import__("optuna").__version__,
-                                    "summary": summary, "runs": runs})
+    write_result(
+        "tune_vs_optuna",
+        {
+            "max_t": args.max_t,
+            "eta": args.eta,
+            "num_samples": args.num_samples,
+            "optuna_torch_threads": args.optuna_threads,
+            "model": model.model_dump(),
+            "optuna_version": __import__("optuna").__version__,
+            "summary": summary,
+            "runs": runs,
+        },
+    )
     print(summary)
 
 

@@ -51,8 +51,14 @@ def quiet_prefect_env(home: Path) -> dict[str, str]:
     """Environment of a local Prefect server: its own home (database, logs), no analytics
     (SQLite reported "database is locked" with them on), nothing from the user's profile."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_LOGGING_LEVEL": "WARNING"})
+    env.update(
+        {
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+        }
+    )
     return env
 
 
@@ -78,8 +84,9 @@ class PrefectServer:
         stop_group(self.pid, timeout, self.process)
 
 
-def start_prefect_server(home: str | os.PathLike, port: int | None = None, extra_env: dict[str, str] | None = None,
-                         timeout: float = 120.0) -> PrefectServer:
+def start_prefect_server(
+    home: str | os.PathLike, port: int | None = None, extra_env: dict[str, str] | None = None, timeout: float = 120.0
+) -> PrefectServer:
     """Start ``prefect server start`` on 127.0.0.1 (scheduler, triggers and UI included) with its data
     under ``home``; wait until ``/api/health`` answers. ``extra_env`` e.g. sets
     ``PREFECT_API_DATABASE_CONNECTION_URL`` for PostgreSQL."""
@@ -96,8 +103,15 @@ def start_prefect_server(home: str | os.PathLike, port: int | None = None, extra
     env.update(extra_env or {})
     log_path = home / "server.log"
     prefect_bin = Path(sys.executable).parent / "prefect"
-    cmd = [str(prefect_bin) if prefect_bin.exists() else "prefect", "server", "start",
-           "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [
+        str(prefect_bin) if prefect_bin.exists() else "prefect",
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     proc = start_group(cmd, log_path, env=env, cwd=home)
     server = PrefectServer(proc.pid, port, str(home), str(log_path), proc)
     deadline = time.time() + timeout
@@ -115,6 +129,7 @@ def start_prefect_server(home: str | os.PathLike, port: int | None = None, extra
 
 
 # ---- the `up` / `down` stack
+
 
 def state_path(stack_dir: str | os.PathLike) -> Path:
     return Path(stack_dir) / STATE_FILE
@@ -163,8 +178,12 @@ def stack_status(stack_dir: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def stack_up(stack_dir: str | os.PathLike = DEFAULT_STACK_DIR, prefect_port: int = DEFAULT_PREFECT_PORT,
-             s3_port: int = DEFAULT_S3_PORT, bucket: str = DEFAULT_BUCKET) -> dict[str, Any]:
+def stack_up(
+    stack_dir: str | os.PathLike = DEFAULT_STACK_DIR,
+    prefect_port: int = DEFAULT_PREFECT_PORT,
+    s3_port: int = DEFAULT_S3_PORT,
+    bucket: str = DEFAULT_BUCKET,
+) -> dict[str, Any]:
     """Start a Prefect server and a SeaweedFS S3 (with ``bucket``) on 127.0.0.1, data under
     ``stack_dir``; write ``state.json`` and ``env.sh`` there. Already running: returns the state.
     Ports in use raise StackError naming the port before anything starts."""
@@ -177,10 +196,16 @@ def stack_up(stack_dir: str | os.PathLike = DEFAULT_STACK_DIR, prefect_port: int
         return status
     if status.get("prefect") or status.get("seaweedfs"):  # half up: stop what is left, then start clean
         stack_down(stack_dir)
-    for name, port in (("Prefect server", prefect_port), ("SeaweedFS S3", s3_port), ("SeaweedFS S3 gRPC", s3_port + 10000)):
+    for name, port in (
+        ("Prefect server", prefect_port),
+        ("SeaweedFS S3", s3_port),
+        ("SeaweedFS S3 gRPC", s3_port + 10000),
+    ):
         if not port_free(port):
-            raise StackError(f"port {port} on 127.0.0.1 ({name}) is in use: run `driftloop down`, stop what "
-                             f"listens there, or pass --{'prefect-port' if 'Prefect' in name else 's3-port'}")
+            raise StackError(
+                f"port {port} on 127.0.0.1 ({name}) is in use: run `driftloop down`, stop what "
+                f"listens there, or pass --{'prefect-port' if 'Prefect' in name else 's3-port'}"
+            )
     stack_dir.mkdir(parents=True, exist_ok=True)
     weed = start_seaweedfs(stack_dir / "seaweedfs", s3_port=s3_port)
     try:
@@ -190,12 +215,29 @@ def stack_up(stack_dir: str | os.PathLike = DEFAULT_STACK_DIR, prefect_port: int
         weed.stop()
         raise
     state = {
-        "stack_dir": str(stack_dir), "bucket": bucket, "started_at": time.time(),
-        "prefect": {"pid": prefect.pid, "port": prefect.port, "api_url": prefect.api_url, "ui_url": prefect.ui_url,
-                    "home": prefect.home, "log": prefect.log_path, "cmd_marker": "server start"},
-        "seaweedfs": {"pid": weed.pid, "port": weed.s3_port, "endpoint_url": weed.endpoint_url,
-                      "access_key": weed.access_key, "secret_key": weed.secret_key, "ports": weed.ports,
-                      "data_dir": str(weed.data_dir), "log": str(weed.log_path), "cmd_marker": "weed"},
+        "stack_dir": str(stack_dir),
+        "bucket": bucket,
+        "started_at": time.time(),
+        "prefect": {
+            "pid": prefect.pid,
+            "port": prefect.port,
+            "api_url": prefect.api_url,
+            "ui_url": prefect.ui_url,
+            "home": prefect.home,
+            "log": prefect.log_path,
+            "cmd_marker": "server start",
+        },
+        "seaweedfs": {
+            "pid": weed.pid,
+            "port": weed.s3_port,
+            "endpoint_url": weed.endpoint_url,
+            "access_key": weed.access_key,
+            "secret_key": weed.secret_key,
+            "ports": weed.ports,
+            "data_dir": str(weed.data_dir),
+            "log": str(weed.log_path),
+            "cmd_marker": "weed",
+        },
     }
     state_path(stack_dir).write_text(json.dumps(state, indent=2))
     env = stack_env(state)

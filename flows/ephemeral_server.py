@@ -31,6 +31,7 @@ def watch(parent_pid: int, server_pid: int) -> int:
     Returns when the server is gone. Only a process whose command line is Prefect's server is
     signalled, so a recycled pid is never hit. The server shares the command's process group (a
     terminal's job, maybe), so it is stopped alone, by pid."""
+
     def is_server() -> bool:
         return pid_alive(server_pid) and SERVER_MARK in cmdline(server_pid)
 

@@ -62,11 +62,18 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
     stages.append("evaluate")
     decision = st.gate(settings, ev, splits, champion)
 
-    extras = {"best_config": best_config, "stages": list(stages), "trigger": inputs.trigger,
-              "history": model.history, "extra_batches": inputs.extra_batches,
-              "federated": federated.summary() if federated else None, "hardening": hardening,
-              "robust_evaluation": ev.robust.as_dict() if ev.robust else None, "gate": decision.as_dict(),
-              "splits": split_summary(splits, champion.trained_rows)}
+    extras = {
+        "best_config": best_config,
+        "stages": list(stages),
+        "trigger": inputs.trigger,
+        "history": model.history,
+        "extra_batches": inputs.extra_batches,
+        "federated": federated.summary() if federated else None,
+        "hardening": hardening,
+        "robust_evaluation": ev.robust.as_dict() if ev.robust else None,
+        "gate": decision.as_dict(),
+        "splits": split_summary(splits, champion.trained_rows),
+    }
     registered = st.register(settings, model, data, ev, champion, initial is not None, inputs.trigger, extras)
     stages.append("register")
     promoted = None
@@ -74,13 +81,34 @@ def run_pipeline(settings: Settings, inputs: PipelineInputs) -> dict[str, Any]:
         promoted = model_steps.promote_version(settings, registered.version, decision.reason, champion.version)
         stages.append("promote")
 
-    summary = run_summary_markdown(settings.registry.model_name or "", registered.run_id, registered.version,
-                                   registered.manifest_uri, registered.artifacts, ev.metrics, champion.version,
-                                   ev.champion_metrics, decision.promote, decision.reason, stages)
-    publish_table("training-metrics", comparison_rows(ev.metrics, ev.champion_metrics),
-                  "Candidate vs champion on the same test split")
+    summary = run_summary_markdown(
+        settings.registry.model_name or "",
+        registered.run_id,
+        registered.version,
+        registered.manifest_uri,
+        registered.artifacts,
+        ev.metrics,
+        champion.version,
+        ev.champion_metrics,
+        decision.promote,
+        decision.reason,
+        stages,
+    )
+    publish_table(
+        "training-metrics",
+        comparison_rows(ev.metrics, ev.champion_metrics),
+        "Candidate vs champion on the same test split",
+    )
     publish_markdown("training-summary", summary, "What this run did and where its artifacts are")
-    return {"run_id": registered.run_id, "version": registered.version, "promoted": promoted is not None,
-            "metrics": ev.metrics, "champion_metrics": ev.champion_metrics, "decision": decision.as_dict(),
-            "stages": stages, "manifest_uri": registered.manifest_uri, "summary": summary,
-            "best_config": best_config}
+    return {
+        "run_id": registered.run_id,
+        "version": registered.version,
+        "promoted": promoted is not None,
+        "metrics": ev.metrics,
+        "champion_metrics": ev.champion_metrics,
+        "decision": decision.as_dict(),
+        "stages": stages,
+        "manifest_uri": registered.manifest_uri,
+        "summary": summary,
+        "best_config": best_config,
+    }

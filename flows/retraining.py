@@ -23,16 +23,27 @@ from tasks.ui import run_logger
 
 
 @flow(name="retraining", log_prints=True)
-def retraining(config: Settings | None = None, event_id: str | None = None, episode_id: str | None = None,
-               batch_ids: list[str] | None = None, detector: str | None = None,
-               model_version: int | None = None) -> dict:
+def retraining(
+    config: Settings | None = None,
+    event_id: str | None = None,
+    episode_id: str | None = None,
+    batch_ids: list[str] | None = None,
+    detector: str | None = None,
+    model_version: int | None = None,
+) -> dict:
     """Retrain on the training data plus the drifted batches; promote or keep the champion."""
     settings = config if config is not None else load_settings()
     # Before claiming the episode: a run that cannot work must not use up the episode's one retraining.
     preflight(settings)
     log = run_logger()
-    trigger = {"kind": "drift-event" if event_id else "manual", "event_id": event_id, "episode_id": episode_id,
-               "batch_ids": batch_ids or [], "detector": detector, "model_version": model_version}
+    trigger = {
+        "kind": "drift-event" if event_id else "manual",
+        "event_id": event_id,
+        "episode_id": episode_id,
+        "batch_ids": batch_ids or [],
+        "detector": detector,
+        "model_version": model_version,
+    }
     claim_key = episode_id or event_id
     if claim_key is None:
         # A manual trigger within an open drift episode's cooldown joins that episode, so the
@@ -58,9 +69,12 @@ def retraining(config: Settings | None = None, event_id: str | None = None, epis
             status = "awaiting-labels" if got.status == "timeout" else "skipped-no-labels"
             if claim_key:
                 drift_steps.record_outcome(settings, claim_key, {"status": status, "trigger": trigger})
-            reason = (f"no labels for {[r.batch_id for r in unlabelled]} within drift.labels_timeout_seconds="
-                      f"{settings.drift.labels_timeout_seconds}" if status == "awaiting-labels"
-                      else "skipped at the labels form")
+            reason = (
+                f"no labels for {[r.batch_id for r in unlabelled]} within drift.labels_timeout_seconds="
+                f"{settings.drift.labels_timeout_seconds}"
+                if status == "awaiting-labels"
+                else "skipped at the labels form"
+            )
             log.warning("trained nothing: %s", reason)
             return {"status": status, "reason": reason, "summary": f"retraining {status}: {reason}"}
         uris += got.uris

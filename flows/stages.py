@@ -46,19 +46,27 @@ def prepare_data(settings: Settings, champion: Champion, extra_batches: list[str
         champion.trained_rows = model_steps.champion_trained_rows(settings, champion.record)
     # Validate against the champion's schema when there is one, else the schema of this data's
     # training split (which still catches NaN/inf, bad labels, duplicates, unreadable files).
-    own_schema = data_steps.infer_schema_task(data_steps.split_data(dataset, settings.seed, settings.data,
-                                                                    champion.trained_rows).train)
+    own_schema = data_steps.infer_schema_task(
+        data_steps.split_data(dataset, settings.seed, settings.data, champion.trained_rows).train
+    )
     schema = champion.schema or own_schema
     # The loaded data are validated in memory; a failing file's raw bytes are then read and
     # quarantined byte for byte (a passing file is never held twice).
     raw_uri = settings.data.source if is_file_source(settings.data.source) else None
-    dataset = data_steps.validate_or_quarantine(dataset, schema, settings.data.validation, settings.store,
-                                                label_column=settings.data.label_column, raw_uri=raw_uri).dataset
+    dataset = data_steps.validate_or_quarantine(
+        dataset,
+        schema,
+        settings.data.validation,
+        settings.store,
+        label_column=settings.data.label_column,
+        raw_uri=raw_uri,
+    ).dataset
     extra_rules = evidence_rules(settings.data.validation, settings.drift.validate_shift)
     for uri in extra_batches:
         # Each added batch must pass too; a bad one is quarantined and the run stops.
-        batch = data_steps.validate_or_quarantine(uri, schema, extra_rules, settings.store,
-                                                  label_column=settings.data.label_column, distribution="evidence")
+        batch = data_steps.validate_or_quarantine(
+            uri, schema, extra_rules, settings.store, label_column=settings.data.label_column, distribution="evidence"
+        )
         dataset = concat_datasets(dataset, batch.dataset)
     splits = data_steps.split_data(dataset, settings.seed, settings.data, champion.trained_rows)
     return PreparedData(settings, splits, data_steps.infer_schema_task(splits.train))
@@ -76,14 +84,16 @@ def warm_start(settings: Settings, champion: Champion, splits: Splits) -> Traine
     return initial
 
 
-def federate(settings: Settings, splits: Splits, champion: Champion,
-             initial: TrainedModel | None) -> tuple[TrainedModel, FederatedOutcome]:
+def federate(
+    settings: Settings, splits: Splits, champion: Champion, initial: TrainedModel | None
+) -> tuple[TrainedModel, FederatedOutcome]:
     """Federated training (Flower) from ``initial`` or from scratch."""
     from tasks.federated import steps as fed_steps
 
     parent = {"model": settings.registry.model_name, "version": champion.version} if champion.record else None
-    outcome = FederatedOutcome.from_dict(fed_steps.federate(
-        splits, settings, initial_weights=initial.weights if initial else None, parent_model=parent))
+    outcome = FederatedOutcome.from_dict(
+        fed_steps.federate(splits, settings, initial_weights=initial.weights if initial else None, parent_model=parent)
+    )
     return TrainedModel(outcome.model_spec, outcome.weights, {}, origin="federate"), outcome
 
 
@@ -93,10 +103,12 @@ def harden(settings: Settings, model: TrainedModel, prepared: PreparedData) -> t
 
     splits = prepared.splits
     module = model.module()
-    hardened = adv_steps.harden_model(module, splits.train, splits.val, settings, None, None, _k(splits),
-                                      scale=_scale(prepared))
-    return TrainedModel(model.spec, state_dict_to_bytes(module), model.history, origin="harden"), \
-        hardened.result.as_dict()
+    hardened = adv_steps.harden_model(
+        module, splits.train, splits.val, settings, None, None, _k(splits), scale=_scale(prepared)
+    )
+    return TrainedModel(
+        model.spec, state_dict_to_bytes(module), model.history, origin="harden"
+    ), hardened.result.as_dict()
 
 
 def evaluate(settings: Settings, model: TrainedModel, prepared: PreparedData, champion: Champion) -> Evaluation:
@@ -107,19 +119,22 @@ def evaluate(settings: Settings, model: TrainedModel, prepared: PreparedData, ch
     if champion.record is not None:
         champion_model = model_steps.load_champion_model(settings, champion.record)
         if champion_model.spec["in_shape"] == model.spec["in_shape"]:
-            ev.champion_metrics = dict(model_steps.evaluate_model(champion_model, splits, settings,
-                                                                  "champion")["metrics"])
+            ev.champion_metrics = dict(
+                model_steps.evaluate_model(champion_model, splits, settings, "champion")["metrics"]
+            )
     if settings.adversarial.enabled:
         from tasks.adversarial import steps as adv_steps
         from tasks.adversarial.report import robust_metrics
 
         k, scale = _k(splits), _scale(prepared)
-        ev.robust = adv_steps.robust_evaluate(model.module(), splits.test, settings, None, None, k, "candidate",
-                                              scale=scale).evaluation
+        ev.robust = adv_steps.robust_evaluate(
+            model.module(), splits.test, settings, None, None, k, "candidate", scale=scale
+        ).evaluation
         ev.metrics.update(robust_metrics(ev.robust.summary()))
         if ev.champion_metrics is not None and champion_model is not None:
-            ev.champion_robust = adv_steps.robust_evaluate(champion_model.module(), splits.test, settings, None,
-                                                           None, k, "champion", scale=scale).evaluation
+            ev.champion_robust = adv_steps.robust_evaluate(
+                champion_model.module(), splits.test, settings, None, None, k, "champion", scale=scale
+            ).evaluation
             ev.champion_metrics.update(robust_metrics(ev.champion_robust.summary()))
     return ev
 
@@ -138,8 +153,16 @@ def gate(settings: Settings, ev: Evaluation, splits: Splits, champion: Champion)
     return decision
 
 
-def register(settings: Settings, model: TrainedModel, prepared: PreparedData, ev: Evaluation,
-             champion: Champion, warm_started: bool, trigger: dict, extras: dict[str, Any]) -> RegisteredModel:
+def register(
+    settings: Settings,
+    model: TrainedModel,
+    prepared: PreparedData,
+    ev: Evaluation,
+    champion: Champion,
+    warm_started: bool,
+    trigger: dict,
+    extras: dict[str, Any],
+) -> RegisteredModel:
     """Store the candidate with its drift reference and trained-on row ids; add a registry version."""
     splits = prepared.splits
     # The drift reference is stored beside the weights, so a promoted model always has one.
@@ -147,9 +170,19 @@ def register(settings: Settings, model: TrainedModel, prepared: PreparedData, ev
     # The rows this model's lineage trained on (a warm start inherits the champion's), for the next gate.
     ids = cast(SplitIds, splits.ids)
     files[SPLIT_IDS_NAME] = ids.with_inherited(champion.trained_rows if warm_started else None).to_npz_bytes()
-    return RegisteredModel.from_dict(model_steps.register_candidate(
-        settings, model, prepared.schema, splits, ev.metrics, extras, parent=champion.record, trigger=trigger,
-        extra_files=files))
+    return RegisteredModel.from_dict(
+        model_steps.register_candidate(
+            settings,
+            model,
+            prepared.schema,
+            splits,
+            ev.metrics,
+            extras,
+            parent=champion.record,
+            trigger=trigger,
+            extra_files=files,
+        )
+    )
 
 
 def _k(splits: Splits) -> int:

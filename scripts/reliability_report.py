@@ -31,161 +31,297 @@ DOC = ROOT / "docs" / "RELIABILITY.md"
 # (area, scenario, pass criterion, test node ids). New scenarios live in tests/reliability; the
 # others are the concern tests that already prove the scenario (referenced, not duplicated).
 SCENARIOS: list[tuple[str, str, str, list[str]]] = [
-    ("Orchestration", "A task fails twice, then succeeds (Prefect retries)",
-     "exactly one run, one version, one promotion; failed attempts leave no object",
-     ["tests/reliability/test_retries.py::test_failing_twice_then_succeeding_writes_one_run_one_version_one_promotion",
-      "tests/reliability/test_retries.py::test_a_fault_that_persists_exhausts_the_retries_and_leaves_nothing"]),
-    ("Orchestration", "The process running the training flow is killed mid-run (SIGTERM in an epoch; SIGKILL "
-     "before the manifest; SIGKILL before registration)",
-     "SIGTERM: run Crashed in the API; registry unchanged; no partial run listed; every listed run verifies; "
-     "a rerun adds exactly one version",
-     ["tests/reliability/test_killed_flow.py::test_killed_training_leaves_no_partial_run_and_a_rerun_adds_one_version"]),
-    ("Orchestration", "A deployed run is SIGKILLed together with its runner (a lost machine): nobody can report it",
-     "the heartbeat crash detector (`driftloop deploy`/`serve`) marks it Crashed; a run that ended normally "
-     "is never touched",
-     ["tests/reliability/test_heartbeat_crash.py::test_run_killed_with_its_runner_is_marked_crashed_by_missing_heartbeats"]),
-    ("Orchestration", "Drift storm: 2 distinct events of one episode, each delivered twice, plus a manual trigger "
-     "within the cooldown, all at once",
-     "exactly one retraining run and one new model version",
-     ["tests/reliability/test_drift_storm.py::test_drift_storm_gives_one_retraining_and_one_version",
-      "tests/flows/test_drift_loop.py::test_retraining_runs_once_per_episode_with_lineage",
-      "tests/deployments/test_builders.py::test_retraining_trigger_dedups_per_episode_within_the_cooldown"]),
-    ("Orchestration", "The scheduler / runner was down for 4 drift-check intervals (4 late runs due at once on a "
-     "real `prefect server start`), then `driftloop serve` returns; also 4 checks started at once in one process",
-     "exactly one catch-up check runs (concurrency 1, CANCEL_NEW), the rest are cancelled; no batch is checked "
-     "twice (write-once ledger)",
-     ["tests/reliability/test_scheduler_outage.py::test_scheduler_back_after_an_outage_runs_one_catch_up_check",
-      "tests/reliability/test_drift_storm.py::test_overlapping_catch_up_checks_check_each_batch_once"]),
-    ("Orchestration", "`driftloop run training` (temporary Prefect server, no PREFECT_API_URL) SIGKILLed mid-epoch",
-     "the temporary server does not outlive the command (a watchdog stops it within seconds); no process left",
-     ["tests/reliability/test_ephemeral_server.py::test_sigkilled_run_leaves_no_prefect_server"]),
-    ("Orchestration", "Deployments on a real `prefect worker start --pool` (process pool, another working directory): "
-     "a training run, a drift event's retraining, then the worker SIGKILLed mid-run",
-     "both runs complete on the worker; the killed run is marked Crashed by the heartbeat detector; a new "
-     "worker completes the next run",
-     ["tests/reliability/test_worker_flows.py::test_deployments_run_on_a_real_worker_and_a_killed_worker_is_replaced"]),
-    ("Tuning", "A trial's worker process is SIGKILLed mid-trial; the driver process is SIGKILLed mid-study and "
-     "the study restored (synchronous Hyperband, same seed as a clean run)",
-     "the trial resumes from its checkpoint and keeps its bracket; best configuration (and every trial's "
-     "curve) equals the uninterrupted run's; no duplicate trial, no finished trial rerun",
-     ["tests/reliability/test_tuning_faults.py::test_killed_trial_resumes_from_its_checkpoint_and_the_best_config_is_unchanged",
-      "tests/reliability/test_tuning_faults.py::test_killed_driver_restored_study_has_no_duplicate_trials_and_the_same_best",
-      "tests/tuning/test_study.py::test_crashed_trial_completes_from_its_checkpoint",
-      "tests/tuning/test_study.py::test_interrupted_study_on_s3_resumes_without_rerunning_finished_trials"]),
-    ("Federated", "20% of 10 clients crash in every round (a different 2 each round, from the base seed)",
-     "training completes; final test accuracy within 1 point of the clean run",
-     ["tests/reliability/test_federated_faults.py::test_twenty_percent_of_clients_crashing_every_round_stays_within_one_point"]),
-    ("Federated", "2 of 10 clients poisoned (sign-flipped x10, boosted x10)",
-     "FedAvg degrades by more than 5 points; the robust aggregator (FedMedian) stays within 2 points of clean",
-     ["tests/reliability/test_federated_faults.py::test_poisoned_clients_degrade_fedavg_but_not_the_robust_aggregator",
-      "tests/federated/test_aggregation.py::test_median_and_trimmed_mean_and_krum"]),
-    ("Federated", "Crashing and NaN clients; a SuperNode killed mid-run (real SuperLink/SuperNodes)",
-     "training completes; bad replies never aggregated",
-     ["tests/federated/test_simulation.py::test_simulation_learns_and_survives_nan_and_crashing_clients",
-      "tests/federated/test_deployment.py::test_killed_supernode_is_left_out_and_run_completes"]),
-    ("Federated", "Only SuperNodes holding registered keys join a TLS SuperLink",
-     "a SuperNode with an unregistered key is refused (exits, never listed, never sampled) while the TLS + "
-     "SuperNode-auth run completes with the registered ones",
-     ["tests/federated/test_deployment.py::test_unregistered_supernode_is_refused_by_tls_superlink",
-      "tests/federated/test_deployment.py::test_deployment_engine_with_tls_and_supernode_auth"]),
-    ("Storage", "The S3 server is stopped during a multipart upload (after part 1) and restarted on the same "
-     "port and data dir",
-     "the upload retries and completes byte for byte (or fails cleanly and the step retries); no partial "
-     "object or run visible; champion unchanged until the new model is complete",
-     ["tests/reliability/test_s3_faults.py::test_s3_server_stopped_mid_upload_and_restarted"]),
-    ("Storage", "One byte of a stored model flipped",
-     "IntegrityError naming the key; the previous champion stays in service",
-     ["tests/store/test_artifacts.py::test_sha256_mismatch_raises_integrity_error_naming_the_key",
-      "tests/store/test_registry.py::test_corrupted_weights_raise_integrity_error"]),
-    ("Storage", "A run killed before its manifest leaves orphaned objects; a slow writer races garbage collection",
-     "`driftloop artifacts gc` deletes only manifest-less runs older than the minimum age; a commit that "
-     "loses to GC's write-once tombstone fails naming the run; committed runs untouched",
-     ["tests/store/test_gc.py::test_gc_deletes_only_old_orphans_and_keeps_committed_runs",
-      "tests/store/test_gc.py::test_a_slow_writer_loses_its_commit_to_gc_never_its_objects",
-      "tests/store/test_gc.py::test_gc_skips_a_run_committed_meanwhile",
-      "tests/reliability/test_killed_flow.py::test_killed_training_leaves_no_partial_run_and_a_rerun_adds_one_version"]),
-    ("Storage", "Two promotions race", "exactly one wins; history consistent",
-     ["tests/store/test_registry.py::test_concurrent_promotions_have_exactly_one_winner",
-      "tests/store/test_backends.py::test_concurrent_compare_and_swap_has_one_winner"]),
-    ("Storage", "A pickle planted where a model or array is expected", "refused, never executed",
-     ["tests/store/test_registry.py::test_planted_pickle_is_refused_never_executed",
-      "tests/store/test_artifacts.py::test_npz_with_pickled_objects_is_refused_on_read",
-      "tests/data/test_uri_and_quarantine.py::test_npz_object_arrays_are_never_unpickled"]),
-    ("Storage", "Manifests of registered runs went missing (the champion's and a never-promoted version's), then "
-     "`driftloop artifacts gc --older-than-hours 0`; then a version record that cannot be read; then the "
-     "champion's version record deleted too",
-     "GC deletes only the true orphan and keeps every object of every run a registry version references; "
-     "with an unreadable version record, or a version the pointer names without a record, it stops, naming "
-     "the file, and deletes nothing",
-     ["tests/reliability/test_registry_safety.py::test_gc_never_deletes_objects_of_a_run_the_registry_references"]),
-    ("Storage", "`models promote`/`rollback` to a version whose weights or spec fail sha256",
-     "refused (IntegrityError naming the run and object) before anything is written; champion unchanged; "
-     "`models show --verify` reports each object (exit 1 when damaged); the integrity error fails its task "
-     "at once instead of being retried as transient",
-     ["tests/reliability/test_registry_safety.py::test_promote_and_rollback_verify_the_target_first_and_show_reports_integrity",
-      "tests/reliability/test_registry_safety.py::test_an_integrity_error_is_not_retried_as_transient"]),
-    ("Storage", "The champion pointer overwritten with random bytes, `[]` or wrong field types; a version record "
-     "overwritten",
-     "models list/show/promote/rollback and validate exit 1 naming the file and `driftloop models repair` (no "
-     "traceback); `models repair` rebuilds the pointer from the append-only history (same champion and history) "
-     "and lists damaged version records",
-     ["tests/reliability/test_registry_safety.py::test_a_corrupt_champion_pointer_names_the_file_and_repair_rebuilds_it",
-      "tests/reliability/test_registry_safety.py::test_a_corrupt_version_record_names_itself_and_repair_lists_it"]),
-    ("Storage", "`driftloop models promote 2 --reason ...` run by 4 processes at once",
-     "exactly one records the promotion with its reason; the losers say that nothing changed and print no "
-     "older history entry",
-     ["tests/reliability/test_registry_safety.py::test_promote_racing_itself_the_losers_say_nothing_changed"]),
-    ("Security", "Least privilege: the drift check runs with a SeaweedFS identity that reads the bucket and "
-     "writes only drift/ and quarantine/",
-     "the drift-check flow succeeds; 5 forbidden writes/deletes (run, version, champion, model delete, batches) "
-     "denied; no secret in output, logs, flow-run parameters, errors or stored objects",
-     ["tests/reliability/test_s3_faults.py::test_drift_check_runs_with_least_privilege_credentials_and_leaks_none",
-      "tests/deployments/test_infra.py::test_drift_check_policy_reads_models_and_writes_only_reports",
-      "tests/store/test_backends.py::test_credentials_never_appear_in_errors_or_reprs",
-      "tests/test_settings.py::test_secrets_masked_in_resolved_config"]),
-    ("Data", "A batch with NaN, out-of-range values, wrong dtype, duplicates, a new column or a truncated file",
-     "quarantined with a per-rule report; triggers nothing",
-     ["tests/data/test_validation.py::test_nan_and_inf", "tests/data/test_validation.py::test_out_of_range_overall_scope",
-      "tests/data/test_validation.py::test_wrong_dtype", "tests/data/test_validation.py::test_duplicate_rows",
-      "tests/data/test_uri_and_quarantine.py::test_new_column_in_a_parquet_file",
-      "tests/data/test_uri_and_quarantine.py::test_unreadable_or_truncated_file",
-      "tests/flows/test_training_flow.py::test_corrupted_data_is_quarantined_and_nothing_trained",
-      "tests/flows/test_drift_loop.py::test_drift_check_flags_drift_quarantines_bad_batch_and_emits_one_event"]),
-    ("Data", "Degenerate candidates over a ten-class champion: labels all one class (test accuracy 1.0), five "
-     "classes dropped, 150 rows",
-     "the gate refuses each (at_least_two_classes, keeps_champion_classes, enough_training_rows, "
-     "reliable_evaluation) and the champion keeps accepting good batches; declaring `data.classes` allows the "
-     "label change",
-     ["tests/reliability/test_bad_candidates.py::test_the_gate_refuses_candidates_that_cannot_be_right",
-      "tests/reliability/test_bad_candidates.py::test_sanity_rules_unit"]),
-    ("Data", "Labels 99 in a fresh store; a negative label; labels stored as text",
-     "a DataError before training names the file and row (no 100-class model, no `np.bincount` traceback, "
-     "nothing written); validate and training apply one label rule (numeric text accepted by both, other "
-     "text refused by both)",
-     ["tests/reliability/test_bad_candidates.py::test_bad_label_sets_fail_clearly_before_training",
-      "tests/reliability/test_bad_candidates.py::test_validate_and_training_apply_one_label_rule"]),
-    ("Configuration", "A non-UTF-8 config file, duplicate YAML/JSON keys, `training.epochs=true`, "
-     "`tuning.enabled=1`, `training.epochs=\"5\"`",
-     "a configuration error, exit 2, naming the file or key; no traceback",
-     ["tests/reliability/test_config_faults.py::test_config_files_and_values_are_read_strictly"]),
-    ("Configuration", "A bad `tuning.search_space`; an unwritable `store.uri` (a local path under a file; S3 with "
-     "a wrong secret)",
-     "the training and retraining flows fail before their first stage (no task run) with a ConfigError naming "
-     "the key; `driftloop run` exits 2; the write probe leaves nothing behind",
-     ["tests/reliability/test_config_faults.py::test_a_bad_search_space_or_an_unwritable_store_fails_before_the_first_stage",
-      "tests/reliability/test_config_faults.py::test_the_store_probe_on_s3_leaves_nothing_and_refuses_bad_credentials"]),
-    ("Security", "Ray: who can reach and use the local Ray driftloop starts",
-     "no dashboard HTTP port, no Ray Client server; token authentication on: a process without the token "
-     "(or with a wrong one) cannot join, one with it can; `driftloop` and the Flower simulation turn it on "
-     "before Ray is imported",
-     ["tests/reliability/test_security_defaults.py::test_local_ray_has_no_dashboard_no_client_server_and_requires_its_token",
-      "tests/reliability/test_security_defaults.py::test_the_driftloop_command_turns_on_ray_token_auth_before_ray_is_imported",
-      "tests/reliability/test_security_defaults.py::test_token_auth_respects_a_users_ray_auth_setting",
-      "tests/reliability/test_security_defaults.py::test_flower_simulation_ray_has_no_dashboard_and_token_auth"]),
-    ("Security", "Prefect server with `PREFECT_SERVER_API_AUTH_STRING`",
-     "anonymous and wrong credentials get 401; `driftloop` names the variable to set; a flow with the "
-     "credentials is recorded, one without cannot start; the secret is in no log or output",
-     ["tests/reliability/test_security_defaults.py::test_prefect_server_with_an_auth_string_refuses_anonymous_clients"]),
+    (
+        "Orchestration",
+        "A task fails twice, then succeeds (Prefect retries)",
+        "exactly one run, one version, one promotion; failed attempts leave no object",
+        [
+            "tests/reliability/test_retries.py::test_failing_twice_then_succeeding_writes_one_run_one_version_one_promotion",
+            "tests/reliability/test_retries.py::test_a_fault_that_persists_exhausts_the_retries_and_leaves_nothing",
+        ],
+    ),
+    (
+        "Orchestration",
+        "The process running the training flow is killed mid-run (SIGTERM in an epoch; SIGKILL "
+        "before the manifest; SIGKILL before registration)",
+        "SIGTERM: run Crashed in the API; registry unchanged; no partial run listed; every listed run verifies; "
+        "a rerun adds exactly one version",
+        [
+            "tests/reliability/test_killed_flow.py::test_killed_training_leaves_no_partial_run_and_a_rerun_adds_one_version"
+        ],
+    ),
+    (
+        "Orchestration",
+        "A deployed run is SIGKILLed together with its runner (a lost machine): nobody can report it",
+        "the heartbeat crash detector (`driftloop deploy`/`serve`) marks it Crashed; a run that ended normally "
+        "is never touched",
+        [
+            "tests/reliability/test_heartbeat_crash.py::test_run_killed_with_its_runner_is_marked_crashed_by_missing_heartbeats"
+        ],
+    ),
+    (
+        "Orchestration",
+        "Drift storm: 2 distinct events of one episode, each delivered twice, plus a manual trigger "
+        "within the cooldown, all at once",
+        "exactly one retraining run and one new model version",
+        [
+            "tests/reliability/test_drift_storm.py::test_drift_storm_gives_one_retraining_and_one_version",
+            "tests/flows/test_drift_loop.py::test_retraining_runs_once_per_episode_with_lineage",
+            "tests/deployments/test_builders.py::test_retraining_trigger_dedups_per_episode_within_the_cooldown",
+        ],
+    ),
+    (
+        "Orchestration",
+        "The scheduler / runner was down for 4 drift-check intervals (4 late runs due at once on a "
+        "real `prefect server start`), then `driftloop serve` returns; also 4 checks started at once in one process",
+        "exactly one catch-up check runs (concurrency 1, CANCEL_NEW), the rest are cancelled; no batch is checked "
+        "twice (write-once ledger)",
+        [
+            "tests/reliability/test_scheduler_outage.py::test_scheduler_back_after_an_outage_runs_one_catch_up_check",
+            "tests/reliability/test_drift_storm.py::test_overlapping_catch_up_checks_check_each_batch_once",
+        ],
+    ),
+    (
+        "Orchestration",
+        "`driftloop run training` (temporary Prefect server, no PREFECT_API_URL) SIGKILLed mid-epoch",
+        "the temporary server does not outlive the command (a watchdog stops it within seconds); no process left",
+        ["tests/reliability/test_ephemeral_server.py::test_sigkilled_run_leaves_no_prefect_server"],
+    ),
+    (
+        "Orchestration",
+        "Deployments on a real `prefect worker start --pool` (process pool, another working directory): "
+        "a training run, a drift event's retraining, then the worker SIGKILLed mid-run",
+        "both runs complete on the worker; the killed run is marked Crashed by the heartbeat detector; a new "
+        "worker completes the next run",
+        [
+            "tests/reliability/test_worker_flows.py::test_deployments_run_on_a_real_worker_and_a_killed_worker_is_replaced"
+        ],
+    ),
+    (
+        "Tuning",
+        "A trial's worker process is SIGKILLed mid-trial; the driver process is SIGKILLed mid-study and "
+        "the study restored (synchronous Hyperband, same seed as a clean run)",
+        "the trial resumes from its checkpoint and keeps its bracket; best configuration (and every trial's "
+        "curve) equals the uninterrupted run's; no duplicate trial, no finished trial rerun",
+        [
+            "tests/reliability/test_tuning_faults.py::test_killed_trial_resumes_from_its_checkpoint_and_the_best_config_is_unchanged",
+            "tests/reliability/test_tuning_faults.py::test_killed_driver_restored_study_has_no_duplicate_trials_and_the_same_best",
+            "tests/tuning/test_study.py::test_crashed_trial_completes_from_its_checkpoint",
+            "tests/tuning/test_study.py::test_interrupted_study_on_s3_resumes_without_rerunning_finished_trials",
+        ],
+    ),
+    (
+        "Federated",
+        "20% of 10 clients crash in every round (a different 2 each round, from the base seed)",
+        "training completes; final test accuracy within 1 point of the clean run",
+        [
+            "tests/reliability/test_federated_faults.py::test_twenty_percent_of_clients_crashing_every_round_stays_within_one_point"
+        ],
+    ),
+    (
+        "Federated",
+        "2 of 10 clients poisoned (sign-flipped x10, boosted x10)",
+        "FedAvg degrades by more than 5 points; the robust aggregator (FedMedian) stays within 2 points of clean",
+        [
+            "tests/reliability/test_federated_faults.py::test_poisoned_clients_degrade_fedavg_but_not_the_robust_aggregator",
+            "tests/federated/test_aggregation.py::test_median_and_trimmed_mean_and_krum",
+        ],
+    ),
+    (
+        "Federated",
+        "Crashing and NaN clients; a SuperNode killed mid-run (real SuperLink/SuperNodes)",
+        "training completes; bad replies never aggregated",
+        [
+            "tests/federated/test_simulation.py::test_simulation_learns_and_survives_nan_and_crashing_clients",
+            "tests/federated/test_deployment.py::test_killed_supernode_is_left_out_and_run_completes",
+        ],
+    ),
+    (
+        "Federated",
+        "Only SuperNodes holding registered keys join a TLS SuperLink",
+        "a SuperNode with an unregistered key is refused (exits, never listed, never sampled) while the TLS + "
+        "SuperNode-auth run completes with the registered ones",
+        [
+            "tests/federated/test_deployment.py::test_unregistered_supernode_is_refused_by_tls_superlink",
+            "tests/federated/test_deployment.py::test_deployment_engine_with_tls_and_supernode_auth",
+        ],
+    ),
+    (
+        "Storage",
+        "The S3 server is stopped during a multipart upload (after part 1) and restarted on the same port and data dir",
+        "the upload retries and completes byte for byte (or fails cleanly and the step retries); no partial "
+        "object or run visible; champion unchanged until the new model is complete",
+        ["tests/reliability/test_s3_faults.py::test_s3_server_stopped_mid_upload_and_restarted"],
+    ),
+    (
+        "Storage",
+        "One byte of a stored model flipped",
+        "IntegrityError naming the key; the previous champion stays in service",
+        [
+            "tests/store/test_artifacts.py::test_sha256_mismatch_raises_integrity_error_naming_the_key",
+            "tests/store/test_registry.py::test_corrupted_weights_raise_integrity_error",
+        ],
+    ),
+    (
+        "Storage",
+        "A run killed before its manifest leaves orphaned objects; a slow writer races garbage collection",
+        "`driftloop artifacts gc` deletes only manifest-less runs older than the minimum age; a commit that "
+        "loses to GC's write-once tombstone fails naming the run; committed runs untouched",
+        [
+            "tests/store/test_gc.py::test_gc_deletes_only_old_orphans_and_keeps_committed_runs",
+            "tests/store/test_gc.py::test_a_slow_writer_loses_its_commit_to_gc_never_its_objects",
+            "tests/store/test_gc.py::test_gc_skips_a_run_committed_meanwhile",
+            "tests/reliability/test_killed_flow.py::test_killed_training_leaves_no_partial_run_and_a_rerun_adds_one_version",
+        ],
+    ),
+    (
+        "Storage",
+        "Two promotions race",
+        "exactly one wins; history consistent",
+        [
+            "tests/store/test_registry.py::test_concurrent_promotions_have_exactly_one_winner",
+            "tests/store/test_backends.py::test_concurrent_compare_and_swap_has_one_winner",
+        ],
+    ),
+    (
+        "Storage",
+        "A pickle planted where a model or array is expected",
+        "refused, never executed",
+        [
+            "tests/store/test_registry.py::test_planted_pickle_is_refused_never_executed",
+            "tests/store/test_artifacts.py::test_npz_with_pickled_objects_is_refused_on_read",
+            "tests/data/test_uri_and_quarantine.py::test_npz_object_arrays_are_never_unpickled",
+        ],
+    ),
+    (
+        "Storage",
+        "Manifests of registered runs went missing (the champion's and a never-promoted version's), then "
+        "`driftloop artifacts gc --older-than-hours 0`; then a version record that cannot be read; then the "
+        "champion's version record deleted too",
+        "GC deletes only the true orphan and keeps every object of every run a registry version references; "
+        "with an unreadable version record, or a version the pointer names without a record, it stops, naming "
+        "the file, and deletes nothing",
+        ["tests/reliability/test_registry_safety.py::test_gc_never_deletes_objects_of_a_run_the_registry_references"],
+    ),
+    (
+        "Storage",
+        "`models promote`/`rollback` to a version whose weights or spec fail sha256",
+        "refused (IntegrityError naming the run and object) before anything is written; champion unchanged; "
+        "`models show --verify` reports each object (exit 1 when damaged); the integrity error fails its task "
+        "at once instead of being retried as transient",
+        [
+            "tests/reliability/test_registry_safety.py::test_promote_and_rollback_verify_the_target_first_and_show_reports_integrity",
+            "tests/reliability/test_registry_safety.py::test_an_integrity_error_is_not_retried_as_transient",
+        ],
+    ),
+    (
+        "Storage",
+        "The champion pointer overwritten with random bytes, `[]` or wrong field types; a version record overwritten",
+        "models list/show/promote/rollback and validate exit 1 naming the file and `driftloop models repair` (no "
+        "traceback); `models repair` rebuilds the pointer from the append-only history (same champion and history) "
+        "and lists damaged version records",
+        [
+            "tests/reliability/test_registry_safety.py::test_a_corrupt_champion_pointer_names_the_file_and_repair_rebuilds_it",
+            "tests/reliability/test_registry_safety.py::test_a_corrupt_version_record_names_itself_and_repair_lists_it",
+        ],
+    ),
+    (
+        "Storage",
+        "`driftloop models promote 2 --reason ...` run by 4 processes at once",
+        "exactly one records the promotion with its reason; the losers say that nothing changed and print no "
+        "older history entry",
+        ["tests/reliability/test_registry_safety.py::test_promote_racing_itself_the_losers_say_nothing_changed"],
+    ),
+    (
+        "Security",
+        "Least privilege: the drift check runs with a SeaweedFS identity that reads the bucket and "
+        "writes only drift/ and quarantine/",
+        "the drift-check flow succeeds; 5 forbidden writes/deletes (run, version, champion, model delete, batches) "
+        "denied; no secret in output, logs, flow-run parameters, errors or stored objects",
+        [
+            "tests/reliability/test_s3_faults.py::test_drift_check_runs_with_least_privilege_credentials_and_leaks_none",
+            "tests/deployments/test_infra.py::test_drift_check_policy_reads_models_and_writes_only_reports",
+            "tests/store/test_backends.py::test_credentials_never_appear_in_errors_or_reprs",
+            "tests/test_settings.py::test_secrets_masked_in_resolved_config",
+        ],
+    ),
+    (
+        "Data",
+        "A batch with NaN, out-of-range values, wrong dtype, duplicates, a new column or a truncated file",
+        "quarantined with a per-rule report; triggers nothing",
+        [
+            "tests/data/test_validation.py::test_nan_and_inf",
+            "tests/data/test_validation.py::test_out_of_range_overall_scope",
+            "tests/data/test_validation.py::test_wrong_dtype",
+            "tests/data/test_validation.py::test_duplicate_rows",
+            "tests/data/test_uri_and_quarantine.py::test_new_column_in_a_parquet_file",
+            "tests/data/test_uri_and_quarantine.py::test_unreadable_or_truncated_file",
+            "tests/flows/test_training_flow.py::test_corrupted_data_is_quarantined_and_nothing_trained",
+            "tests/flows/test_drift_loop.py::test_drift_check_flags_drift_quarantines_bad_batch_and_emits_one_event",
+        ],
+    ),
+    (
+        "Data",
+        "Degenerate candidates over a ten-class champion: labels all one class (test accuracy 1.0), five "
+        "classes dropped, 150 rows",
+        "the gate refuses each (at_least_two_classes, keeps_champion_classes, enough_training_rows, "
+        "reliable_evaluation) and the champion keeps accepting good batches; declaring `data.classes` allows the "
+        "label change",
+        [
+            "tests/reliability/test_bad_candidates.py::test_the_gate_refuses_candidates_that_cannot_be_right",
+            "tests/reliability/test_bad_candidates.py::test_sanity_rules_unit",
+        ],
+    ),
+    (
+        "Data",
+        "Labels 99 in a fresh store; a negative label; labels stored as text",
+        "a DataError before training names the file and row (no 100-class model, no `np.bincount` traceback, "
+        "nothing written); validate and training apply one label rule (numeric text accepted by both, other "
+        "text refused by both)",
+        [
+            "tests/reliability/test_bad_candidates.py::test_bad_label_sets_fail_clearly_before_training",
+            "tests/reliability/test_bad_candidates.py::test_validate_and_training_apply_one_label_rule",
+        ],
+    ),
+    (
+        "Configuration",
+        "A non-UTF-8 config file, duplicate YAML/JSON keys, `training.epochs=true`, "
+        '`tuning.enabled=1`, `training.epochs="5"`',
+        "a configuration error, exit 2, naming the file or key; no traceback",
+        ["tests/reliability/test_config_faults.py::test_config_files_and_values_are_read_strictly"],
+    ),
+    (
+        "Configuration",
+        "A bad `tuning.search_space`; an unwritable `store.uri` (a local path under a file; S3 with a wrong secret)",
+        "the training and retraining flows fail before their first stage (no task run) with a ConfigError naming "
+        "the key; `driftloop run` exits 2; the write probe leaves nothing behind",
+        [
+            "tests/reliability/test_config_faults.py::test_a_bad_search_space_or_an_unwritable_store_fails_before_the_first_stage",
+            "tests/reliability/test_config_faults.py::test_the_store_probe_on_s3_leaves_nothing_and_refuses_bad_credentials",
+        ],
+    ),
+    (
+        "Security",
+        "Ray: who can reach and use the local Ray driftloop starts",
+        "no dashboard HTTP port, no Ray Client server; token authentication on: a process without the token "
+        "(or with a wrong one) cannot join, one with it can; `driftloop` and the Flower simulation turn it on "
+        "before Ray is imported",
+        [
+            "tests/reliability/test_security_defaults.py::test_local_ray_has_no_dashboard_no_client_server_and_requires_its_token",
+            "tests/reliability/test_security_defaults.py::test_the_driftloop_command_turns_on_ray_token_auth_before_ray_is_imported",
+            "tests/reliability/test_security_defaults.py::test_token_auth_respects_a_users_ray_auth_setting",
+            "tests/reliability/test_security_defaults.py::test_flower_simulation_ray_has_no_dashboard_and_token_auth",
+        ],
+    ),
+    (
+        "Security",
+        "Prefect server with `PREFECT_SERVER_API_AUTH_STRING`",
+        "anonymous and wrong credentials get 401; `driftloop` names the variable to set; a flow with the "
+        "credentials is recorded, one without cannot start; the secret is in no log or output",
+        [
+            "tests/reliability/test_security_defaults.py::test_prefect_server_with_an_auth_string_refuses_anonymous_clients"
+        ],
+    ),
 ]
 
 NOT_COVERED = [
@@ -336,10 +472,14 @@ def render(results: dict[str, dict], figures: dict[str, dict], command: str, wal
         result_md = "<br>".join(c[1] for c in cells)
         secs_md = "<br>".join(f"{c[2]:.1f}" for c in cells)
         figs = [c[3] for c in cells if c[3]]
-        rows.append(f"| {area} | {scenario} | {criterion} | {tests_md} | {result_md} | {secs_md} | "
-                    f"{'<br>'.join(figs) if figs else 'pass/fail only (existing concern test)'} |")
+        rows.append(
+            f"| {area} | {scenario} | {criterion} | {tests_md} | {result_md} | {secs_md} | "
+            f"{'<br>'.join(figs) if figs else 'pass/fail only (existing concern test)'} |"
+        )
     outcomes = [r["outcome"] for r in results.values()]
-    summary = ", ".join(f"{outcomes.count(o)} {o}" for o in ("passed", "failed", "error", "skipped") if outcomes.count(o))
+    summary = ", ".join(
+        f"{outcomes.count(o)} {o}" for o in ("passed", "failed", "error", "skipped") if outcomes.count(o)
+    )
     lines = [
         "# Reliability and security scenarios",
         "",
@@ -374,10 +514,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--new-only", action="store_true", help="run only tests/reliability")
     ap.add_argument("--doc", type=Path, default=DOC, help="where to write the markdown (default: docs/RELIABILITY.md)")
-    ap.add_argument("--from-junit", type=Path, action="append", default=None,
-                    help="render from this junit XML of an earlier run (e.g. the whole suite's "
-                         "test-output/junit.xml) and the figures it recorded, instead of running pytest; "
-                         "repeatable: a test in a later file replaces its result from an earlier one")
+    ap.add_argument(
+        "--from-junit",
+        type=Path,
+        action="append",
+        default=None,
+        help="render from this junit XML of an earlier run (e.g. the whole suite's "
+        "test-output/junit.xml) and the figures it recorded, instead of running pytest; "
+        "repeatable: a test in a later file replaces its result from an earlier one",
+    )
     ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments")
     args = ap.parse_args(argv)
     if args.from_junit is not None:
@@ -393,9 +538,12 @@ def main(argv: list[str] | None = None) -> int:
             wall += float(suite.get("time", 0))
             results.update(_results(path))
         sources = " ".join(f"--from-junit {p}" for p in args.from_junit)
-        shown = (f"bash scripts/test.sh  (the whole suite), then python scripts/reliability_report.py {sources}"
-                 if len(args.from_junit) == 1 else f"python scripts/reliability_report.py {sources}  (the runs those "
-                 "files record; a later file's results replace an earlier one's)")
+        shown = (
+            f"bash scripts/test.sh  (the whole suite), then python scripts/reliability_report.py {sources}"
+            if len(args.from_junit) == 1
+            else f"python scripts/reliability_report.py {sources}  (the runs those "
+            "files record; a later file's results replace an earlier one's)"
+        )
         args.doc.parent.mkdir(parents=True, exist_ok=True)
         args.doc.write_text(render(results, _figures(), shown, wall))
         print(f"wrote {args.doc}")
@@ -407,15 +555,24 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(FIGURES)
     OUT.mkdir(parents=True, exist_ok=True)
     junit = OUT / "junit.xml"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *tests,
-           *args.pytest_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={junit}",
+        *tests,
+        *args.pytest_args,
+    ]
     started = dt.datetime.now().timestamp()
     rc = subprocess.call(cmd, cwd=ROOT)
     wall = dt.datetime.now().timestamp() - started
     if not junit.exists():
         print("pytest wrote no junit XML", file=sys.stderr)
         return rc or 1
-    shown = "python -m pytest " + " ".join(t for t in cmd[cmd.index(f"--junitxml={junit}") + 1:])
+    shown = "python -m pytest " + " ".join(t for t in cmd[cmd.index(f"--junitxml={junit}") + 1 :])
     if not args.new_only:
         shown = "python scripts/reliability_report.py  (tests/reliability + the referenced concern tests)"
     else:

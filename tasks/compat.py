@@ -43,35 +43,91 @@ class PrivateUse:
 
 
 PRIVATE_APIS: tuple[PrivateUse, ...] = (
-    PrivateUse("ray", "ray.tune.schedulers.hyperband:_Bracket",
-               ("_all_trials", "_live_trials", "_halves", "_cumul_r", "_r", "_n", "_n0", "cleanup_full"),
-               "tasks.tuning.ray_hooks (a restored or retried trial keeps its bracket)"),
-    PrivateUse("ray", "ray.tune.schedulers.hyperband:HyperBandScheduler",
-               ("_hyperbands", "_trial_info", "_state", "_create_bracket", "_get_r0", "_get_n0", "_time_attr",
-                "_eta", "_metric", "_metric_op", "_stop_last_trials", "_max_t_attr", "_num_stopped",
-                "_process_bracket", "_unpause_trial"),
-               "tasks.tuning.ray_hooks (BracketTaggingHyperBand; _process_bracket is a copy of Ray 2.55.1's)"),
-    PrivateUse("ray", "ray.tune.execution.tune_controller:TuneController", ("_mark_trial_to_checkpoint",),
-               "tasks.tuning.ray_hooks (a trial stopped while paused is saved as stopped)"),
-    PrivateUse("ray", "ray.tune.tuner:Tuner", ("_local_tuner",),
-               "tasks.tuning.study (callbacks for one fit only)"),
-    PrivateUse("ray", "ray.tune.impl.tuner_internal:TunerInternal", ("_run_config",),
-               "tasks.tuning.study (callbacks for one fit only)"),
-    PrivateUse("ray", "ray.tune.result_grid:ResultGrid", ("_experiment_analysis",),
-               "tasks.tuning.study (trials in the order Tune ran them)"),
-    PrivateUse("ray", "ray.tune.experiment.trial:_TemporaryTrialState", ("ray_actor",),
-               "tasks.tuning.ray_hooks (StallGuard stops a silent trial's actor)"),
-    PrivateUse("ray", "ray._raylet", ("AuthenticationMode", "get_authentication_mode"),
-               "tasks.ray_security (whether this process runs with token authentication)"),
-    PrivateUse("alibi-detect", "alibi_detect.cd.mmd:MMDDrift", ("_detector",),
-               "tasks.drift.detectors (the permutation count in the report)"),
-    PrivateUse("alibi-detect", "alibi_detect.cd.cvm_online:CVMDriftOnline",
-               ("_check_drift", "_configure_thresholds", "xs", "max_ws", "t", "get_threshold"),
-               "tasks.drift.detectors (stored thresholds, a bounded history)"),
-    PrivateUse("alibi-detect", "alibi_detect.cd.pytorch.mmd_online:MMDDriftOnlineTorch",
-               ("_configure_thresholds", "_configure_ref_subset", "_initialise_state", "k_xx", "ref_inds",
-                "init_test_inds", "get_threshold"),
-               "tasks.drift.detectors (stored thresholds and reference split)"),
+    PrivateUse(
+        "ray",
+        "ray.tune.schedulers.hyperband:_Bracket",
+        ("_all_trials", "_live_trials", "_halves", "_cumul_r", "_r", "_n", "_n0", "cleanup_full"),
+        "tasks.tuning.ray_hooks (a restored or retried trial keeps its bracket)",
+    ),
+    PrivateUse(
+        "ray",
+        "ray.tune.schedulers.hyperband:HyperBandScheduler",
+        (
+            "_hyperbands",
+            "_trial_info",
+            "_state",
+            "_create_bracket",
+            "_get_r0",
+            "_get_n0",
+            "_time_attr",
+            "_eta",
+            "_metric",
+            "_metric_op",
+            "_stop_last_trials",
+            "_max_t_attr",
+            "_num_stopped",
+            "_process_bracket",
+            "_unpause_trial",
+        ),
+        "tasks.tuning.ray_hooks (BracketTaggingHyperBand; _process_bracket is a copy of Ray 2.55.1's)",
+    ),
+    PrivateUse(
+        "ray",
+        "ray.tune.execution.tune_controller:TuneController",
+        ("_mark_trial_to_checkpoint",),
+        "tasks.tuning.ray_hooks (a trial stopped while paused is saved as stopped)",
+    ),
+    PrivateUse("ray", "ray.tune.tuner:Tuner", ("_local_tuner",), "tasks.tuning.study (callbacks for one fit only)"),
+    PrivateUse(
+        "ray",
+        "ray.tune.impl.tuner_internal:TunerInternal",
+        ("_run_config",),
+        "tasks.tuning.study (callbacks for one fit only)",
+    ),
+    PrivateUse(
+        "ray",
+        "ray.tune.result_grid:ResultGrid",
+        ("_experiment_analysis",),
+        "tasks.tuning.study (trials in the order Tune ran them)",
+    ),
+    PrivateUse(
+        "ray",
+        "ray.tune.experiment.trial:_TemporaryTrialState",
+        ("ray_actor",),
+        "tasks.tuning.callbacks (StallGuard stops a silent trial's actor)",
+    ),
+    PrivateUse(
+        "ray",
+        "ray._raylet",
+        ("AuthenticationMode", "get_authentication_mode"),
+        "tasks.ray_security (whether this process runs with token authentication)",
+    ),
+    PrivateUse(
+        "alibi-detect",
+        "alibi_detect.cd.mmd:MMDDrift",
+        ("_detector",),
+        "tasks.drift.detectors (the permutation count in the report)",
+    ),
+    PrivateUse(
+        "alibi-detect",
+        "alibi_detect.cd.cvm_online:CVMDriftOnline",
+        ("_check_drift", "_configure_thresholds", "xs", "max_ws", "t", "get_threshold"),
+        "tasks.drift.detectors (stored thresholds, a bounded history)",
+    ),
+    PrivateUse(
+        "alibi-detect",
+        "alibi_detect.cd.pytorch.mmd_online:MMDDriftOnlineTorch",
+        (
+            "_configure_thresholds",
+            "_configure_ref_subset",
+            "_initialise_state",
+            "k_xx",
+            "ref_inds",
+            "init_test_inds",
+            "get_threshold",
+        ),
+        "tasks.drift.detectors (stored thresholds and reference split)",
+    ),
 )
 
 
@@ -99,8 +155,9 @@ def missing_names(use: PrivateUse) -> list[str]:
     source = ""
     if inspect.isclass(obj):
         try:
-            source = "\n".join(inspect.getsource(k) for k in obj.__mro__ if k.__module__.split(".")[0]
-                               == module_name.split(".")[0])
+            source = "\n".join(
+                inspect.getsource(k) for k in obj.__mro__ if k.__module__.split(".")[0] == module_name.split(".")[0]
+            )
         except (OSError, TypeError):
             source = ""
     gone = []
@@ -125,8 +182,14 @@ def require(dist: str, installed: str | None = None) -> None:
     broken = {t: v for t, v in gone.items() if v[0]}
     if broken:
         lines = "; ".join(f"{t}: {', '.join(names)} (used by {who})" for t, (names, who) in broken.items())
-        raise CompatError(f"{dist} {installed} is installed, driftloop is written against {dist}=={pinned}, and "
-                          f"private names it relies on are gone: {lines}. Install {dist}=={pinned} "
-                          "(pyproject.toml) or update tasks/compat.py and the modules named")
-    warnings.warn(f"{dist} {installed} is installed, driftloop is tested with {dist}=={pinned}; the private names "
-                  "it relies on are still there (tasks/compat.py)", RuntimeWarning, stacklevel=2)
+        raise CompatError(
+            f"{dist} {installed} is installed, driftloop is written against {dist}=={pinned}, and "
+            f"private names it relies on are gone: {lines}. Install {dist}=={pinned} "
+            "(pyproject.toml) or update tasks/compat.py and the modules named"
+        )
+    warnings.warn(
+        f"{dist} {installed} is installed, driftloop is tested with {dist}=={pinned}; the private names "
+        "it relies on are still there (tasks/compat.py)",
+        RuntimeWarning,
+        stacklevel=2,
+    )

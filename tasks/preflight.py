@@ -29,8 +29,13 @@ def check_store_writable(settings: Settings) -> None:
         text = str(e)
         # A local path that cannot be written, a missing bucket or refused credentials are the
         # configuration's fault; an S3 server that is down is not (StoreError: exit 1, retryable).
-        if settings.store.uri.startswith("s3://") and not isinstance(e, ObjectNotFound) and \
-                not any(w in text for w in ("AccessDenied", "Forbidden", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch")):
+        if (
+            settings.store.uri.startswith("s3://")
+            and not isinstance(e, ObjectNotFound)
+            and not any(
+                w in text for w in ("AccessDenied", "Forbidden", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch")
+            )
+        ):
             raise StoreError(f"store.uri={settings.store.uri!r} cannot be written before the run starts: {e}") from None
         raise ConfigError(f"store.uri={settings.store.uri!r} is not writable: {e}") from None
     try:
@@ -38,8 +43,9 @@ def check_store_writable(settings: Settings) -> None:
     except ObjectNotFound:
         pass
     except (DriftloopError, OSError) as e:
-        raise ConfigError(f"store.uri={settings.store.uri!r}: wrote a probe object but cannot delete it "
-                          f"({backend.url(key)}): {e}") from None
+        raise ConfigError(
+            f"store.uri={settings.store.uri!r}: wrote a probe object but cannot delete it ({backend.url(key)}): {e}"
+        ) from None
 
 
 def preflight(settings: Settings) -> None:

@@ -22,14 +22,26 @@ from typing import Callable, Mapping, Sequence
 _POLL_S = 0.05
 
 
-def start_group(cmd: Sequence[str], log: str | os.PathLike | None = None, *, cwd: str | os.PathLike | None = None,
-                env: Mapping[str, str] | None = None) -> subprocess.Popen:
+def start_group(
+    cmd: Sequence[str],
+    log: str | os.PathLike | None = None,
+    *,
+    cwd: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen:
     """Start ``cmd`` in a new session (a process group led by the new pid), stdin from /dev/null,
     stdout and stderr appended to ``log`` (discarded when None)."""
     out = open(log, "ab") if log is not None else subprocess.DEVNULL
     try:
-        return subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                cwd=cwd, env=dict(env) if env is not None else None, start_new_session=True)
+        return subprocess.Popen(
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+        )
     finally:
         if not isinstance(out, int):
             out.close()  # the child holds its own copy of the descriptor
@@ -86,8 +98,14 @@ def _wait_gone(pid: int, process: subprocess.Popen | None, timeout: float) -> No
         time.sleep(_POLL_S)
 
 
-def _stop(target: int | subprocess.Popen, grace: float, process: subprocess.Popen | None, group: bool,
-          kill_wait: float, still_ours: Callable[[], bool] | None) -> bool:
+def _stop(
+    target: int | subprocess.Popen,
+    grace: float,
+    process: subprocess.Popen | None,
+    group: bool,
+    kill_wait: float,
+    still_ours: Callable[[], bool] | None,
+) -> bool:
     if isinstance(target, subprocess.Popen):
         process, pid = target, target.pid
     else:
@@ -118,8 +136,14 @@ def _stop(target: int | subprocess.Popen, grace: float, process: subprocess.Pope
     return True
 
 
-def stop_group(target: int | subprocess.Popen, grace: float = 10.0, process: subprocess.Popen | None = None, *,
-               kill_wait: float = 5.0, still_ours: Callable[[], bool] | None = None) -> bool:
+def stop_group(
+    target: int | subprocess.Popen,
+    grace: float = 10.0,
+    process: subprocess.Popen | None = None,
+    *,
+    kill_wait: float = 5.0,
+    still_ours: Callable[[], bool] | None = None,
+) -> bool:
     """Stop the process group led by ``target`` (a pid or the Popen of a :func:`start_group` child):
     SIGTERM the group, wait up to ``grace`` seconds for the leader to exit, SIGKILL the group (what
     ignored SIGTERM, and children that outlive the leader), then wait up to ``kill_wait`` until it is
@@ -129,8 +153,13 @@ def stop_group(target: int | subprocess.Popen, grace: float = 10.0, process: sub
     return _stop(target, grace, process, True, kill_wait, still_ours)
 
 
-def stop_pid(target: int | subprocess.Popen, grace: float = 10.0, *, kill_wait: float = 5.0,
-             still_ours: Callable[[], bool] | None = None) -> bool:
+def stop_pid(
+    target: int | subprocess.Popen,
+    grace: float = 10.0,
+    *,
+    kill_wait: float = 5.0,
+    still_ours: Callable[[], bool] | None = None,
+) -> bool:
     """Like :func:`stop_group` for one process that does not lead its group (its group may be a
     terminal's job): SIGTERM, ``grace`` seconds, SIGKILL if it is still there and ``still_ours()``."""
     return _stop(target, grace, None, False, kill_wait, still_ours)

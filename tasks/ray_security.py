@@ -63,4 +63,5 @@ def warn_if_token_auth_off() -> None:
         logging.getLogger("driftloop.ray").warning(
             "starting a local Ray WITHOUT token authentication: any process that reaches its ports can run code "
             "in it. Set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN before Python imports ray (the `driftloop` command "
-            "does this for you).")
+            "does this for you)."
+        )

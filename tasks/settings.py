@@ -116,8 +116,9 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text (byte {e.start}: {e.reason}); "
-                          "save it as UTF-8") from None
+        raise ConfigError(
+            f"config file {str(p)!r} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8"
+        ) from None
     except OSError as e:
         raise ConfigError(f"config file {str(p)!r} cannot be read: {e.strerror or e}") from None
     try:
@@ -149,8 +150,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"duplicate key {key!r} (first at line {seen[key] + 1})",
+                    key_node.start_mark,
+                )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
@@ -171,7 +175,7 @@ def env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name in _ENV_NOT_CONFIG:
             continue
-        dotted = ".".join(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
+        dotted = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
         set_path(tree, dotted, _parse_scalar(raw))
         origin[dotted] = name
     return tree, origin

@@ -45,8 +45,9 @@ def publish_image(key: str, png: bytes, description: str = "") -> None:
         return
     uri = png_data_uri(png)
     create_image_artifact(image_url=uri, key=artifact_key(key), description=description)
-    create_markdown_artifact(markdown=f"### {description or key}\n\n![{key}]({uri})\n", key=artifact_key(key, "md"),
-                             description=description)
+    create_markdown_artifact(
+        markdown=f"### {description or key}\n\n![{key}]({uri})\n", key=artifact_key(key, "md"), description=description
+    )
 
 
 def run_logger():

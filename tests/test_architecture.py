@@ -19,8 +19,11 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_pure_modules_do_not_import_prefect():
-    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "tasks").rglob("*.py")
-                 if p.name not in PREFECT_LAYER and "prefect" in _imports(p)]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "tasks").rglob("*.py")
+        if p.name not in PREFECT_LAYER and "prefect" in _imports(p)
+    ]
     assert offenders == []
 
 

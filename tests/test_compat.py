@@ -29,8 +29,12 @@ def test_an_upgrade_that_keeps_the_names_passes_with_a_warning():
 
 
 def test_an_upgrade_that_drops_a_name_fails_naming_it(monkeypatch):
-    gone = PrivateUse("ray", "ray.tune.schedulers.hyperband:_Bracket", ("_all_trials", "_renamed_in_ray_3"),
-                      "tasks.tuning.ray_hooks (test)")
+    gone = PrivateUse(
+        "ray",
+        "ray.tune.schedulers.hyperband:_Bracket",
+        ("_all_trials", "_renamed_in_ray_3"),
+        "tasks.tuning.ray_hooks (test)",
+    )
     monkeypatch.setattr(compat, "PRIVATE_APIS", (gone,))
     with pytest.raises(CompatError) as e, warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -45,13 +45,17 @@ def _modules(package: str) -> list[str]:
 
 
 def _pure_modules() -> list[str]:
-    return [m for m in _modules("tasks") if m.rsplit(".", 1)[-1] not in PREFECT_LAYER
-            and m.split(".")[-1] != "tasks" and m != "tasks"]
+    return [
+        m
+        for m in _modules("tasks")
+        if m.rsplit(".", 1)[-1] not in PREFECT_LAYER and m.split(".")[-1] != "tasks" and m != "tasks"
+    ]
 
 
 def _subpackages(package: str) -> list[str]:
-    return [package] + sorted(f"{package}.{p.name}" for p in (ROOT / package).iterdir()
-                              if p.is_dir() and (p / "__init__.py").exists())
+    return [package] + sorted(
+        f"{package}.{p.name}" for p in (ROOT / package).iterdir() if p.is_dir() and (p / "__init__.py").exists()
+    )
 
 
 def contracts_ini() -> str:
@@ -96,8 +100,13 @@ ignore_imports =
 def _lint(tmp_path: Path, ini: str) -> subprocess.CompletedProcess:
     cfg = tmp_path / "importlinter.ini"
     cfg.write_text(ini)
-    return subprocess.run([str(Path(sys.executable).parent / "lint-imports"), str(cfg), "--no-cache"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports"), str(cfg), "--no-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_import_contracts_are_kept(tmp_path):

@@ -22,8 +22,9 @@ def _wait_for(path, timeout=10.0):
 def test_start_group_leads_its_own_group_and_appends_to_the_log(tmp_path):
     log = tmp_path / "out.log"
     log.write_text("before\n")
-    p = start_group([sys.executable, "-c", "import sys; print('hello'); print('oops', file=sys.stderr)"], log,
-                    cwd=tmp_path)
+    p = start_group(
+        [sys.executable, "-c", "import sys; print('hello'); print('oops', file=sys.stderr)"], log, cwd=tmp_path
+    )
     assert os.getpgid(p.pid) == p.pid != os.getpgid(0)
     assert p.wait(30) == 0
     assert log.read_text().splitlines() == ["before", "hello", "oops"]

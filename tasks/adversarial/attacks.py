@@ -43,14 +43,16 @@ def check_input_range(x: np.ndarray | torch.Tensor, lo, hi, what: str = "data") 
         below = arr < lo_a
         above = arr > hi_a
     except ValueError as e:
-        raise DataError(f"{what}: range bounds of shape {lo_a.shape}/{hi_a.shape} do not fit samples "
-                        f"of shape {arr.shape[1:]}") from e
+        raise DataError(
+            f"{what}: range bounds of shape {lo_a.shape}/{hi_a.shape} do not fit samples of shape {arr.shape[1:]}"
+        ) from e
     n_bad = int(np.sum(below | above))
     if n_bad:
         raise DataError(
             f"{what}: {n_bad} values lie outside the valid input range [{_fmt(lo)}, {_fmt(hi)}] "
             f"(data min {float(arr.min()):.6g}, max {float(arr.max()):.6g}); fix the data or the "
-            f"range recorded in the schema")
+            f"range recorded in the schema"
+        )
 
 
 def _fmt(v) -> str:
@@ -60,8 +62,10 @@ def _fmt(v) -> str:
 
 def as_bounds(lo, hi, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``lo`` and ``hi`` as tensors on ``like``'s device and dtype, broadcastable to it."""
-    return (torch.as_tensor(np.asarray(lo), dtype=like.dtype, device=like.device),
-            torch.as_tensor(np.asarray(hi), dtype=like.dtype, device=like.device))
+    return (
+        torch.as_tensor(np.asarray(lo), dtype=like.dtype, device=like.device),
+        torch.as_tensor(np.asarray(hi), dtype=like.dtype, device=like.device),
+    )
 
 
 def _check_attack_args(epsilon: float, step_size: float | None, steps: int | None, norm: str) -> None:
@@ -140,8 +144,9 @@ def _loss_and_grad(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor):
     return losses.detach(), logits.detach(), grad
 
 
-def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, lo, hi,
-         norm: Norm = "linf") -> torch.Tensor:
+def fgsm(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, lo, hi, norm: Norm = "linf"
+) -> torch.Tensor:
     """Fast gradient sign method (Goodfellow et al. 2014): one step of size ``epsilon`` along the
     sign of the input gradient of the cross-entropy (L2: along the normalised gradient), clipped to
     ``[lo, hi]``. One forward and one backward pass."""
@@ -157,14 +162,26 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, lo,
 @dataclass
 class AttackResult:
     x_adv: torch.Tensor
-    loss: torch.Tensor | None   # per-sample loss at x_adv (None: not scored, see pgd)
-    fooled: torch.Tensor | None # per-sample: x_adv is misclassified (None: not scored)
-    grad_passes: int            # forward+backward passes over the batch
+    loss: torch.Tensor | None  # per-sample loss at x_adv (None: not scored, see pgd)
+    fooled: torch.Tensor | None  # per-sample: x_adv is misclassified (None: not scored)
+    grad_passes: int  # forward+backward passes over the batch
 
 
-def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, step_size: float, steps: int,
-        lo, hi, norm: Norm = "linf", restarts: int = 1, rand_init: bool = True,
-        keep_best: bool = True, generator: torch.Generator | None = None) -> AttackResult:
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilon: float,
+    step_size: float,
+    steps: int,
+    lo,
+    hi,
+    norm: Norm = "linf",
+    restarts: int = 1,
+    rand_init: bool = True,
+    keep_best: bool = True,
+    generator: torch.Generator | None = None,
+) -> AttackResult:
     """Projected gradient descent on the negative loss (Madry et al. 2017, eq. 2.1 and Sec. 3).
 
     Each of ``restarts`` runs starts at ``x`` plus a uniform draw from the ball (``rand_init``) and
@@ -220,10 +237,32 @@ def _keep(bx, bl, bf, x, loss, fooled):
     return torch.where(m, x, bx), torch.where(take, loss, bl), torch.where(take, fooled, bf)
 
 
-def fast_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, step_size: float, lo, hi,
-              norm: Norm = "linf", generator: torch.Generator | None = None) -> AttackResult:
+def fast_fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilon: float,
+    step_size: float,
+    lo,
+    hi,
+    norm: Norm = "linf",
+    generator: torch.Generator | None = None,
+) -> AttackResult:
     """FGSM from a random start (Wong, Rice and Kolter 2020, "Fast is better than free", Alg. 3):
     ``delta ~ U(ball)``, one step of ``step_size`` (they use 1.25 * epsilon), projected back onto
     the ball and clipped to ``[lo, hi]``. One forward and one backward pass."""
-    return pgd(model, x, y, epsilon, step_size, 1, lo, hi, norm, restarts=1, rand_init=True,
-               keep_best=False, generator=generator)
+    return pgd(
+        model,
+        x,
+        y,
+        epsilon,
+        step_size,
+        1,
+        lo,
+        hi,
+        norm,
+        restarts=1,
+        rand_init=True,
+        keep_best=False,
+        generator=generator,
+    )

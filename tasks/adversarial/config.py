@@ -25,7 +25,9 @@ class AdversarialConfig(Section):
     # Epsilons and steps are fractions of each feature's training range (tasks/adversarial/scale.py):
     # images, pixels in [0, 1]: 0.1 = a tenth of the pixel range; a column spanning 20..90: 7 units.
     epsilon: float = Field(0.1, description="perturbation budget as a fraction of each feature's training range")
-    step_size: float = Field(0.025, description="PGD step during training, as a fraction of each feature's training range")
+    step_size: float = Field(
+        0.025, description="PGD step during training, as a fraction of each feature's training range"
+    )
     steps: int = Field(7, description="PGD steps per adversarial example during training (the k of PGD-k)")
     restarts: int = Field(1, ge=1, description="PGD random restarts during training")
     epochs: int = Field(10, ge=1)
@@ -100,14 +102,16 @@ class AdversarialConfig(Section):
             if self.switch_epoch > self.epochs:
                 raise ValueError(
                     f"adversarial.switch_epoch={self.switch_epoch} is beyond the budget of "
-                    f"adversarial.epochs={self.epochs}")
+                    f"adversarial.epochs={self.epochs}"
+                )
         if self.mode == "delayed":
             if self.switch_epoch is None and self.switch_fraction is None:
                 raise ValueError("adversarial.mode='delayed' needs switch_epoch or switch_fraction")
             if self.switch_epoch_resolved() >= self.epochs:
                 raise ValueError(
                     f"adversarial.mode='delayed' switches at epoch {self.switch_epoch_resolved()} of "
-                    f"{self.epochs}: no adversarial epoch is left (lower switch_epoch/switch_fraction)")
+                    f"{self.epochs}: no adversarial epoch is left (lower switch_epoch/switch_fraction)"
+                )
         if self.mode != "natural" and self.mix_ratio == 0.0:
             raise ValueError("adversarial.mix_ratio=0 makes every batch natural; use mode='natural' instead")
         return self

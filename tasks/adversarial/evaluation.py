@@ -57,7 +57,7 @@ class RobustEvaluation:
     """The accuracy-vs-epsilon curve, the sanity checks and the numbers the gate compares."""
 
     norm: str
-    epsilon: float                 # the configured epsilon: robust_accuracy is measured there
+    epsilon: float  # the configured epsilon: robust_accuracy is measured there
     clean_accuracy: float
     robust_accuracy: float
     curve: list[CurvePoint]
@@ -84,9 +84,17 @@ class RobustEvaluation:
 
     def summary(self) -> dict:
         """The numbers recorded in the manifest and compared by the gate."""
-        return {"clean_accuracy": self.clean_accuracy, "robust_accuracy": self.robust_accuracy,
-                "epsilon": self.epsilon, "norm": self.norm, "steps": self.steps, "restarts": self.restarts,
-                "reliable": self.reliable, "failed_checks": self.failed_checks, "n": self.n}
+        return {
+            "clean_accuracy": self.clean_accuracy,
+            "robust_accuracy": self.robust_accuracy,
+            "epsilon": self.epsilon,
+            "norm": self.norm,
+            "steps": self.steps,
+            "restarts": self.restarts,
+            "reliable": self.reliable,
+            "failed_checks": self.failed_checks,
+            "n": self.n,
+        }
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -102,10 +110,24 @@ class RobustEvaluation:
         return cls(**d)
 
 
-def attack_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, epsilon: float, *, attack: str, norm: Norm,
-                    lo, hi, device: torch.device, steps: int = 10, step_size: float | None = None,
-                    restarts: int = 1, rand_init: bool = True, seed: int = 0,
-                    batch_size: int = 256) -> tuple[float, int]:
+def attack_accuracy(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    epsilon: float,
+    *,
+    attack: str,
+    norm: Norm,
+    lo,
+    hi,
+    device: torch.device,
+    steps: int = 10,
+    step_size: float | None = None,
+    restarts: int = 1,
+    rand_init: bool = True,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> tuple[float, int]:
     """Accuracy of ``model`` on (x, y) under ``attack`` ("pgd" or "fgsm") at ``epsilon``; returns
     (accuracy, forward+backward passes). ``step_size`` defaults to 2.5 * epsilon / steps."""
     if len(y) == 0:
@@ -118,8 +140,21 @@ def attack_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, epsilon: flo
             passes += 1 if epsilon > 0 else 0
         elif attack == "pgd":
             alpha = step_size if step_size is not None else 2.5 * epsilon / steps
-            res = pgd(model, xb, yb, epsilon, alpha if epsilon > 0 else 1.0, steps, lo, hi, norm,
-                      restarts=restarts, rand_init=rand_init, keep_best=True, generator=gen)
+            res = pgd(
+                model,
+                xb,
+                yb,
+                epsilon,
+                alpha if epsilon > 0 else 1.0,
+                steps,
+                lo,
+                hi,
+                norm,
+                restarts=restarts,
+                rand_init=rand_init,
+                keep_best=True,
+                generator=gen,
+            )
             x_adv, passes = res.x_adv, passes + res.grad_passes
         else:
             raise ValueError(f"unknown attack {attack!r}; use 'pgd' or 'fgsm'")
@@ -138,11 +173,28 @@ def large_epsilon_for(lo, hi, norm: Norm, sample_shape: tuple[int, ...]) -> floa
     return span if norm == "linf" else span * math.sqrt(float(np.prod(sample_shape)))
 
 
-def evaluate_robustness(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epsilons: Sequence[float],
-                        epsilon: float, norm: Norm, steps: int, restarts: int, lo, hi, num_classes: int,
-                        seed: int, device: torch.device, step_factor: float = 2.5,
-                        monotone_tolerance: float = 0.0, strength_tolerance: float = 0.0,
-                        chance_margin: float = 0.1, batch_size: int = 256, label: str = "") -> RobustEvaluation:
+def evaluate_robustness(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epsilons: Sequence[float],
+    epsilon: float,
+    norm: Norm,
+    steps: int,
+    restarts: int,
+    lo,
+    hi,
+    num_classes: int,
+    seed: int,
+    device: torch.device,
+    step_factor: float = 2.5,
+    monotone_tolerance: float = 0.0,
+    strength_tolerance: float = 0.0,
+    chance_margin: float = 0.1,
+    batch_size: int = 256,
+    label: str = "",
+) -> RobustEvaluation:
     """Clean accuracy, PGD-``steps`` (``restarts`` random restarts, step ``step_factor * eps / steps``)
     and FGSM accuracy at every epsilon in ``epsilons`` plus 0, the configured ``epsilon`` and a
     radius covering the data range; then the sanity checks (module docstring).
@@ -157,8 +209,10 @@ def evaluate_robustness(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epsil
     if any(not e >= 0 for e in list(epsilons) + [epsilon]):
         raise ValueError(f"evaluate_robustness: epsilons must be >= 0, got {list(epsilons)} and {epsilon}")
     if steps < 1 or restarts < 1 or num_classes < 2:
-        raise ValueError(f"evaluate_robustness: need steps >= 1, restarts >= 1, num_classes >= 2; "
-                         f"got {steps}, {restarts}, {num_classes}")
+        raise ValueError(
+            f"evaluate_robustness: need steps >= 1, restarts >= 1, num_classes >= 2; "
+            f"got {steps}, {restarts}, {num_classes}"
+        )
     check_input_range(x, lo, hi, what="evaluation data")
     t0 = time.perf_counter()
     model.to(device)
@@ -168,71 +222,174 @@ def evaluate_robustness(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epsil
     eps_list = [e for e in eps_list if e < big]
     curve = []
     for e in eps_list:
-        p, passes = attack_accuracy(model, x, y, e, attack="pgd", norm=norm, lo=lo, hi=hi, device=device,
-                                    steps=steps, step_size=step_factor * e / steps if e > 0 else None,
-                                    restarts=restarts, seed=seed, batch_size=batch_size)
-        f, fpasses = attack_accuracy(model, x, y, e, attack="fgsm", norm=norm, lo=lo, hi=hi, device=device,
-                                     seed=seed, batch_size=batch_size)
+        p, passes = attack_accuracy(
+            model,
+            x,
+            y,
+            e,
+            attack="pgd",
+            norm=norm,
+            lo=lo,
+            hi=hi,
+            device=device,
+            steps=steps,
+            step_size=step_factor * e / steps if e > 0 else None,
+            restarts=restarts,
+            seed=seed,
+            batch_size=batch_size,
+        )
+        f, fpasses = attack_accuracy(
+            model, x, y, e, attack="fgsm", norm=norm, lo=lo, hi=hi, device=device, seed=seed, batch_size=batch_size
+        )
         curve.append(CurvePoint(e, p, f, passes + fpasses))
-    big_acc, big_passes = attack_accuracy(model, x, y, big, attack="pgd", norm=norm, lo=lo, hi=hi, device=device,
-                                          steps=steps, step_size=step_factor * big / steps, restarts=1,
-                                          rand_init=False, seed=seed, batch_size=batch_size)
-    big_fgsm, _ = attack_accuracy(model, x, y, big, attack="fgsm", norm=norm, lo=lo, hi=hi, device=device,
-                                  seed=seed, batch_size=batch_size)
+    big_acc, big_passes = attack_accuracy(
+        model,
+        x,
+        y,
+        big,
+        attack="pgd",
+        norm=norm,
+        lo=lo,
+        hi=hi,
+        device=device,
+        steps=steps,
+        step_size=step_factor * big / steps,
+        restarts=1,
+        rand_init=False,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    big_fgsm, _ = attack_accuracy(
+        model, x, y, big, attack="fgsm", norm=norm, lo=lo, hi=hi, device=device, seed=seed, batch_size=batch_size
+    )
     curve.append(CurvePoint(big, big_acc, big_fgsm, big_passes + 1))
     n = len(y)
     chance = 1.0 / num_classes
     checks = _sanity_checks(clean, curve, n, chance, monotone_tolerance, strength_tolerance, chance_margin)
     robust = next(p.pgd_accuracy for p in curve if p.epsilon == float(epsilon)) if epsilon < big else big_acc
-    return RobustEvaluation(norm=norm, epsilon=float(epsilon), clean_accuracy=clean, robust_accuracy=robust,
-                            curve=curve, large_epsilon=big, large_epsilon_accuracy=big_acc, chance=chance,
-                            checks=checks, n=n, num_classes=num_classes, steps=steps, restarts=restarts,
-                            step_factor=step_factor, seconds=time.perf_counter() - t0, label=label)
+    return RobustEvaluation(
+        norm=norm,
+        epsilon=float(epsilon),
+        clean_accuracy=clean,
+        robust_accuracy=robust,
+        curve=curve,
+        large_epsilon=big,
+        large_epsilon_accuracy=big_acc,
+        chance=chance,
+        checks=checks,
+        n=n,
+        num_classes=num_classes,
+        steps=steps,
+        restarts=restarts,
+        step_factor=step_factor,
+        seconds=time.perf_counter() - t0,
+        label=label,
+    )
 
 
-def _sanity_checks(clean: float, curve: list[CurvePoint], n: int, chance: float, monotone_tol: float,
-                   strength_tol: float, chance_margin: float) -> list[SanityCheck]:
+def _sanity_checks(
+    clean: float,
+    curve: list[CurvePoint],
+    n: int,
+    chance: float,
+    monotone_tol: float,
+    strength_tol: float,
+    chance_margin: float,
+) -> list[SanityCheck]:
     # Accuracies are multiples of 1/n; half a sample absorbs float rounding without hiding a flip.
     half = 0.5 / n
     zero = curve[0]
-    checks = [SanityCheck(
-        "epsilon_zero_is_clean", abs(zero.pgd_accuracy - clean) <= half,
-        f"accuracy at epsilon 0 = {zero.pgd_accuracy:.4f}, clean accuracy = {clean:.4f}")]
+    checks = [
+        SanityCheck(
+            "epsilon_zero_is_clean",
+            abs(zero.pgd_accuracy - clean) <= half,
+            f"accuracy at epsilon 0 = {zero.pgd_accuracy:.4f}, clean accuracy = {clean:.4f}",
+        )
+    ]
     # A rise, or PGD losing to FGSM, among accuracies below chance is not a sign of gradient
     # masking (masking keeps accuracy high); it is a few samples of attack noise once the model
     # is broken (seen on a 20-feature table where eps 0.1 of each range already left 1% accuracy).
-    rises = [(a.epsilon, a.pgd_accuracy, b.epsilon, b.pgd_accuracy) for a, b in zip(curve, curve[1:])
-             if b.pgd_accuracy > a.pgd_accuracy + monotone_tol + half and b.pgd_accuracy >= chance]
-    checks.append(SanityCheck(
-        "monotone_in_epsilon", not rises,
-        "accuracy never rises as epsilon grows" if not rises else
-        "accuracy rises: " + "; ".join(f"eps {e1:g}: {a1:.4f} -> eps {e2:g}: {a2:.4f}" for e1, a1, e2, a2 in rises)
-        + f" (tolerance {monotone_tol:g})"))
-    weaker = [(p.epsilon, p.pgd_accuracy, p.fgsm_accuracy) for p in curve
-              if p.epsilon > 0 and p.pgd_accuracy > p.fgsm_accuracy + strength_tol + half and p.pgd_accuracy >= chance]
-    checks.append(SanityCheck(
-        "pgd_stronger_than_fgsm", not weaker,
-        "PGD accuracy <= FGSM accuracy at every epsilon" if not weaker else
-        "PGD weaker than FGSM at " + "; ".join(f"eps {e:g}: PGD {p:.4f} > FGSM {f:.4f}" for e, p, f in weaker)
-        + f" (tolerance {strength_tol:g})"))
+    rises = [
+        (a.epsilon, a.pgd_accuracy, b.epsilon, b.pgd_accuracy)
+        for a, b in zip(curve, curve[1:])
+        if b.pgd_accuracy > a.pgd_accuracy + monotone_tol + half and b.pgd_accuracy >= chance
+    ]
+    checks.append(
+        SanityCheck(
+            "monotone_in_epsilon",
+            not rises,
+            "accuracy never rises as epsilon grows"
+            if not rises
+            else "accuracy rises: "
+            + "; ".join(f"eps {e1:g}: {a1:.4f} -> eps {e2:g}: {a2:.4f}" for e1, a1, e2, a2 in rises)
+            + f" (tolerance {monotone_tol:g})",
+        )
+    )
+    weaker = [
+        (p.epsilon, p.pgd_accuracy, p.fgsm_accuracy)
+        for p in curve
+        if p.epsilon > 0 and p.pgd_accuracy > p.fgsm_accuracy + strength_tol + half and p.pgd_accuracy >= chance
+    ]
+    checks.append(
+        SanityCheck(
+            "pgd_stronger_than_fgsm",
+            not weaker,
+            "PGD accuracy <= FGSM accuracy at every epsilon"
+            if not weaker
+            else "PGD weaker than FGSM at "
+            + "; ".join(f"eps {e:g}: PGD {p:.4f} > FGSM {f:.4f}" for e, p, f in weaker)
+            + f" (tolerance {strength_tol:g})",
+        )
+    )
     big = curve[-1]
     limit = chance + chance_margin
-    checks.append(SanityCheck(
-        "large_epsilon_near_chance", big.pgd_accuracy <= limit + half,
-        f"accuracy at epsilon {big.epsilon:g} (whole data range, PGD without random start) = "
-        f"{big.pgd_accuracy:.4f}; must be <= chance {chance:.3f} + margin {chance_margin:g} = {limit:.3f}"))
+    checks.append(
+        SanityCheck(
+            "large_epsilon_near_chance",
+            big.pgd_accuracy <= limit + half,
+            f"accuracy at epsilon {big.epsilon:g} (whole data range, PGD without random start) = "
+            f"{big.pgd_accuracy:.4f}; must be <= chance {chance:.3f} + margin {chance_margin:g} = {limit:.3f}",
+        )
+    )
     return checks
 
 
-def evaluate_with_config(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: AdversarialConfig, lo, hi,
-                         num_classes: int, seed: int, device: torch.device, label: str = "") -> RobustEvaluation:
+def evaluate_with_config(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    cfg: AdversarialConfig,
+    lo,
+    hi,
+    num_classes: int,
+    seed: int,
+    device: torch.device,
+    label: str = "",
+) -> RobustEvaluation:
     """:func:`evaluate_robustness` with every setting taken from the adversarial config section
     (``eval_max_samples`` picks a seed-determined subset)."""
     if cfg.eval_max_samples is not None and len(y) > cfg.eval_max_samples:
-        idx = np.sort(np.random.default_rng(derive_seed(seed, "eval-subset")).permutation(len(y))[:cfg.eval_max_samples])
+        idx = np.sort(
+            np.random.default_rng(derive_seed(seed, "eval-subset")).permutation(len(y))[: cfg.eval_max_samples]
+        )
         x, y = x[idx], y[idx]
     return evaluate_robustness(
-        model, x, y, epsilons=cfg.eval_epsilons, epsilon=cfg.epsilon, norm=cfg.norm, steps=cfg.eval_steps,
-        restarts=cfg.eval_restarts, lo=lo, hi=hi, num_classes=num_classes, seed=seed, device=device,
-        step_factor=cfg.eval_step_factor, monotone_tolerance=cfg.monotone_tolerance,
-        strength_tolerance=cfg.strength_tolerance, chance_margin=cfg.chance_margin, label=label)
+        model,
+        x,
+        y,
+        epsilons=cfg.eval_epsilons,
+        epsilon=cfg.epsilon,
+        norm=cfg.norm,
+        steps=cfg.eval_steps,
+        restarts=cfg.eval_restarts,
+        lo=lo,
+        hi=hi,
+        num_classes=num_classes,
+        seed=seed,
+        device=device,
+        step_factor=cfg.eval_step_factor,
+        monotone_tolerance=cfg.monotone_tolerance,
+        strength_tolerance=cfg.strength_tolerance,
+        chance_margin=cfg.chance_margin,
+        label=label,
+    )

@@ -35,9 +35,11 @@ def _numbers(ev: RobustEvaluation | Mapping[str, Any], who: str) -> dict[str, An
     return d
 
 
-def robustness_gate(candidate: RobustEvaluation | Mapping[str, Any],
-                    champion: RobustEvaluation | Mapping[str, Any] | None,
-                    clean_tolerance: float) -> GateDecision:
+def robustness_gate(
+    candidate: RobustEvaluation | Mapping[str, Any],
+    champion: RobustEvaluation | Mapping[str, Any] | None,
+    clean_tolerance: float,
+) -> GateDecision:
     """Decide whether ``candidate`` becomes champion (rules in the module docstring).
 
     Both arguments are a :class:`RobustEvaluation` or its ``summary()`` dict; ``champion`` is None
@@ -47,35 +49,58 @@ def robustness_gate(candidate: RobustEvaluation | Mapping[str, Any],
         raise ValueError(f"robustness gate: clean_tolerance must lie in [0, 1], got {clean_tolerance}")
     cand = _numbers(candidate, "candidate")
     champ = None if champion is None else _numbers(champion, "champion")
-    rules = [GateRule("reliable", bool(cand["reliable"]),
-                      "candidate's evaluation passed every sanity check" if cand["reliable"] else
-                      f"candidate's evaluation failed {cand.get('failed_checks') or 'a sanity check'} "
-                      "(possible gradient masking)")]
+    rules = [
+        GateRule(
+            "reliable",
+            bool(cand["reliable"]),
+            "candidate's evaluation passed every sanity check"
+            if cand["reliable"]
+            else f"candidate's evaluation failed {cand.get('failed_checks') or 'a sanity check'} "
+            "(possible gradient masking)",
+        )
+    ]
     if champ is not None:
         diff = {k: (cand[k], champ[k]) for k in _COMPARED if cand[k] != champ[k]}
         if diff:
-            raise ValueError("robustness gate: candidate and champion were evaluated differently "
-                             + ", ".join(f"{k}: {a} vs {b}" for k, (a, b) in diff.items())
-                             + "; re-evaluate the champion with the candidate's settings")
+            raise ValueError(
+                "robustness gate: candidate and champion were evaluated differently "
+                + ", ".join(f"{k}: {a} vs {b}" for k, (a, b) in diff.items())
+                + "; re-evaluate the champion with the candidate's settings"
+            )
         floor = champ["clean_accuracy"] - clean_tolerance
-        rules.append(GateRule(
-            "clean_within_tolerance", cand["clean_accuracy"] >= floor,
-            f"candidate clean {cand['clean_accuracy']:.4f} vs champion {champ['clean_accuracy']:.4f} "
-            f"- tolerance {clean_tolerance:g} = {floor:.4f}"))
+        rules.append(
+            GateRule(
+                "clean_within_tolerance",
+                cand["clean_accuracy"] >= floor,
+                f"candidate clean {cand['clean_accuracy']:.4f} vs champion {champ['clean_accuracy']:.4f} "
+                f"- tolerance {clean_tolerance:g} = {floor:.4f}",
+            )
+        )
         if champ["reliable"]:
-            rules.append(GateRule(
-                "robust_not_lower", cand["robust_accuracy"] >= champ["robust_accuracy"],
-                f"candidate robust {cand['robust_accuracy']:.4f} vs champion {champ['robust_accuracy']:.4f} "
-                f"at {cand['norm']} epsilon {cand['epsilon']:g}"))
+            rules.append(
+                GateRule(
+                    "robust_not_lower",
+                    cand["robust_accuracy"] >= champ["robust_accuracy"],
+                    f"candidate robust {cand['robust_accuracy']:.4f} vs champion {champ['robust_accuracy']:.4f} "
+                    f"at {cand['norm']} epsilon {cand['epsilon']:g}",
+                )
+            )
         else:
-            rules.append(GateRule(
-                "robust_not_lower", True,
-                f"waived: the champion's evaluation is unreliable ({champ.get('failed_checks')}), its robust "
-                f"accuracy {champ['robust_accuracy']:.4f} cannot be trusted"))
+            rules.append(
+                GateRule(
+                    "robust_not_lower",
+                    True,
+                    f"waived: the champion's evaluation is unreliable ({champ.get('failed_checks')}), its robust "
+                    f"accuracy {champ['robust_accuracy']:.4f} cannot be trusted",
+                )
+            )
     promote = all(r.passed for r in rules)
     if promote:
-        reason = ("no champion yet and the candidate's evaluation is reliable" if champ is None else
-                  "candidate is reliable, its clean accuracy is within tolerance and its robust accuracy is not lower")
+        reason = (
+            "no champion yet and the candidate's evaluation is reliable"
+            if champ is None
+            else "candidate is reliable, its clean accuracy is within tolerance and its robust accuracy is not lower"
+        )
     else:
         reason = "refused: " + "; ".join(f"{r.name}: {r.detail}" for r in rules if not r.passed)
     return GateDecision(promote, reason, cand, champ, clean_tolerance, rules)

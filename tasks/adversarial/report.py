@@ -35,19 +35,39 @@ def png_data_uri(png: bytes) -> str:
 
 def curve_rows(ev: RobustEvaluation) -> list[dict]:
     """One table row per epsilon: PGD and FGSM accuracy (the accuracy-vs-epsilon curve)."""
-    return [{"model": ev.label, "norm": ev.norm, "epsilon": round(p.epsilon, 6),
-             f"pgd{ev.steps}_accuracy": round(p.pgd_accuracy, 4), "fgsm_accuracy": round(p.fgsm_accuracy, 4),
-             "note": ("configured epsilon" if p.epsilon == ev.epsilon else
-                      "whole data range, no random start" if p.epsilon == ev.large_epsilon else "")}
-            for p in ev.curve]
+    return [
+        {
+            "model": ev.label,
+            "norm": ev.norm,
+            "epsilon": round(p.epsilon, 6),
+            f"pgd{ev.steps}_accuracy": round(p.pgd_accuracy, 4),
+            "fgsm_accuracy": round(p.fgsm_accuracy, 4),
+            "note": (
+                "configured epsilon"
+                if p.epsilon == ev.epsilon
+                else "whole data range, no random start"
+                if p.epsilon == ev.large_epsilon
+                else ""
+            ),
+        }
+        for p in ev.curve
+    ]
 
 
 def history_rows(res: HardenResult) -> list[dict]:
     """One table row per epoch: phase, loss, natural and robust validation accuracy, cost so far."""
-    return [{"epoch": h.epoch, "phase": h.phase,
-             "train_loss": None if h.train_loss is None else round(h.train_loss, 4),
-             "natural_accuracy": round(h.natural_accuracy, 4), "robust_accuracy": round(h.robust_accuracy, 4),
-             "grad_passes": h.grad_passes, "train_seconds": round(h.train_seconds, 3)} for h in res.history]
+    return [
+        {
+            "epoch": h.epoch,
+            "phase": h.phase,
+            "train_loss": None if h.train_loss is None else round(h.train_loss, 4),
+            "natural_accuracy": round(h.natural_accuracy, 4),
+            "robust_accuracy": round(h.robust_accuracy, 4),
+            "grad_passes": h.grad_passes,
+            "train_seconds": round(h.train_seconds, 3),
+        }
+        for h in res.history
+    ]
 
 
 def curve_plot(evaluations: Sequence[RobustEvaluation], dpi: int = 80) -> bytes:
@@ -58,10 +78,20 @@ def curve_plot(evaluations: Sequence[RobustEvaluation], dpi: int = 80) -> bytes:
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for ev in evaluations:
         eps = [p.epsilon for p in ev.curve]
-        line, = ax.plot(eps, [p.pgd_accuracy for p in ev.curve], marker="o",
-                        label=f"{ev.label or 'model'} PGD-{ev.steps}" + ("" if ev.reliable else " (UNRELIABLE)"))
-        ax.plot(eps, [p.fgsm_accuracy for p in ev.curve], ls="--", color=line.get_color(), alpha=0.7,
-                label=f"{ev.label or 'model'} FGSM")
+        (line,) = ax.plot(
+            eps,
+            [p.pgd_accuracy for p in ev.curve],
+            marker="o",
+            label=f"{ev.label or 'model'} PGD-{ev.steps}" + ("" if ev.reliable else " (UNRELIABLE)"),
+        )
+        ax.plot(
+            eps,
+            [p.fgsm_accuracy for p in ev.curve],
+            ls="--",
+            color=line.get_color(),
+            alpha=0.7,
+            label=f"{ev.label or 'model'} FGSM",
+        )
     ev0 = evaluations[0]
     ax.axhline(ev0.chance, color="grey", lw=0.8, ls=":", label="chance")
     ax.axvline(ev0.epsilon, color="black", lw=0.8, ls="-.", label=f"configured eps {ev0.epsilon:g}")
@@ -74,8 +104,9 @@ def curve_plot(evaluations: Sequence[RobustEvaluation], dpi: int = 80) -> bytes:
     return _png(fig, dpi)
 
 
-def history_plot(results: Sequence[HardenResult] | HardenResult, labels: Sequence[str] | None = None,
-                 dpi: int = 80) -> bytes:
+def history_plot(
+    results: Sequence[HardenResult] | HardenResult, labels: Sequence[str] | None = None, dpi: int = 80
+) -> bytes:
     """Natural (solid) and adversarial (dashed) validation accuracy per epoch, the switch to
     adversarial training marked: like Figure 2 of Gupta et al. 2020."""
     results = [results] if isinstance(results, HardenResult) else list(results)
@@ -86,13 +117,26 @@ def history_plot(results: Sequence[HardenResult] | HardenResult, labels: Sequenc
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for r, lab in zip(results, labels):
         ep = [h.epoch for h in r.history]
-        line, = ax.plot(ep, [h.natural_accuracy for h in r.history], label=f"{lab} natural")
-        ax.plot(ep, [h.robust_accuracy for h in r.history], ls="--", color=line.get_color(),
-                label=f"{lab} adversarial (eps {r.epsilon:g})")
+        (line,) = ax.plot(ep, [h.natural_accuracy for h in r.history], label=f"{lab} natural")
+        ax.plot(
+            ep,
+            [h.robust_accuracy for h in r.history],
+            ls="--",
+            color=line.get_color(),
+            label=f"{lab} adversarial (eps {r.epsilon:g})",
+        )
         if 0 < r.switch_epoch < r.epochs:
             ax.axvline(r.switch_epoch + 0.5, color=line.get_color(), lw=0.8, ls=":")
-            ax.annotate(f"switch ({lab})", (r.switch_epoch + 0.5, 0.02), rotation=90, fontsize=7,
-                        color=line.get_color(), ha="right", va="bottom", xycoords="data")
+            ax.annotate(
+                f"switch ({lab})",
+                (r.switch_epoch + 0.5, 0.02),
+                rotation=90,
+                fontsize=7,
+                color=line.get_color(),
+                ha="right",
+                va="bottom",
+                xycoords="data",
+            )
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -117,11 +161,17 @@ def _table_md(rows: list[dict]) -> str:
 def evaluation_markdown(ev: RobustEvaluation, plot_png: bytes | None = None) -> str:
     """Markdown: headline numbers, sanity checks, the curve table and (optionally) the plot inline."""
     status = "reliable" if ev.reliable else "**UNRELIABLE** (possible gradient masking): promotion blocked"
-    lines = [f"# Robust evaluation {ev.label}".rstrip(), "",
-             f"- clean accuracy: **{ev.clean_accuracy:.4f}** on {ev.n} samples",
-             f"- robust accuracy (PGD-{ev.steps}, {ev.restarts} restart(s), {ev.norm} eps {ev.epsilon:g}): "
-             f"**{ev.robust_accuracy:.4f}**",
-             f"- evaluation: {status}", "", "## Sanity checks", ""]
+    lines = [
+        f"# Robust evaluation {ev.label}".rstrip(),
+        "",
+        f"- clean accuracy: **{ev.clean_accuracy:.4f}** on {ev.n} samples",
+        f"- robust accuracy (PGD-{ev.steps}, {ev.restarts} restart(s), {ev.norm} eps {ev.epsilon:g}): "
+        f"**{ev.robust_accuracy:.4f}**",
+        f"- evaluation: {status}",
+        "",
+        "## Sanity checks",
+        "",
+    ]
     lines += [f"- {'PASS' if c.passed else 'FAIL'} `{c.name}`: {c.detail}" for c in ev.checks]
     lines += ["", "## Accuracy vs epsilon", "", _table_md(curve_rows(ev))]
     if plot_png is not None:
@@ -131,11 +181,15 @@ def evaluation_markdown(ev: RobustEvaluation, plot_png: bytes | None = None) -> 
 
 def history_markdown(res: HardenResult, plot_png: bytes | None = None) -> str:
     """Markdown: mode, cost and the per-epoch natural/robust accuracy (Figure-2-like plot inline)."""
-    lines = [f"# Adversarial fine-tuning ({res.mode})", "",
-             f"- {res.epochs} epochs, natural for the first {res.switch_epoch}; {res.norm} eps {res.epsilon:g}",
-             f"- cost: {res.grad_passes} gradient evaluations (batch forward+backward passes), "
-             f"{res.train_seconds:.2f} s training, {res.eval_seconds:.2f} s per-epoch evaluation",
-             f"- history on {res.history_samples} validation samples", ""]
+    lines = [
+        f"# Adversarial fine-tuning ({res.mode})",
+        "",
+        f"- {res.epochs} epochs, natural for the first {res.switch_epoch}; {res.norm} eps {res.epsilon:g}",
+        f"- cost: {res.grad_passes} gradient evaluations (batch forward+backward passes), "
+        f"{res.train_seconds:.2f} s training, {res.eval_seconds:.2f} s per-epoch evaluation",
+        f"- history on {res.history_samples} validation samples",
+        "",
+    ]
     if plot_png is not None:
         lines += [f"![natural and adversarial accuracy per epoch]({png_data_uri(plot_png)})", ""]
     lines += [_table_md(history_rows(res))]
@@ -156,5 +210,9 @@ def gate_markdown(d: GateDecision) -> str:
 
 def robust_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The robust evaluation's numbers added to a model's test metrics (``RobustEvaluation.summary()``)."""
-    return {"clean_accuracy": summary["clean_accuracy"], "robust_accuracy": summary["robust_accuracy"],
-            "robust_epsilon": summary["epsilon"], "robust_reliable": float(bool(summary["reliable"]))}
+    return {
+        "clean_accuracy": summary["clean_accuracy"],
+        "robust_accuracy": summary["robust_accuracy"],
+        "robust_epsilon": summary["epsilon"],
+        "robust_reliable": float(bool(summary["reliable"])),
+    }

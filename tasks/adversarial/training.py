@@ -39,14 +39,14 @@ from tasks.seeding import derive_seed
 
 @dataclass
 class EpochRecord:
-    epoch: int                  # 0: before fine-tuning
-    phase: str                  # "start", "natural" or "adversarial"
+    epoch: int  # 0: before fine-tuning
+    phase: str  # "start", "natural" or "adversarial"
     train_loss: float | None
     natural_accuracy: float
     robust_accuracy: float
-    grad_passes: int            # cumulative forward+backward passes over mini-batches
-    example_grads: int          # cumulative per-example forward+backward passes
-    train_seconds: float        # cumulative training time (history evaluation excluded)
+    grad_passes: int  # cumulative forward+backward passes over mini-batches
+    example_grads: int  # cumulative per-example forward+backward passes
+    train_seconds: float  # cumulative training time (history evaluation excluded)
 
 
 @dataclass
@@ -55,7 +55,7 @@ class HardenResult:
     norm: str
     epsilon: float
     epochs: int
-    switch_epoch: int           # natural epochs before the first adversarial one
+    switch_epoch: int  # natural epochs before the first adversarial one
     history: list[EpochRecord] = field(default_factory=list)
     grad_passes: int = 0
     example_grads: int = 0
@@ -74,30 +74,48 @@ class HardenResult:
 
 def _check_inputs(train_x, train_y, val_x, val_y, cfg: AdversarialConfig, lo, hi, num_classes: int) -> None:
     if len(train_y) == 0 or len(train_x) != len(train_y):
-        raise ValueError(f"adversarial training: need matching non-empty x and y, got {len(train_x)} and {len(train_y)}")
+        raise ValueError(
+            f"adversarial training: need matching non-empty x and y, got {len(train_x)} and {len(train_y)}"
+        )
     if len(val_x) != len(val_y):
         raise ValueError(f"adversarial training: validation x and y differ in length ({len(val_x)} vs {len(val_y)})")
     if num_classes < 2:
         raise ValueError(f"adversarial training: num_classes must be >= 2, got {num_classes}")
     if int(train_y.max()) >= num_classes or int(train_y.min()) < 0:
-        raise ValueError(f"adversarial training: labels must lie in [0, {num_classes}), got "
-                         f"{int(train_y.min())}..{int(train_y.max())}")
+        raise ValueError(
+            f"adversarial training: labels must lie in [0, {num_classes}), got "
+            f"{int(train_y.min())}..{int(train_y.max())}"
+        )
     # The config validates itself when loaded; re-check here for configs built without validation.
     if not cfg.epsilon >= 0 or not cfg.step_size > 0 or cfg.steps < 1:
-        raise ValueError(f"adversarial: need epsilon >= 0, step_size > 0, steps >= 1; got "
-                         f"{cfg.epsilon}, {cfg.step_size}, {cfg.steps}")
+        raise ValueError(
+            f"adversarial: need epsilon >= 0, step_size > 0, steps >= 1; got "
+            f"{cfg.epsilon}, {cfg.step_size}, {cfg.steps}"
+        )
     if cfg.switch_epoch_resolved() > cfg.epochs:
-        raise ValueError(f"adversarial.switch_epoch={cfg.switch_epoch_resolved()} is beyond the budget of "
-                         f"{cfg.epochs} epochs")
+        raise ValueError(
+            f"adversarial.switch_epoch={cfg.switch_epoch_resolved()} is beyond the budget of {cfg.epochs} epochs"
+        )
     check_input_range(train_x, lo, hi, what="training data")
     if len(val_y):
         check_input_range(val_x, lo, hi, what="validation data")
 
 
-def adversarial_train(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
-                      val_y: np.ndarray, cfg: AdversarialConfig, training: TrainingConfig, seed: int, lo, hi,
-                      num_classes: int, track_history: bool = True,
-                      on_epoch: Callable[[EpochRecord], None] | None = None) -> HardenResult:
+def adversarial_train(
+    model: nn.Module,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    cfg: AdversarialConfig,
+    training: TrainingConfig,
+    seed: int,
+    lo,
+    hi,
+    num_classes: int,
+    track_history: bool = True,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> HardenResult:
     """Train ``model`` in place for ``cfg.epochs`` epochs in ``cfg.mode`` and return its history.
 
     Optimiser, batch size, device and threads come from ``training`` (``cfg.lr`` and
@@ -121,7 +139,9 @@ def adversarial_train(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray
 
     hx, hy = val_x, val_y
     if track_history and len(val_y) > cfg.history_samples:
-        idx = np.sort(np.random.default_rng(derive_seed(seed, "history")).permutation(len(val_y))[:cfg.history_samples])
+        idx = np.sort(
+            np.random.default_rng(derive_seed(seed, "history")).permutation(len(val_y))[: cfg.history_samples]
+        )
         hx, hy = val_x[idx], val_y[idx]
     result.history_samples = int(len(hy)) if track_history else 0
 
@@ -130,10 +150,21 @@ def adversarial_train(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray
             return
         t0 = time.perf_counter()
         nat = evaluate(model, hx, hy, device, num_classes).accuracy
-        rob, _ = attack_accuracy(model, hx, hy, cfg.epsilon, attack="pgd", norm=cfg.norm, lo=lo, hi=hi,
-                                 device=device, steps=cfg.eval_steps,
-                                 step_size=cfg.eval_step_factor * cfg.epsilon / cfg.eval_steps if cfg.epsilon > 0 else None,
-                                 restarts=1, seed=derive_seed(seed, "history", epoch))
+        rob, _ = attack_accuracy(
+            model,
+            hx,
+            hy,
+            cfg.epsilon,
+            attack="pgd",
+            norm=cfg.norm,
+            lo=lo,
+            hi=hi,
+            device=device,
+            steps=cfg.eval_steps,
+            step_size=cfg.eval_step_factor * cfg.epsilon / cfg.eval_steps if cfg.epsilon > 0 else None,
+            restarts=1,
+            seed=derive_seed(seed, "history", epoch),
+        )
         result.eval_seconds += time.perf_counter() - t0
         rec = EpochRecord(epoch, phase, loss, nat, rob, result.grad_passes, result.example_grads, result.train_seconds)
         result.history.append(rec)
@@ -150,8 +181,20 @@ def adversarial_train(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray
             result.example_grads += len(train_y)
             phase = "natural"
         else:
-            loss = _adversarial_epoch(model, opt, train_x, train_y, bs, order_seed, device, cfg, lo, hi,
-                                      torch.Generator().manual_seed(derive_seed(seed, "attack", epoch)), result)
+            loss = _adversarial_epoch(
+                model,
+                opt,
+                train_x,
+                train_y,
+                bs,
+                order_seed,
+                device,
+                cfg,
+                lo,
+                hi,
+                torch.Generator().manual_seed(derive_seed(seed, "attack", epoch)),
+                result,
+            )
             phase = "adversarial"
         result.train_seconds += time.perf_counter() - t0
         result.train_cpu_seconds += time.process_time() - c0
@@ -160,20 +203,45 @@ def adversarial_train(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray
     return result
 
 
-def _adversarial_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y: np.ndarray, bs: int,
-                       order_seed: int, device: torch.device, cfg: AdversarialConfig, lo, hi,
-                       gen: torch.Generator, result: HardenResult) -> float:
+def _adversarial_epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: np.ndarray,
+    y: np.ndarray,
+    bs: int,
+    order_seed: int,
+    device: torch.device,
+    cfg: AdversarialConfig,
+    lo,
+    hi,
+    gen: torch.Generator,
+    result: HardenResult,
+) -> float:
     """One epoch whose batches carry ``mix_ratio`` adversarial examples (PGD-k, or FGSM-RS in fast mode)."""
     total, count = 0.0, 0
     for xb, yb in batches(x, y, bs, order_seed, device):
         # The batch order is already random, so its first m samples are a random share of it.
         m = min(len(yb), max(1, int(round(cfg.mix_ratio * len(yb)))))
         if cfg.mode == "fast":
-            att = fast_fgsm(model, xb[:m], yb[:m], cfg.epsilon, cfg.fast_step_factor * cfg.epsilon, lo, hi,
-                            cfg.norm, generator=gen)
+            att = fast_fgsm(
+                model, xb[:m], yb[:m], cfg.epsilon, cfg.fast_step_factor * cfg.epsilon, lo, hi, cfg.norm, generator=gen
+            )
         else:
-            att = pgd(model, xb[:m], yb[:m], cfg.epsilon, cfg.step_size, cfg.steps, lo, hi, cfg.norm,
-                      restarts=cfg.restarts, rand_init=True, keep_best=False, generator=gen)
+            att = pgd(
+                model,
+                xb[:m],
+                yb[:m],
+                cfg.epsilon,
+                cfg.step_size,
+                cfg.steps,
+                lo,
+                hi,
+                cfg.norm,
+                restarts=cfg.restarts,
+                rand_init=True,
+                keep_best=False,
+                generator=gen,
+            )
         xin = att.x_adv if m == len(yb) else torch.cat([att.x_adv, xb[m:]])
         model.train()
         opt.zero_grad(set_to_none=True)

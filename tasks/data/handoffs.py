@@ -14,7 +14,7 @@ class PreparedData:
     """Validated data split for training, the schema of its training split, and the settings with
     the defaults that follow the data resolved (``model.arch="auto"``)."""
 
-    settings: object             # tasks.settings.Settings
+    settings: object  # tasks.settings.Settings
     splits: Splits
     schema: Schema
 

@@ -26,7 +26,7 @@ _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F", "P"}
 
 def _class_of(uri: str, root: str) -> tuple[str, str] | None:
     """(class name, file name) of an image directly inside a class subfolder of ``root``."""
-    rel = uri[len(root):].lstrip("/") if uri.startswith(root) else None
+    rel = uri[len(root) :].lstrip("/") if uri.startswith(root) else None
     if rel is None:
         return None
     parts = PurePosixPath(rel.replace("\\", "/")).parts
@@ -44,8 +44,13 @@ def _size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
     return h, w
 
 
-def load_image_folder(root: str, uris: list[str], read_bytes: Callable[[str], bytes],
-                      image_size: int | Sequence[int] | None = None, mode: str = "auto") -> Dataset:
+def load_image_folder(
+    root: str,
+    uris: list[str],
+    read_bytes: Callable[[str], bytes],
+    image_size: int | Sequence[int] | None = None,
+    mode: str = "auto",
+) -> Dataset:
     """Decode the images under ``root`` (``uris``: every file below it, as :func:`list_uri` gives).
 
     ``image_size``: (H, W) or one int for square images; None keeps the images' own size, which
@@ -56,8 +61,9 @@ def load_image_folder(root: str, uris: list[str], read_bytes: Callable[[str], by
 
     entries = sorted(((c, f, u) for u in uris if (cf := _class_of(u, root)) for c, f in [cf]))
     if not entries:
-        raise DataError(f"{root}: no images in class subfolders (expected {root}/<class>/<image>"
-                        f"{'|'.join(IMAGE_SUFFIXES)})")
+        raise DataError(
+            f"{root}: no images in class subfolders (expected {root}/<class>/<image>{'|'.join(IMAGE_SUFFIXES)})"
+        )
     classes = sorted({c for c, _, _ in entries})
     if len(classes) < 2:
         raise DataError(f"{root}: found one class subfolder ({classes[0]!r}); a classifier needs at least two")
@@ -91,13 +97,14 @@ def load_image_folder(root: str, uris: list[str], read_bytes: Callable[[str], by
     for i, (cls, _, uri) in enumerate(entries):
         im = first if i == 0 else open_image(uri)
         if want is None and (im.height, im.width) != (h, w):
-            raise DataError(f"{uri} is {im.width}x{im.height} but {entries[0][2]} is {w}x{h}; "
-                            f"set data.image_size=[H, W] to resize them all")
+            raise DataError(
+                f"{uri} is {im.width}x{im.height} but {entries[0][2]} is {w}x{h}; "
+                f"set data.image_size=[H, W] to resize them all"
+            )
         im = im.convert(pil_mode)
         if (im.height, im.width) != (h, w):
             im = im.resize((w, h), Image.BILINEAR)
         a = np.asarray(im, dtype=np.float32) / 255.0
         x[i] = a[None] if channels == 1 else a.transpose(2, 0, 1)
         y[i] = label_of[cls]
-    return Dataset(x=x, y=y, name=root, meta={"value_range": [0.0, 1.0], "class_names": classes,
-                                              "image_mode": mode})
+    return Dataset(x=x, y=y, name=root, meta={"value_range": [0.0, 1.0], "class_names": classes, "image_mode": mode})

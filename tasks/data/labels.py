@@ -52,8 +52,10 @@ def integer_labels(y: np.ndarray, origin: str) -> np.ndarray:
             return np.array(values, dtype=np.int64)
     if bad.any():
         r = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{origin}: labels must be integers; row {r} holds {y.tolist()[r]!r} "
-                        f"({int(bad.sum())} such rows; validation reports them as unknown_label)")
+        raise DataError(
+            f"{origin}: labels must be integers; row {r} holds {y.tolist()[r]!r} "
+            f"({int(bad.sum())} such rows; validation reports them as unknown_label)"
+        )
     return y.astype(np.int64)
 
 
@@ -64,19 +66,24 @@ def check_label_set(y: np.ndarray, origin: str, classes: Sequence[int] | None = 
         raise DataError(f"{origin}: no labels")
     neg = np.flatnonzero(y < 0)
     if len(neg):
-        raise DataError(f"{origin}: labels must be class indices >= 0; row {int(neg[0])} has label {int(y[neg[0]])} "
-                        f"({len(neg)} negative labels)")
+        raise DataError(
+            f"{origin}: labels must be class indices >= 0; row {int(neg[0])} has label {int(y[neg[0]])} "
+            f"({len(neg)} negative labels)"
+        )
     labels = sorted(int(v) for v in np.unique(y))
     if classes is not None:
         unknown = sorted(set(labels) - set(int(c) for c in classes))
         if unknown:
-            raise DataError(f"{origin}: labels {unknown[:10]} are not among the declared classes "
-                            f"data.classes={list(classes)}")
+            raise DataError(
+                f"{origin}: labels {unknown[:10]} are not among the declared classes data.classes={list(classes)}"
+            )
         return labels
     missing = sorted(set(range(labels[-1] + 1)) - set(labels))
     if missing:
         shown = f"{missing[:10]}{' ...' if len(missing) > 10 else ''}"
-        raise DataError(f"{origin}: labels {labels[:10]}{' ...' if len(labels) > 10 else ''} are not the contiguous "
-                        f"set 0..{labels[-1]} (missing {shown}, {len(missing)} classes); a model would get "
-                        f"{labels[-1] + 1} outputs. Relabel to 0..K-1, or declare the label set with data.classes")
+        raise DataError(
+            f"{origin}: labels {labels[:10]}{' ...' if len(labels) > 10 else ''} are not the contiguous "
+            f"set 0..{labels[-1]} (missing {shown}, {len(missing)} classes); a model would get "
+            f"{labels[-1] + 1} outputs. Relabel to 0..K-1, or declare the label set with data.classes"
+        )
     return labels

@@ -50,8 +50,9 @@ def _raw_name(source_name: str | None) -> str:
     return "batch-" + base if base == REPORT_NAME else base
 
 
-def quarantine(backend, batch_id: str, raw_bytes: bytes | None, source_name: str | None,
-               report: ValidationReport) -> str:
+def quarantine(
+    backend, batch_id: str, raw_bytes: bytes | None, source_name: str | None, report: ValidationReport
+) -> str:
     """Copy a failed batch's raw bytes and its report to ``quarantine/<batch_id>/`` in ``backend``.
 
     The raw bytes (when the batch was readable at all) are stored unchanged under the source's
@@ -70,8 +71,9 @@ def quarantine(backend, batch_id: str, raw_bytes: bytes | None, source_name: str
         if backend.exists(f"{prefix}/{REPORT_NAME}"):
             try:
                 prior = json.loads(backend.get_bytes(f"{prefix}/{REPORT_NAME}"))
-                same = (prior.get("quarantine") or {}).get("raw_sha256") == sha and \
-                    (prior.get("quarantine") or {}).get("source") == source_name
+                same = (prior.get("quarantine") or {}).get("raw_sha256") == sha and (prior.get("quarantine") or {}).get(
+                    "source"
+                ) == source_name
             except (ValueError, StoreError):
                 same = False
             if same:
@@ -80,14 +82,22 @@ def quarantine(backend, batch_id: str, raw_bytes: bytes | None, source_name: str
         if backend.list(prefix + "/"):
             # Raw bytes without a report: an earlier attempt died in between; complete it if it
             # was the same batch, else leave it alone and use the next id.
-            if raw_bytes is None or not backend.exists(f"{prefix}/{name}") or \
-                    hashlib.sha256(backend.get_bytes(f"{prefix}/{name}")).hexdigest() != sha:
+            if (
+                raw_bytes is None
+                or not backend.exists(f"{prefix}/{name}")
+                or hashlib.sha256(backend.get_bytes(f"{prefix}/{name}")).hexdigest() != sha
+            ):
                 continue
         uri = backend.url(prefix)
-        info = {"uri": uri, "batch_id": qid, "source": source_name,
-                "raw_key": f"{prefix}/{name}" if raw_bytes is not None else None,
-                "raw_sha256": sha, "raw_bytes": len(raw_bytes) if raw_bytes is not None else None,
-                "quarantined_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        info = {
+            "uri": uri,
+            "batch_id": qid,
+            "source": source_name,
+            "raw_key": f"{prefix}/{name}" if raw_bytes is not None else None,
+            "raw_sha256": sha,
+            "raw_bytes": len(raw_bytes) if raw_bytes is not None else None,
+            "quarantined_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         if raw_bytes is not None:
             backend.put_bytes(f"{prefix}/{name}", raw_bytes)
         stored = report.model_copy(update={"quarantine": info})
@@ -102,5 +112,3 @@ def npz_for_quarantine(ds: Dataset) -> bytes:
     x = x.astype(str) if x.dtype == object else x
     y = y.astype(str) if y.dtype == object else y
     return to_npz_bytes(Dataset(x=x, y=y, name=ds.name))
-
-

@@ -114,10 +114,14 @@ def jsonable(v: Any) -> Any:
 
 def read_report(batch_id: str, source: str, rule: str, message: str) -> ValidationReport:
     """A failed report for a batch that could not be read at all (``missing_file``, ``unreadable_file``)."""
-    return ValidationReport(batch_id=batch_id, source=source, rows=0, passed=False,
-                            violations=[Violation(rule=rule, message=message, count=1,
-                                                  examples=[{"source": source}])],
-                            rules_checked=[rule])
+    return ValidationReport(
+        batch_id=batch_id,
+        source=source,
+        rows=0,
+        passed=False,
+        violations=[Violation(rule=rule, message=message, count=1, examples=[{"source": source}])],
+        rules_checked=[rule],
+    )
 
 
 def violation_details(report: ValidationReport, per_rule: int = 3) -> list[str]:
@@ -129,12 +133,17 @@ def violation_details(report: ValidationReport, per_rule: int = 3) -> list[str]:
         for ex in v.examples[:per_rule]:
             if "feature" in ex and "value" in ex:
                 where = f"row {ex['row']} " if "row" in ex else ""
-                allowed = (f" (allowed {short_value(ex['allowed_min'])}..{short_value(ex['allowed_max'])})"
-                           if "allowed_min" in ex else "")
+                allowed = (
+                    f" (allowed {short_value(ex['allowed_min'])}..{short_value(ex['allowed_max'])})"
+                    if "allowed_min" in ex
+                    else ""
+                )
                 parts.append(f"{where}feature {ex['feature']!r} = {short_value(ex['value'])}{allowed}")
             elif "feature" in ex and "shift" in ex:
-                parts.append(f"feature {ex['feature']!r} mean {short_value(ex['batch_mean'])} vs training "
-                             f"{short_value(ex['train_mean'])} ({short_value(ex['shift'])} std)")
+                parts.append(
+                    f"feature {ex['feature']!r} mean {short_value(ex['batch_mean'])} vs training "
+                    f"{short_value(ex['train_mean'])} ({short_value(ex['shift'])} std)"
+                )
             elif ex:
                 parts.append(", ".join(f"{k}={short_value(val)}" for k, val in ex.items()))
         more = f" and {v.count - len(parts)} more" if v.count > len(parts) and parts else ""

@@ -40,6 +40,9 @@ Integrity is not drift. The rules fall in two classes (:data:`INTEGRITY_RULES`,
 Unlabelled batches (an npz with only ``x``; a parquet/csv without the label column) are accepted
 with ``labels="optional"`` (the drift check): the label rules then apply only where labels exist,
 and :attr:`ValidationReport.labelled` is False.
+
+Over 400 lines (``ruff format`` layout): every validation rule, its documentation and its check,
+side by side on purpose.
 """
 
 from __future__ import annotations
@@ -74,9 +77,20 @@ RULE_NOT_REGULAR_FILE = "not_regular_file"
 RULE_BATCH_TOO_LARGE = "batch_too_large"
 
 ALL_RULES = (
-    RULE_EMPTY_BATCH, RULE_SHAPE_MISMATCH, RULE_DTYPE_MISMATCH, RULE_NON_FINITE, RULE_OUT_OF_RANGE,
-    RULE_UNKNOWN_LABEL, RULE_MISSING_LABEL, RULE_DUPLICATE_ROWS, RULE_FEATURE_SHIFT,
-    RULE_UNREADABLE_FILE, RULE_MISSING_FILE, RULE_BAD_BATCH_NAME, RULE_NOT_REGULAR_FILE, RULE_BATCH_TOO_LARGE,
+    RULE_EMPTY_BATCH,
+    RULE_SHAPE_MISMATCH,
+    RULE_DTYPE_MISMATCH,
+    RULE_NON_FINITE,
+    RULE_OUT_OF_RANGE,
+    RULE_UNKNOWN_LABEL,
+    RULE_MISSING_LABEL,
+    RULE_DUPLICATE_ROWS,
+    RULE_FEATURE_SHIFT,
+    RULE_UNREADABLE_FILE,
+    RULE_MISSING_FILE,
+    RULE_BAD_BATCH_NAME,
+    RULE_NOT_REGULAR_FILE,
+    RULE_BATCH_TOO_LARGE,
 )
 # Distribution evidence: the data moved (drift), the file is not broken. Everything else is integrity.
 DISTRIBUTION_RULES = frozenset({RULE_OUT_OF_RANGE, RULE_FEATURE_SHIFT})
@@ -118,8 +132,12 @@ def check_labels(y: np.ndarray, meta: dict, schema: Schema, out: Collector) -> N
     out.check(RULE_UNKNOWN_LABEL)
     n = y.shape[0]
     if meta.get(NO_LABELS):
-        out.add(RULE_MISSING_LABEL, "the batch has no labels (label column or array 'y' absent)", n,
-                [{"row": i} for i in range(min(n, out.max_examples))])
+        out.add(
+            RULE_MISSING_LABEL,
+            "the batch has no labels (label column or array 'y' absent)",
+            n,
+            [{"row": i} for i in range(min(n, out.max_examples))],
+        )
         return
     y = np.asarray(y)
     if y.ndim != 1:
@@ -137,20 +155,34 @@ def check_labels(y: np.ndarray, meta: dict, schema: Schema, out: Collector) -> N
         # numeric text ("3", read as text because another cell is not a number) is its number:
         # the label rule training applies too (tasks/data/labels.py).
         values = y.tolist()
-        missing = np.array([v is None or (isinstance(v, (float, np.floating)) and math.isnan(v))
-                            or (isinstance(v, str) and not v.strip()) for v in values], dtype=bool)
+        missing = np.array(
+            [
+                v is None
+                or (isinstance(v, (float, np.floating)) and math.isnan(v))
+                or (isinstance(v, str) and not v.strip())
+                for v in values
+            ],
+            dtype=bool,
+        )
         allowed_set = set(schema.labels)
         unknown = np.array([not m and label_value(v) not in allowed_set for v, m in zip(values, missing)], dtype=bool)
     if missing.any():
         rows = np.flatnonzero(missing)
-        out.add(RULE_MISSING_LABEL, f"{len(rows)} of {n} rows have no label", len(rows),
-                [{"row": int(r)} for r in rows[: out.max_examples]])
+        out.add(
+            RULE_MISSING_LABEL,
+            f"{len(rows)} of {n} rows have no label",
+            len(rows),
+            [{"row": int(r)} for r in rows[: out.max_examples]],
+        )
     if unknown.any():
         rows = np.flatnonzero(unknown)
         seen = sorted({str(v) for v in y[rows[:1000]].tolist()})[:10]
-        out.add(RULE_UNKNOWN_LABEL,
-                f"{len(rows)} rows have labels outside the training labels {schema.labels}: {seen}",
-                len(rows), [{"row": int(r), "label": y[r]} for r in rows[: out.max_examples]])
+        out.add(
+            RULE_UNKNOWN_LABEL,
+            f"{len(rows)} rows have labels outside the training labels {schema.labels}: {seen}",
+            len(rows),
+            [{"row": int(r), "label": y[r]} for r in rows[: out.max_examples]],
+        )
 
 
 def _non_numeric_cells(x: np.ndarray, names: list[str]) -> tuple[np.ndarray | None, int, str, list[dict]]:
@@ -211,9 +243,12 @@ def align_structure(ds: Dataset, schema: Schema, out: Collector) -> np.ndarray |
                 msg.append(f"missing column(s) {missing[:10]}")
             if new:
                 msg.append(f"new column(s) {new[:10]}")
-            out.add(RULE_SHAPE_MISMATCH, "columns differ from the schema: " + "; ".join(msg),
-                    len(missing) + len(new),
-                    [{"column": c, "problem": "missing"} for c in missing] + [{"column": c, "problem": "new"} for c in new])
+            out.add(
+                RULE_SHAPE_MISMATCH,
+                "columns differ from the schema: " + "; ".join(msg),
+                len(missing) + len(new),
+                [{"column": c, "problem": "missing"} for c in missing] + [{"column": c, "problem": "new"} for c in new],
+            )
             return None
         order = [have.index(c) for c in want]
         # Columns already in schema order (the usual case) are used as they are: x[:, order]
@@ -227,10 +262,13 @@ def align_structure(ds: Dataset, schema: Schema, out: Collector) -> np.ndarray |
         # laid out as a table: accept it.
         flat_ok = got_features == schema.num_features and (len(got_shape) == 1 or len(schema.sample_shape) == 1)
         if not (same or flat_ok):
-            out.add(RULE_SHAPE_MISMATCH,
-                    f"samples have shape {tuple(got_shape)} ({got_features} features); the schema expects "
-                    f"{tuple(schema.sample_shape)} ({schema.num_features} features)",
-                    n, [{"expected": str(tuple(schema.sample_shape)), "got": str(tuple(got_shape))}])
+            out.add(
+                RULE_SHAPE_MISMATCH,
+                f"samples have shape {tuple(got_shape)} ({got_features} features); the schema expects "
+                f"{tuple(schema.sample_shape)} ({schema.num_features} features)",
+                n,
+                [{"expected": str(tuple(schema.sample_shape)), "got": str(tuple(got_shape))}],
+            )
             return None
         x = x.reshape(n, -1)
 
@@ -264,9 +302,12 @@ def check_values(f: np.ndarray, schema: Schema, cfg: ValidationConfig, out: Coll
         cells = np.argwhere(bad)
         n_rows = int(bad.any(axis=1).sum())
         n_nan, n_inf = int((np.isnan(f) & bad).sum()), int(np.isinf(f).sum())
-        out.add(RULE_NON_FINITE, f"{len(cells)} non-finite values ({n_nan} NaN, {n_inf} inf) in {n_rows} rows",
-                len(cells), [{"row": int(r), "feature": names[c], "value": float(f[r, c])}
-                             for r, c in cells[: cfg.max_examples]])
+        out.add(
+            RULE_NON_FINITE,
+            f"{len(cells)} non-finite values ({n_nan} NaN, {n_inf} inf) in {n_rows} rows",
+            len(cells),
+            [{"row": int(r), "feature": names[c], "value": float(f[r, c])} for r, c in cells[: cfg.max_examples]],
+        )
 
     # Range: per feature or overall, widened by the tolerance.
     out.check(RULE_OUT_OF_RANGE)
@@ -289,12 +330,22 @@ def check_values(f: np.ndarray, schema: Schema, cfg: ValidationConfig, out: Coll
     if oor.any():
         cells = np.argwhere(oor)
         feats = sorted({names[c] for _, c in cells}, key=lambda s: (len(s), s))
-        out.add(RULE_OUT_OF_RANGE,
-                f"{len(cells)} values in {int(oor.any(axis=1).sum())} rows are outside the training range "
-                f"({scope} scope, tolerance {tol:g} of the span); features {feats[:10]}",
-                len(cells), [{"row": int(r), "feature": names[c], "value": float(f[r, c]),
-                              "allowed_min": float(lo[c]), "allowed_max": float(hi[c])}
-                             for r, c in cells[: cfg.max_examples]])
+        out.add(
+            RULE_OUT_OF_RANGE,
+            f"{len(cells)} values in {int(oor.any(axis=1).sum())} rows are outside the training range "
+            f"({scope} scope, tolerance {tol:g} of the span); features {feats[:10]}",
+            len(cells),
+            [
+                {
+                    "row": int(r),
+                    "feature": names[c],
+                    "value": float(f[r, c]),
+                    "allowed_min": float(lo[c]),
+                    "allowed_max": float(hi[c]),
+                }
+                for r, c in cells[: cfg.max_examples]
+            ],
+        )
 
     # Duplicates: rows equal to an earlier row of the same batch, found by a 64-bit hash of each
     # row (tasks.data.splits.hash_rows; a collision is a 2^-64 event): sorting 8 bytes per row
@@ -318,10 +369,13 @@ def check_values(f: np.ndarray, schema: Schema, cfg: ValidationConfig, out: Coll
     frac = len(dup_rows) / n
     stats["duplicate_fraction"] = round(frac, 6)
     if frac > cfg.max_duplicate_fraction:
-        out.add(RULE_DUPLICATE_ROWS,
-                f"{len(dup_rows)} of {n} rows ({frac:.1%}) repeat an earlier row; at most "
-                f"{cfg.max_duplicate_fraction:.1%} is tolerated",
-                len(dup_rows), [{"row": int(r), "duplicate_of": int(first_of[r])} for r in dup_rows])
+        out.add(
+            RULE_DUPLICATE_ROWS,
+            f"{len(dup_rows)} of {n} rows ({frac:.1%}) repeat an earlier row; at most "
+            f"{cfg.max_duplicate_fraction:.1%} is tolerated",
+            len(dup_rows),
+            [{"row": int(r), "duplicate_of": int(first_of[r])} for r in dup_rows],
+        )
 
     # Gross shift of the feature means, in training-std units, averaged over features.
     if cfg.check_shift and n >= cfg.shift_min_rows:
@@ -352,10 +406,19 @@ def check_values(f: np.ndarray, schema: Schema, cfg: ValidationConfig, out: Coll
             if avg > cfg.max_mean_shift:
                 ranked = [j for j in np.argsort(-np.where(use, shift, -1)) if use[j]]
                 n_big = int((shift[use] > cfg.max_mean_shift).sum())
-                out.add(RULE_FEATURE_SHIFT,
-                        f"feature means moved by {avg:.2f} training standard deviations on average "
-                        f"(limit {cfg.max_mean_shift:g}); {n_big} features moved by more than the limit",
-                        n_big, [{"feature": names[j], "batch_mean": float(mean_b[j]), "train_mean": float(mean_t[j]),
-                                 "train_std": float(std_t[j]), "shift": float(shift[j])} for j in ranked])
-
-
+                out.add(
+                    RULE_FEATURE_SHIFT,
+                    f"feature means moved by {avg:.2f} training standard deviations on average "
+                    f"(limit {cfg.max_mean_shift:g}); {n_big} features moved by more than the limit",
+                    n_big,
+                    [
+                        {
+                            "feature": names[j],
+                            "batch_mean": float(mean_b[j]),
+                            "train_mean": float(mean_t[j]),
+                            "train_std": float(std_t[j]),
+                            "shift": float(shift[j]),
+                        }
+                        for j in ranked
+                    ],
+                )

@@ -94,16 +94,19 @@ class Schema(BaseModel):
         q99 = np.array([np.nan if f.quantiles.get("q99") is None else f.quantiles["q99"] for f in self.features])
         low_gap = np.nan_to_num(q01 - mins, nan=0.0)
         high_gap = np.nan_to_num(maxs - q99, nan=0.0)
-        return (mins - np.maximum(tolerance * span, tail_factor * low_gap),
-                maxs + np.maximum(tolerance * span, tail_factor * high_gap))
+        return (
+            mins - np.maximum(tolerance * span, tail_factor * low_gap),
+            maxs + np.maximum(tolerance * span, tail_factor * high_gap),
+        )
 
     def feature_name(self, flat_index: int) -> str:
         return self.features[flat_index].name
 
     def array(self, attr: str) -> np.ndarray:
         """One per-feature statistic as a float64 array (missing as NaN), in flat feature order."""
-        return np.array([np.nan if getattr(f, attr) is None else getattr(f, attr) for f in self.features],
-                        dtype=np.float64)
+        return np.array(
+            [np.nan if getattr(f, attr) is None else getattr(f, attr) for f in self.features], dtype=np.float64
+        )
 
     # --- JSON --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -144,11 +147,13 @@ def _column_stats(flat: np.ndarray, name: str):
     mins, maxs = np.full(d, np.inf), np.full(d, -np.inf)
     s1, cnt, missing = np.zeros(d), np.zeros(d), np.zeros(d, dtype=np.int64)
     for i in range(0, n, _CHUNK_ROWS):
-        c = np.asarray(flat[i:i + _CHUNK_ROWS], dtype=np.float64)
+        c = np.asarray(flat[i : i + _CHUNK_ROWS], dtype=np.float64)
         if np.isinf(c).any():
             r, col = np.argwhere(np.isinf(c))[0]
-            raise DataError(f"{name}: infinite value in training data (row {i + r}, feature {col}); "
-                            "a schema cannot describe its range")
+            raise DataError(
+                f"{name}: infinite value in training data (row {i + r}, feature {col}); "
+                "a schema cannot describe its range"
+            )
         nan = np.isnan(c)
         missing += nan.sum(axis=0)
         cnt += (~nan).sum(axis=0)
@@ -159,7 +164,7 @@ def _column_stats(flat: np.ndarray, name: str):
         means = np.where(cnt > 0, s1 / np.maximum(cnt, 1), np.nan)
         s2 = np.zeros(d)
         for i in range(0, n, _CHUNK_ROWS):  # second pass: exact variance, no cancellation
-            c = np.asarray(flat[i:i + _CHUNK_ROWS], dtype=np.float64)
+            c = np.asarray(flat[i : i + _CHUNK_ROWS], dtype=np.float64)
             s2 += np.where(np.isnan(c), 0.0, (c - means) ** 2).sum(axis=0)
         stds = np.where(cnt > 0, np.sqrt(s2 / np.maximum(cnt, 1)), np.nan)
     mins[cnt == 0] = np.nan
@@ -196,8 +201,12 @@ def infer_schema(ds: Dataset) -> Schema:
     mins, maxs, means, stds, missing, qs = _column_stats(flat, ds.name)
     features = [
         FeatureStats(
-            index=j, name=names[j], min=_finite_or_none(mins[j]), max=_finite_or_none(maxs[j]),
-            mean=_finite_or_none(means[j]), std=_finite_or_none(stds[j]),
+            index=j,
+            name=names[j],
+            min=_finite_or_none(mins[j]),
+            max=_finite_or_none(maxs[j]),
+            mean=_finite_or_none(means[j]),
+            std=_finite_or_none(stds[j]),
             quantiles={f"q{int(round(q * 100)):02d}": _finite_or_none(qs[k, j]) for k, q in enumerate(QUANTILES)},
             missing=int(missing[j]),
         )
@@ -227,4 +236,3 @@ def infer_schema(ds: Dataset) -> Schema:
         num_rows=n,
         fingerprint=fingerprint(ds),
     )
-

@@ -205,9 +205,15 @@ def is_file_source(source: str) -> bool:
     return Path(source.split("?")[0]).suffix.lower() in SUPPORTED_SUFFIXES
 
 
-def load_dataset(source: str, read_bytes: Callable[[str], bytes], label_column: str = "label",
-                 sample_shape: list[int] | None = None, list_uris: Callable[[str], list[str]] | None = None,
-                 image_size: int | list[int] | None = None, image_mode: str = "auto") -> Dataset:
+def load_dataset(
+    source: str,
+    read_bytes: Callable[[str], bytes],
+    label_column: str = "label",
+    sample_shape: list[int] | None = None,
+    list_uris: Callable[[str], list[str]] | None = None,
+    image_size: int | list[int] | None = None,
+    image_mode: str = "auto",
+) -> Dataset:
     """Load ``source``: ``"digits"``, a file path/URI whose bytes ``read_bytes`` returns, or a
     folder / S3 prefix of class subfolders of images (:mod:`tasks.data.images`; needs ``list_uris``).
 
@@ -224,7 +230,11 @@ def load_dataset(source: str, read_bytes: Callable[[str], bytes], label_column: 
         if uris and uris != [root]:
             return load_image_folder(root, uris, read_bytes, image_size, image_mode)
     local = _local_file(source)
-    ds = parse_local_file(local, source, label_column) if local else parse_bytes(read_bytes(source), source, label_column)
+    ds = (
+        parse_local_file(local, source, label_column)
+        if local
+        else parse_bytes(read_bytes(source), source, label_column)
+    )
     return as_float32(ds, sample_shape)
 
 
@@ -232,12 +242,18 @@ def _local_file(source: str) -> str | None:
     """The path of ``source`` when it is an existing local file (plain path or file://), else None."""
     if "://" in source and not source.startswith("file://"):
         return None
-    path = source[len("file://"):] if source.startswith("file://") else source
+    path = source[len("file://") :] if source.startswith("file://") else source
     return path if os.path.isfile(path) else None
 
 
-def split_dataset(ds: Dataset, seed: int, val_fraction: float, test_fraction: float,
-                  max_train_samples: int | None = None, exclude_from_test=None) -> Splits:
+def split_dataset(
+    ds: Dataset,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    max_train_samples: int | None = None,
+    exclude_from_test=None,
+) -> Splits:
     """Train/validation/test split by a hash of each row's content and the seed
     (:func:`tasks.data.splits.split_by_hash`): adding rows never moves an existing row."""
     from tasks.data.splits import split_by_hash
@@ -267,5 +283,10 @@ def concat_datasets(a: Dataset, b: Dataset) -> Dataset:
     """Rows of ``a`` then ``b`` (same sample shape); used to add labelled drifted batches to training data."""
     if a.sample_shape != b.sample_shape:
         raise DataError(f"cannot add {b.name} (samples {b.sample_shape}) to {a.name} (samples {a.sample_shape})")
-    return Dataset(np.concatenate([a.x, b.x.astype(a.x.dtype, copy=False)]), np.concatenate([a.y, b.y]),
-                   f"{a.name}+{b.name}", a.feature_names, dict(a.meta))
+    return Dataset(
+        np.concatenate([a.x, b.x.astype(a.x.dtype, copy=False)]),
+        np.concatenate([a.y, b.y]),
+        f"{a.name}+{b.name}",
+        a.feature_names,
+        dict(a.meta),
+    )

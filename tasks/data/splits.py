@@ -45,14 +45,14 @@ def hash_rows(a: np.ndarray) -> np.ndarray:
     out = np.empty(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for i in range(0, n, _CHUNK_ROWS):
-            c = np.ascontiguousarray(a[i:i + _CHUNK_ROWS]).reshape(min(_CHUNK_ROWS, n - i), -1)
+            c = np.ascontiguousarray(a[i : i + _CHUNK_ROWS]).reshape(min(_CHUNK_ROWS, n - i), -1)
             if c.dtype.kind == "f":
                 c = c + c.dtype.type(0.0)  # -0.0 + 0.0 == +0.0
             words = c.view(np.uint32 if c.dtype.itemsize % 4 == 0 else np.uint8).astype(np.uint64)
             h = np.full(len(c), _GOLDEN, dtype=np.uint64)
             for j in range(words.shape[1]):
                 h = _mix(h ^ words[:, j])
-            out[i:i + len(c)] = h
+            out[i : i + len(c)] = h
     return out
 
 
@@ -64,8 +64,8 @@ def row_ids(ds: Dataset) -> np.ndarray:
     with np.errstate(over="ignore"):
         for i in range(0, n, _CHUNK_ROWS):
             # float32: the form every stage sees, whatever the file stored.
-            c = np.asarray(ds.x[i:i + _CHUNK_ROWS], dtype=np.float32).reshape(min(_CHUNK_ROWS, n - i), -1)
-            out[i:i + len(c)] = _mix(hash_rows(c) ^ y[i:i + len(c)].view(np.uint64))
+            c = np.asarray(ds.x[i : i + _CHUNK_ROWS], dtype=np.float32).reshape(min(_CHUNK_ROWS, n - i), -1)
+            out[i : i + len(c)] = _mix(hash_rows(c) ^ y[i : i + len(c)].view(np.uint64))
     return out
 
 
@@ -86,15 +86,21 @@ class SplitIds:
     test: np.ndarray
     # None: the unique training ids, computed when needed (not held beside the splits meanwhile).
     trained_on: np.ndarray | None = None
-    moved_from_test: int = 0   # test rows moved to train because a compared model trained on them
+    moved_from_test: int = 0  # test rows moved to train because a compared model trained on them
 
     def lineage_rows(self) -> np.ndarray:
         return np.unique(self.train) if self.trained_on is None else self.trained_on
 
     def to_npz_bytes(self) -> bytes:
         buf = io.BytesIO()
-        np.savez(buf, train=self.train, val=self.val, test=self.test, trained_on=self.lineage_rows(),
-                 moved_from_test=np.array(self.moved_from_test))
+        np.savez(
+            buf,
+            train=self.train,
+            val=self.val,
+            test=self.test,
+            trained_on=self.lineage_rows(),
+            moved_from_test=np.array(self.moved_from_test),
+        )
         return buf.getvalue()
 
     @classmethod
@@ -106,13 +112,19 @@ class SplitIds:
         """The same splits, ``trained_on`` extended by the rows a warm-start parent trained on."""
         if inherited is None or not len(inherited):
             return self
-        return SplitIds(self.train, self.val, self.test, np.union1d(self.lineage_rows(), inherited),
-                        self.moved_from_test)
+        return SplitIds(
+            self.train, self.val, self.test, np.union1d(self.lineage_rows(), inherited), self.moved_from_test
+        )
 
 
-def split_by_hash(ds: Dataset, seed: int, val_fraction: float, test_fraction: float,
-                  max_train_samples: int | None = None,
-                  exclude_from_test: np.ndarray | None = None) -> Splits:
+def split_by_hash(
+    ds: Dataset,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    max_train_samples: int | None = None,
+    exclude_from_test: np.ndarray | None = None,
+) -> Splits:
     """Train/validation/test by :func:`bucket` of each row's id: test below ``test_fraction``,
     validation up to ``test_fraction + val_fraction``, train above. Rows whose id is in
     ``exclude_from_test`` go to train instead of test. ``max_train_samples`` keeps the training rows
@@ -138,11 +150,17 @@ def split_by_hash(ds: Dataset, seed: int, val_fraction: float, test_fraction: fl
     val, test = np.flatnonzero(is_val), np.flatnonzero(is_test)
     for name, idx in (("train", train), ("validation", val), ("test", test)):
         if len(idx) == 0:
-            raise DataError(f"{ds.name}: the {name} split of {n} rows is empty (data.val_fraction="
-                            f"{val_fraction}, data.test_fraction={test_fraction}); add rows or change the fractions")
+            raise DataError(
+                f"{ds.name}: the {name} split of {n} rows is empty (data.val_fraction="
+                f"{val_fraction}, data.test_fraction={test_fraction}); add rows or change the fractions"
+            )
     split_ids = SplitIds(ids[train], ids[val], ids[test], None, moved)
-    return Splits(ds.subset(train, f"{ds.name}:train"), ds.subset(val, f"{ds.name}:val"),
-                  ds.subset(test, f"{ds.name}:test"), ids=split_ids)
+    return Splits(
+        ds.subset(train, f"{ds.name}:train"),
+        ds.subset(val, f"{ds.name}:val"),
+        ds.subset(test, f"{ds.name}:test"),
+        ids=split_ids,
+    )
 
 
 def split_summary(splits: Splits, excluded: np.ndarray | None = None) -> dict:
@@ -151,8 +169,10 @@ def split_summary(splits: Splits, excluded: np.ndarray | None = None) -> dict:
     from tasks.data.sources import fingerprint
 
     ids: SplitIds | None = splits.ids  # type: ignore[assignment]
-    return {"method": "hash(row content, seed)", "sizes": {"train": len(splits.train), "val": len(splits.val),
-                                                          "test": len(splits.test)},
-            "test_fingerprint": fingerprint(splits.test),
-            "moved_from_test": ids.moved_from_test if ids is not None else 0,
-            "excluded_rows_known": int(len(excluded)) if excluded is not None else 0}
+    return {
+        "method": "hash(row content, seed)",
+        "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        "test_fingerprint": fingerprint(splits.test),
+        "moved_from_test": ids.moved_from_test if ids is not None else 0,
+        "excluded_rows_known": int(len(excluded)) if excluded is not None else 0,
+    }

@@ -27,8 +27,19 @@ IO_RETRY_DELAYS = [1, 4, 10]
 
 def is_transient(exc: BaseException | None) -> bool:
     """True for errors worth retrying: store or network trouble, not bad or missing data."""
-    if exc is None or isinstance(exc, (DataError, ValidationFailed, ObjectNotFound, IntegrityError,
-                                        FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+    if exc is None or isinstance(
+        exc,
+        (
+            DataError,
+            ValidationFailed,
+            ObjectNotFound,
+            IntegrityError,
+            FileNotFoundError,
+            IsADirectoryError,
+            NotADirectoryError,
+            PermissionError,
+        ),
+    ):
         return False
     return isinstance(exc, (StoreError, ConnectionError, TimeoutError, OSError))
 
@@ -55,9 +66,15 @@ def load_data(data_cfg: DataConfig, store_cfg) -> Dataset:
     """Load the configured dataset (digits, a file/URI or an image folder read through the store)."""
     from tasks.store.backends import list_uri, read_uri
 
-    ds = load_dataset(data_cfg.source, lambda uri: read_uri(uri, store_cfg), data_cfg.label_column,
-                      data_cfg.sample_shape, lambda uri: list_uri(uri, store_cfg),
-                      data_cfg.image_size, data_cfg.image_mode)
+    ds = load_dataset(
+        data_cfg.source,
+        lambda uri: read_uri(uri, store_cfg),
+        data_cfg.label_column,
+        data_cfg.sample_shape,
+        lambda uri: list_uri(uri, store_cfg),
+        data_cfg.image_size,
+        data_cfg.image_mode,
+    )
     check_label_set(ds.y, ds.name, data_cfg.classes)  # before anything counts classes (np.bincount)
     return ds
 
@@ -66,8 +83,9 @@ def load_data(data_cfg: DataConfig, store_cfg) -> Dataset:
 def split_data(ds: Dataset, seed: int, data_cfg: DataConfig, exclude_from_test=None) -> Splits:
     """Train/validation/test by a hash of each row and the seed; rows in ``exclude_from_test``
     (what a compared model trained on) never land in the test split."""
-    return split_dataset(ds, seed, data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.max_train_samples,
-                         exclude_from_test)
+    return split_dataset(
+        ds, seed, data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.max_train_samples, exclude_from_test
+    )
 
 
 @task(name="infer-schema", cache_policy=NO_CACHE)
@@ -77,11 +95,28 @@ def infer_schema_task(ds: Dataset) -> Schema:
 
 
 @task(name="validate-or-quarantine", **IO_RETRY, cache_policy=NO_CACHE)
-def validate_or_quarantine(batch: Dataset | str, schema: Schema, cfg: ValidationConfig, store_cfg,
-                           batch_id: str | None = None, label_column: str = "label",
-                           raw_bytes: bytes | None = None, labels: str = "required",
-                           distribution: str = "fail", raw_uri: str | None = None) -> ValidatedBatch:
+def validate_or_quarantine(
+    batch: Dataset | str,
+    schema: Schema,
+    cfg: ValidationConfig,
+    store_cfg,
+    batch_id: str | None = None,
+    label_column: str = "label",
+    raw_bytes: bytes | None = None,
+    labels: str = "required",
+    distribution: str = "fail",
+    raw_uri: str | None = None,
+) -> ValidatedBatch:
     """Validate a batch; on failure quarantine it and raise ValidationFailed (naming rules and location)."""
-    return _validate_or_quarantine(batch, schema, cfg, store_cfg, batch_id=batch_id,
-                                   label_column=label_column, raw_bytes=raw_bytes, labels=labels,
-                                   distribution=distribution, raw_uri=raw_uri)
+    return _validate_or_quarantine(
+        batch,
+        schema,
+        cfg,
+        store_cfg,
+        batch_id=batch_id,
+        label_column=label_column,
+        raw_bytes=raw_bytes,
+        labels=labels,
+        distribution=distribution,
+        raw_uri=raw_uri,
+    )

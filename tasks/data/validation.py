@@ -33,8 +33,9 @@ from tasks.data.sources import NO_LABELS, Dataset, as_float32, parse_bytes
 from tasks.errors import DataError, ObjectNotFound, ValidationFailed
 
 
-def load_batch_from_uri(uri: str, store_cfg, label_column: str = "label", batch_id: str | None = None
-                        ) -> tuple[Dataset | None, bytes | None, ValidationReport | None]:
+def load_batch_from_uri(
+    uri: str, store_cfg, label_column: str = "label", batch_id: str | None = None
+) -> tuple[Dataset | None, bytes | None, ValidationReport | None]:
     """Read and parse a batch file (local path, ``file://`` or ``s3://``) for validation.
 
     Returns ``(dataset, raw_bytes, None)`` when the bytes parse (features keep their stored
@@ -55,8 +56,9 @@ def load_batch_from_uri(uri: str, store_cfg, label_column: str = "label", batch_
     return parse_batch_bytes(raw, uri, label_column, batch_id)
 
 
-def parse_batch_bytes(raw: bytes, uri: str, label_column: str = "label", batch_id: str | None = None
-                      ) -> tuple[Dataset | None, bytes, ValidationReport | None]:
+def parse_batch_bytes(
+    raw: bytes, uri: str, label_column: str = "label", batch_id: str | None = None
+) -> tuple[Dataset | None, bytes, ValidationReport | None]:
     """Parse bytes already read from ``uri`` as :func:`load_batch_from_uri` does (same returns)."""
     bid = batch_id or batch_id_for(uri, raw)
     try:
@@ -82,9 +84,15 @@ def _as_dataset(batch: Dataset | Sequence[np.ndarray], name: str = "batch") -> D
     raise TypeError(f"validate_batch takes a Dataset or an (x, y) pair, got {type(batch).__name__}")
 
 
-def validate_batch(batch: Dataset | Sequence[np.ndarray], schema: Schema, cfg: ValidationConfig,
-                   batch_id: str, source: str | None = None, labels: str = "required",
-                   distribution: str = "fail") -> ValidationReport:
+def validate_batch(
+    batch: Dataset | Sequence[np.ndarray],
+    schema: Schema,
+    cfg: ValidationConfig,
+    batch_id: str,
+    source: str | None = None,
+    labels: str = "required",
+    distribution: str = "fail",
+) -> ValidationReport:
     """Check a batch against ``schema`` and report every violated rule (:mod:`tasks.data.rules`).
 
     ``batch`` is a :class:`Dataset` (e.g. from :func:`load_batch_from_uri`) or an ``(x, y)`` pair
@@ -117,9 +125,18 @@ def validate_batch(batch: Dataset | Sequence[np.ndarray], schema: Schema, cfg: V
     if distribution == "evidence":
         evidence = [v for v in violations if v.rule in DISTRIBUTION_RULES]
         violations = [v for v in violations if v.rule not in DISTRIBUTION_RULES]
-    return ValidationReport(batch_id=batch_id, source=str(source), rows=n, passed=not violations,
-                            violations=violations, rules_checked=out.checked, stats=stats,
-                            schema_fingerprint=schema.fingerprint, evidence=evidence, labelled=not unlabelled)
+    return ValidationReport(
+        batch_id=batch_id,
+        source=str(source),
+        rows=n,
+        passed=not violations,
+        violations=violations,
+        rules_checked=out.checked,
+        stats=stats,
+        schema_fingerprint=schema.fingerprint,
+        evidence=evidence,
+        labelled=not unlabelled,
+    )
 
 
 def conform(ds: Dataset, schema: Schema) -> Dataset:
@@ -137,9 +154,13 @@ def conform(ds: Dataset, schema: Schema) -> Dataset:
         y, meta["labelled"] = np.full(len(ds), -1, dtype=np.int64), False
     elif y.dtype.kind != "i":
         y = y.astype(np.float64).astype(np.int64)
-    out = Dataset(x=x, y=y.astype(np.int64), name=ds.name,
-                  feature_names=list(schema.feature_names) if schema.feature_names is not None else None,
-                  meta=meta)
+    out = Dataset(
+        x=x,
+        y=y.astype(np.int64),
+        name=ds.name,
+        feature_names=list(schema.feature_names) if schema.feature_names is not None else None,
+        meta=meta,
+    )
     return as_float32(out, schema.sample_shape)
 
 
@@ -152,10 +173,18 @@ class ValidatedBatch:
     raw_bytes: bytes | None = None
 
 
-def validate_or_quarantine(batch: Dataset | str, schema: Schema, cfg: ValidationConfig, store_cfg,
-                           batch_id: str | None = None, label_column: str = "label",
-                           raw_bytes: bytes | None = None, labels: str = "required",
-                           distribution: str = "fail", raw_uri: str | None = None) -> ValidatedBatch:
+def validate_or_quarantine(
+    batch: Dataset | str,
+    schema: Schema,
+    cfg: ValidationConfig,
+    store_cfg,
+    batch_id: str | None = None,
+    label_column: str = "label",
+    raw_bytes: bytes | None = None,
+    labels: str = "required",
+    distribution: str = "fail",
+    raw_uri: str | None = None,
+) -> ValidatedBatch:
     """Validate a batch (a Dataset, or a path/URI read through the store); quarantine it on failure.
 
     On failure the raw bytes (for an in-memory Dataset without ``raw_bytes``: its npz encoding)
@@ -196,9 +225,15 @@ def validate_or_quarantine(batch: Dataset | str, schema: Schema, cfg: Validation
     else:
         assert ds is not None
         if not cfg.enabled:
-            report = ValidationReport(batch_id=bid, source=source, rows=len(ds), passed=True,
-                                      stats={"validation": "disabled"}, schema_fingerprint=schema.fingerprint,
-                                      labelled=not (ds.meta.get(NO_LABELS) and labels == "optional"))
+            report = ValidationReport(
+                batch_id=bid,
+                source=source,
+                rows=len(ds),
+                passed=True,
+                stats={"validation": "disabled"},
+                schema_fingerprint=schema.fingerprint,
+                labelled=not (ds.meta.get(NO_LABELS) and labels == "optional"),
+            )
             return ValidatedBatch(conform(ds, schema), report, raw_bytes)
         report = validate_batch(ds, schema, cfg, bid, source, labels=labels, distribution=distribution)
         if report.passed:
@@ -216,5 +251,6 @@ def validate_or_quarantine(batch: Dataset | str, schema: Schema, cfg: Validation
     raise ValidationFailed(
         f"batch {bid} from {source} failed validation: {', '.join(report.rules)}; quarantined at {uri}"
         + "".join(f"\n  {line}" for line in violation_details(report)),
-        report=report, quarantine_uri=uri)
-
+        report=report,
+        quarantine_uri=uri,
+    )

@@ -8,9 +8,17 @@ from tasks.drift.stream import DRIFT_KINDS, simulate_stream, write_stream
 from tasks.errors import ConfigError
 
 
-def simulate_stream_command(out: str, kind: str = "gaussian_noise", onset: int = 60, duration: int = 20,
-                            batches: int = 100, batch_size: int = 100, severity: float = 1.0,
-                            seed: int | None = None, settings: Any = None) -> dict[str, Any]:
+def simulate_stream_command(
+    out: str,
+    kind: str = "gaussian_noise",
+    onset: int = 60,
+    duration: int = 20,
+    batches: int = 100,
+    batch_size: int = 100,
+    severity: float = 1.0,
+    seed: int | None = None,
+    settings: Any = None,
+) -> dict[str, Any]:
     """Write a simulated labelled stream to ``out`` (a directory, ``file://`` or ``s3://`` URI).
 
     The held-out (test) split of the configured dataset (``settings.data``, default digits) is the
@@ -31,10 +39,22 @@ def simulate_stream_command(out: str, kind: str = "gaussian_noise", onset: int =
     else:
         from tasks.store.backends import read_uri
 
-        ds = load_dataset(settings.data.source, lambda uri: read_uri(uri, store_cfg), settings.data.label_column,
-                          settings.data.sample_shape)
+        ds = load_dataset(
+            settings.data.source,
+            lambda uri: read_uri(uri, store_cfg),
+            settings.data.label_column,
+            settings.data.sample_shape,
+        )
     splits = split_dataset(ds, settings.seed, settings.data.val_fraction, settings.data.test_fraction)
     stream_seed = derive_seed(settings.seed, "stream") if seed is None else int(seed)
-    batches_iter = simulate_stream(splits, kind=kind, onset=onset, duration=duration, n_batches=batches,
-                                   batch_size=batch_size, seed=stream_seed, severity=severity)
+    batches_iter = simulate_stream(
+        splits,
+        kind=kind,
+        onset=onset,
+        duration=duration,
+        n_batches=batches,
+        batch_size=batch_size,
+        seed=stream_seed,
+        severity=severity,
+    )
     return write_stream(batches_iter, out, store_cfg)

@@ -76,11 +76,15 @@ class DriftConfig(Section):
     def _online_fits_reference(self):
         online = [d for d in self.detectors if d.endswith("_online")]
         if online and self.reference_size <= 2 * self.window_size:
-            raise ValueError(f"drift.reference_size ({self.reference_size}) must exceed 2 * drift.window_size "
-                             f"({2 * self.window_size}) for the online detectors {online}")
+            raise ValueError(
+                f"drift.reference_size ({self.reference_size}) must exceed 2 * drift.window_size "
+                f"({2 * self.window_size}) for the online detectors {online}"
+            )
         if self.online_n_bootstraps is not None and online and self.online_n_bootstraps <= self.ert:
-            raise ValueError(f"drift.online_n_bootstraps ({self.online_n_bootstraps}) must exceed drift.ert "
-                             f"({self.ert}): the 1 - 1/ert quantile needs more samples than ert")
+            raise ValueError(
+                f"drift.online_n_bootstraps ({self.online_n_bootstraps}) must exceed drift.ert "
+                f"({self.ert}): the 1 - 1/ert quantile needs more samples than ert"
+            )
         return self
 
     def n_bootstraps(self) -> int:

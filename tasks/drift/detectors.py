@@ -25,6 +25,9 @@ arrays without recalibrating. Their running state between scheduled checks is th
 preprocessed instances plus the time step ``t`` (:meth:`DetectorSet.state_arrays`); a new process
 rebuilds the detector and re-feeds that window, which reproduces the sliding-window statistic
 exactly once ``t`` is past the warm-up (the first ``window_size`` steps).
+
+Over 400 lines (``ruff format`` layout): one class per alibi-detect detector family, sharing the
+report type.
 """
 
 from __future__ import annotations
@@ -58,7 +61,9 @@ if TYPE_CHECKING:
     from tasks.drift.config import DriftConfig
 
 
-def validate_batch(reference: "DriftReference | None", x: Any, batch_id: str = "", min_batch_size: int = 2) -> np.ndarray:
+def validate_batch(
+    reference: "DriftReference | None", x: Any, batch_id: str = "", min_batch_size: int = 2
+) -> np.ndarray:
     """Check a batch before any model or detector runs; return it as float32.
 
     Raises DataError naming the batch when the reference is missing, or the batch is empty, has a
@@ -87,6 +92,7 @@ def validate_batch(reference: "DriftReference | None", x: Any, batch_id: str = "
 
 # --- offline detectors -----------------------------------------------------------------------------
 
+
 class _Offline:
     online = False
 
@@ -107,14 +113,35 @@ class _Offline:
         if self.name == "ks_softmax":
             p = np.atleast_1d(np.asarray(out["p_val"], dtype=float))
             dist = np.atleast_1d(np.asarray(out["distance"], dtype=float))
-            return DriftReport(self.name, batch_id, bool(out["is_drift"]), float(dist.max()), float(out["threshold"]),
-                               float(p.min()), seconds, n=len(feats),
-                               details={"correction": self.impl.correction, "feature_p_values": p.round(6).tolist(),
-                                        "uncorrected_p_val": float(self.impl.p_val)})
-        return DriftReport(self.name, batch_id, bool(out["is_drift"]), float(out["distance"]), float(out["threshold"]),
-                           float(out["p_val"]), seconds, n=len(feats),
-                           details={"distance_threshold": float(out["distance_threshold"]),
-                                    "n_permutations": int(self.impl._detector.n_permutations)})
+            return DriftReport(
+                self.name,
+                batch_id,
+                bool(out["is_drift"]),
+                float(dist.max()),
+                float(out["threshold"]),
+                float(p.min()),
+                seconds,
+                n=len(feats),
+                details={
+                    "correction": self.impl.correction,
+                    "feature_p_values": p.round(6).tolist(),
+                    "uncorrected_p_val": float(self.impl.p_val),
+                },
+            )
+        return DriftReport(
+            self.name,
+            batch_id,
+            bool(out["is_drift"]),
+            float(out["distance"]),
+            float(out["threshold"]),
+            float(out["p_val"]),
+            seconds,
+            n=len(feats),
+            details={
+                "distance_threshold": float(out["distance_threshold"]),
+                "n_permutations": int(self.impl._detector.n_permutations),
+            },
+        )
 
 
 def _build_offline(name: str, ref_feats: np.ndarray, cfg: Mapping[str, Any], seed: int) -> _Offline:
@@ -125,8 +152,13 @@ def _build_offline(name: str, ref_feats: np.ndarray, cfg: Mapping[str, Any], see
     elif name == "mmd_embedding":
         from alibi_detect.cd import MMDDrift
 
-        impl = MMDDrift(ref_feats, backend="pytorch", p_val=cfg["p_val"], n_permutations=cfg["n_permutations"],
-                        device=torch_device(cfg.get("device", "cpu")))
+        impl = MMDDrift(
+            ref_feats,
+            backend="pytorch",
+            p_val=cfg["p_val"],
+            n_permutations=cfg["n_permutations"],
+            device=torch_device(cfg.get("device", "cpu")),
+        )
     elif name == "lsdd":
         import torch
         from alibi_detect.cd import LSDDDrift
@@ -134,15 +166,21 @@ def _build_offline(name: str, ref_feats: np.ndarray, cfg: Mapping[str, Any], see
         # LSDD picks its kernel centres at random from the reference: seed it so a rebuild is identical.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "lsdd-build"))
-            impl = LSDDDrift(ref_feats, backend="pytorch", p_val=cfg["p_val"], n_permutations=cfg["n_permutations"],
-                             n_kernel_centers=cfg.get("lsdd_n_kernel_centers"),
-                             device=torch_device(cfg.get("device", "cpu")))
+            impl = LSDDDrift(
+                ref_feats,
+                backend="pytorch",
+                p_val=cfg["p_val"],
+                n_permutations=cfg["n_permutations"],
+                n_kernel_centers=cfg.get("lsdd_n_kernel_centers"),
+                device=torch_device(cfg.get("device", "cpu")),
+            )
     else:  # pragma: no cover - guarded by check_detector_names
         raise ConfigError(f"{name!r} is not an offline drift detector")
     return _Offline(name, impl, seed)
 
 
 # --- online detectors ------------------------------------------------------------------------------
+
 
 def _mmd_online_class():
     """MMDDriftOnlineTorch that takes its thresholds and reference split from stored arrays."""
@@ -200,7 +238,7 @@ class _Online:
             thr = float(self.impl.get_threshold(self.impl.t))
             return float(stat), thr, bool(stat > thr)
         stats = self.impl.score(row)
-        self.impl.xs = self.impl.xs[-self.impl.max_ws:]  # only the last window is ever read
+        self.impl.xs = self.impl.xs[-self.impl.max_ws :]  # only the last window is ever read
         thr_arr = self.impl.get_threshold(self.impl.t - 1)
         drift = bool(self.impl._check_drift(stats, thr_arr))
         with warnings.catch_warnings():
@@ -216,15 +254,29 @@ class _Online:
             s, thr, d = self._step(row)
             stats.append(s)
             flags.append(d)
-        self._recent = np.concatenate([self._recent, feats])[-self.window_size:]
+        self._recent = np.concatenate([self._recent, feats])[-self.window_size :]
         seconds = time.perf_counter() - t0
         finite = [s for s in stats if math.isfinite(s)]
         first = next((i for i, f in enumerate(flags) if f), None)
-        return DriftReport(self.name, batch_id, any(flags), max(finite) if finite else math.nan, thr, None, seconds,
-                           n=len(feats), kind="online",
-                           details={"ert": int(self.impl.ert), "window_size": self.window_size,
-                                    "t_start": t_start, "t_end": int(self.impl.t),
-                                    "n_flagged_steps": int(sum(flags)), "first_flagged_step": first})
+        return DriftReport(
+            self.name,
+            batch_id,
+            any(flags),
+            max(finite) if finite else math.nan,
+            thr,
+            None,
+            seconds,
+            n=len(feats),
+            kind="online",
+            details={
+                "ert": int(self.impl.ert),
+                "window_size": self.window_size,
+                "t_start": t_start,
+                "t_end": int(self.impl.t),
+                "n_flagged_steps": int(sum(flags)),
+                "first_flagged_step": first,
+            },
+        )
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         return {"window": self._recent.copy(), "t": np.array(int(self.impl.t), dtype=np.int64)}
@@ -232,33 +284,48 @@ class _Online:
     def load_state(self, window: np.ndarray, t: int) -> None:
         window = np.asarray(window, dtype=np.float32)
         if window.ndim != 2 or window.shape[1:] != tuple(self.impl.x_ref.shape[1:]):
-            raise DataError(f"{self.name}: stored online state has shape {window.shape}, "
-                            f"expected (k, {self.impl.x_ref.shape[1]})")
+            raise DataError(
+                f"{self.name}: stored online state has shape {window.shape}, expected (k, {self.impl.x_ref.shape[1]})"
+            )
         self.impl.reset_state()
-        for row in window[-self.window_size:]:
+        for row in window[-self.window_size :]:
             self.impl.score(row)  # pushes the instance through the same update as a live check
             if self.name == "cvm_online":
-                self.impl.xs = self.impl.xs[-self.impl.max_ws:]
+                self.impl.xs = self.impl.xs[-self.impl.max_ws :]
         self.impl.t = max(int(t), int(self.impl.t))
-        self._recent = window[-self.window_size:].copy()
+        self._recent = window[-self.window_size :].copy()
 
 
-def _build_online(name: str, ref_feats: np.ndarray, cfg: Mapping[str, Any], seed: int,
-                  calibration: Mapping[str, np.ndarray] | None) -> _Online:
+def _build_online(
+    name: str, ref_feats: np.ndarray, cfg: Mapping[str, Any], seed: int, calibration: Mapping[str, np.ndarray] | None
+) -> _Online:
     if not calibration:
         calibration = calibrate_online(name, ref_feats, cfg, seed)
     n_boot = online_n_bootstraps(cfg)
     if name == "mmd_online":
-        impl = _mmd_online_class()(ref_feats, ert=cfg["ert"], window_size=cfg["window_size"], n_bootstraps=n_boot,
-                                   device=torch_device(cfg.get("device", "cpu")), verbose=False,
-                                   calibration=calibration)
+        impl = _mmd_online_class()(
+            ref_feats,
+            ert=cfg["ert"],
+            window_size=cfg["window_size"],
+            n_bootstraps=n_boot,
+            device=torch_device(cfg.get("device", "cpu")),
+            verbose=False,
+            calibration=calibration,
+        )
     else:
-        impl = _cvm_online_class()(ref_feats, ert=cfg["ert"], window_sizes=[cfg["window_size"]],
-                                   n_bootstraps=n_boot, verbose=False, calibration=calibration)
+        impl = _cvm_online_class()(
+            ref_feats,
+            ert=cfg["ert"],
+            window_sizes=[cfg["window_size"]],
+            n_bootstraps=n_boot,
+            verbose=False,
+            calibration=calibration,
+        )
     return _Online(name, impl, cfg["window_size"])
 
 
 # --- the set of detectors a check runs -------------------------------------------------------------
+
 
 @dataclass
 class DetectorSet:
@@ -290,8 +357,9 @@ class DetectorSet:
                 d.load_state(arrays[f"{d.name}.window"], int(np.asarray(arrays[f"{d.name}.t"])))
 
 
-def build_detectors(reference: "DriftReference", names: Sequence[str] | None = None,
-                    state: Mapping[str, np.ndarray] | None = None) -> DetectorSet:
+def build_detectors(
+    reference: "DriftReference", names: Sequence[str] | None = None, state: Mapping[str, np.ndarray] | None = None
+) -> DetectorSet:
     """Build ``names`` (default: the reference's configured detectors) from the reference's arrays.
 
     The detector settings (p_val, correction, n_permutations, ert, window_size) come from the
@@ -310,8 +378,9 @@ def build_detectors(reference: "DriftReference", names: Sequence[str] | None = N
     for name in names:
         ref = feats[DETECTOR_FEATURES[name]]
         if name in ONLINE_DETECTORS:
-            out.detectors[name] = _build_online(name, ref, reference.config, reference.seed,
-                                                reference.calibration_for(name))
+            out.detectors[name] = _build_online(
+                name, ref, reference.config, reference.seed, reference.calibration_for(name)
+            )
         else:
             out.detectors[name] = _build_offline(name, ref, reference.config, reference.seed)
     if state:
@@ -319,9 +388,15 @@ def build_detectors(reference: "DriftReference", names: Sequence[str] | None = N
     return out
 
 
-def check_batch(reference: "DriftReference", x_batch: np.ndarray, model: "nn.Module",
-                detectors: DetectorSet | Sequence[str] | None = None, cfg: "DriftConfig | None" = None,
-                batch_id: str = "batch", device: "torch.device | str | None" = None) -> list[DriftReport]:
+def check_batch(
+    reference: "DriftReference",
+    x_batch: np.ndarray,
+    model: "nn.Module",
+    detectors: DetectorSet | Sequence[str] | None = None,
+    cfg: "DriftConfig | None" = None,
+    batch_id: str = "batch",
+    device: "torch.device | str | None" = None,
+) -> list[DriftReport]:
     """Run the detectors on one batch: validate it, run the model once, test each feature set.
 
     ``detectors`` is a :class:`DetectorSet` (reuse one across batches: online detectors keep their
@@ -333,8 +408,11 @@ def check_batch(reference: "DriftReference", x_batch: np.ndarray, model: "nn.Mod
     if reference is None:
         raise DataError(f"batch {batch_id!r}: no drift reference (is there a champion with a stored reference?)")
     if not isinstance(detectors, DetectorSet):
-        names = check_detector_names(detectors if detectors is not None else
-                                     (cfg.detectors if cfg is not None else reference.config["detectors"]))
+        names = check_detector_names(
+            detectors
+            if detectors is not None
+            else (cfg.detectors if cfg is not None else reference.config["detectors"])
+        )
     min_rows = cfg.min_batch_size if cfg is not None else int(reference.config.get("min_batch_size", 2))
     x = validate_batch(reference, x_batch, batch_id, min_rows)
     if not isinstance(detectors, DetectorSet):
@@ -342,9 +420,13 @@ def check_batch(reference: "DriftReference", x_batch: np.ndarray, model: "nn.Mod
     dev = device if device is not None else reference.config.get("device", "cpu")
     # Embeddings only for the detectors that test them; one row's still tells the model apart.
     feats = batch_features(model, x, dev, embeddings=any(d.feature == "embeddings" for d in detectors))
-    emb_dim = (feats["embeddings"] if "embeddings" in feats else batch_features(model, x[:1], dev)["embeddings"]).shape[1]
+    emb_dim = (feats["embeddings"] if "embeddings" in feats else batch_features(model, x[:1], dev)["embeddings"]).shape[
+        1
+    ]
     if feats["probs"].shape[1] != reference.probs.shape[1] or emb_dim != reference.embeddings.shape[1]:
-        raise DataError(f"batch {batch_id!r}: the model gives {feats['probs'].shape[1]} classes / "
-                        f"{emb_dim}-d embeddings, the reference was built with "
-                        f"{reference.probs.shape[1]} / {reference.embeddings.shape[1]}: wrong model for this reference")
+        raise DataError(
+            f"batch {batch_id!r}: the model gives {feats['probs'].shape[1]} classes / "
+            f"{emb_dim}-d embeddings, the reference was built with "
+            f"{reference.probs.shape[1]} / {reference.embeddings.shape[1]}: wrong model for this reference"
+        )
     return [d.check(feats[d.feature], str(batch_id)) for d in detectors]

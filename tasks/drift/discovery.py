@@ -127,8 +127,14 @@ def list_batch_files(batches_uri: str, store_cfg, max_bytes: int) -> list[BatchF
                     continue
                 key = d if rel_dir == "." else f"{rel_dir}/{d}"
                 if os.path.islink(os.path.join(dirpath, d)):
-                    out.append(BatchFile(_join(batches_uri, key), key, None,
-                                         (RULE_NOT_REGULAR_FILE, "a symbolic link to a folder (not followed)")))
+                    out.append(
+                        BatchFile(
+                            _join(batches_uri, key),
+                            key,
+                            None,
+                            (RULE_NOT_REGULAR_FILE, "a symbolic link to a folder (not followed)"),
+                        )
+                    )
                     continue
                 keep.append(d)
             dirnames[:] = keep
@@ -155,12 +161,18 @@ def list_batch_files(batches_uri: str, store_cfg, max_bytes: int) -> list[BatchF
             raise DataError(f"drift.batches_uri {batches_uri!r} does not exist: {err}") from None
         raise err from None
     for o in objects:
-        key = o["Key"][len(under):]
+        key = o["Key"][len(under) :]
         if not key or key.endswith("/") or not is_batch_file(key) or any(s.startswith(".") for s in key.split("/")):
             continue
         size = int(o.get("Size", 0))
-        out.append(BatchFile(f"s3://{backend.bucket}/{o['Key']}", key, size,
-                             _too_large(size, max_bytes) if size > max_bytes else None))
+        out.append(
+            BatchFile(
+                f"s3://{backend.bucket}/{o['Key']}",
+                key,
+                size,
+                _too_large(size, max_bytes) if size > max_bytes else None,
+            )
+        )
     return sorted(out, key=lambda f: f.key)
 
 
@@ -212,6 +224,8 @@ def read_batch_file(f: BatchFile, store_cfg, max_bytes: int) -> FoundBatch:
     assert raw is not None  # read, or refused above
     sha = hashlib.sha256(raw).hexdigest()
     if not name_fits(f.key):
-        refusal = (RULE_BAD_BATCH_NAME, (f"the key {f.key!r} does not fit the batch-name rule {NAME_RULE} "
-                                         "(each folder and file name)"))
+        refusal = (
+            RULE_BAD_BATCH_NAME,
+            (f"the key {f.key!r} does not fit the batch-name rule {NAME_RULE} (each folder and file name)"),
+        )
     return FoundBatch(f.uri, f.key, batch_id_for(f.key, sha), sha, size, raw, refusal)

@@ -69,8 +69,14 @@ class Episode:
         return None if not d else cls(**dict(d))
 
 
-def assign_episode(previous: Episode | None, model: str, version: int | str | None, now: float | datetime,
-                   cooldown_seconds: float, batch_ids: Sequence[str] = ()) -> tuple[Episode, bool]:
+def assign_episode(
+    previous: Episode | None,
+    model: str,
+    version: int | str | None,
+    now: float | datetime,
+    cooldown_seconds: float,
+    batch_ids: Sequence[str] = (),
+) -> tuple[Episode, bool]:
     """Place a drift verdict at time ``now`` into an episode.
 
     Returns ``(episode, is_new)``: the previous episode extended with ``batch_ids`` when it is for the
@@ -78,16 +84,32 @@ def assign_episode(previous: Episode | None, model: str, version: int | str | No
     starting at ``now``.
     """
     t = _seconds(now)
-    if (previous is not None and previous.model == model and str(previous.version) == str(version)
-            and 0.0 <= t - previous.started_at <= cooldown_seconds):
+    if (
+        previous is not None
+        and previous.model == model
+        and str(previous.version) == str(version)
+        and 0.0 <= t - previous.started_at <= cooldown_seconds
+    ):
         seen = list(previous.batch_ids) + [b for b in batch_ids if b not in previous.batch_ids]
-        return Episode(previous.episode_id, model, version, previous.started_at, max(t, previous.last_at), seen,
-                       previous.n_events + 1), False
+        return Episode(
+            previous.episode_id,
+            model,
+            version,
+            previous.started_at,
+            max(t, previous.last_at),
+            seen,
+            previous.n_events + 1,
+        ), False
     return Episode(episode_id_for(model, version, t), model, version, t, t, list(dict.fromkeys(batch_ids)), 1), True
 
 
-def drift_event_payload(model: str, version: int | str | None, reports: Sequence[DriftReport], episode_id: str,
-                        batch_uris: Sequence[str] | None = None) -> dict[str, Any]:
+def drift_event_payload(
+    model: str,
+    version: int | str | None,
+    reports: Sequence[DriftReport],
+    episode_id: str,
+    batch_uris: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """The event payload: model, version, episode, the batches with drift, the detectors that
     flagged them and every report's score (p-value, or statistic/threshold when online)."""
     flagged = [r for r in reports if r.drift]
@@ -100,9 +122,17 @@ def drift_event_payload(model: str, version: int | str | None, reports: Sequence
         "batch_ids": batch_ids,
         "detector": ",".join(detectors),
         "detectors": detectors,
-        "scores": [{"detector": r.detector, "batch_id": r.batch_id, "drift": r.drift,
-                    "p_value": r.p_value, "statistic": _finite(r.statistic), "threshold": _finite(r.threshold)}
-                   for r in reports],
+        "scores": [
+            {
+                "detector": r.detector,
+                "batch_id": r.batch_id,
+                "drift": r.drift,
+                "p_value": r.p_value,
+                "statistic": _finite(r.statistic),
+                "threshold": _finite(r.threshold),
+            }
+            for r in reports
+        ],
     }
     if batch_uris is not None:
         payload["batch_uris"] = list(batch_uris)
@@ -113,8 +143,13 @@ def _finite(v: float) -> float | None:
     return None if v is None or v != v or v in (float("inf"), float("-inf")) else float(v)
 
 
-def drift_event(model: str, version: int | str | None, reports: Sequence[DriftReport], episode_id: str,
-                batch_uris: Sequence[str] | None = None) -> dict[str, Any] | None:
+def drift_event(
+    model: str,
+    version: int | str | None,
+    reports: Sequence[DriftReport],
+    episode_id: str,
+    batch_uris: Sequence[str] | None = None,
+) -> dict[str, Any] | None:
     """The keyword arguments for ``prefect.events.emit_event`` for a check's reports, or None
     when no report found drift (no drift: no event)."""
     if not any(r.drift for r in reports):
@@ -122,8 +157,12 @@ def drift_event(model: str, version: int | str | None, reports: Sequence[DriftRe
     payload = drift_event_payload(model, version, reports, episode_id, batch_uris)
     return {
         "event": DRIFT_EVENT,
-        "resource": {"prefect.resource.id": resource_id(model), "prefect.resource.name": model,
-                     "driftloop.model.version": str(version), "driftloop.episode.id": episode_id},
+        "resource": {
+            "prefect.resource.id": resource_id(model),
+            "prefect.resource.name": model,
+            "driftloop.model.version": str(version),
+            "driftloop.episode.id": episode_id,
+        },
         "payload": payload,
         "id": event_id(model, version, payload["batch_ids"], episode_id),
     }
@@ -132,8 +171,9 @@ def drift_event(model: str, version: int | str | None, reports: Sequence[DriftRe
 QUARANTINE_EVENT = "driftloop.data.quarantined"
 
 
-def quarantine_event(model: str, version: int | str | None, quarantined: Sequence[Mapping[str, Any]]
-                     ) -> dict[str, Any] | None:
+def quarantine_event(
+    model: str, version: int | str | None, quarantined: Sequence[Mapping[str, Any]]
+) -> dict[str, Any] | None:
     """The ``emit_event`` arguments for a check's quarantined batches (each a mapping with
     ``batch_id``, ``uri``, ``rules``, ``quarantine_uri``), or None when nothing was quarantined.
     The id is uuid5 of the model, version and batch ids: a repeated report is one event."""
@@ -142,9 +182,11 @@ def quarantine_event(model: str, version: int | str | None, quarantined: Sequenc
     ids = sorted(str(q["batch_id"]) for q in quarantined)
     return {
         "event": QUARANTINE_EVENT,
-        "resource": {"prefect.resource.id": resource_id(model), "prefect.resource.name": model,
-                     "driftloop.model.version": str(version)},
-        "payload": {"model": model, "version": version, "batch_ids": ids,
-                    "batches": [dict(q) for q in quarantined]},
+        "resource": {
+            "prefect.resource.id": resource_id(model),
+            "prefect.resource.name": model,
+            "driftloop.model.version": str(version),
+        },
+        "payload": {"model": model, "version": version, "batch_ids": ids, "batches": [dict(q) for q in quarantined]},
         "id": uuid.uuid5(NAMESPACE, "|".join(["quarantine", model, str(version), *ids])),
     }

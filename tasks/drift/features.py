@@ -66,8 +66,9 @@ def features_from_outputs(probs: np.ndarray, embeddings: np.ndarray | None) -> d
     return out
 
 
-def batch_features(model: "nn.Module", x: np.ndarray, device: "torch.device | str" = "cpu",
-                   embeddings: bool = True) -> dict[str, np.ndarray]:
+def batch_features(
+    model: "nn.Module", x: np.ndarray, device: "torch.device | str" = "cpu", embeddings: bool = True
+) -> dict[str, np.ndarray]:
     """Run ``model`` over ``x``: softmax outputs, penultimate embeddings and top-class confidence.
 
     ``embeddings=False`` leaves the embeddings out, for checks whose detectors all test the
@@ -78,8 +79,9 @@ def batch_features(model: "nn.Module", x: np.ndarray, device: "torch.device | st
 
     dev = torch_device(device) if isinstance(device, str) else device
     x = np.ascontiguousarray(x, dtype=np.float32)
-    return features_from_outputs(_chunked(predict_proba, model, x, dev),
-                                 _chunked(embed, model, x, dev) if embeddings else None)
+    return features_from_outputs(
+        _chunked(predict_proba, model, x, dev), _chunked(embed, model, x, dev) if embeddings else None
+    )
 
 
 # predict_proba and embed run the model _MODEL_BATCH rows at a time and concatenate the pieces:
@@ -95,10 +97,10 @@ def _chunked(fn, model: "nn.Module", x: np.ndarray, dev) -> np.ndarray:
         return fn(model, x, dev, _MODEL_BATCH)
     out = None
     for i in range(0, len(x), _CHUNK_ROWS):
-        part = fn(model, x[i:i + _CHUNK_ROWS], dev, _MODEL_BATCH)
+        part = fn(model, x[i : i + _CHUNK_ROWS], dev, _MODEL_BATCH)
         if out is None:
             out = np.empty((len(x), *part.shape[1:]), dtype=part.dtype)
-        out[i:i + len(part)] = part
+        out[i : i + len(part)] = part
     assert out is not None  # more than _CHUNK_ROWS rows: at least one chunk ran
     return out
 
@@ -117,20 +119,29 @@ def calibrate_online(name: str, ref_feats: np.ndarray, cfg: Mapping[str, Any], s
     """
     n_boot = online_n_bootstraps(cfg)
     if len(ref_feats) <= 2 * cfg["window_size"]:
-        raise ConfigError(f"{name}: the reference holds {len(ref_feats)} samples; the online detectors need more "
-                          f"than 2 * drift.window_size = {2 * cfg['window_size']}")
+        raise ConfigError(
+            f"{name}: the reference holds {len(ref_feats)} samples; the online detectors need more "
+            f"than 2 * drift.window_size = {2 * cfg['window_size']}"
+        )
     if name == "mmd_online":
         import torch
         from alibi_detect.cd.pytorch.mmd_online import MMDDriftOnlineTorch
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "calibrate", name))
-            det = MMDDriftOnlineTorch(ref_feats, ert=cfg["ert"], window_size=cfg["window_size"],
-                                      n_bootstraps=n_boot, device=torch_device(cfg.get("device", "cpu")),
-                                      verbose=False)
-        return {"thresholds": np.array([float(t) for t in det.thresholds], dtype=np.float64),
-                "ref_inds": det.ref_inds.cpu().numpy().astype(np.int64),
-                "init_test_inds": det.init_test_inds.cpu().numpy().astype(np.int64)}
+            det = MMDDriftOnlineTorch(
+                ref_feats,
+                ert=cfg["ert"],
+                window_size=cfg["window_size"],
+                n_bootstraps=n_boot,
+                device=torch_device(cfg.get("device", "cpu")),
+                verbose=False,
+            )
+        return {
+            "thresholds": np.array([float(t) for t in det.thresholds], dtype=np.float64),
+            "ref_inds": det.ref_inds.cpu().numpy().astype(np.int64),
+            "init_test_inds": det.init_test_inds.cpu().numpy().astype(np.int64),
+        }
     if name == "cvm_online":
         from alibi_detect.cd import CVMDriftOnline
 
@@ -138,11 +149,10 @@ def calibrate_online(name: str, ref_feats: np.ndarray, cfg: Mapping[str, Any], s
         state = np.random.get_state()
         try:
             np.random.seed(derive_seed(seed, "calibrate", name))
-            det = CVMDriftOnline(ref_feats, ert=cfg["ert"], window_sizes=[cfg["window_size"]], n_bootstraps=n_boot,
-                                 verbose=False)
+            det = CVMDriftOnline(
+                ref_feats, ert=cfg["ert"], window_sizes=[cfg["window_size"]], n_bootstraps=n_boot, verbose=False
+            )
         finally:
             np.random.set_state(state)
         return {"thresholds": np.asarray(det.thresholds, dtype=np.float64).ravel()}
     raise ConfigError(f"{name!r} is not an online drift detector; online: {sorted(ONLINE_DETECTORS)}")
-
-

@@ -67,8 +67,9 @@ def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
         raise DataError(f"CBPE calibration: probs {probs.shape} and labels {y.shape} do not match")
     if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= probs.shape[1]:
         raise DataError(f"CBPE calibration: labels must be class indices in [0, {probs.shape[1]})")
-    res = minimize_scalar(lambda lt: _nll(probs, y, math.exp(lt)), bounds=_LOG_T_BOUNDS, method="bounded",
-                          options={"xatol": 1e-4})
+    res = minimize_scalar(
+        lambda lt: _nll(probs, y, math.exp(lt)), bounds=_LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-4}
+    )
     return float(math.exp(res.x))
 
 
@@ -86,8 +87,11 @@ class Calibration:
     n: int
 
     def as_arrays(self) -> dict[str, np.ndarray]:
-        return {"temperature": np.array(self.temperature), "reference_accuracy": np.array(self.reference_accuracy),
-                "n": np.array(self.n, dtype=np.int64)}
+        return {
+            "temperature": np.array(self.temperature),
+            "reference_accuracy": np.array(self.reference_accuracy),
+            "n": np.array(self.n, dtype=np.int64),
+        }
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray] | None) -> "Calibration | None":
@@ -128,8 +132,14 @@ class HarmEstimate:
         return asdict(self)
 
 
-def estimate_harm(calibration: Calibration, batch_probs: np.ndarray, batch_id: str, max_drop: float,
-                  y: np.ndarray | None = None, agreement: float | None = None) -> HarmEstimate:
+def estimate_harm(
+    calibration: Calibration,
+    batch_probs: np.ndarray,
+    batch_id: str,
+    max_drop: float,
+    y: np.ndarray | None = None,
+    agreement: float | None = None,
+) -> HarmEstimate:
     """The champion's estimated accuracy on one batch (``batch_probs``: its softmax outputs): the
     ``agreement`` share when given (:func:`agreement_accuracy`), else CBPE; and the measured
     accuracy when ``y`` (labels; -1 means unlabelled) is given for every row."""
@@ -140,12 +150,20 @@ def estimate_harm(calibration: Calibration, batch_probs: np.ndarray, batch_id: s
         measured = float((np.asarray(batch_probs).argmax(axis=1) == np.asarray(y)).mean())
     acc = measured if measured is not None else est
     drop = calibration.reference_accuracy - acc
-    return HarmEstimate(batch_id, round(est, 6), round(calibration.reference_accuracy, 6),
-                        None if measured is None else round(measured, 6), round(drop, 6), float(max_drop),
-                        bool(drop > max_drop), round(calibration.temperature, 6),
-                        "measured" if measured is not None else "estimated",
-                        "agreement" if agreement is not None else "cbpe", round(cbpe, 6),
-                        None if agreement is None else round(float(agreement), 6))
+    return HarmEstimate(
+        batch_id,
+        round(est, 6),
+        round(calibration.reference_accuracy, 6),
+        None if measured is None else round(measured, 6),
+        round(drop, 6),
+        float(max_drop),
+        bool(drop > max_drop),
+        round(calibration.temperature, 6),
+        "measured" if measured is not None else "estimated",
+        "agreement" if agreement is not None else "cbpe",
+        round(cbpe, 6),
+        None if agreement is None else round(float(agreement), 6),
+    )
 
 
 # --- agreement with a nearest-neighbour classifier --------------------------------------------------
@@ -173,8 +191,7 @@ class AgreementSet:
     def from_arrays(cls, arrays: dict[str, np.ndarray] | None) -> "AgreementSet | None":
         if not arrays or "x" not in arrays:
             return None
-        return cls(np.asarray(arrays["x"], dtype=np.float32), np.asarray(arrays["y"], dtype=np.int64),
-                   int(arrays["k"]))
+        return cls(np.asarray(arrays["x"], dtype=np.float32), np.asarray(arrays["y"], dtype=np.int64), int(arrays["k"]))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The k-nearest-neighbour labels of ``x`` (rows in the same space; flattened here)."""
@@ -193,8 +210,9 @@ def sample_agreement_set(x_std: np.ndarray, y: np.ndarray, max_rows: int, rng: n
     if len(x_std) != len(y):
         raise DataError(f"agreement set: {len(x_std)} rows but {len(y)} labels")
     idx = np.sort(rng.choice(len(x_std), min(max_rows, len(x_std)), replace=False))
-    return AgreementSet(np.ascontiguousarray(x_std[idx].reshape(len(idx), -1), dtype=np.float32),
-                        y[idx].astype(np.int64))
+    return AgreementSet(
+        np.ascontiguousarray(x_std[idx].reshape(len(idx), -1), dtype=np.float32), y[idx].astype(np.int64)
+    )
 
 
 def agreement_accuracy(predictions: np.ndarray, aset: AgreementSet, x_std: np.ndarray) -> float:

@@ -45,7 +45,7 @@ def parse_labels(data: bytes, origin: str) -> np.ndarray:
         raise DataError(f"{origin}: not valid JSON: {e}") from e
     y = doc.get("y") if isinstance(doc, dict) else None
     if not isinstance(y, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in y):
-        raise DataError(f"{origin}: expected {{\"y\": [integer class per row, ...]}}")
+        raise DataError(f'{origin}: expected {{"y": [integer class per row, ...]}}')
     return np.asarray(y, dtype=np.int64)
 
 
@@ -89,8 +89,7 @@ def labelled_copy(batch_uri: str, raw: bytes, y: np.ndarray, label_column: str =
     return buf.getvalue(), suffix
 
 
-def write_labelled_copies(refs: list[BatchRef], store_cfg, model: str, label_column: str = "label"
-                          ) -> list[str] | None:
+def write_labelled_copies(refs: list[BatchRef], store_cfg, model: str, label_column: str = "label") -> list[str] | None:
     """Labelled copies of ``refs`` from their labels files, written to the store of ``store_cfg``
     under ``drift/<model>/labelled/<batch_id>.<suffix>``; their URIs, or None while a labels file
     is missing (nothing written then). A malformed labels file raises DataError naming it."""

@@ -87,5 +87,8 @@ def claim_retraining(backend: Backend, model: str, episode_id: str, info: dict[s
 
 
 def retraining_claims(backend: Backend, model: str) -> list[dict[str, Any]]:
-    return [json.loads(backend.get_bytes(k)) for k in backend.list(_prefix(model) + "retraining/")
-            if k.endswith(".json") and not k.endswith(".outcome.json")]
+    return [
+        json.loads(backend.get_bytes(k))
+        for k in backend.list(_prefix(model) + "retraining/")
+        if k.endswith(".json") and not k.endswith(".outcome.json")
+    ]

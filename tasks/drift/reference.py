@@ -105,15 +105,21 @@ def _take(parts: list[np.ndarray], idx: np.ndarray, dtype) -> np.ndarray:
     start = k = 0
     for a in parts:
         sel = idx[(idx >= start) & (idx < start + len(a))] - start
-        out[k:k + len(sel)] = a[sel]
+        out[k : k + len(sel)] = a[sel]
         k, start = k + len(sel), start + len(a)
     return out
 
 
-def build_reference(model: "nn.Module", x_inputs: "np.ndarray | Sequence[np.ndarray]", cfg: "DriftConfig",
-                    seed: int, meta: Mapping[str, Any] | None = None, device: str | None = None,
-                    y_inputs: "np.ndarray | Sequence[np.ndarray] | None" = None,
-                    agreement_inputs: "tuple[np.ndarray, np.ndarray] | None" = None) -> DriftReference:
+def build_reference(
+    model: "nn.Module",
+    x_inputs: "np.ndarray | Sequence[np.ndarray]",
+    cfg: "DriftConfig",
+    seed: int,
+    meta: Mapping[str, Any] | None = None,
+    device: str | None = None,
+    y_inputs: "np.ndarray | Sequence[np.ndarray] | None" = None,
+    agreement_inputs: "tuple[np.ndarray, np.ndarray] | None" = None,
+) -> DriftReference:
     """Sample ``cfg.reference_size`` inputs (seeded; all when fewer), run the model on them, and
     calibrate the configured online detectors.
 
@@ -134,8 +140,9 @@ def build_reference(model: "nn.Module", x_inputs: "np.ndarray | Sequence[np.ndar
     if not parts or any(a.ndim < 2 for a in parts) or not any(len(a) for a in parts):
         raise DataError(f"drift reference: need a non-empty array of samples, got shape {_shapes(parts)}")
     if len({a.shape[1:] for a in parts}) > 1:
-        raise DataError(f"drift reference: the input arrays hold samples of different shapes "
-                        f"{[a.shape[1:] for a in parts]}")
+        raise DataError(
+            f"drift reference: the input arrays hold samples of different shapes {[a.shape[1:] for a in parts]}"
+        )
     total = sum(len(a) for a in parts)
     if not all(np.all(np.isfinite(a)) for a in parts):
         raise DataError("drift reference: the inputs hold NaN or infinite values")
@@ -146,11 +153,15 @@ def build_reference(model: "nn.Module", x_inputs: "np.ndarray | Sequence[np.ndar
     x = _take(parts, idx, np.float32)
     conf = cfg.model_dump(mode="json")
     feats = batch_features(model, x, device or cfg.device)
-    info = {"created": datetime.now(timezone.utc).isoformat(), "n_inputs_available": int(total),
-            "sample_indices_sha256": hashlib.sha256(idx.astype(np.int64).tobytes()).hexdigest()}
+    info = {
+        "created": datetime.now(timezone.utc).isoformat(),
+        "n_inputs_available": int(total),
+        "sample_indices_sha256": hashlib.sha256(idx.astype(np.int64).tobytes()).hexdigest(),
+    }
     info.update(dict(meta or {}))
-    ref = DriftReference(x=x, probs=feats["probs"], embeddings=feats["embeddings"], config=conf, seed=int(seed),
-                         meta=info)
+    ref = DriftReference(
+        x=x, probs=feats["probs"], embeddings=feats["embeddings"], config=conf, seed=int(seed), meta=info
+    )
     ref_feats = features_from_outputs(ref.probs, ref.embeddings)
     for name in names:
         if name in ONLINE_DETECTORS:
@@ -207,9 +218,14 @@ def reference_to_files(ref: DriftReference) -> dict[str, bytes]:
         "seed": ref.seed,
         "config": ref.config,
         "meta": ref.meta,
-        "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.str,
-                       "sha256": hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()}
-                   for k, v in arrays.items()},
+        "arrays": {
+            k: {
+                "shape": list(v.shape),
+                "dtype": v.dtype.str,
+                "sha256": hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest(),
+            }
+            for k, v in arrays.items()
+        },
     }
     return {NPZ_NAME: _npz_bytes(arrays), JSON_NAME: json.dumps(doc, indent=2, sort_keys=True).encode()}
 
@@ -230,8 +246,10 @@ def reference_from_files(files: Mapping[str, bytes], origin: str = "drift refere
     except (ValueError, UnicodeDecodeError) as e:
         raise DataError(f"{origin}/{JSON_NAME}: not valid JSON: {e}") from e
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise DataError(f"{origin}/{JSON_NAME}: format is {doc.get('format') if isinstance(doc, dict) else None!r}, "
-                        f"expected {FORMAT!r}")
+        raise DataError(
+            f"{origin}/{JSON_NAME}: format is {doc.get('format') if isinstance(doc, dict) else None!r}, "
+            f"expected {FORMAT!r}"
+        )
     try:
         with np.load(io.BytesIO(files[NPZ_NAME]), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -241,10 +259,15 @@ def reference_from_files(files: Mapping[str, bytes], origin: str = "drift refere
         if k not in arrays:
             raise DataError(f"{origin}/{NPZ_NAME}: array {k!r} recorded in {JSON_NAME} is missing")
         a = arrays[k]
-        if list(a.shape) != want["shape"] or a.dtype.str != want["dtype"] or \
-                hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() != want["sha256"]:
-            raise DataError(f"{origin}/{NPZ_NAME}: array {k!r} differs from what {JSON_NAME} recorded "
-                            f"(shape {list(a.shape)} vs {want['shape']})")
+        if (
+            list(a.shape) != want["shape"]
+            or a.dtype.str != want["dtype"]
+            or hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() != want["sha256"]
+        ):
+            raise DataError(
+                f"{origin}/{NPZ_NAME}: array {k!r} differs from what {JSON_NAME} recorded "
+                f"(shape {list(a.shape)} vs {want['shape']})"
+            )
     for k in ("x", "probs", "embeddings"):
         if k not in arrays:
             raise DataError(f"{origin}/{NPZ_NAME}: array {k!r} is missing")
@@ -259,10 +282,17 @@ def reference_from_files(files: Mapping[str, bytes], origin: str = "drift refere
     calibration: dict[str, dict[str, np.ndarray]] = {}
     for k, a in arrays.items():
         if k.startswith(_CAL_PREFIX):
-            name, key = k[len(_CAL_PREFIX):].split(".", 1)
+            name, key = k[len(_CAL_PREFIX) :].split(".", 1)
             calibration.setdefault(name, {})[key] = a
     if "y" in arrays and len(arrays["y"]) != n:
         raise DataError(f"{origin}: x and y hold different numbers of samples")
-    return DriftReference(x=arrays["x"], probs=arrays["probs"], embeddings=arrays["embeddings"], config=config,
-                          seed=int(doc["seed"]), meta=dict(doc.get("meta") or {}), calibration=calibration,
-                          y=arrays.get("y"))
+    return DriftReference(
+        x=arrays["x"],
+        probs=arrays["probs"],
+        embeddings=arrays["embeddings"],
+        config=config,
+        seed=int(doc["seed"]),
+        meta=dict(doc.get("meta") or {}),
+        calibration=calibration,
+        y=arrays.get("y"),
+    )

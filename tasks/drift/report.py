@@ -80,22 +80,29 @@ def markdown_summary(reports: Sequence[DriftReport], title: str = "Drift check")
     lines = [f"# {title}", ""]
     if not reports:
         return "\n".join(lines + ["No batches were checked."])
-    lines += ["| batch | detector | drift | p-value | statistic | threshold | seconds |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "| batch | detector | drift | p-value | statistic | threshold | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in reports:
-        lines.append(f"| {r.batch_id} | {r.detector} | {'**yes**' if r.drift else 'no'} | {_fmt(r.p_value)} | "
-                     f"{_fmt(r.statistic)} | {_fmt(r.threshold)} | {r.seconds:.2f} |")
+        lines.append(
+            f"| {r.batch_id} | {r.detector} | {'**yes**' if r.drift else 'no'} | {_fmt(r.p_value)} | "
+            f"{_fmt(r.statistic)} | {_fmt(r.threshold)} | {r.seconds:.2f} |"
+        )
     lines.append("")
     for det in dict.fromkeys(r.detector for r in reports):
         rs = [r for r in reports if r.detector == det]
         flagged = [r.batch_id for r in rs if r.drift]
-        lines.append(f"- {det}: drift in {len(flagged)} of {len(rs)} batches"
-                     + (f" ({', '.join(flagged[:10])}{', ...' if len(flagged) > 10 else ''})" if flagged else ""))
+        lines.append(
+            f"- {det}: drift in {len(flagged)} of {len(rs)} batches"
+            + (f" ({', '.join(flagged[:10])}{', ...' if len(flagged) > 10 else ''})" if flagged else "")
+        )
     return "\n".join(lines)
 
 
-def pvalue_plot_png(reports: Sequence[DriftReport], title: str = "Drift p-values over time",
-                    drift_span: tuple[int, int] | None = None) -> bytes:
+def pvalue_plot_png(
+    reports: Sequence[DriftReport], title: str = "Drift p-values over time", drift_span: tuple[int, int] | None = None
+) -> bytes:
     """A PNG of each detector's p-value per batch (log scale, its threshold dashed, detections marked
     with a red step as in the lecture's figure); online detectors, which have no p-value, are drawn
     as statistic / threshold on a second panel (drift above 1). ``drift_span=(start, end)`` shades
@@ -118,7 +125,7 @@ def pvalue_plot_png(reports: Sequence[DriftReport], title: str = "Drift p-values
         rs = [r for r in reports if r.detector == d and r.p_value is not None]
         xs = [pos[r.batch_id] for r in rs]
         ys = [max(float(r.p_value or 0.0), 1e-6) for r in rs]
-        line, = ax.plot(xs, ys, marker=".", lw=1, label=f"{d} p-value")
+        (line,) = ax.plot(xs, ys, marker=".", lw=1, label=f"{d} p-value")
         if rs:
             ax.axhline(max(rs[-1].threshold, 1e-6), color=line.get_color(), ls="--", lw=0.8)
         hits = [(x, y) for x, y, r in zip(xs, ys, rs) if r.drift]

@@ -33,13 +33,21 @@ class Predictions:
     evidence: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"source": self.source, "model": self.model, "model_version": self.model_version,
-                "n": len(self.predictions), "predictions": self.predictions, "confidences": self.confidences,
-                "logged_uri": self.logged_uri, "evidence": self.evidence}
+        return {
+            "source": self.source,
+            "model": self.model,
+            "model_version": self.model_version,
+            "n": len(self.predictions),
+            "predictions": self.predictions,
+            "confidences": self.confidences,
+            "logged_uri": self.logged_uri,
+            "evidence": self.evidence,
+        }
 
     def to_csv(self) -> str:
         return "row,prediction,confidence\n" + "".join(
-            f"{i},{p},{c:.6f}\n" for i, (p, c) in enumerate(zip(self.predictions, self.confidences)))
+            f"{i},{p},{c:.6f}\n" for i, (p, c) in enumerate(zip(self.predictions, self.confidences))
+        )
 
 
 def logged_batch_uri(batches_uri: str, x: np.ndarray, now: datetime | None = None) -> str:
@@ -66,24 +74,39 @@ def predict(settings, data_uri: str, log: bool = False) -> Predictions:
     store, registry = open_registry(settings)
     champion = registry.champion()
     if champion is None:
-        raise DataError(f"no champion for model {settings.registry.model_name!r} in {settings.store.uri}: "
-                        "run `driftloop run training` first")
+        raise DataError(
+            f"no champion for model {settings.registry.model_name!r} in {settings.store.uri}: "
+            "run `driftloop run training` first"
+        )
     schema = load_schema(store, champion)
     ds, raw, error = load_batch_from_uri(data_uri, settings.store, settings.data.label_column)
     if error is not None:
         raise DataError(error.to_text())
     assert ds is not None  # no refusal report: the batch was read
-    report = validate_batch(ds, schema, settings.data.validation, batch_id_for(data_uri, raw), data_uri,
-                            labels="optional", distribution="evidence")
+    report = validate_batch(
+        ds,
+        schema,
+        settings.data.validation,
+        batch_id_for(data_uri, raw),
+        data_uri,
+        labels="optional",
+        distribution="evidence",
+    )
     if not report.passed:
-        raise ValidationFailed(f"{data_uri}: cannot predict: {', '.join(report.rules)}\n{report.to_text()}",
-                               report=report)
+        raise ValidationFailed(
+            f"{data_uri}: cannot predict: {', '.join(report.rules)}\n{report.to_text()}", report=report
+        )
     x = np.ascontiguousarray(conform(ds, schema).x, dtype=np.float32)
     model = load_trained(store, champion).module()
     probs = predict_proba(model, x, torch_device(settings.drift.device))
-    out = Predictions(data_uri, settings.registry.model_name, int(champion["version"]),
-                      [int(v) for v in probs.argmax(axis=1)], [round(float(v), 6) for v in probs.max(axis=1)],
-                      evidence=[v.rule for v in report.evidence])
+    out = Predictions(
+        data_uri,
+        settings.registry.model_name,
+        int(champion["version"]),
+        [int(v) for v in probs.argmax(axis=1)],
+        [round(float(v), 6) for v in probs.max(axis=1)],
+        evidence=[v.rule for v in report.evidence],
+    )
     if log:
         uri = logged_batch_uri(settings.drift.batches_uri, x)
         buf = io.BytesIO()

@@ -1,4 +1,8 @@
-"""Prefect tasks of the drift concern: each a decorator plus a call to one pure function."""
+"""Prefect tasks of the drift concern: each a decorator plus a call to one pure function.
+
+Over 400 lines (``ruff format`` layout): the drift check's Prefect tasks, each a thin wrapper over a
+pure module; splitting them would only scatter the task names.
+"""
 
 from __future__ import annotations
 
@@ -29,23 +33,39 @@ from tasks.ui import artifact_key, publish_markdown, publish_table
 
 # Models, arrays and detectors are not worth hashing for a cache key: NO_CACHE throughout.
 @task(name="detect-drift", cache_policy=NO_CACHE)
-def detect_drift(reference, x_batch: np.ndarray, model, detectors=None, cfg=None, batch_id: str = "batch",
-                 artifact_prefix: str | None = "drift-check") -> list[DriftReport]:
+def detect_drift(
+    reference,
+    x_batch: np.ndarray,
+    model,
+    detectors=None,
+    cfg=None,
+    batch_id: str = "batch",
+    artifact_prefix: str | None = "drift-check",
+) -> list[DriftReport]:
     """Run the detectors on one batch and publish the reports as a table and a markdown artifact."""
     reports = _detectors.check_batch(reference, x_batch, model, detectors, cfg, batch_id)
     if artifact_prefix:
-        publish_table(artifact_key(artifact_prefix, "reports"),
-                      [{k: v for k, v in r.to_dict().items() if k != "details"} for r in reports],
-                      f"drift reports of {batch_id}")
-        publish_markdown(artifact_key(artifact_prefix, "summary"),
-                         markdown_summary(reports, f"Drift check of {batch_id}"))
+        publish_table(
+            artifact_key(artifact_prefix, "reports"),
+            [{k: v for k, v in r.to_dict().items() if k != "details"} for r in reports],
+            f"drift reports of {batch_id}",
+        )
+        publish_markdown(
+            artifact_key(artifact_prefix, "summary"), markdown_summary(reports, f"Drift check of {batch_id}")
+        )
     return reports
 
 
 @task(name="emit-drift-event", cache_policy=NO_CACHE)
-def emit_drift_event(model: str, version: int | str | None, reports: Sequence[DriftReport], episode_id: str,
-                     batch_uris: Sequence[str] | None = None, harm: list[dict] | None = None,
-                     unlabelled: list[str] | None = None) -> dict[str, Any] | None:
+def emit_drift_event(
+    model: str,
+    version: int | str | None,
+    reports: Sequence[DriftReport],
+    episode_id: str,
+    batch_uris: Sequence[str] | None = None,
+    harm: list[dict] | None = None,
+    unlabelled: list[str] | None = None,
+) -> dict[str, Any] | None:
     """Emit ``driftloop.drift.detected`` for the model when a report found drift; no drift, no event.
 
     Returns ``{"event_id", "payload", "sent"}``, or None when there was no drift. ``sent`` is False
@@ -81,9 +101,15 @@ def reference_files_for(model, splits, settings) -> dict[str, bytes]:
     x, y = [splits.val.x, splits.test.x], [splits.val.y, splits.test.y]
     # Training rows for the agreement estimate of accuracy without labels (tasks.drift.harm).
     agreement = (splits.train.x, splits.train.y) if settings.drift.harm_estimator == "agreement" else None
-    ref = _reference.build_reference(model.module(), x, settings.drift, derive_seed(settings.seed, "drift-reference"),
-                                     meta={"model": settings.registry.model_name}, y_inputs=y,
-                                     agreement_inputs=agreement)
+    ref = _reference.build_reference(
+        model.module(),
+        x,
+        settings.drift,
+        derive_seed(settings.seed, "drift-reference"),
+        meta={"model": settings.registry.model_name},
+        y_inputs=y,
+        agreement_inputs=agreement,
+    )
     return _reference.reference_to_files(ref)
 
 
@@ -139,15 +165,27 @@ def judge_batch(reference, batch, model, settings, batch_id: str, uri: str) -> _
     cfg = settings.drift
     x = batch.dataset.x
     reports = _detectors.check_batch(reference, x, model, cfg=cfg, batch_id=batch_id)
-    evidence = _verdict.evidence_report(batch_id, batch.report.evidence, batch.report.stats, len(x),
-                                        cfg.evidence_is_drift)
+    evidence = _verdict.evidence_report(
+        batch_id, batch.report.evidence, batch.report.stats, len(x), cfg.evidence_is_drift
+    )
     probs = predict_proba(model, np.ascontiguousarray(x, dtype=np.float32), _features.torch_device(cfg.device))
     agreement = None
     aset = reference.agreement() if cfg.harm_estimator == "agreement" else None
     if aset is not None and len(x):
         agreement = _harm_agreement(model, aset, x, probs)
-    return _verdict.judge(batch_id, uri, reports, probs, batch.dataset.y, batch.report.labelled, reference.cbpe(),
-                          cfg.trigger, cfg.max_estimated_drop, evidence, agreement=agreement)
+    return _verdict.judge(
+        batch_id,
+        uri,
+        reports,
+        probs,
+        batch.dataset.y,
+        batch.report.labelled,
+        reference.cbpe(),
+        cfg.trigger,
+        cfg.max_estimated_drop,
+        evidence,
+        agreement=agreement,
+    )
 
 
 def _harm_agreement(model, aset, x: np.ndarray, probs: np.ndarray, chunk: int = 65536) -> float:
@@ -157,8 +195,8 @@ def _harm_agreement(model, aset, x: np.ndarray, probs: np.ndarray, chunk: int = 
 
     pred, agree = probs.argmax(axis=1), 0.0
     for i in range(0, len(x), chunk):
-        part = standardized_inputs(model, np.ascontiguousarray(x[i:i + chunk], dtype=np.float32))
-        agree += agreement_accuracy(pred[i:i + chunk], aset, part) * len(part)
+        part = standardized_inputs(model, np.ascontiguousarray(x[i : i + chunk], dtype=np.float32))
+        agree += agreement_accuracy(pred[i : i + chunk], aset, part) * len(part)
     return agree / len(x)
 
 
@@ -192,10 +230,19 @@ def publish_history(settings) -> int:
         from tasks.drift.report import pvalue_plot_png
 
         publish_image("drift-pvalues", pvalue_plot_png(reports), "Drift p-values over time (one point per batch)")
-    publish_table("drift-history", [{"batch_id": h["batch_id"], "status": h.get("status"),
-                                     "drift": any(r.get("drift") for r in h.get("reports", [])),
-                                     "rules": ",".join(h.get("rules", []))} for h in hist[-200:]],
-                  "Every checked batch (latest 200)")
+    publish_table(
+        "drift-history",
+        [
+            {
+                "batch_id": h["batch_id"],
+                "status": h.get("status"),
+                "drift": any(r.get("drift") for r in h.get("reports", [])),
+                "rules": ",".join(h.get("rules", [])),
+            }
+            for h in hist[-200:]
+        ],
+        "Every checked batch (latest 200)",
+    )
     return len(hist)
 
 
@@ -208,8 +255,9 @@ def update_episode(settings, version, batch_ids: list[str]) -> dict:
 
     backend = open_backend(settings.store)
     name = settings.registry.model_name
-    episode, _new = _events.assign_episode(_ledger.load_episode(backend, name), name, version, time.time(),
-                                           settings.drift.cooldown_seconds, batch_ids)
+    episode, _new = _events.assign_episode(
+        _ledger.load_episode(backend, name), name, version, time.time(), settings.drift.cooldown_seconds, batch_ids
+    )
     _ledger.save_episode(backend, episode)
     return episode.as_dict()
 
@@ -253,12 +301,15 @@ def resolve_batches(settings, batch_ids: list[str]) -> list[_labels.BatchRef]:
         else:
             out.append(_labels.BatchRef(b, rec["uri"], bool(rec.get("labelled", True))))
     if missing:
-        raise DataError(f"batches {missing} were never checked (no drift-check record) for "
-                        f"{settings.registry.model_name} under {settings.drift.batches_uri}")
+        raise DataError(
+            f"batches {missing} were never checked (no drift-check record) for "
+            f"{settings.registry.model_name} under {settings.drift.batches_uri}"
+        )
     return out
 
 
 # ---- labels for unlabelled drifted batches (tasks.drift.labels): Prefect's interactive pause ----
+
 
 class LabelsInput(RunInput):
     """The form the Prefect UI shows while a retraining run waits for labels."""
@@ -266,7 +317,8 @@ class LabelsInput(RunInput):
     labelled_batch_uris: list[str] = Field(
         default_factory=list,
         description="Labelled copies of the drifted batches (npz with x and y; csv/parquet with the label column). "
-                    "Leave empty if you wrote <batch file>.labels.json beside each batch instead.")
+        "Leave empty if you wrote <batch file>.labels.json beside each batch instead.",
+    )
     skip: bool = Field(False, description="Train nothing for this drift episode.")
     resumed_by: str = Field("user", description="Who resumed the run: user, labels-files or timeout.")
 
@@ -284,8 +336,7 @@ class LabelsOutcome:
 def labelled_batches(settings, refs: list) -> list[str] | None:
     """Labelled copies of ``refs`` from their labels files, written to the store under
     ``drift/<model>/labelled/``; None while a labels file is missing. A malformed one is an error."""
-    return _labels.write_labelled_copies(refs, settings.store, settings.registry.model_name,
-                                         settings.data.label_column)
+    return _labels.write_labelled_copies(refs, settings.store, settings.registry.model_name, settings.data.label_column)
 
 
 def _labels_present(settings, refs) -> bool:
@@ -344,14 +395,29 @@ def wait_for_labels(settings, refs: list, episode_id: str) -> LabelsOutcome:
     cfg = settings.drift
     stop = threading.Event()
     # The watcher runs in a copy of this context: it talks to the same Prefect API as the run.
-    watcher = threading.Thread(target=contextvars.copy_context().run, name="labels-watcher", daemon=True,
-                               args=(_watch_for_labels, settings, refs, FlowRunContext.get().flow_run.id, stop,
-                                     cfg.labels_timeout_seconds, cfg.labels_poll_seconds))
+    watcher = threading.Thread(
+        target=contextvars.copy_context().run,
+        name="labels-watcher",
+        daemon=True,
+        args=(
+            _watch_for_labels,
+            settings,
+            refs,
+            FlowRunContext.get().flow_run.id,
+            stop,
+            cfg.labels_timeout_seconds,
+            cfg.labels_poll_seconds,
+        ),
+    )
     watcher.start()
     try:
         # Prefect's own pause timeout is a backstop a minute after the watcher's.
-        answer = pause_flow_run(wait_for_input=LabelsInput, timeout=int(cfg.labels_timeout_seconds) + 60,
-                                poll_interval=max(1, int(cfg.labels_poll_seconds)), key=f"labels-{episode_id}")
+        answer = pause_flow_run(
+            wait_for_input=LabelsInput,
+            timeout=int(cfg.labels_timeout_seconds) + 60,
+            poll_interval=max(1, int(cfg.labels_poll_seconds)),
+            key=f"labels-{episode_id}",
+        )
     except Exception as e:  # FlowPauseTimeout: nobody resumed it, not even the watcher
         if type(e).__name__ != "FlowPauseTimeout":
             raise
@@ -367,8 +433,10 @@ def wait_for_labels(settings, refs: list, episode_id: str) -> LabelsOutcome:
         return LabelsOutcome("labelled", list(answer.labelled_batch_uris), answer.resumed_by)
     uris = labelled_batches(settings, refs)
     if uris is None:
-        raise DataError(f"resumed without labelled batch URIs, and labels files are missing for "
-                        f"{[r.batch_id for r in refs]} (expected at <batch file>{_labels.LABELS_SUFFIX})")
+        raise DataError(
+            f"resumed without labelled batch URIs, and labels files are missing for "
+            f"{[r.batch_id for r in refs]} (expected at <batch file>{_labels.LABELS_SUFFIX})"
+        )
     return LabelsOutcome("labelled", uris, answer.resumed_by)
 
 

@@ -84,8 +84,9 @@ def _value_range(ds: Dataset) -> tuple[float, float]:
     return float(np.min(ds.x)), float(np.max(ds.x))
 
 
-def apply_drift(x: np.ndarray, kind: str, severity: float, gen: np.random.Generator,
-                value_range: tuple[float, float]) -> np.ndarray:
+def apply_drift(
+    x: np.ndarray, kind: str, severity: float, gen: np.random.Generator, value_range: tuple[float, float]
+) -> np.ndarray:
     """Corrupt a batch ``x`` (n, *shape) with drift ``kind`` at ``severity`` (see module table).
 
     ``label_shift`` changes which samples are drawn, not the inputs: it returns ``x`` unchanged.
@@ -122,7 +123,7 @@ def apply_drift(x: np.ndarray, kind: str, severity: float, gen: np.random.Genera
         rows = gen.integers(0, h - side + 1, size=len(x))
         cols = gen.integers(0, w - side + 1, size=len(x))
         for i in range(len(x)):
-            x[i, :, rows[i]:rows[i] + side, cols[i]:cols[i] + side] = lo
+            x[i, :, rows[i] : rows[i] + side, cols[i] : cols[i] + side] = lo
     else:
         raise DataError(f"unknown drift kind {kind!r}; known: {', '.join(DRIFT_KINDS)}")
     return np.clip(x, lo, hi).astype(np.float32)
@@ -133,9 +134,16 @@ def _pool(splits_or_dataset: Splits | Dataset) -> Dataset:
     return splits_or_dataset.test if isinstance(splits_or_dataset, Splits) else splits_or_dataset
 
 
-def simulate_stream(splits_or_dataset: Splits | Dataset, kind: str = "gaussian_noise", onset: int = 60,
-                    duration: int = 20, n_batches: int = 100, batch_size: int = 100, seed: int = 1337,
-                    severity: float = 1.0) -> Iterator[StreamBatch]:
+def simulate_stream(
+    splits_or_dataset: Splits | Dataset,
+    kind: str = "gaussian_noise",
+    onset: int = 60,
+    duration: int = 20,
+    n_batches: int = 100,
+    batch_size: int = 100,
+    seed: int = 1337,
+    severity: float = 1.0,
+) -> Iterator[StreamBatch]:
     """Yield ``n_batches`` labelled batches drawn from the held-out data (``Splits.test``, or the
     given Dataset); batches ``onset .. onset+duration-1`` carry drift ``kind`` (see module docstring).
 
@@ -156,15 +164,24 @@ def simulate_stream(splits_or_dataset: Splits | Dataset, kind: str = "gaussian_n
         raise DataError(f"{pool.name}: no samples to draw a stream from")
     if kind in IMAGE_KINDS and pool.x.ndim != 4:
         raise DataError(f"drift kind {kind!r} needs image samples (C, H, W); {pool.name} has shape {pool.sample_shape}")
-    spec = StreamSpec(kind, int(onset), int(duration), int(n_batches), int(batch_size), int(seed), float(severity),
-                      _value_range(pool), pool.name)
+    spec = StreamSpec(
+        kind,
+        int(onset),
+        int(duration),
+        int(n_batches),
+        int(batch_size),
+        int(seed),
+        float(severity),
+        _value_range(pool),
+        pool.name,
+    )
     return _generate(pool, spec)
 
 
 def _generate(pool: Dataset, spec: StreamSpec) -> Iterator[StreamBatch]:
     n = len(pool)
     classes = np.unique(pool.y)
-    shifted = classes[len(classes) // 2:]
+    shifted = classes[len(classes) // 2 :]
     for i in range(spec.n_batches):
         drifted = spec.drifted(i)
         g = rng(spec.seed, "stream-batch", i)
@@ -190,8 +207,9 @@ def _join(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
 
 
-def write_stream(batches: Iterator[StreamBatch] | list[StreamBatch], out_uri: str,
-                 store_cfg: Any = None) -> dict[str, Any]:
+def write_stream(
+    batches: Iterator[StreamBatch] | list[StreamBatch], out_uri: str, store_cfg: Any = None
+) -> dict[str, Any]:
     """Write ``batch-00000.npz`` (arrays x, y) ... and, last, ``stream.json`` under ``out_uri``.
 
     ``out_uri`` is a local directory (plain path or ``file://``) or an ``s3://bucket/prefix``;
@@ -207,7 +225,7 @@ def write_stream(batches: Iterator[StreamBatch] | list[StreamBatch], out_uri: st
         def put(name: str, data: bytes) -> None:
             write_uri(_join(out_uri, name), data, store_cfg)
     else:
-        root = Path(out_uri[len("file://"):] if out_uri.startswith("file://") else out_uri)
+        root = Path(out_uri[len("file://") :] if out_uri.startswith("file://") else out_uri)
         root.mkdir(parents=True, exist_ok=True)
 
         def put(name: str, data: bytes) -> None:

@@ -27,8 +27,9 @@ from tasks.drift.report import DriftReport
 EVIDENCE_DETECTOR = "data_rules"
 
 
-def evidence_report(batch_id: str, evidence: Sequence[Any], stats: dict[str, Any], n: int,
-                    is_drift: bool = True) -> DriftReport:
+def evidence_report(
+    batch_id: str, evidence: Sequence[Any], stats: dict[str, Any], n: int, is_drift: bool = True
+) -> DriftReport:
     """The ``data_rules`` report of a batch from its validation evidence (Violation objects or dicts).
 
     ``statistic`` is the number of rules that fired (threshold 1); the details list them with
@@ -36,11 +37,24 @@ def evidence_report(batch_id: str, evidence: Sequence[Any], stats: dict[str, Any
     """
     items = [e if isinstance(e, dict) else e.model_dump(mode="json") for e in evidence]
     rules = [e["rule"] for e in items]
-    return DriftReport(EVIDENCE_DETECTOR, batch_id, bool(rules) and is_drift, float(len(rules)), 1.0, None, 0.0,
-                       n=n, kind="evidence",
-                       details={"rules": rules, "messages": [e["message"] for e in items],
-                                "counts": [e["count"] for e in items],
-                                "mean_shift": stats.get("mean_shift"), "counts_as_drift": bool(is_drift)})
+    return DriftReport(
+        EVIDENCE_DETECTOR,
+        batch_id,
+        bool(rules) and is_drift,
+        float(len(rules)),
+        1.0,
+        None,
+        0.0,
+        n=n,
+        kind="evidence",
+        details={
+            "rules": rules,
+            "messages": [e["message"] for e in items],
+            "counts": [e["count"] for e in items],
+            "mean_shift": stats.get("mean_shift"),
+            "counts_as_drift": bool(is_drift),
+        },
+    )
 
 
 @dataclass
@@ -70,15 +84,32 @@ class BatchVerdict:
 
     def record(self) -> dict[str, Any]:
         """The check record stored in the drift ledger (JSON)."""
-        return {"status": "checked", "uri": self.uri, "labelled": self.labelled, "drift": self.drift,
-                "triggers": self.triggers, "trigger": self.trigger, "evidence_rules": self.evidence_rules,
-                "harm": self.harm.as_dict() if self.harm else None,
-                "reports": [r.to_dict() for r in self.reports]}
+        return {
+            "status": "checked",
+            "uri": self.uri,
+            "labelled": self.labelled,
+            "drift": self.drift,
+            "triggers": self.triggers,
+            "trigger": self.trigger,
+            "evidence_rules": self.evidence_rules,
+            "harm": self.harm.as_dict() if self.harm else None,
+            "reports": [r.to_dict() for r in self.reports],
+        }
 
 
-def judge(batch_id: str, uri: str, reports: Sequence[DriftReport], probs: np.ndarray, y: np.ndarray | None,
-          labelled: bool, calibration: Calibration | None, trigger: str, max_drop: float,
-          evidence: DriftReport | None = None, agreement: float | None = None) -> BatchVerdict:
+def judge(
+    batch_id: str,
+    uri: str,
+    reports: Sequence[DriftReport],
+    probs: np.ndarray,
+    y: np.ndarray | None,
+    labelled: bool,
+    calibration: Calibration | None,
+    trigger: str,
+    max_drop: float,
+    evidence: DriftReport | None = None,
+    agreement: float | None = None,
+) -> BatchVerdict:
     """Combine the detector reports, the evidence report and the accuracy estimate (``agreement``
     when given, else CBPE) into the batch's verdict."""
     all_reports = list(reports) + ([evidence] if evidence is not None else [])
@@ -95,7 +126,8 @@ def harm_line(v: BatchVerdict) -> str:
         return f"- {v.batch_id}: no CBPE calibration in the reference"
     h = v.harm
     meas = "-" if h.measured_accuracy is None else f"{h.measured_accuracy:.3f}"
-    return (f"- {v.batch_id}: drift={'yes' if v.drift else 'no'}, estimated accuracy {h.estimated_accuracy:.3f}, "
-            f"measured {meas}, reference {h.reference_accuracy:.3f}, drop {h.drop:+.3f} ({h.basis}, {h.estimator}; "
-            f"{'harmful' if h.harmful else 'harmless'} at {h.max_drop:g})")
-
+    return (
+        f"- {v.batch_id}: drift={'yes' if v.drift else 'no'}, estimated accuracy {h.estimated_accuracy:.3f}, "
+        f"measured {meas}, reference {h.reference_accuracy:.3f}, drop {h.drop:+.3f} ({h.basis}, {h.estimator}; "
+        f"{'harmful' if h.harmful else 'harmless'} at {h.max_drop:g})"
+    )

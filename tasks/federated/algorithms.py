@@ -31,9 +31,22 @@ def proximal_hook(global_params: Sequence[torch.Tensor], mu: float) -> LossHook:
     return hook
 
 
-def client_update(model: nn.Module, global_state: Mapping[str, torch.Tensor], x: np.ndarray, y: np.ndarray, *,
-                  epochs: int, batch_size: int, optimizer: str, lr: float, seed: int, device: torch.device,
-                  proximal_mu: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.0) -> tuple[State, float]:
+def client_update(
+    model: nn.Module,
+    global_state: Mapping[str, torch.Tensor],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    optimizer: str,
+    lr: float,
+    seed: int,
+    device: torch.device,
+    proximal_mu: float = 0.0,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+) -> tuple[State, float]:
     """ClientUpdate of FedAvg (McMahan et al. 2017, Algorithm 1): start from the global weights and
     run ``epochs`` local epochs (E) of mini-batches of ``batch_size`` (B) through
     :func:`tasks.models.train.train_one_epoch`; with ``proximal_mu > 0`` the loss carries FedProx's
@@ -73,8 +86,9 @@ def weighted_average(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequ
 FAULT_KINDS = ("nan", "crash", "hang", "exit", "sign_flip", "scale", "shape")
 
 
-def poison_update(global_state: Mapping[str, torch.Tensor], local_state: Mapping[str, torch.Tensor],
-                  kind: str, factor: float = 10.0) -> State:
+def poison_update(
+    global_state: Mapping[str, torch.Tensor], local_state: Mapping[str, torch.Tensor], kind: str, factor: float = 10.0
+) -> State:
     """A Byzantine client's reply, for robustness tests and the robust-aggregation benchmark.
 
     With the honest update ``d = w_local - w_global``: ``"sign_flip"`` sends ``w_global - factor * d``

@@ -10,6 +10,7 @@ def central_test_accuracy(settings, splits) -> float:
     from tasks.models.trained import evaluate_candidate, num_classes_of, train_candidate
 
     k = num_classes_of(splits.train.y, splits.val.y, splits.test.y)
-    model = train_candidate(splits.train.x, splits.train.y, splits.val.x, splits.val.y, settings.model,
-                            settings.training, settings.seed, k)
+    model = train_candidate(
+        splits.train.x, splits.train.y, splits.val.x, splits.val.y, settings.model, settings.training, settings.seed, k
+    )
     return float(evaluate_candidate(model, splits.test.x, splits.test.y, settings.training.device).accuracy)

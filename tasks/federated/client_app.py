@@ -37,19 +37,36 @@ def _client_id(context: Context) -> int:
 def _local(task: ClientTask, context: Context) -> LocalData:
     """This node's data, validated and split (cached per process: every message reuses it)."""
     path = data_path_for(dict(context.node_config))
-    key = (path, task.schema.fingerprint, task.validation.model_dump_json(), task.label_column,
-           task.held_out_fraction, task.seed)
+    key = (
+        path,
+        task.schema.fingerprint,
+        task.validation.model_dump_json(),
+        task.label_column,
+        task.held_out_fraction,
+        task.seed,
+    )
     if key not in _CACHE:
-        _CACHE[key] = load_local_data(path, task.schema, task.validation, label_column=task.label_column,
-                                      held_out_fraction=task.held_out_fraction, seed=task.seed,
-                                      store_cfg=node_store_config(dict(context.node_config)))
+        _CACHE[key] = load_local_data(
+            path,
+            task.schema,
+            task.validation,
+            label_column=task.label_column,
+            held_out_fraction=task.held_out_fraction,
+            seed=task.seed,
+            store_cfg=node_store_config(dict(context.node_config)),
+        )
     return _CACHE[key]
 
 
 def _validation_reply(msg: Message, data: LocalData, client: int) -> Message:
-    content = RecordDict({VALIDATION_KEY: ConfigRecord({"report": json.dumps(data.validation.to_dict())}),
-                          "metrics": MetricRecord({CLIENT_KEY: client, "rows": data.validation.rows,
-                                                   "passed": int(data.validation.passed)})})
+    content = RecordDict(
+        {
+            VALIDATION_KEY: ConfigRecord({"report": json.dumps(data.validation.to_dict())}),
+            "metrics": MetricRecord(
+                {CLIENT_KEY: client, "rows": data.validation.rows, "passed": int(data.validation.passed)}
+            ),
+        }
+    )
     return Message(content=content, reply_to=msg)
 
 
@@ -71,12 +88,15 @@ def drift(msg: Message, context: Context) -> Message:
     try:
         model = build_from_spec(json.loads(str(cfg["model-spec"])))
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        report = check_local_drift(new_data_path_for(dict(context.node_config)),
-                                   {"drift_reference.npz": bytes(cfg["reference-npz"]),
-                                    "drift_reference.json": bytes(cfg["reference-json"])},
-                                   model, label_column=str(cfg["label-column"]),
-                                   detectors=json.loads(str(cfg["detectors"])) or None, client=client,
-                                   store_cfg=node_store_config(dict(context.node_config)))
+        report = check_local_drift(
+            new_data_path_for(dict(context.node_config)),
+            {"drift_reference.npz": bytes(cfg["reference-npz"]), "drift_reference.json": bytes(cfg["reference-json"])},
+            model,
+            label_column=str(cfg["label-column"]),
+            detectors=json.loads(str(cfg["detectors"])) or None,
+            client=client,
+            store_cfg=node_store_config(dict(context.node_config)),
+        )
     except DataError as e:  # says what is missing, never what the data hold
         report = ClientDrift(client, 0, False, error=str(e))
     return Message(content=RecordDict({"drift": ConfigRecord({"report": json.dumps(report.to_dict())})}), reply_to=msg)
@@ -97,14 +117,33 @@ def train(msg: Message, context: Context) -> Message:
     torch.set_num_threads(task.num_threads)
     x, y = data.train.x, data.train.y
     state, loss = client_update(
-        build_from_spec(task.model_spec), msg.content["arrays"].to_torch_state_dict(), x, y,
-        epochs=task.local_epochs, batch_size=task.batch_size, optimizer=task.optimizer, lr=task.lr,
+        build_from_spec(task.model_spec),
+        msg.content["arrays"].to_torch_state_dict(),
+        x,
+        y,
+        epochs=task.local_epochs,
+        batch_size=task.batch_size,
+        optimizer=task.optimizer,
+        lr=task.lr,
         seed=derive_seed(task.seed, "federated", "client", client, "round", server_round),
-        device=select_device(task.device), proximal_mu=float(cfg.get("proximal-mu", 0.0)),
-        weight_decay=task.weight_decay, momentum=task.momentum)
-    content = RecordDict({"arrays": ArrayRecord(state),
-                          "metrics": MetricRecord({"train_loss": float(loss), WEIGHT_KEY: int(len(y)), CLIENT_KEY: client,
-                                                   "held_out_examples": len(data.held_out)})})
+        device=select_device(task.device),
+        proximal_mu=float(cfg.get("proximal-mu", 0.0)),
+        weight_decay=task.weight_decay,
+        momentum=task.momentum,
+    )
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(state),
+            "metrics": MetricRecord(
+                {
+                    "train_loss": float(loss),
+                    WEIGHT_KEY: int(len(y)),
+                    CLIENT_KEY: client,
+                    "held_out_examples": len(data.held_out),
+                }
+            ),
+        }
+    )
     return Message(content=content, reply_to=msg)
 
 
@@ -122,8 +161,19 @@ def evaluate(msg: Message, context: Context) -> Message:
     torch.set_num_threads(task.num_threads)
     model = build_from_spec(task.model_spec)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    ev = evaluate_model(model, data.held_out.x, data.held_out.y, select_device(task.device),
-                        int(task.model_spec["num_classes"]))
-    content = RecordDict({"metrics": MetricRecord({"eval_loss": float(ev.loss), "eval_accuracy": float(ev.accuracy),
-                                                   WEIGHT_KEY: int(len(data.held_out)), CLIENT_KEY: client})})
+    ev = evaluate_model(
+        model, data.held_out.x, data.held_out.y, select_device(task.device), int(task.model_spec["num_classes"])
+    )
+    content = RecordDict(
+        {
+            "metrics": MetricRecord(
+                {
+                    "eval_loss": float(ev.loss),
+                    "eval_accuracy": float(ev.accuracy),
+                    WEIGHT_KEY: int(len(data.held_out)),
+                    CLIENT_KEY: client,
+                }
+            )
+        }
+    )
     return Message(content=content, reply_to=msg)

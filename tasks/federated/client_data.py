@@ -55,15 +55,21 @@ class ClientValidation:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ClientValidation":
-        return cls(rows=int(d["rows"]), passed=bool(d["passed"]),
-                   violations=[RuleCount(str(v["rule"]), int(v["count"]), [str(f) for f in v.get("features", [])])
-                               for v in d.get("violations", [])])
+        return cls(
+            rows=int(d["rows"]),
+            passed=bool(d["passed"]),
+            violations=[
+                RuleCount(str(v["rule"]), int(v["count"]), [str(f) for f in v.get("features", [])])
+                for v in d.get("violations", [])
+            ],
+        )
 
     def summary(self) -> str:
         if self.passed:
             return "valid"
-        return "invalid: " + ", ".join(f"{v.rule} ({v.count}" + (f"; {', '.join(v.features[:5])})" if v.features else ")")
-                                       for v in self.violations)
+        return "invalid: " + ", ".join(
+            f"{v.rule} ({v.count}" + (f"; {', '.join(v.features[:5])})" if v.features else ")") for v in self.violations
+        )
 
 
 @dataclass
@@ -83,8 +89,10 @@ def data_path_for(node_config: dict[str, Any]) -> str:
     sim = os.environ.get(ENV_SIM_DATA)
     if sim and "partition-id" in node_config:
         return os.path.join(sim, f"client-{int(node_config['partition-id'])}.npz")
-    raise DataError("this SuperNode was started without data: give it --node-config 'data-path=\"...\"' "
-                    "(driftloop supernode --data PATH does)")
+    raise DataError(
+        "this SuperNode was started without data: give it --node-config 'data-path=\"...\"' "
+        "(driftloop supernode --data PATH does)"
+    )
 
 
 def node_store_config(node_config: dict[str, Any]):
@@ -93,9 +101,14 @@ def node_store_config(node_config: dict[str, Any]):
     node config, else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``); nothing comes from the server."""
     from tasks.store.config import StoreConfig
 
-    endpoint = node_config.get("s3-endpoint") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    return StoreConfig(uri=".", endpoint_url=str(endpoint) if endpoint else None,
-                       region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+    endpoint = (
+        node_config.get("s3-endpoint") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    )
+    return StoreConfig(
+        uri=".",
+        endpoint_url=str(endpoint) if endpoint else None,
+        region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+    )
 
 
 def federated_validation_config(cfg: ValidationConfig) -> ValidationConfig:
@@ -155,12 +168,21 @@ def load_image_folder(root: str | os.PathLike) -> Dataset:
         raise DataError(f"{root}: no images under <label>/ folders ({', '.join(IMAGE_SUFFIXES)})")
     if len({x.shape for x in xs}) > 1:
         raise DataError(f"{root}: images of different sizes {sorted({x.shape for x in xs})[:3]}")
-    return Dataset(np.stack(xs).astype(np.float32) / 255.0, np.asarray(ys, np.int64), name=str(root),
-                   meta={"source": str(root)})
+    return Dataset(
+        np.stack(xs).astype(np.float32) / 255.0, np.asarray(ys, np.int64), name=str(root), meta={"source": str(root)}
+    )
 
 
-def load_local_data(path: str, schema: Schema, cfg: ValidationConfig, *, label_column: str, held_out_fraction: float,
-                    seed: int, store_cfg=None) -> LocalData:
+def load_local_data(
+    path: str,
+    schema: Schema,
+    cfg: ValidationConfig,
+    *,
+    label_column: str,
+    held_out_fraction: float,
+    seed: int,
+    store_cfg=None,
+) -> LocalData:
     """Read the node's data at ``path`` (npz/parquet/csv, local or ``s3://``, or a local image folder:
     :func:`load_image_folder`), validate it against
     ``schema`` with :func:`tasks.data.validation.validate_batch`, and split it (:func:`local_split`).
@@ -178,7 +200,9 @@ def load_local_data(path: str, schema: Schema, cfg: ValidationConfig, *, label_c
         except DataError as e:
             ds, error = None, read_report("client-data", path, RULE_UNREADABLE_FILE, str(e))
     else:
-        ds, _, error = load_batch_from_uri(path, store_cfg or StoreConfig(uri="."), label_column, batch_id="client-data")
+        ds, _, error = load_batch_from_uri(
+            path, store_cfg or StoreConfig(uri="."), label_column, batch_id="client-data"
+        )
     report = error if error is not None else validate_batch(ds, schema, cfg, "client-data", path)
     validation = redact(report)
     if not validation.passed:

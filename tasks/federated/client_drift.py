@@ -32,21 +32,37 @@ class ClientDrift:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ClientDrift":
-        return cls(client=d.get("client"), rows=int(d.get("rows", 0)), drift=bool(d.get("drift")),
-                   node_id=None if d.get("node_id") is None else int(d["node_id"]),
-                   detectors=[{"detector": str(r["detector"]), "p_value": r.get("p_value"), "drift": bool(r["drift"])}
-                              for r in d.get("detectors", [])], error=d.get("error"))
+        return cls(
+            client=d.get("client"),
+            rows=int(d.get("rows", 0)),
+            drift=bool(d.get("drift")),
+            node_id=None if d.get("node_id") is None else int(d["node_id"]),
+            detectors=[
+                {"detector": str(r["detector"]), "p_value": r.get("p_value"), "drift": bool(r["drift"])}
+                for r in d.get("detectors", [])
+            ],
+            error=d.get("error"),
+        )
 
 
 def new_data_path_for(node_config: Mapping[str, Any]) -> str:
     if not node_config.get(NEW_DATA_KEY):
-        raise DataError("this SuperNode has no new data to check: start it with --new-data PATH "
-                        f"(node config {NEW_DATA_KEY})")
+        raise DataError(
+            f"this SuperNode has no new data to check: start it with --new-data PATH (node config {NEW_DATA_KEY})"
+        )
     return str(node_config[NEW_DATA_KEY])
 
 
-def check_local_drift(path: str, reference_files: Mapping[str, bytes], model, *, label_column: str,
-                      detectors: list[str] | None, client: int | None, store_cfg=None) -> ClientDrift:
+def check_local_drift(
+    path: str,
+    reference_files: Mapping[str, bytes],
+    model,
+    *,
+    label_column: str,
+    detectors: list[str] | None,
+    client: int | None,
+    store_cfg=None,
+) -> ClientDrift:
     """Run the reference's detectors (or ``detectors``) on the new data at ``path`` with ``model``."""
     from tasks.data.sources import as_float32
     from tasks.data.validation import load_batch_from_uri
@@ -65,6 +81,8 @@ def check_local_drift(path: str, reference_files: Mapping[str, bytes], model, *,
             return ClientDrift(client, 0, False, error=f"{', '.join(error.rules)}: the new data cannot be read")
     x = as_float32(ds, list(ref.sample_shape)).x
     reports = check_batch(ref, x, model, detectors, batch_id="client-new-data")
-    rows = [{"detector": r.detector, "p_value": None if r.p_value is None else float(r.p_value), "drift": bool(r.drift)}
-            for r in reports]
+    rows = [
+        {"detector": r.detector, "p_value": None if r.p_value is None else float(r.p_value), "drift": bool(r.drift)}
+        for r in reports
+    ]
     return ClientDrift(client, int(len(x)), any(r["drift"] for r in rows), rows)

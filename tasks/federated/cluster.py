@@ -4,6 +4,9 @@ config), driven by ``flwr run APP_DIR NAME --stream``.
 
 :func:`supernode_command` is the one place a SuperNode's command line is built: the local cluster
 here and ``driftloop supernode`` (a data owner joining a federation) both use it.
+
+Over 400 lines (``ruff format`` layout): the SuperLink/SuperNode topology and its TLS/auth set-up
+are one lifecycle.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ DATA_PATH_KEY = "data-path"
 CLIENT_ID_KEY = "partition-id"
 
 
-def node_config_string(data_path: str, client_id: int | None = None, s3_endpoint: str | None = None,
-                       new_data_path: str | None = None) -> str:
+def node_config_string(
+    data_path: str, client_id: int | None = None, s3_endpoint: str | None = None, new_data_path: str | None = None
+) -> str:
     """The ``--node-config`` value of a SuperNode serving ``data_path`` (Flower parses it as TOML-ish
     ``key=value`` pairs separated by spaces, so the values are quoted)."""
     items = [f'{DATA_PATH_KEY}="{data_path}"']
@@ -48,10 +52,17 @@ def node_config_string(data_path: str, client_id: int | None = None, s3_endpoint
     return " ".join(items)
 
 
-def supernode_command(superlink: str, data_path: str, *, clientappio_address: str | None = None,
-                      root_certificates: str | os.PathLike | None = None,
-                      auth_private_key: str | os.PathLike | None = None, client_id: int | None = None,
-                      s3_endpoint: str | None = None, new_data_path: str | None = None) -> list[str]:
+def supernode_command(
+    superlink: str,
+    data_path: str,
+    *,
+    clientappio_address: str | None = None,
+    root_certificates: str | os.PathLike | None = None,
+    auth_private_key: str | os.PathLike | None = None,
+    client_id: int | None = None,
+    s3_endpoint: str | None = None,
+    new_data_path: str | None = None,
+) -> list[str]:
     """``flower-supernode`` connecting to the Fleet API at ``superlink`` and serving ``data_path`` (a
     local file or an ``s3://`` URI, read on this node with this node's credentials).
 
@@ -59,12 +70,17 @@ def supernode_command(superlink: str, data_path: str, *, clientappio_address: st
     ``auth_private_key``: the node's ECDSA key when the SuperLink authenticates SuperNodes;
     ``new_data_path``: the node's new data, for federated drift checks.
     """
-    if any(c in str(p) for p in (data_path, new_data_path or "") for c in "\"\n"):
+    if any(c in str(p) for p in (data_path, new_data_path or "") for c in '"\n'):
         raise ConfigError(f"data path {data_path!r}: quotes and newlines are not allowed in a SuperNode's data path")
-    cmd = [str(BIN / "flower-supernode"), "--superlink", superlink,
-           "--clientappio-api-address", clientappio_address or f"127.0.0.1:{free_port()}",
-           "--node-config", node_config_string(str(data_path), client_id, s3_endpoint,
-                                               str(new_data_path) if new_data_path else None)]
+    cmd = [
+        str(BIN / "flower-supernode"),
+        "--superlink",
+        superlink,
+        "--clientappio-api-address",
+        clientappio_address or f"127.0.0.1:{free_port()}",
+        "--node-config",
+        node_config_string(str(data_path), client_id, s3_endpoint, str(new_data_path) if new_data_path else None),
+    ]
     cmd += ["--root-certificates", str(root_certificates)] if root_certificates else ["--insecure"]
     if auth_private_key is not None:
         cmd += ["--auth-supernode-private-key", str(auth_private_key)]
@@ -82,10 +98,15 @@ class TlsFiles:
         if not fed.tls_ca_cert:
             return None
         files = cls(Path(fed.tls_ca_cert), Path(fed.tls_server_cert), Path(fed.tls_server_key))
-        for key, p in (("tls_ca_cert", files.ca_cert), ("tls_server_cert", files.server_cert),
-                       ("tls_server_key", files.server_key)):
+        for key, p in (
+            ("tls_ca_cert", files.ca_cert),
+            ("tls_server_cert", files.server_cert),
+            ("tls_server_key", files.server_key),
+        ):
             if not p.is_file():
-                raise ConfigError(f"federated.{key}: file {str(p)!r} does not exist (make it with infra/flower/make_certs.sh)")
+                raise ConfigError(
+                    f"federated.{key}: file {str(p)!r} does not exist (make it with infra/flower/make_certs.sh)"
+                )
         return files
 
 
@@ -97,8 +118,10 @@ def auth_keys(auth_dir: str | None, n: int) -> list[tuple[Path, Path]] | None:
         priv = Path(auth_dir) / f"client_credentials_{i}"
         pub = priv.with_name(priv.name + ".pub")
         if not priv.is_file() or not pub.is_file():
-            raise ConfigError(f"federated.supernode_auth_dir: {str(priv)!r} or its .pub is missing; "
-                              f"{n} SuperNodes need client_credentials_0..{n - 1} (infra/flower/make_certs.sh)")
+            raise ConfigError(
+                f"federated.supernode_auth_dir: {str(priv)!r} or its .pub is missing; "
+                f"{n} SuperNodes need client_credentials_0..{n - 1} (infra/flower/make_certs.sh)"
+            )
         keys.append((priv, pub))
     return keys
 
@@ -107,7 +130,8 @@ class FlowerCluster:
     """A SuperLink (started here, or an existing one) and N SuperNodes on 127.0.0.1.
 
     SuperNode ``i`` serves ``data_paths[i]`` (its own file, in its own directory) and identifies as
-    client ``client_ids[i]`` (default ``i``). Against an existing SuperLink (``superlink_address``) nothing is started: the
+    client ``client_ids[i]`` (default ``i``). Against an existing SuperLink (``superlink_address``) nothing is
+    started: the
     SuperNodes are their data owners' (``driftloop supernode``). Every process runs in its own
     process group and is stopped by group id; ``FLWR_HOME`` is ``home``, so nothing lands in the
     user's home directory. ``node_env``: extra environment of the SuperNodes (tests' fault
@@ -116,12 +140,21 @@ class FlowerCluster:
 
     CONNECTION = "driftloop"
 
-    def __init__(self, num_supernodes: int, home: str | os.PathLike, *, data_paths: Sequence[str | os.PathLike] = (),
-                 tls: TlsFiles | None = None, auth_keys: list[tuple[Path, Path]] | None = None,
-                 superlink_address: str | None = None, fleet_address: str | None = None,
-                 node_env: dict[str, str] | None = None, client_ids: Sequence[int] | None = None,
-                 new_data_paths: Sequence[str | os.PathLike | None] = (),
-                 startup_timeout: float = 60.0):
+    def __init__(
+        self,
+        num_supernodes: int,
+        home: str | os.PathLike,
+        *,
+        data_paths: Sequence[str | os.PathLike] = (),
+        tls: TlsFiles | None = None,
+        auth_keys: list[tuple[Path, Path]] | None = None,
+        superlink_address: str | None = None,
+        fleet_address: str | None = None,
+        node_env: dict[str, str] | None = None,
+        client_ids: Sequence[int] | None = None,
+        new_data_paths: Sequence[str | os.PathLike | None] = (),
+        startup_timeout: float = 60.0,
+    ):
         self.n = num_supernodes
         self.home = Path(home)
         self.tls = tls
@@ -131,7 +164,9 @@ class FlowerCluster:
         self.fleet_address = fleet_address or (None if self.external else f"127.0.0.1:{free_port()}")
         self.data_paths = [str(p) for p in data_paths]
         if not self.external and len(self.data_paths) != num_supernodes:
-            raise ConfigError(f"{num_supernodes} SuperNodes need {num_supernodes} data paths, got {len(self.data_paths)}")
+            raise ConfigError(
+                f"{num_supernodes} SuperNodes need {num_supernodes} data paths, got {len(self.data_paths)}"
+            )
         self.node_env = dict(node_env or {})
         self.client_ids = list(client_ids) if client_ids is not None else list(range(num_supernodes))
         self.new_data_paths = [str(p) if p else None for p in new_data_paths] or [None] * num_supernodes
@@ -142,8 +177,13 @@ class FlowerCluster:
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def from_config(cls, fed, home: str | os.PathLike, data_paths: Sequence[str | os.PathLike] = (),
-                    node_env: dict[str, str] | None = None) -> "FlowerCluster":
+    def from_config(
+        cls,
+        fed,
+        home: str | os.PathLike,
+        data_paths: Sequence[str | os.PathLike] = (),
+        node_env: dict[str, str] | None = None,
+    ) -> "FlowerCluster":
         """The cluster ``federated.*`` describes; checks files and reachability before starting anything.
 
         With ``fed.superlink_address`` the federation exists already (nothing is started);
@@ -154,11 +194,24 @@ class FlowerCluster:
             check_reachable(fed.superlink_address)
             if fed.superlink_fleet_address:
                 check_reachable(fed.superlink_fleet_address, "federated.superlink_fleet_address")
-            return cls(fed.num_clients, home, tls=tls, superlink_address=fed.superlink_address,
-                       fleet_address=fed.superlink_fleet_address, startup_timeout=fed.startup_timeout_s)
+            return cls(
+                fed.num_clients,
+                home,
+                tls=tls,
+                superlink_address=fed.superlink_address,
+                fleet_address=fed.superlink_fleet_address,
+                startup_timeout=fed.startup_timeout_s,
+            )
         keys = auth_keys(fed.supernode_auth_dir, fed.num_clients)
-        return cls(fed.num_clients, home, data_paths=data_paths, tls=tls, auth_keys=keys, node_env=node_env,
-                   startup_timeout=fed.startup_timeout_s)
+        return cls(
+            fed.num_clients,
+            home,
+            data_paths=data_paths,
+            tls=tls,
+            auth_keys=keys,
+            node_env=node_env,
+            startup_timeout=fed.startup_timeout_s,
+        )
 
     # -- processes ------------------------------------------------------------------------------
     def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -168,8 +221,13 @@ class FlowerCluster:
         return start_group(cmd, self.home / "logs" / logname, env=self._env(env), cwd=self.home)
 
     def _write_connection(self) -> None:
-        lines = ["[superlink]", f'default = "{self.CONNECTION}"', "", f"[superlink.{self.CONNECTION}]",
-                 f'address = "{self.control_address}"']
+        lines = [
+            "[superlink]",
+            f'default = "{self.CONNECTION}"',
+            "",
+            f"[superlink.{self.CONNECTION}]",
+            f'address = "{self.control_address}"',
+        ]
         if self.tls is not None:
             lines.append(f'root-certificates = "{self.tls.ca_cert.resolve()}"')
         else:
@@ -180,12 +238,28 @@ class FlowerCluster:
         self._write_connection()
         try:
             if not self.external:
-                cmd = [str(BIN / "flower-superlink"), "--fleet-api-address", self.fleet_address,
-                       "--control-api-address", self.control_address,
-                       "--serverappio-api-address", f"127.0.0.1:{free_port()}",
-                       "--disable-runtime-dependency-installation"]
-                cmd += (["--ssl-ca-certfile", str(self.tls.ca_cert), "--ssl-certfile", str(self.tls.server_cert),
-                         "--ssl-keyfile", str(self.tls.server_key)] if self.tls else ["--insecure"])
+                cmd = [
+                    str(BIN / "flower-superlink"),
+                    "--fleet-api-address",
+                    self.fleet_address,
+                    "--control-api-address",
+                    self.control_address,
+                    "--serverappio-api-address",
+                    f"127.0.0.1:{free_port()}",
+                    "--disable-runtime-dependency-installation",
+                ]
+                cmd += (
+                    [
+                        "--ssl-ca-certfile",
+                        str(self.tls.ca_cert),
+                        "--ssl-certfile",
+                        str(self.tls.server_cert),
+                        "--ssl-keyfile",
+                        str(self.tls.server_key),
+                    ]
+                    if self.tls
+                    else ["--insecure"]
+                )
                 if self.auth_keys:
                     cmd.append("--enable-supernode-auth")
                 self.superlink = self._spawn(cmd, "superlink.log")
@@ -201,20 +275,40 @@ class FlowerCluster:
 
     def _start_supernode(self, i: int) -> subprocess.Popen:
         priv, pub = self.auth_keys[i] if self.auth_keys else (None, None)
-        return self._supernode(self.client_ids[i], self.data_paths[i], priv, pub, f"supernode-{i}.log",
-                               self.new_data_paths[i])
+        return self._supernode(
+            self.client_ids[i], self.data_paths[i], priv, pub, f"supernode-{i}.log", self.new_data_paths[i]
+        )
 
-    def _supernode(self, client_id: int, data_path: str, private_key: Path | None, register: Path | None,
-                   logname: str, new_data_path: str | None = None) -> subprocess.Popen:
-        cmd = supernode_command(self.fleet_address, data_path, client_id=client_id,
-                                root_certificates=self.tls.ca_cert if self.tls else None,
-                                auth_private_key=private_key, new_data_path=new_data_path)
+    def _supernode(
+        self,
+        client_id: int,
+        data_path: str,
+        private_key: Path | None,
+        register: Path | None,
+        logname: str,
+        new_data_path: str | None = None,
+    ) -> subprocess.Popen:
+        cmd = supernode_command(
+            self.fleet_address,
+            data_path,
+            client_id=client_id,
+            root_certificates=self.tls.ca_cert if self.tls else None,
+            auth_private_key=private_key,
+            new_data_path=new_data_path,
+        )
         if register is not None:
             self.flwr(["supernode", "register", str(register), self.CONNECTION], timeout=self.startup_timeout)
         return self._spawn(cmd, logname, self.node_env)
 
-    def start_extra_supernode(self, client_id: int, data_path: str | os.PathLike, private_key: Path | None = None, *,
-                              register_public_key: Path | None = None, logname: str = "supernode-extra.log") -> subprocess.Popen:
+    def start_extra_supernode(
+        self,
+        client_id: int,
+        data_path: str | os.PathLike,
+        private_key: Path | None = None,
+        *,
+        register_public_key: Path | None = None,
+        logname: str = "supernode-extra.log",
+    ) -> subprocess.Popen:
         """Start one more ``flower-supernode`` against this cluster's Fleet API (own process group, log in
         ``logs/logname``) and return it; :meth:`stop` stops it too.
 
@@ -231,19 +325,28 @@ class FlowerCluster:
     def flwr(self, args: list[str], timeout: float) -> subprocess.CompletedProcess:
         """Run the ``flwr`` CLI against this cluster; raise naming the command when it fails."""
         try:
-            proc = subprocess.run([str(BIN / "flwr"), *args], capture_output=True, text=True, env=self._env(),
-                                  cwd=str(self.home), timeout=timeout)
+            proc = subprocess.run(
+                [str(BIN / "flwr"), *args],
+                capture_output=True,
+                text=True,
+                env=self._env(),
+                cwd=str(self.home),
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired:
-            raise FederatedEngineError(f"`flwr {' '.join(args)}` got no answer from the SuperLink at "
-                                       f"{self.control_address} within {timeout:.0f} s") from None
+            raise FederatedEngineError(
+                f"`flwr {' '.join(args)}` got no answer from the SuperLink at "
+                f"{self.control_address} within {timeout:.0f} s"
+            ) from None
         if proc.returncode != 0:
-            raise FederatedEngineError(f"`flwr {' '.join(args)}` failed ({proc.returncode}): "
-                                       f"{(proc.stderr or proc.stdout).strip()[-800:]}")
+            raise FederatedEngineError(
+                f"`flwr {' '.join(args)}` failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-800:]}"
+            )
         return proc
 
     def online_nodes(self, timeout: float = 30.0) -> int:
         out = self.flwr(["supernode", "list", self.CONNECTION, "--format", "json"], timeout=timeout).stdout
-        data = json.loads(out[out.index("{"):]) if "{" in out else {}
+        data = json.loads(out[out.index("{") :]) if "{" in out else {}
         nodes = data.get("nodes", [])
         return sum(1 for nd in nodes if str(nd.get("status", "online")).lower() == "online")
 
@@ -252,12 +355,16 @@ class FlowerCluster:
         seen = 0
         while time.monotonic() < deadline:
             if self.superlink is not None and self.superlink.poll() is not None:
-                raise FederatedEngineError(f"flower-superlink exited with status {self.superlink.returncode}: "
-                                           f"{tail(self.home / 'logs' / 'superlink.log', 15)}")
+                raise FederatedEngineError(
+                    f"flower-superlink exited with status {self.superlink.returncode}: "
+                    f"{tail(self.home / 'logs' / 'superlink.log', 15)}"
+                )
             for i, p in enumerate(self.supernodes):
                 if p is not None and p.poll() is not None:
-                    raise FederatedEngineError(f"flower-supernode {i} exited with status {p.returncode}: "
-                                               f"{tail(self.home / 'logs' / f'supernode-{i}.log', 15)}")
+                    raise FederatedEngineError(
+                        f"flower-supernode {i} exited with status {p.returncode}: "
+                        f"{tail(self.home / 'logs' / f'supernode-{i}.log', 15)}"
+                    )
             seen = self.online_nodes(timeout=max(5.0, deadline - time.monotonic()))
             if seen >= n:
                 return

@@ -114,7 +114,8 @@ class FederatedConfig(Section):
                 raise ValueError(
                     f"{self.strategy} tolerates f={self.krum_byzantine} Byzantine clients only with at least "
                     f"2f+3={2 * self.krum_byzantine + 3} clients per round; this config samples "
-                    f"{self.clients_per_round()}")
+                    f"{self.clients_per_round()}"
+                )
         if self.superlink_fleet_address and not self.superlink_address:
             raise ValueError("superlink_fleet_address needs superlink_address (the Control API) as well")
         return self

@@ -21,15 +21,23 @@ def drift_query(grid: Grid, ws, *, timeout: float, min_nodes: int, wait_s: float
     from tasks.models.serialize import state_dict_from_bytes
 
     spec = ws.spec
-    config = ConfigRecord({"model-spec": json.dumps(spec["model_spec"]), "detectors": json.dumps(spec.get("detectors") or []),
-                           "label-column": spec["settings"]["data"]["label_column"],
-                           "reference-npz": ws.read(REFERENCE_NPZ), "reference-json": ws.read(REFERENCE_JSON)})
+    config = ConfigRecord(
+        {
+            "model-spec": json.dumps(spec["model_spec"]),
+            "detectors": json.dumps(spec.get("detectors") or []),
+            "label-column": spec["settings"]["data"]["label_column"],
+            "reference-npz": ws.read(REFERENCE_NPZ),
+            "reference-json": ws.read(REFERENCE_JSON),
+        }
+    )
     arrays = ArrayRecord(state_dict_from_bytes(ws.read("champion.safetensors")))
     deadline = time.monotonic() + wait_s
     while len(nodes := sorted(grid.get_node_ids())) < min_nodes and time.monotonic() < deadline:
         time.sleep(0.5)
-    msgs = [Message(content=RecordDict({"arrays": arrays, "config": config}), dst_node_id=n, message_type="query.drift")
-            for n in nodes]
+    msgs = [
+        Message(content=RecordDict({"arrays": arrays, "config": config}), dst_node_id=n, message_type="query.drift")
+        for n in nodes
+    ]
     replies = {int(r.metadata.src_node_id): r for r in grid.send_and_receive(msgs, timeout=timeout)}
     out = []
     for n in nodes:

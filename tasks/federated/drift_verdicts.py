@@ -32,8 +32,16 @@ DETECTOR_KIND = "federated"
 
 def client_batch_id(reply: ClientDrift, model_version: Any) -> str:
     """A deterministic id for one client's reply to one champion version."""
-    doc = json.dumps({"version": str(model_version), "client": reply.client, "node": reply.node_id,
-                      "rows": reply.rows, "detectors": reply.detectors}, sort_keys=True)
+    doc = json.dumps(
+        {
+            "version": str(model_version),
+            "client": reply.client,
+            "node": reply.node_id,
+            "rows": reply.rows,
+            "detectors": reply.detectors,
+        },
+        sort_keys=True,
+    )
     digest = hashlib.sha256(doc.encode()).hexdigest()[:12]
     return f"fed-client-{reply.client}-node-{reply.node_id}-{digest}"
 
@@ -46,9 +54,20 @@ def client_verdict(reply: ClientDrift, model_version: Any, trigger: str, superli
     """One client's reply as a verdict (one report per detector; p-value and verdict, no statistic)."""
     batch_id = client_batch_id(reply, model_version)
     details = {"source": SOURCE, "client": reply.client, "node_id": reply.node_id}
-    reports = [DriftReport(str(d["detector"]), batch_id, bool(d["drift"]), math.nan, math.nan,
-                           None if d.get("p_value") is None else float(d["p_value"]), n=reply.rows,
-                           kind=DETECTOR_KIND, details=dict(details)) for d in reply.detectors]
+    reports = [
+        DriftReport(
+            str(d["detector"]),
+            batch_id,
+            bool(d["drift"]),
+            math.nan,
+            math.nan,
+            None if d.get("p_value") is None else float(d["p_value"]),
+            n=reply.rows,
+            kind=DETECTOR_KIND,
+            details=dict(details),
+        )
+        for d in reply.detectors
+    ]
     return BatchVerdict(batch_id, client_uri(reply, superlink), False, reports, None, trigger)
 
 
@@ -71,8 +90,13 @@ def client_rows(replies: Sequence[ClientDrift], ids: dict[int | None, str] | Non
     """The per-client table of a federated drift check (no rows, no values: counts, p-values, verdicts)."""
     out = []
     for r in replies:
-        row: dict[str, Any] = {"client": r.client, "node_id": r.node_id, "rows": r.rows, "drift": r.drift,
-                               "error": r.error or ""}
+        row: dict[str, Any] = {
+            "client": r.client,
+            "node_id": r.node_id,
+            "rows": r.rows,
+            "drift": r.drift,
+            "error": r.error or "",
+        }
         for d in r.detectors:
             row[f"p_value[{d['detector']}]"] = d.get("p_value")
         if ids is not None:
@@ -89,14 +113,22 @@ def summary_lines(replies: Sequence[ClientDrift]) -> str:
         if r.error:
             lines.append(f"- {where}: not checked: {r.error}")
         else:
-            ps = ", ".join(f"{d['detector']} p={d['p_value']:.3g}" if d.get("p_value") is not None
-                           else f"{d['detector']} {'drift' if d['drift'] else 'no drift'}" for d in r.detectors)
+            ps = ", ".join(
+                f"{d['detector']} p={d['p_value']:.3g}"
+                if d.get("p_value") is not None
+                else f"{d['detector']} {'drift' if d['drift'] else 'no drift'}"
+                for d in r.detectors
+            )
             lines.append(f"- {where}: {'DRIFT' if r.drift else 'no drift'} on {r.rows} rows ({ps})")
     return "\n".join(lines) or "- no client answered"
 
 
 def result_entries(clients: Sequence[ClientDrift], not_checked: Sequence[ClientDrift], model_version: Any) -> dict:
     """The drift-check flow's ``clients`` (batch id -> client, node, drift) and ``clients_not_checked``."""
-    return {"clients": {client_batch_id(c, model_version): {"client": c.client, "node_id": c.node_id, "drift": c.drift}
-                        for c in clients},
-            "clients_not_checked": [{"client": c.client, "node_id": c.node_id, "error": c.error} for c in not_checked]}
+    return {
+        "clients": {
+            client_batch_id(c, model_version): {"client": c.client, "node_id": c.node_id, "drift": c.drift}
+            for c in clients
+        },
+        "clients_not_checked": [{"client": c.client, "node_id": c.node_id, "error": c.error} for c in not_checked],
+    }

@@ -13,7 +13,8 @@ message; the ServerApp reads the orchestrator's side (settings, initial model, s
 splits) from its workspace (:mod:`tasks.federated.workspace`: for a deployment a prefix of the
 artifact store, named in the Flower run config; for the simulation, our own subprocess, its work
 dir) and writes the global model per round, the per-round records, the clients' validation table
-and a status file back there: results come back as objects (safetensors, JSON), never pickles. Staging and collecting: :mod:`tasks.federated.staging`.
+and a status file back there: results come back as objects (safetensors, JSON), never pickles. Staging and
+collecting: :mod:`tasks.federated.staging`.
 """
 
 from __future__ import annotations
@@ -36,14 +37,23 @@ from tasks.federated.simulate import run_in_subprocess
 from tasks.federated.staging import FederatedResult, StagedRun, stage, write_app
 from tasks.federated.workspace import local_workspace, staging_workspace, write_spec
 
-__all__ = ["FederatedEngineError", "FederatedResult", "FlowerCluster", "check_reachable", "free_port",
-           "run_federated", "run_federated_drift_check", "run_simulations"]
+__all__ = [
+    "FederatedEngineError",
+    "FederatedResult",
+    "FlowerCluster",
+    "check_reachable",
+    "free_port",
+    "run_federated",
+    "run_federated_drift_check",
+    "run_simulations",
+]
 
 log = logging.getLogger("driftloop.federated")
 
 
-def _run_deployment(root: Path, app: Path, staged: StagedRun, splits, faults: Sequence[Fault],
-                    cluster: FlowerCluster | None) -> str:
+def _run_deployment(
+    root: Path, app: Path, staged: StagedRun, splits, faults: Sequence[Fault], cluster: FlowerCluster | None
+) -> str:
     fed = staged.settings.federated
     if cluster is not None:
         rc = cluster.run_app(app, staged.timeout)
@@ -72,9 +82,17 @@ def _clear(ws) -> None:
         log.warning("could not delete the federated staging %s: %s", ws.prefix, e)
 
 
-def run_federated(settings, splits, initial_state: dict[str, torch.Tensor] | bytes | None = None, *,
-                  workdir: str | os.PathLike | None = None, faults: Sequence[Fault] = (),
-                  cluster: FlowerCluster | None = None, engine: str | None = None, schema=None) -> FederatedResult:
+def run_federated(
+    settings,
+    splits,
+    initial_state: dict[str, torch.Tensor] | bytes | None = None,
+    *,
+    workdir: str | os.PathLike | None = None,
+    faults: Sequence[Fault] = (),
+    cluster: FlowerCluster | None = None,
+    engine: str | None = None,
+    schema=None,
+) -> FederatedResult:
     """Run ``settings.federated.rounds`` federated rounds.
 
     ``initial_state``: the starting global weights (a state dict or safetensors bytes, e.g. the tuned
@@ -108,13 +126,15 @@ def run_federated(settings, splits, initial_state: dict[str, torch.Tensor] | byt
     ws = local_workspace(root) if staged.engine == "simulation" else staging_workspace(settings.store)
     try:
         staged.write(ws, splits, faults, fed.num_clients, clients_dir=root / "clients")
-        log.info("federated: %s engine, %s, %d clients, %d rounds", staged.engine, fed.strategy, fed.num_clients,
-                 fed.rounds)
+        log.info(
+            "federated: %s engine, %s, %d clients, %d rounds", staged.engine, fed.strategy, fed.num_clients, fed.rounds
+        )
         if staged.engine == "simulation":
             out_tail = run_in_subprocess([root], staged.timeout, root / "logs" / "simulation.log")
         else:
-            out_tail = _run_deployment(root, write_app(root, ws.run_config(settings.store)), staged, splits, faults,
-                                       cluster)
+            out_tail = _run_deployment(
+                root, write_app(root, ws.run_config(settings.store)), staged, splits, faults, cluster
+            )
         return staged.collect(ws, out_tail)
     finally:
         if staged.engine != "simulation":
@@ -123,9 +143,13 @@ def run_federated(settings, splits, initial_state: dict[str, torch.Tensor] | byt
             shutil.rmtree(root, ignore_errors=True)
 
 
-def run_simulations(runs: Sequence[tuple[Any, Sequence[Fault]]], splits,
-                    initial_state: dict[str, torch.Tensor] | bytes | None = None, *,
-                    workdir: str | os.PathLike | None = None) -> list[FederatedResult]:
+def run_simulations(
+    runs: Sequence[tuple[Any, Sequence[Fault]]],
+    splits,
+    initial_state: dict[str, torch.Tensor] | bytes | None = None,
+    *,
+    workdir: str | os.PathLike | None = None,
+) -> list[FederatedResult]:
     """Several simulation-engine runs over the same ``splits`` in ONE simulation subprocess.
 
     ``runs``: ``(settings, faults)`` pairs, e.g. a clean run and faulty variants of it to compare.
@@ -154,9 +178,16 @@ def run_simulations(runs: Sequence[tuple[Any, Sequence[Fault]]], splits,
             shutil.rmtree(root, ignore_errors=True)
 
 
-def run_federated_drift_check(settings, model_spec: dict[str, Any], weights: bytes, reference_files: dict[str, bytes], *,
-                              cluster: FlowerCluster | None = None, workdir: str | os.PathLike | None = None,
-                              detectors: Sequence[str] | None = None) -> list:
+def run_federated_drift_check(
+    settings,
+    model_spec: dict[str, Any],
+    weights: bytes,
+    reference_files: dict[str, bytes],
+    *,
+    cluster: FlowerCluster | None = None,
+    workdir: str | os.PathLike | None = None,
+    detectors: Sequence[str] | None = None,
+) -> list:
     """Ask an existing federation (``cluster``, or ``federated.superlink_address``) for a per-client
     drift report: each client runs the champion (``model_spec``, safetensors ``weights``) and the
     detectors of its drift reference (``reference_files``: ``tasks.drift.reference.reference_to_files``)
@@ -176,8 +207,15 @@ def run_federated_drift_check(settings, model_spec: dict[str, Any], weights: byt
     root.mkdir(parents=True, exist_ok=True)
     ws = staging_workspace(settings.store)
     try:
-        write_spec(ws, {"mode": "drift", "settings": settings.resolved(), "model_spec": model_spec,
-                        "detectors": list(detectors or [])})
+        write_spec(
+            ws,
+            {
+                "mode": "drift",
+                "settings": settings.resolved(),
+                "model_spec": model_spec,
+                "detectors": list(detectors or []),
+            },
+        )
         write_drift_inputs(ws, weights, reference_files)
         timeout = fed.startup_timeout_s + fed.round_timeout_s + 60.0
         app = write_app(root, ws.run_config(settings.store))
@@ -191,8 +229,9 @@ def run_federated_drift_check(settings, model_spec: dict[str, Any], weights: byt
             out_tail = tail(home / "logs" / "flwr-drift.log")
         status = ws.read_json("out/status.json", {})
         if status.get("state") != "completed":
-            raise FederatedEngineError(f"the federated drift check failed: {status.get('error') or 'no result'}"
-                                       f"\n--- log tail ---\n{out_tail}")
+            raise FederatedEngineError(
+                f"the federated drift check failed: {status.get('error') or 'no result'}\n--- log tail ---\n{out_tail}"
+            )
         return [ClientDrift.from_dict(d) for d in ws.read_json("out/drift.json")]
     finally:
         _clear(ws)

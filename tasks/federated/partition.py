@@ -21,7 +21,8 @@ def _check_counts(n: int, num_clients: int, min_size: int) -> None:
     if num_clients * min_size > n:
         raise ConfigError(
             f"federated.num_clients={num_clients} clients need at least {num_clients * min_size} training samples "
-            f"(min_partition_size={min_size} each) but the training split has {n}: use fewer clients")
+            f"(min_partition_size={min_size} each) but the training split has {n}: use fewer clients"
+        )
 
 
 def iid_partition(n: int, num_clients: int, seed: int) -> list[np.ndarray]:
@@ -44,8 +45,9 @@ def _repair_min_size(parts: list[list[int]], min_size: int, g: np.random.Generat
         parts[i].append(parts[donor].pop(j))
 
 
-def dirichlet_partition(y: np.ndarray, num_clients: int, alpha: float, seed: int,
-                        min_size: int = 1, max_tries: int = 100) -> list[np.ndarray]:
+def dirichlet_partition(
+    y: np.ndarray, num_clients: int, alpha: float, seed: int, min_size: int = 1, max_tries: int = 100
+) -> list[np.ndarray]:
     """Label skew by a Dirichlet draw per class (Hsu, Qi & Brown 2019, "Measuring the Effects of
     Non-Identical Data Distribution"): for each class ``k``, ``p_k ~ Dir(alpha * 1_K)`` over the
     clients and class ``k``'s samples are split in those proportions. Small ``alpha`` gives clients
@@ -89,8 +91,10 @@ def shard_partition(y: np.ndarray, num_clients: int, seed: int, shards_per_clien
     num_shards = num_clients * shards_per_client
     _check_counts(len(y), num_clients, 1)
     if num_shards > len(y):
-        raise ConfigError(f"federated.num_clients={num_clients} clients x shards_per_client={shards_per_client} "
-                          f"need {num_shards} shards but the training split has only {len(y)} samples")
+        raise ConfigError(
+            f"federated.num_clients={num_clients} clients x shards_per_client={shards_per_client} "
+            f"need {num_shards} shards but the training split has only {len(y)} samples"
+        )
     g = rng(seed, "partition", "shards")
     classes, counts = np.unique(y, return_counts=True)
     # Largest-remainder allocation of shards to labels, at least one per present label when possible,
@@ -118,13 +122,14 @@ def shard_partition(y: np.ndarray, num_clients: int, seed: int, shards_per_clien
     assign = g.permutation(len(shards))
     parts = []
     for c in range(num_clients):
-        mine = assign[c * shards_per_client:(c + 1) * shards_per_client]
+        mine = assign[c * shards_per_client : (c + 1) * shards_per_client]
         parts.append(np.sort(np.concatenate([shards[s] for s in mine]).astype(np.int64)))
     return parts
 
 
-def unbalanced_partition(n: int, num_clients: int, seed: int, sigma: float = 1.0,
-                         min_size: int = 1) -> list[np.ndarray]:
+def unbalanced_partition(
+    n: int, num_clients: int, seed: int, sigma: float = 1.0, min_size: int = 1
+) -> list[np.ndarray]:
     """IID labels but unequal sizes: client shares drawn log-normal(0, ``sigma``), as in the
     unbalanced settings of McMahan et al. 2017 and LEAF; every client gets at least ``min_size``.
     """
@@ -142,8 +147,17 @@ def unbalanced_partition(n: int, num_clients: int, seed: int, sigma: float = 1.0
     return [np.sort(p).astype(np.int64) for p in np.split(perm, cuts)]
 
 
-def partition_indices(y: np.ndarray, num_clients: int, scheme: str, seed: int, *, alpha: float = 0.5,
-                      shards_per_client: int = 2, sigma: float = 1.0, min_size: int = 1) -> list[np.ndarray]:
+def partition_indices(
+    y: np.ndarray,
+    num_clients: int,
+    scheme: str,
+    seed: int,
+    *,
+    alpha: float = 0.5,
+    shards_per_client: int = 2,
+    sigma: float = 1.0,
+    min_size: int = 1,
+) -> list[np.ndarray]:
     """Partition a training split with labels ``y`` into ``num_clients`` client index arrays.
 
     ``scheme``: ``"iid"``, ``"dirichlet"`` (uses ``alpha``), ``"shards"`` (``shards_per_client``)
@@ -164,9 +178,16 @@ def partition_indices(y: np.ndarray, num_clients: int, scheme: str, seed: int, *
 
 def partition_from_config(y: np.ndarray, cfg, seed: int) -> list[np.ndarray]:
     """:func:`partition_indices` with the fields of a ``FederatedConfig``."""
-    return partition_indices(y, cfg.num_clients, cfg.partition, seed, alpha=cfg.alpha,
-                             shards_per_client=cfg.shards_per_client, sigma=cfg.unbalanced_sigma,
-                             min_size=cfg.min_partition_size)
+    return partition_indices(
+        y,
+        cfg.num_clients,
+        cfg.partition,
+        seed,
+        alpha=cfg.alpha,
+        shards_per_client=cfg.shards_per_client,
+        sigma=cfg.unbalanced_sigma,
+        min_size=cfg.min_partition_size,
+    )
 
 
 def label_table(y: np.ndarray, parts: Sequence[np.ndarray], num_classes: int) -> np.ndarray:

@@ -80,7 +80,9 @@ def child_env(extra: dict[str, str] | None = None, environ: Mapping[str, str] | 
     env.update(token_auth_env(env))
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env.setdefault("RAY_DISABLE_DOCKER_CPU_WARNING", "1")
-    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
     # Flower's SuperLink/SuperNode start `flower-superexec` by name: the venv's bin must come first.
     env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
     env.update(extra or {})

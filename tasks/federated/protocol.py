@@ -43,31 +43,59 @@ class ClientTask:
 
     def to_config(self) -> dict[str, Any]:
         """Flat ConfigRecord values."""
-        return {"model-spec": json.dumps(self.model_spec), "schema": self.schema.to_json(indent=None),
-                "validation": self.validation.model_dump_json(), "label-column": self.label_column,
-                "seed": int(self.seed), "local-epochs": int(self.local_epochs), "batch-size": int(self.batch_size),
-                "optimizer": self.optimizer, "lr": float(self.lr), "weight-decay": float(self.weight_decay),
-                "momentum": float(self.momentum), "num-threads": int(self.num_threads), "device": self.device,
-                "held-out-fraction": float(self.held_out_fraction)}
+        return {
+            "model-spec": json.dumps(self.model_spec),
+            "schema": self.schema.to_json(indent=None),
+            "validation": self.validation.model_dump_json(),
+            "label-column": self.label_column,
+            "seed": int(self.seed),
+            "local-epochs": int(self.local_epochs),
+            "batch-size": int(self.batch_size),
+            "optimizer": self.optimizer,
+            "lr": float(self.lr),
+            "weight-decay": float(self.weight_decay),
+            "momentum": float(self.momentum),
+            "num-threads": int(self.num_threads),
+            "device": self.device,
+            "held-out-fraction": float(self.held_out_fraction),
+        }
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "ClientTask":
-        return cls(model_spec=json.loads(str(cfg["model-spec"])), schema=Schema.from_json(str(cfg["schema"])),
-                   validation=ValidationConfig.model_validate_json(str(cfg["validation"])),
-                   label_column=str(cfg["label-column"]), seed=int(cfg["seed"]),
-                   local_epochs=int(cfg["local-epochs"]), batch_size=int(cfg["batch-size"]),
-                   optimizer=str(cfg["optimizer"]), lr=float(cfg["lr"]), weight_decay=float(cfg["weight-decay"]),
-                   momentum=float(cfg["momentum"]), num_threads=int(cfg["num-threads"]), device=str(cfg["device"]),
-                   held_out_fraction=float(cfg["held-out-fraction"]))
+        return cls(
+            model_spec=json.loads(str(cfg["model-spec"])),
+            schema=Schema.from_json(str(cfg["schema"])),
+            validation=ValidationConfig.model_validate_json(str(cfg["validation"])),
+            label_column=str(cfg["label-column"]),
+            seed=int(cfg["seed"]),
+            local_epochs=int(cfg["local-epochs"]),
+            batch_size=int(cfg["batch-size"]),
+            optimizer=str(cfg["optimizer"]),
+            lr=float(cfg["lr"]),
+            weight_decay=float(cfg["weight-decay"]),
+            momentum=float(cfg["momentum"]),
+            num_threads=int(cfg["num-threads"]),
+            device=str(cfg["device"]),
+            held_out_fraction=float(cfg["held-out-fraction"]),
+        )
 
 
 def client_task(settings, model_spec: dict[str, Any], schema: Schema) -> ClientTask:
     """The :class:`ClientTask` of a run's resolved ``settings``."""
     fed, tr = settings.federated, settings.training
-    return ClientTask(model_spec=dict(model_spec), schema=schema, validation=settings.data.validation,
-                      label_column=settings.data.label_column, seed=int(settings.seed),
-                      local_epochs=fed.local_epochs, batch_size=fed.batch_size,
-                      optimizer=fed.client_optimizer or tr.optimizer, lr=float(fed.client_lr or tr.lr),
-                      weight_decay=float(tr.weight_decay), momentum=float(tr.momentum),
-                      num_threads=int(tr.num_threads or 1), device=tr.device,
-                      held_out_fraction=float(fed.local_eval_fraction))
+    return ClientTask(
+        model_spec=dict(model_spec),
+        schema=schema,
+        validation=settings.data.validation,
+        label_column=settings.data.label_column,
+        seed=int(settings.seed),
+        local_epochs=fed.local_epochs,
+        batch_size=fed.batch_size,
+        optimizer=fed.client_optimizer or tr.optimizer,
+        lr=float(fed.client_lr or tr.lr),
+        weight_decay=float(tr.weight_decay),
+        momentum=float(tr.momentum),
+        num_threads=int(tr.num_threads or 1),
+        device=tr.device,
+        held_out_fraction=float(fed.local_eval_fraction),
+    )

@@ -14,9 +14,15 @@ from tasks.store.config import StoreConfig
 RUN_KIND = "federated"
 
 
-def publish_federated(result: FederatedResult, store_cfg: StoreConfig, *, config: Mapping[str, Any] | None = None,
-                      data_fingerprint: str | None = None, parent_model: Any = None,
-                      central_baseline: float | None = None) -> dict[str, Any]:
+def publish_federated(
+    result: FederatedResult,
+    store_cfg: StoreConfig,
+    *,
+    config: Mapping[str, Any] | None = None,
+    data_fingerprint: str | None = None,
+    parent_model: Any = None,
+    central_baseline: float | None = None,
+) -> dict[str, Any]:
     """Write ``result`` as one committed store run; returns the manifest (``["run_id"]``, ``["metrics"]``).
 
     Only a completed run reaches here (``run_federated`` raises otherwise), so a failed federation
@@ -34,10 +40,20 @@ def publish_federated(result: FederatedResult, store_cfg: StoreConfig, *, config
     }
     for rnd, data in sorted(result.checkpoints.items()):
         objects[f"checkpoints/round-{rnd:03d}.safetensors"] = data
-    manifest = {"config": dict(config) if config is not None else None, "data_fingerprint": data_fingerprint,
-                "parent_model": parent_model,
-                "metrics": {**result.final_metrics, "rounds": max(0, len(result.rounds) - 1),
-                            **({"central_baseline_accuracy": central_baseline} if central_baseline is not None else {})},
-                "federated": {"strategy": result.strategy, "engine": result.engine,
-                              "partition": result.partition["scheme"], "clients": result.partition["num_clients"]}}
+    manifest = {
+        "config": dict(config) if config is not None else None,
+        "data_fingerprint": data_fingerprint,
+        "parent_model": parent_model,
+        "metrics": {
+            **result.final_metrics,
+            "rounds": max(0, len(result.rounds) - 1),
+            **({"central_baseline_accuracy": central_baseline} if central_baseline is not None else {}),
+        },
+        "federated": {
+            "strategy": result.strategy,
+            "engine": result.engine,
+            "partition": result.partition["scheme"],
+            "clients": result.partition["num_clients"],
+        },
+    }
     return write_run(ArtifactStore.from_config(store_cfg), RUN_KIND, objects, manifest)

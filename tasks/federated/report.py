@@ -34,20 +34,22 @@ def round_rows(rounds: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for r in rounds:
         fails = r.get("failures") or []
-        rows.append({
-            "round": int(r["round"]),
-            "train_loss": None if r.get("train_loss") is None else round(float(r["train_loss"]), 4),
-            "val_loss": round(float(r["val_loss"]), 4),
-            "val_accuracy": round(float(r["val_accuracy"]), 4),
-            "test_loss": round(float(r["test_loss"]), 4),
-            "test_accuracy": round(float(r["test_accuracy"]), 4),
-            "client_eval_accuracy": _r4(r.get("client_eval_accuracy")),
-            "client_eval_examples": r.get("client_eval_examples"),
-            "clients": len(r.get("participants") or []),
-            "client_details": _client_cells(r),
-            "participants": " ".join(str(c) for c in (r.get("participants") or [])),
-            "failures": "; ".join(f"client {f.get('client')}: {f.get('reason')}" for f in fails),
-        })
+        rows.append(
+            {
+                "round": int(r["round"]),
+                "train_loss": None if r.get("train_loss") is None else round(float(r["train_loss"]), 4),
+                "val_loss": round(float(r["val_loss"]), 4),
+                "val_accuracy": round(float(r["val_accuracy"]), 4),
+                "test_loss": round(float(r["test_loss"]), 4),
+                "test_accuracy": round(float(r["test_accuracy"]), 4),
+                "client_eval_accuracy": _r4(r.get("client_eval_accuracy")),
+                "client_eval_examples": r.get("client_eval_examples"),
+                "clients": len(r.get("participants") or []),
+                "client_details": _client_cells(r),
+                "participants": " ".join(str(c) for c in (r.get("participants") or [])),
+                "failures": "; ".join(f"client {f.get('client')}: {f.get('reason')}" for f in fails),
+            }
+        )
     return rows
 
 
@@ -55,10 +57,19 @@ def validation_rows(validation: Sequence[dict[str, Any]]) -> list[dict[str, Any]
     """One row per client of the federated validation: status, rows, violated rules (counts, features)."""
     rows = []
     for c in validation:
-        rules = "; ".join(f"{v['rule']} ({v['count']}" + (f": {', '.join(v['features'][:5])}" if v.get("features") else "")
-                          + ")" for v in c.get("violations") or [])
-        rows.append({"client": c.get("client"), "node": str(c.get("node")), "status": c.get("status"),
-                     "rows": c.get("rows"), "rules": rules or (c.get("reason") or "")})
+        rules = "; ".join(
+            f"{v['rule']} ({v['count']}" + (f": {', '.join(v['features'][:5])}" if v.get("features") else "") + ")"
+            for v in c.get("violations") or []
+        )
+        rows.append(
+            {
+                "client": c.get("client"),
+                "node": str(c.get("node")),
+                "status": c.get("status"),
+                "rows": c.get("rows"),
+                "rules": rules or (c.get("reason") or ""),
+            }
+        )
     return rows
 
 
@@ -84,8 +95,9 @@ def _fig_bytes(fig) -> bytes:
     return buf.getvalue()
 
 
-def round_plot_png(rounds: Sequence[dict[str, Any]], title: str = "federated rounds",
-                   central_baseline: float | None = None) -> bytes:
+def round_plot_png(
+    rounds: Sequence[dict[str, Any]], title: str = "federated rounds", central_baseline: float | None = None
+) -> bytes:
     """Loss (train, val, test) and accuracy (val, test; the clients' held-out rows when federated
     evaluation ran) of the global model against the round, with central training's test accuracy on
     the same split as a line when ``central_baseline`` is given."""
@@ -106,7 +118,9 @@ def round_plot_png(rounds: Sequence[dict[str, Any]], title: str = "federated rou
     a1.legend()
     a2.plot(x, [r["val_accuracy"] for r in rounds], "s-", label="val")
     a2.plot(x, [r["test_accuracy"] for r in rounds], "^-", label="test")
-    fe = [(int(r["round"]), float(r["client_eval_accuracy"])) for r in rounds if r.get("client_eval_accuracy") is not None]
+    fe = [
+        (int(r["round"]), float(r["client_eval_accuracy"])) for r in rounds if r.get("client_eval_accuracy") is not None
+    ]
     if fe:
         a2.plot(*zip(*fe), "d-", label="clients' held-out (federated)")
     if central_baseline is not None:
@@ -154,24 +168,40 @@ def png_markdown(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
-def markdown_report(rounds: Sequence[dict[str, Any]], summary: dict[str, Any], strategy: str, engine: str,
-                    validation: Sequence[dict[str, Any]] = ()) -> str:
+def markdown_report(
+    rounds: Sequence[dict[str, Any]],
+    summary: dict[str, Any],
+    strategy: str,
+    engine: str,
+    validation: Sequence[dict[str, Any]] = (),
+) -> str:
     """A markdown page: headline figures, the clients' validation, the round plot and the partition plot."""
     last = rounds[-1] if rounds else {}
     first = rounds[0] if rounds else {}
-    labels = ("" if summary.get("label_counts") is None
-              else f"{summary['mean_labels_per_client']:.2f} labels per client on average, ")
+    labels = (
+        ""
+        if summary.get("label_counts") is None
+        else f"{summary['mean_labels_per_client']:.2f} labels per client on average, "
+    )
     fe = last.get("client_eval_accuracy")
-    lines = [f"# Federated rounds: {strategy} ({engine} engine)", "",
-             f"- clients: {summary['num_clients']}, partition `{summary['scheme']}`, {labels}sizes "
-             f"{summary['min_size']}..{summary['max_size']}",
-             f"- federated validation: {sum(c.get('status') == 'valid' for c in validation)} of {len(validation)} "
-             f"clients' data passed" + "".join(f"; client {c.get('client')} left out: {c.get('reason')}"
-                                               for c in validation if c.get("status") != "valid"),
-             "- federated evaluation (clients' held-out rows): " + ("off" if fe is None else f"{fe:.4f}"),
-             f"- rounds: {max(0, len(rounds) - 1)}; global test accuracy {first.get('test_accuracy', float('nan')):.4f} "
-             f"-> {last.get('test_accuracy', float('nan')):.4f}",
-             f"- failed or rejected client replies: {sum(len(r.get('failures') or []) for r in rounds)}", "",
-             png_markdown(round_plot_png(rounds, f"{strategy}: global model per round"), "rounds"), "",
-             png_markdown(partition_plot_png(summary), "partition"), ""]
+    lines = [
+        f"# Federated rounds: {strategy} ({engine} engine)",
+        "",
+        f"- clients: {summary['num_clients']}, partition `{summary['scheme']}`, {labels}sizes "
+        f"{summary['min_size']}..{summary['max_size']}",
+        f"- federated validation: {sum(c.get('status') == 'valid' for c in validation)} of {len(validation)} "
+        f"clients' data passed"
+        + "".join(
+            f"; client {c.get('client')} left out: {c.get('reason')}" for c in validation if c.get("status") != "valid"
+        ),
+        "- federated evaluation (clients' held-out rows): " + ("off" if fe is None else f"{fe:.4f}"),
+        f"- rounds: {max(0, len(rounds) - 1)}; global test accuracy {first.get('test_accuracy', float('nan')):.4f} "
+        f"-> {last.get('test_accuracy', float('nan')):.4f}",
+        f"- failed or rejected client replies: {sum(len(r.get('failures') or []) for r in rounds)}",
+        "",
+        png_markdown(round_plot_png(rounds, f"{strategy}: global model per round"), "rounds"),
+        "",
+        png_markdown(partition_plot_png(summary), "partition"),
+        "",
+    ]
     return "\n".join(lines)

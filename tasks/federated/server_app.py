@@ -1,9 +1,11 @@
 """The Flower ServerApp: read the run's settings from its workspace (a store prefix the run config
-names, :mod:`tasks.federated.workspace`; never a directory of the orchestrator's), ask every client to validate its local data
+names, :mod:`tasks.federated.workspace`; never a directory of the orchestrator's), ask every client to validate its
+local data
 against the schema (clients whose data fail are left out), build the strategy, run
 ``strategy.start`` with federated evaluation (clients' held-out rows) and a central evaluation of
 the global model on the orchestrator's held-out splits every round, checkpoint the global model
-every round, and write the result (weights, per-round records, client validation, status) to ``out/`` of the workspace."""
+every round, and write the result (weights, per-round records, client validation, status) to ``out/`` of the
+workspace."""
 
 from __future__ import annotations
 
@@ -51,39 +53,62 @@ def run_server(grid: Grid, ws: Workspace) -> None:
         ev_val = evaluate(model, val[0], val[1], device, num_classes)
         ev_test = evaluate(model, test[0], test[1], device, num_classes)
         entry = strategy.round_log.get(server_round, {})
-        row = {"round": server_round, "train_loss": entry.get("train_loss"),
-               "val_loss": ev_val.loss, "val_accuracy": ev_val.accuracy,
-               "test_loss": ev_test.loss, "test_accuracy": ev_test.accuracy,
-               "participants": entry.get("participants", []), "failures": entry.get("failures", []),
-               "sampled": len(entry.get("sampled_nodes", [])), "clients": entry.get("clients", {}),
-               "client_eval": entry.get("client_eval", {}), "client_eval_accuracy": entry.get("client_eval_accuracy"),
-               "client_eval_loss": entry.get("client_eval_loss"),
-               "client_eval_examples": entry.get("client_eval_examples"), "wall_time": time.time()}
+        row = {
+            "round": server_round,
+            "train_loss": entry.get("train_loss"),
+            "val_loss": ev_val.loss,
+            "val_accuracy": ev_val.accuracy,
+            "test_loss": ev_test.loss,
+            "test_accuracy": ev_test.accuracy,
+            "participants": entry.get("participants", []),
+            "failures": entry.get("failures", []),
+            "sampled": len(entry.get("sampled_nodes", [])),
+            "clients": entry.get("clients", {}),
+            "client_eval": entry.get("client_eval", {}),
+            "client_eval_accuracy": entry.get("client_eval_accuracy"),
+            "client_eval_loss": entry.get("client_eval_loss"),
+            "client_eval_examples": entry.get("client_eval_examples"),
+            "wall_time": time.time(),
+        }
         if server_round > 0:
             ckpt = f"round-{server_round:03d}.safetensors"
             ws.write(f"out/checkpoints/{ckpt}", state_dict_to_bytes(model))
             row["checkpoint"] = ckpt
         rows.append(row)
         ws.write_json("out/rounds.json", rows)
-        return MetricRecord({"val_accuracy": ev_val.accuracy, "val_loss": ev_val.loss,
-                             "test_accuracy": ev_test.accuracy, "test_loss": ev_test.loss})
+        return MetricRecord(
+            {
+                "val_accuracy": ev_val.accuracy,
+                "val_loss": ev_val.loss,
+                "test_accuracy": ev_test.accuracy,
+                "test_loss": ev_test.loss,
+            }
+        )
 
     ws.write_json("out/status.json", {"state": "running"})
     try:
         # Federated validation first: a client whose data fail the schema is never sampled.
-        clients = validate_clients(grid, task_config, timeout=fed.round_timeout_s, min_valid=fed.min_fit_clients,
-                                   wait_s=fed.startup_timeout_s)
+        clients = validate_clients(
+            grid, task_config, timeout=fed.round_timeout_s, min_valid=fed.min_fit_clients, wait_s=fed.startup_timeout_s
+        )
         ws.write_json("out/validation.json", [c.to_dict() for c in clients])
         excluded = {c.node for c in clients if c.status != "valid"}
-        result = strategy.start(grid=ExcludingGrid(grid, excluded), initial_arrays=ArrayRecord(initial),
-                                num_rounds=fed.rounds, timeout=fed.round_timeout_s,
-                                train_config=ConfigRecord(task_config), evaluate_config=ConfigRecord(task_config),
-                                evaluate_fn=evaluate_fn)
+        result = strategy.start(
+            grid=ExcludingGrid(grid, excluded),
+            initial_arrays=ArrayRecord(initial),
+            num_rounds=fed.rounds,
+            timeout=fed.round_timeout_s,
+            train_config=ConfigRecord(task_config),
+            evaluate_config=ConfigRecord(task_config),
+            evaluate_fn=evaluate_fn,
+        )
         ws.write("out/final.safetensors", state_dict_to_bytes(result.arrays.to_torch_state_dict()))
         ws.write_json("out/status.json", {"state": "completed", "rounds": fed.rounds})
     except BaseException as e:
-        ws.write_json("out/status.json", {"state": "failed", "error": str(e), "type": type(e).__name__,
-                                             "traceback": traceback.format_exc()})
+        ws.write_json(
+            "out/status.json",
+            {"state": "failed", "error": str(e), "type": type(e).__name__, "traceback": traceback.format_exc()},
+        )
         raise
 
 
@@ -110,11 +135,14 @@ def run_drift_check(grid: Grid, ws: Workspace) -> None:
     fed = ws.settings().federated
     ws.write_json("out/status.json", {"state": "running"})
     try:
-        reports = drift_query(grid, ws, timeout=fed.round_timeout_s, min_nodes=fed.min_fit_clients,
-                              wait_s=fed.startup_timeout_s)
+        reports = drift_query(
+            grid, ws, timeout=fed.round_timeout_s, min_nodes=fed.min_fit_clients, wait_s=fed.startup_timeout_s
+        )
         ws.write_json("out/drift.json", [r.to_dict() for r in reports])
         ws.write_json("out/status.json", {"state": "completed"})
     except BaseException as e:
-        ws.write_json("out/status.json", {"state": "failed", "error": str(e), "type": type(e).__name__,
-                                             "traceback": traceback.format_exc()})
+        ws.write_json(
+            "out/status.json",
+            {"state": "failed", "error": str(e), "type": type(e).__name__, "traceback": traceback.format_exc()},
+        )
         raise

@@ -30,8 +30,10 @@ ENGINE_ERROR = "engine_error.json"
 def backend_config(cpus: int) -> dict:
     """Flower's Ray backend: one CPU per ClientApp, ``cpus`` in all, no dashboard (the token
     authentication comes from the environment the engine gives this process)."""
-    return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            "init_args": {"num_cpus": cpus, "include_dashboard": False}}
+    return {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {"num_cpus": cpus, "include_dashboard": False},
+    }
 
 
 def run_in_subprocess(workdirs: Sequence[Path], timeout: float, logpath: Path) -> str:
@@ -40,14 +42,21 @@ def run_in_subprocess(workdirs: Sequence[Path], timeout: float, logpath: Path) -
 
     logpath.parent.mkdir(parents=True, exist_ok=True)
     with open(logpath, "ab") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "tasks.federated.simulate", *map(str, workdirs)], stdout=logf,
-                                stderr=subprocess.STDOUT, env=child_env(), cwd=str(PROJECT_ROOT), start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tasks.federated.simulate", *map(str, workdirs)],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=child_env(),
+            cwd=str(PROJECT_ROOT),
+            start_new_session=True,
+        )
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             stop_group(proc)
-            raise FederatedEngineError(f"the Flower simulation did not finish within {timeout:.0f} s; "
-                                       f"log {logpath}:\n{tail(logpath)}") from None
+            raise FederatedEngineError(
+                f"the Flower simulation did not finish within {timeout:.0f} s; log {logpath}:\n{tail(logpath)}"
+            ) from None
         finally:
             # Ray's workers run in the same session: make sure none outlives the run.
             stop_group(proc, grace=1.0)
@@ -95,8 +104,12 @@ def run_one(workdir: str) -> bool:
         phase("imports done")
         _start_ray(cpus)
         phase("Ray started")
-        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=int(ws.spec["num_clients"]),
-                       backend_config=backend_config(cpus))
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=int(ws.spec["num_clients"]),
+            backend_config=backend_config(cpus),
+        )
         phase("simulation done")
     except Exception as e:
         traceback.print_exc()

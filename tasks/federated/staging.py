@@ -45,23 +45,45 @@ class FederatedResult:
     @property
     def final_metrics(self) -> dict[str, float]:
         last = self.rounds[-1] if self.rounds else {}
-        return {k: float(last[k]) for k in ("val_accuracy", "val_loss", "test_accuracy", "test_loss",
-                                            "client_eval_accuracy", "client_eval_loss")
-                if last.get(k) is not None}
+        return {
+            k: float(last[k])
+            for k in (
+                "val_accuracy",
+                "val_loss",
+                "test_accuracy",
+                "test_loss",
+                "client_eval_accuracy",
+                "client_eval_loss",
+            )
+            if last.get(k) is not None
+        }
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready: everything but the weights."""
-        return {"strategy": self.strategy, "engine": self.engine, "rounds": self.rounds, "partition": self.partition,
-                "validation": self.validation, "final_metrics": self.final_metrics, "model_spec": self.model_spec}
+        return {
+            "strategy": self.strategy,
+            "engine": self.engine,
+            "rounds": self.rounds,
+            "partition": self.partition,
+            "validation": self.validation,
+            "final_metrics": self.final_metrics,
+            "model_spec": self.model_spec,
+        }
 
 
 def client_local_summary(validation: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The partition summary of a federation whose clients hold their own data: the server knows
     each client's row count (from its validation reply) and nothing about its labels."""
     sizes = [int(c["rows"]) for c in validation if c.get("rows") is not None]
-    return {"scheme": "client-local", "num_clients": len(validation), "label_counts": None,
-            "sizes": sizes, "min_size": min(sizes) if sizes else 0, "max_size": max(sizes) if sizes else 0,
-            "mean_labels_per_client": None}
+    return {
+        "scheme": "client-local",
+        "num_clients": len(validation),
+        "label_counts": None,
+        "sizes": sizes,
+        "min_size": min(sizes) if sizes else 0,
+        "max_size": max(sizes) if sizes else 0,
+        "mean_labels_per_client": None,
+    }
 
 
 @dataclass
@@ -86,10 +108,16 @@ class StagedRun:
         """The ServerApp's inputs, to the workspace ``ws``; for the simulation also its clients' files
         (``clients_dir``, on the orchestrator's disk: the simulation has no nodes of its own)."""
         client_env = faults_env(faults, self.settings.federated.round_timeout_s + 5.0)
-        write_workspace(ws, settings_json=self.settings.resolved(), model_spec=self.spec,
-                        initial_weights=self.initial_weights, schema_json=self.schema_json,
-                        val=(splits.val.x, splits.val.y), test=(splits.test.x, splits.test.y),
-                        extra={"engine": self.engine, "num_clients": num_clients, "client_env": client_env})
+        write_workspace(
+            ws,
+            settings_json=self.settings.resolved(),
+            model_spec=self.spec,
+            initial_weights=self.initial_weights,
+            schema_json=self.schema_json,
+            val=(splits.val.x, splits.val.y),
+            test=(splits.test.x, splits.test.y),
+            extra={"engine": self.engine, "num_clients": num_clients, "client_env": client_env},
+        )
         if self.engine == "simulation" and clients_dir is not None:
             write_simulation_clients(clients_dir, splits.train.x, splits.train.y, self.parts)
 
@@ -152,14 +180,16 @@ def stage(settings, splits, initial_state, engine: str, cluster, schema=None) ->
 
 
 def collect(ws, fed, engine: str, spec: dict, summary: dict | None, tail: str) -> FederatedResult:
-    """The result the ServerApp wrote to ``out/`` of the workspace ``ws``; raises naming the engine's or the round's error."""
+    """The result the ServerApp wrote to ``out/`` of the workspace ``ws``; raises naming the engine's or the "
+    "round's error."""
     from tasks.federated.simulate import ENGINE_ERROR
     from tasks.models.serialize import state_dict_from_bytes
 
     err = ws.read_json(f"out/{ENGINE_ERROR}")
     if err is not None:
-        raise FederatedEngineError(f"the Flower {engine} runtime crashed (not a client failure): {err['error']}"
-                                   f"\n--- log tail ---\n{tail}")
+        raise FederatedEngineError(
+            f"the Flower {engine} runtime crashed (not a client failure): {err['error']}\n--- log tail ---\n{tail}"
+        )
     status = ws.read_json("out/status.json", {"state": "missing"})
     if status.get("state") != "completed":
         if status.get("type") == "RoundFailed":
@@ -168,12 +198,23 @@ def collect(ws, fed, engine: str, spec: dict, summary: dict | None, tail: str) -
         raise FederatedEngineError(f"the federated run ({engine}) failed: {reason}\n--- log tail ---\n{tail}")
     rounds = ws.read_json("out/rounds.json")
     validation = ws.read_json("out/validation.json", [])
-    checkpoints = {int(n.rsplit("/", 1)[-1].split(".")[0].split("-")[1]): ws.read(n)
-                   for n in sorted(ws.names("out/checkpoints/")) if n.endswith(".safetensors")}
+    checkpoints = {
+        int(n.rsplit("/", 1)[-1].split(".")[0].split("-")[1]): ws.read(n)
+        for n in sorted(ws.names("out/checkpoints/"))
+        if n.endswith(".safetensors")
+    }
     state = state_dict_from_bytes(ws.read("out/final.safetensors"))
-    return FederatedResult(state_dict=state, rounds=rounds, partition=summary or client_local_summary(validation),
-                           strategy=fed.strategy, engine=engine, model_spec=spec, checkpoints=checkpoints,
-                           log_tail=tail, validation=validation)
+    return FederatedResult(
+        state_dict=state,
+        rounds=rounds,
+        partition=summary or client_local_summary(validation),
+        strategy=fed.strategy,
+        engine=engine,
+        model_spec=spec,
+        checkpoints=checkpoints,
+        log_tail=tail,
+        validation=validation,
+    )
 
 
 def write_app(root: Path, run_config: dict[str, str]) -> Path:

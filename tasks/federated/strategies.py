@@ -115,8 +115,11 @@ class ReplyFilter:
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid) -> Iterable[Message]:
         messages = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
         self._expected = {k: tuple(v.shape) for k, v in arrays.items()}
-        self.round_log[server_round] = {"sampled_nodes": [int(m.metadata.dst_node_id) for m in messages],
-                                        "participants": [], "failures": []}
+        self.round_log[server_round] = {
+            "sampled_nodes": [int(m.metadata.dst_node_id) for m in messages],
+            "participants": [],
+            "failures": [],
+        }
         return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
@@ -140,8 +143,10 @@ class ReplyFilter:
                     accepted.append(msg)
                     entry["participants"].append(client if client is not None else node)
                     entry.setdefault("clients", {})[str(client if client is not None else node)] = {
-                        "train_examples": int(metrics[WEIGHT_KEY]), "train_loss": float(metrics.get("train_loss", "nan")),
-                        "held_out_examples": int(metrics.get("held_out_examples", 0))}
+                        "train_examples": int(metrics[WEIGHT_KEY]),
+                        "train_loss": float(metrics.get("train_loss", "nan")),
+                        "held_out_examples": int(metrics.get("held_out_examples", 0)),
+                    }
                     continue
             log.warning("round %d: reply from node %d (client %s) rejected: %s", server_round, node, client, reason)
             entry["failures"].append({"node": node, "client": client, "reason": reason})
@@ -158,12 +163,12 @@ class ReplyFilter:
             raise RoundFailed(
                 f"federated round {server_round}: {len(accepted)} usable client replies of "
                 f"{len(entry['sampled_nodes'])} sampled, below federated.min_fit_clients={need}; "
-                f"failures: {reasons}")
+                f"failures: {reasons}"
+            )
         arrays, metrics = super().aggregate_train(server_round, accepted)  # type: ignore[misc]
         if metrics is not None and "train_loss" in metrics:
             entry["train_loss"] = float(metrics["train_loss"])
         return arrays, metrics
-
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]):
         """Federated evaluation: record each client's figures on its held-out rows, then the
@@ -178,8 +183,11 @@ class ReplyFilter:
                 continue
             usable.append(msg)
             client = str(int(m[CLIENT_KEY])) if CLIENT_KEY in m else str(int(msg.metadata.src_node_id))
-            per_client[client] = {"examples": int(m[WEIGHT_KEY]), "accuracy": float(m["eval_accuracy"]),
-                                  "loss": float(m["eval_loss"])}
+            per_client[client] = {
+                "examples": int(m[WEIGHT_KEY]),
+                "accuracy": float(m["eval_accuracy"]),
+                "loss": float(m["eval_loss"]),
+            }
         entry["client_eval"] = dict(sorted(per_client.items(), key=lambda kv: int(kv[0])))
         if not usable:
             return None
@@ -192,11 +200,16 @@ class ReplyFilter:
 
 
 _BASES: dict[str, type[Strategy]] = {
-    "fedavg": FedAvg, "fedprox": FedProx, "fedmedian": FedMedian,
-    "fedtrimmedavg": FedTrimmedAvg, "krum": Krum, "multikrum": MultiKrum,
+    "fedavg": FedAvg,
+    "fedprox": FedProx,
+    "fedmedian": FedMedian,
+    "fedtrimmedavg": FedTrimmedAvg,
+    "krum": Krum,
+    "multikrum": MultiKrum,
     # Server-side optimizers (Reddi et al. 2021, "Adaptive Federated Optimization"; Hsu et al. 2019
     # for FedAvgM): the averaged client update is a pseudo-gradient for a server SGD-momentum/Adam step.
-    "fedavgm": FedAvgM, "fedadam": FedAdam,
+    "fedavgm": FedAvgM,
+    "fedadam": FedAdam,
 }
 _FILTERED: dict[str, type] = {
     name: type(f"Filtered{base.__name__}", (ReplyFilter, base), {}) for name, base in _BASES.items()
@@ -212,9 +225,16 @@ def build_strategy(cfg: FederatedConfig) -> Strategy:
     also evaluates the global model centrally on the orchestrator's held-out split (``evaluate_fn``).
     """
     fraction_eval = cfg.fraction_fit if cfg.local_eval_fraction > 0 else 0.0
-    common = dict(fraction_train=cfg.fraction_fit, fraction_evaluate=fraction_eval, min_train_nodes=cfg.min_fit_clients,
-                  min_evaluate_nodes=0, min_available_nodes=cfg.min_fit_clients, weighted_by_key=WEIGHT_KEY,
-                  train_metrics_aggr_fn=aggregate_train_metrics, evaluate_metrics_aggr_fn=aggregate_train_metrics)
+    common = dict(
+        fraction_train=cfg.fraction_fit,
+        fraction_evaluate=fraction_eval,
+        min_train_nodes=cfg.min_fit_clients,
+        min_evaluate_nodes=0,
+        min_available_nodes=cfg.min_fit_clients,
+        weighted_by_key=WEIGHT_KEY,
+        train_metrics_aggr_fn=aggregate_train_metrics,
+        evaluate_metrics_aggr_fn=aggregate_train_metrics,
+    )
     name = cfg.strategy
     extra: dict = {}
     if name == "fedprox":

@@ -17,26 +17,43 @@ from tasks.federated.cluster import supernode_command
 from tasks.federated.processes import child_env
 
 
-def supernode_argv(superlink: str, data: str, *, tls_ca: str | None = None, auth_key: str | None = None,
-                   client_id: int | None = None, s3_endpoint: str | None = None,
-                   clientappio_address: str | None = None, new_data: str | None = None) -> list[str]:
+def supernode_argv(
+    superlink: str,
+    data: str,
+    *,
+    tls_ca: str | None = None,
+    auth_key: str | None = None,
+    client_id: int | None = None,
+    s3_endpoint: str | None = None,
+    clientappio_address: str | None = None,
+    new_data: str | None = None,
+) -> list[str]:
     """The ``flower-supernode`` command line for these options; raises naming a missing file."""
     if ":" not in superlink:
         raise ConfigError(f"--superlink {superlink!r}: expected HOST:PORT of the federation's Fleet API")
     if not data.startswith("s3://"):
         p = Path(data.removeprefix("file://")).expanduser()
         if not (p.is_file() or p.is_dir()):
-            raise ConfigError(f"--data {data!r}: no such file (an .npz, .parquet or .csv file, an image folder "
-                              "<label>/<image>, or an s3:// URI)")
+            raise ConfigError(
+                f"--data {data!r}: no such file (an .npz, .parquet or .csv file, an image folder "
+                "<label>/<image>, or an s3:// URI)"
+            )
         data = str(p.resolve())
     if new_data is not None and not new_data.startswith("s3://"):
         new_data = str(Path(new_data.removeprefix("file://")).expanduser().resolve())
     for opt, f in (("--tls", tls_ca), ("--auth-key", auth_key)):
         if f is not None and not Path(f).is_file():
             raise ConfigError(f"{opt} {f!r}: no such file")
-    return supernode_command(superlink, data, clientappio_address=clientappio_address, root_certificates=tls_ca,
-                             auth_private_key=auth_key, client_id=client_id, s3_endpoint=s3_endpoint,
-                             new_data_path=new_data)
+    return supernode_command(
+        superlink,
+        data,
+        clientappio_address=clientappio_address,
+        root_certificates=tls_ca,
+        auth_private_key=auth_key,
+        client_id=client_id,
+        s3_endpoint=s3_endpoint,
+        new_data_path=new_data,
+    )
 
 
 def exec_supernode(argv: list[str]) -> None:

@@ -77,21 +77,29 @@ def _status(node: int, reply: Message | None) -> ClientStatus:
         report = ClientValidation.from_dict(json.loads(str(reply.content[VALIDATION_KEY]["report"])))
     except (KeyError, ValueError, TypeError) as e:
         return ClientStatus(node, client, "error", reason=f"unreadable validation reply: {e}")
-    return ClientStatus(node, client, "valid" if report.passed else "invalid", rows=report.rows,
-                        violations=[asdict(v) for v in report.violations],
-                        reason=None if report.passed else report.summary())
+    return ClientStatus(
+        node,
+        client,
+        "valid" if report.passed else "invalid",
+        rows=report.rows,
+        violations=[asdict(v) for v in report.violations],
+        reason=None if report.passed else report.summary(),
+    )
 
 
-def validate_clients(grid: Grid, task_config: dict[str, Any], *, timeout: float, min_valid: int,
-                     wait_s: float) -> list[ClientStatus]:
+def validate_clients(
+    grid: Grid, task_config: dict[str, Any], *, timeout: float, min_valid: int, wait_s: float
+) -> list[ClientStatus]:
     """Send every connected node (waiting up to ``wait_s`` for ``min_valid`` of them) the client
     task; return each node's :class:`ClientStatus`, sorted by client. Raises :class:`RoundFailed`
     naming each client's reason when fewer than ``min_valid`` clients' data pass."""
     deadline = time.monotonic() + wait_s
     while len(nodes := sorted(grid.get_node_ids())) < min_valid and time.monotonic() < deadline:
         time.sleep(0.5)
-    messages = [Message(content=RecordDict({"config": ConfigRecord(dict(task_config))}), dst_node_id=n,
-                        message_type="query") for n in nodes]
+    messages = [
+        Message(content=RecordDict({"config": ConfigRecord(dict(task_config))}), dst_node_id=n, message_type="query")
+        for n in nodes
+    ]
     replies = {int(r.metadata.src_node_id): r for r in grid.send_and_receive(messages, timeout=timeout)}
     out = sorted((_status(n, replies.get(n)) for n in nodes), key=lambda c: (c.client is None, c.client, c.node))
     for c in out:
@@ -99,8 +107,14 @@ def validate_clients(grid: Grid, task_config: dict[str, Any], *, timeout: float,
             log.warning("federated validation: client %s (node %d) left out: %s", c.client, c.node, c.reason)
     valid = sum(c.status == "valid" for c in out)
     if valid < min_valid:
-        reasons = "; ".join(f"client {c.client if c.client is not None else c.node}: {c.reason}"
-                            for c in out if c.status != "valid") or "none"
-        raise RoundFailed(f"federated validation: {valid} of {len(nodes)} clients' data passed, below "
-                          f"federated.min_fit_clients={min_valid}; {reasons}")
+        reasons = (
+            "; ".join(
+                f"client {c.client if c.client is not None else c.node}: {c.reason}" for c in out if c.status != "valid"
+            )
+            or "none"
+        )
+        raise RoundFailed(
+            f"federated validation: {valid} of {len(nodes)} clients' data passed, below "
+            f"federated.min_fit_clients={min_valid}; {reasons}"
+        )
     return out

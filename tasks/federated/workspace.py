@@ -37,8 +37,12 @@ from tasks.errors import DataError
 
 ENV_WORKDIR = "DRIFTLOOP_FED_WORKDIR"
 RUN_CONFIG_KEY = "driftloop-workdir"  # the former run config key (tasks.federated.cluster.write_app_dir)
-STORE_KEYS = {"uri": "driftloop-store-uri", "endpoint_url": "driftloop-store-endpoint",
-              "region": "driftloop-store-region", "prefix": "driftloop-store-prefix"}
+STORE_KEYS = {
+    "uri": "driftloop-store-uri",
+    "endpoint_url": "driftloop-store-endpoint",
+    "region": "driftloop-store-region",
+    "prefix": "driftloop-store-prefix",
+}
 STAGING_PREFIX = "federated/staging/"
 
 
@@ -66,7 +70,7 @@ class Workspace:
         return json.loads(self.read(name)) if self.exists(name) else default
 
     def names(self, under: str = "") -> list[str]:
-        return [k[len(self.prefix):] for k in self.backend.list(self.prefix + under)]
+        return [k[len(self.prefix) :] for k in self.backend.list(self.prefix + under)]
 
     def settings(self):
         from tasks.settings import Settings
@@ -93,8 +97,12 @@ class Workspace:
 
         # a local store by its absolute path: the ServerApp's working directory is not ours
         uri = str(self.backend.root) if isinstance(self.backend, LocalBackend) else store_cfg.uri
-        return {STORE_KEYS["uri"]: uri, STORE_KEYS["endpoint_url"]: store_cfg.endpoint_url or "",
-                STORE_KEYS["region"]: store_cfg.region or "", STORE_KEYS["prefix"]: self.prefix}
+        return {
+            STORE_KEYS["uri"]: uri,
+            STORE_KEYS["endpoint_url"]: store_cfg.endpoint_url or "",
+            STORE_KEYS["region"]: store_cfg.region or "",
+            STORE_KEYS["prefix"]: self.prefix,
+        }
 
     def clear(self) -> None:
         """Delete everything under the prefix (the staging of a finished deployment run)."""
@@ -129,9 +137,17 @@ def _npz(x: np.ndarray, y: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_workspace(ws: Workspace, *, settings_json: dict[str, Any], model_spec: dict[str, Any],
-                    initial_weights: bytes, schema_json: str, val: tuple[np.ndarray, np.ndarray],
-                    test: tuple[np.ndarray, np.ndarray], extra: dict[str, Any] | None = None) -> Workspace:
+def write_workspace(
+    ws: Workspace,
+    *,
+    settings_json: dict[str, Any],
+    model_spec: dict[str, Any],
+    initial_weights: bytes,
+    schema_json: str,
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    extra: dict[str, Any] | None = None,
+) -> Workspace:
     """Write the ServerApp's inputs to ``ws`` and return it."""
     ws.write("val.npz", _npz(*val))
     ws.write("test.npz", _npz(*test))
@@ -140,8 +156,9 @@ def write_workspace(ws: Workspace, *, settings_json: dict[str, Any], model_spec:
     return write_spec(ws, {"settings": settings_json, "model_spec": model_spec, **(extra or {})})
 
 
-def write_simulation_clients(root: str | os.PathLike, x: np.ndarray, y: np.ndarray,
-                             parts: Sequence[np.ndarray]) -> Path:
+def write_simulation_clients(
+    root: str | os.PathLike, x: np.ndarray, y: np.ndarray, parts: Sequence[np.ndarray]
+) -> Path:
     """The simulation's stand-in for nodes with data of their own: ``client-<i>.npz`` per partition."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -167,8 +184,11 @@ def workspace_from(run_config: dict | None) -> Workspace:
         from tasks.store.backends import open_backend
         from tasks.store.config import StoreConfig
 
-        cfg = StoreConfig(uri=str(rc[STORE_KEYS["uri"]]), endpoint_url=str(rc.get(STORE_KEYS["endpoint_url"]) or "") or None,
-                          region=str(rc.get(STORE_KEYS["region"]) or "") or None)
+        cfg = StoreConfig(
+            uri=str(rc[STORE_KEYS["uri"]]),
+            endpoint_url=str(rc.get(STORE_KEYS["endpoint_url"]) or "") or None,
+            region=str(rc.get(STORE_KEYS["region"]) or "") or None,
+        )
         ws = Workspace(open_backend(cfg), str(rc.get(STORE_KEYS["prefix"]) or ""), {})
         if not ws.exists("spec.json"):
             raise DataError(f"the federated workspace {cfg.uri} prefix {ws.prefix!r} has no spec.json")

@@ -29,7 +29,8 @@ def arch_for(arch: str, in_shape: tuple[int, ...]) -> str:
     if arch == "cnn" and not is_image_shaped(shape):
         raise ConfigError(
             f"model.arch='cnn' needs image-shaped samples (C, H, W), but the data's samples have shape "
-            f"{shape}; use model.arch='auto' or 'mlp' (or data.sample_shape=[C, H, W] if the features are pixels)")
+            f"{shape}; use model.arch='auto' or 'mlp' (or data.sample_shape=[C, H, W] if the features are pixels)"
+        )
     if arch not in ("mlp", "cnn"):
         raise ConfigError(f"model.arch: unknown architecture {arch!r}; use auto, mlp or cnn")
     return arch

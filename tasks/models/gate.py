@@ -83,15 +83,20 @@ class GateDecision:
         """The decision as stored in the manifest and returned by the flows."""
         out: dict[str, Any] = {"promote": self.promote, "reason": self.reason}
         if self.candidate is not None:
-            out.update(candidate=self.candidate, champion=self.champion, clean_tolerance=self.clean_tolerance,
-                       rules=[asdict(r) for r in self.rules])
+            out.update(
+                candidate=self.candidate,
+                champion=self.champion,
+                clean_tolerance=self.clean_tolerance,
+                rules=[asdict(r) for r in self.rules],
+            )
         if self.sanity is not None:
             out["sanity"] = self.sanity.as_dict()
         return out
 
 
-def accuracy_gate(metrics: Mapping[str, Any], champion_metrics: Mapping[str, Any] | None,
-                  tolerance: float) -> GateDecision:
+def accuracy_gate(
+    metrics: Mapping[str, Any], champion_metrics: Mapping[str, Any] | None, tolerance: float
+) -> GateDecision:
     """Promote when there is no champion, or the candidate's test accuracy >= champion's - tolerance."""
     if champion_metrics is None:
         return GateDecision(True, "no champion yet (or not comparable): the first model becomes champion")
@@ -103,26 +108,56 @@ def accuracy_gate(metrics: Mapping[str, Any], champion_metrics: Mapping[str, Any
 
 def sanity_rules(facts: CandidateFacts, min_train_rows: int, min_test_rows: int) -> SanityVerdict:
     """Check a candidate against the rules of the module docstring."""
-    rules = [SanityRule("at_least_two_classes", len(facts.train_labels) >= 2,
-                        f"training labels {facts.train_labels[:20]} ({len(facts.train_labels)} classes)")]
+    rules = [
+        SanityRule(
+            "at_least_two_classes",
+            len(facts.train_labels) >= 2,
+            f"training labels {facts.train_labels[:20]} ({len(facts.train_labels)} classes)",
+        )
+    ]
     if facts.champion_labels is not None:
         dropped = sorted(set(facts.champion_labels) - set(facts.train_labels))
         declared_gone = facts.declared_classes is not None and not set(dropped) & set(facts.declared_classes)
         ok = not dropped or declared_gone
-        detail = ("candidate knows every champion class" if not dropped else
-                  f"candidate drops champion classes {dropped}" +
-                  (" (data.classes declares them gone)" if declared_gone else
-                   "; if the label set really changed, declare it with data.classes"))
+        detail = (
+            "candidate knows every champion class"
+            if not dropped
+            else f"candidate drops champion classes {dropped}"
+            + (
+                " (data.classes declares them gone)"
+                if declared_gone
+                else "; if the label set really changed, declare it with data.classes"
+            )
+        )
         rules.append(SanityRule("keeps_champion_classes", ok, detail))
-    rules.append(SanityRule("enough_training_rows", facts.train_rows >= min_train_rows,
-                            f"{facts.train_rows} training rows (registry.min_train_rows={min_train_rows})"))
-    bad = [k for k, v in facts.metrics.items()
-           if k.startswith("test_") and isinstance(v, (int, float)) and not math.isfinite(v)]
-    problems = ([f"non-finite {bad}"] if bad else []) + \
-        ([f"{facts.test_rows} test rows < registry.min_test_rows={min_test_rows}"] if facts.test_rows < min_test_rows else []) + \
-        ([f"test labels {facts.test_labels} hold fewer than two classes"] if len(facts.test_labels) < 2 else [])
-    rules.append(SanityRule("reliable_evaluation", not problems,
-                            "; ".join(problems) or f"{facts.test_rows} test rows over {len(facts.test_labels)} classes"))
+    rules.append(
+        SanityRule(
+            "enough_training_rows",
+            facts.train_rows >= min_train_rows,
+            f"{facts.train_rows} training rows (registry.min_train_rows={min_train_rows})",
+        )
+    )
+    bad = [
+        k
+        for k, v in facts.metrics.items()
+        if k.startswith("test_") and isinstance(v, (int, float)) and not math.isfinite(v)
+    ]
+    problems = (
+        ([f"non-finite {bad}"] if bad else [])
+        + (
+            [f"{facts.test_rows} test rows < registry.min_test_rows={min_test_rows}"]
+            if facts.test_rows < min_test_rows
+            else []
+        )
+        + ([f"test labels {facts.test_labels} hold fewer than two classes"] if len(facts.test_labels) < 2 else [])
+    )
+    rules.append(
+        SanityRule(
+            "reliable_evaluation",
+            not problems,
+            "; ".join(problems) or f"{facts.test_rows} test rows over {len(facts.test_labels)} classes",
+        )
+    )
     return SanityVerdict(all(r.passed for r in rules), rules)
 
 
@@ -130,18 +165,25 @@ def apply_sanity(decision: GateDecision, verdict: SanityVerdict) -> GateDecision
     """The gate's decision with the sanity verdict: refused (whatever the comparison said) when a rule fails."""
     if verdict.passed:
         return replace(decision, sanity=verdict)
-    return replace(decision, sanity=verdict, promote=False,
-                   reason=f"refused, the candidate cannot be right: {verdict.reason}")
+    return replace(
+        decision, sanity=verdict, promote=False, reason=f"refused, the candidate cannot be right: {verdict.reason}"
+    )
 
 
 def labels_of(*ys: Sequence[int]) -> list[int]:
     return sorted({int(v) for y in ys for v in y})
 
 
-def candidate_facts(splits, metrics: Mapping[str, Any], champion_labels: Sequence[int] | None,
-                    declared_classes: Sequence[int] | None) -> CandidateFacts:
+def candidate_facts(
+    splits, metrics: Mapping[str, Any], champion_labels: Sequence[int] | None, declared_classes: Sequence[int] | None
+) -> CandidateFacts:
     """The facts of a candidate trained on ``splits`` (a :class:`tasks.data.sources.Splits`)."""
-    return CandidateFacts(train_rows=len(splits.train), train_labels=labels_of(splits.train.y),
-                          test_rows=len(splits.test), test_labels=labels_of(splits.test.y), metrics=dict(metrics),
-                          champion_labels=None if champion_labels is None else [int(c) for c in champion_labels],
-                          declared_classes=None if declared_classes is None else [int(c) for c in declared_classes])
+    return CandidateFacts(
+        train_rows=len(splits.train),
+        train_labels=labels_of(splits.train.y),
+        test_rows=len(splits.test),
+        test_labels=labels_of(splits.test.y),
+        metrics=dict(metrics),
+        champion_labels=None if champion_labels is None else [int(c) for c in champion_labels],
+        declared_classes=None if declared_classes is None else [int(c) for c in declared_classes],
+    )

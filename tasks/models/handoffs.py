@@ -19,8 +19,8 @@ class Champion:
     """The registry's champion as the run sees it (all None when there is none yet)."""
 
     record: dict[str, Any] | None = None
-    schema: Any = None           # tasks.data.schema.Schema the champion was trained on
-    trained_rows: Any = None     # row ids its lineage trained on (never in the test split)
+    schema: Any = None  # tasks.data.schema.Schema the champion was trained on
+    trained_rows: Any = None  # row ids its lineage trained on (never in the test split)
 
     @property
     def version(self) -> int | None:
@@ -37,7 +37,7 @@ class Evaluation:
 
     metrics: dict[str, Any]
     champion_metrics: dict[str, Any] | None = None
-    robust: Any = None           # tasks.adversarial.evaluation.RobustEvaluation with hardening on
+    robust: Any = None  # tasks.adversarial.evaluation.RobustEvaluation with hardening on
     champion_robust: Any = None
 
 
@@ -55,8 +55,9 @@ class RegisteredModel:
         return cls(d["run_id"], d["version"], d["manifest_uri"], dict(d.get("artifacts", {})))
 
 
-def warm_start_compatible(initial: TrainedModel, cfg: ModelConfig, sample_shape: tuple[int, ...],
-                          num_classes: int) -> bool:
+def warm_start_compatible(
+    initial: TrainedModel, cfg: ModelConfig, sample_shape: tuple[int, ...], num_classes: int
+) -> bool:
     """True when the champion's weights load into the configured architecture for this data
     (standardization statistics aside: a warm start recomputes them)."""
     return same_architecture(initial.spec, model_spec(cfg, sample_shape, num_classes))

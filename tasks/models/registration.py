@@ -43,11 +43,20 @@ def load_trained_rows(store: ArtifactStore, record: dict):
         return None
 
 
-def register_candidate(store: ArtifactStore, registry: ModelRegistry, settings: Settings, model: TrainedModel,
-                       schema: Schema, splits: Splits, metrics: dict, extras: dict,
-                       parent: dict | None, trigger: dict,
-                       extra_files: dict[str, bytes] | None = None,
-                       idempotency_key: str | None = None) -> dict[str, Any]:
+def register_candidate(
+    store: ArtifactStore,
+    registry: ModelRegistry,
+    settings: Settings,
+    model: TrainedModel,
+    schema: Schema,
+    splits: Splits,
+    metrics: dict,
+    extras: dict,
+    parent: dict | None,
+    trigger: dict,
+    extra_files: dict[str, bytes] | None = None,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
     """Write weights, architecture, schema, metrics, plots and ``extra_files`` (the drift reference)
     under one run prefix, publish the manifest last, then add a registry version pointing at that run.
 
@@ -58,9 +67,12 @@ def register_candidate(store: ArtifactStore, registry: ModelRegistry, settings: 
             if (record.get("lineage") or {}).get("idempotency_key") == idempotency_key:
                 run_id = record["run_id"]
                 names = sorted(store.manifest(run_id).get("objects", {})) + ["manifest.json"]
-                return {"run_id": run_id, "version": int(record["version"]),
-                        "manifest_uri": store.object_url(run_id, "manifest.json"),
-                        "artifacts": {n: store.object_url(run_id, n) for n in names}}
+                return {
+                    "run_id": run_id,
+                    "version": int(record["version"]),
+                    "manifest_uri": store.object_url(run_id, "manifest.json"),
+                    "artifacts": {n: store.object_url(run_id, n) for n in names},
+                }
     with store.begin_run("training") as w:
         for name, data in (extra_files or {}).items():
             w.put_bytes(name, data)
@@ -74,22 +86,34 @@ def register_candidate(store: ArtifactStore, registry: ModelRegistry, settings: 
         # The test split's fingerprint is what makes two gate decisions comparable: same
         # fingerprint, same rows.
         data_fp = {"train": fingerprint(splits.train), "val": fingerprint(splits.val), "test": fingerprint(splits.test)}
-        manifest = w.commit({
-            "config": settings.resolved(),
-            "seed": settings.seed,
-            "data_fingerprint": data_fp,
-            "metrics": metrics,
-            "parent_model": ({"model": settings.registry.model_name, "version": parent["version"], "run_id": parent["run_id"]}
-                       if parent else None),
-            "trigger": trigger,
-            "extra": extras,
-        })
-    lineage = {"parent_version": parent["version"] if parent else None, "trigger": trigger,
-               "stages": extras.get("stages"), "data_fingerprint": data_fp}
+        manifest = w.commit(
+            {
+                "config": settings.resolved(),
+                "seed": settings.seed,
+                "data_fingerprint": data_fp,
+                "metrics": metrics,
+                "parent_model": (
+                    {"model": settings.registry.model_name, "version": parent["version"], "run_id": parent["run_id"]}
+                    if parent
+                    else None
+                ),
+                "trigger": trigger,
+                "extra": extras,
+            }
+        )
+    lineage = {
+        "parent_version": parent["version"] if parent else None,
+        "trigger": trigger,
+        "stages": extras.get("stages"),
+        "data_fingerprint": data_fp,
+    }
     if idempotency_key is not None:
         lineage["idempotency_key"] = idempotency_key
     version = registry.register(w.run_id, metrics, lineage=lineage)
     names = sorted(manifest["objects"]) + ["manifest.json"]
-    return {"run_id": w.run_id, "version": version,
-            "manifest_uri": store.object_url(w.run_id, "manifest.json"),
-            "artifacts": {n: store.object_url(w.run_id, n) for n in names}}
+    return {
+        "run_id": w.run_id,
+        "version": version,
+        "manifest_uri": store.object_url(w.run_id, "manifest.json"),
+        "artifacts": {n: store.object_url(w.run_id, n) for n in names},
+    }

@@ -43,23 +43,47 @@ def metrics_rows(metrics: Mapping[str, float]) -> list[dict]:
 
 def comparison_rows(metrics: Mapping[str, object], champion_metrics: Mapping[str, object] | None) -> list[dict]:
     """Rows of the ``training-metrics`` table: each numeric metric of the candidate beside the champion's."""
-    return [{"metric": k, "candidate": round(float(v), 6),
-             "champion": (round(float(champion_metrics[k]), 6)  # type: ignore[arg-type]
-                          if champion_metrics and k in champion_metrics else None)}
-            for k, v in metrics.items() if isinstance(v, (int, float))]
+    return [
+        {
+            "metric": k,
+            "candidate": round(float(v), 6),
+            "champion": (
+                round(float(champion_metrics[k]), 6)  # type: ignore[arg-type]
+                if champion_metrics and k in champion_metrics
+                else None
+            ),
+        }
+        for k, v in metrics.items()
+        if isinstance(v, (int, float))
+    ]
 
 
-def run_summary_markdown(model_name: str, run_id: str, version: int, manifest_uri: str,
-                         artifacts: Mapping[str, str], metrics: Mapping[str, object],
-                         champion_version: int | None, champion_metrics: Mapping[str, object] | None,
-                         promote: bool, reason: str, stages: Sequence[str]) -> str:
+def run_summary_markdown(
+    model_name: str,
+    run_id: str,
+    version: int,
+    manifest_uri: str,
+    artifacts: Mapping[str, str],
+    metrics: Mapping[str, object],
+    champion_version: int | None,
+    champion_metrics: Mapping[str, object] | None,
+    promote: bool,
+    reason: str,
+    stages: Sequence[str],
+) -> str:
     """The ``training-summary`` markdown: what the run did, the gate's decision and where its artifacts are."""
-    lines = [f"# driftloop run `{run_id}`", "",
-             f"* model **{model_name}** version **{version}**",
-             f"* stages: {' -> '.join(stages)}",
-             f"* decision: **{'promoted to champion' if promote else 'champion kept'}**: {reason}",
-             f"* previous champion: {('version ' + str(champion_version)) if champion_version is not None else 'none'}",
-             f"* manifest: `{manifest_uri}`", "", "| metric | candidate | champion |", "|---|---|---|"]
+    lines = [
+        f"# driftloop run `{run_id}`",
+        "",
+        f"* model **{model_name}** version **{version}**",
+        f"* stages: {' -> '.join(stages)}",
+        f"* decision: **{'promoted to champion' if promote else 'champion kept'}**: {reason}",
+        f"* previous champion: {('version ' + str(champion_version)) if champion_version is not None else 'none'}",
+        f"* manifest: `{manifest_uri}`",
+        "",
+        "| metric | candidate | champion |",
+        "|---|---|---|",
+    ]
     for k, v in metrics.items():
         if isinstance(v, (int, float)):
             c = champion_metrics.get(k) if champion_metrics else None

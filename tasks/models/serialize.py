@@ -20,16 +20,21 @@ from tasks.models.standardize import Standardization
 from tasks.models.zoo import build_model
 
 
-def model_spec(cfg: ModelConfig, in_shape: tuple[int, ...], num_classes: int,
-               standardize: Standardization | None = None) -> dict[str, Any]:
+def model_spec(
+    cfg: ModelConfig, in_shape: tuple[int, ...], num_classes: int, standardize: Standardization | None = None
+) -> dict[str, Any]:
     """Everything needed to rebuild the architecture: stored as ``model.json`` beside the weights.
 
     ``standardize``: the training split's statistics (:func:`~tasks.models.standardize.fit_standardization`);
     recorded only when ``cfg.standardize`` is on.
     """
     cfg = resolve_model_config(cfg, tuple(in_shape))
-    return {"model": cfg.model_dump(mode="json"), "in_shape": list(in_shape), "num_classes": int(num_classes),
-            "standardize": standardize.as_dict() if (standardize is not None and cfg.standardize) else None}
+    return {
+        "model": cfg.model_dump(mode="json"),
+        "in_shape": list(in_shape),
+        "num_classes": int(num_classes),
+        "standardize": standardize.as_dict() if (standardize is not None and cfg.standardize) else None,
+    }
 
 
 def same_architecture(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -41,8 +46,12 @@ def same_architecture(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     std = spec.get("standardize")
-    return build_model(ModelConfig.model_validate(spec["model"]), tuple(spec["in_shape"]), int(spec["num_classes"]),
-                       Standardization.from_dict(std) if std else None)
+    return build_model(
+        ModelConfig.model_validate(spec["model"]),
+        tuple(spec["in_shape"]),
+        int(spec["num_classes"]),
+        Standardization.from_dict(std) if std else None,
+    )
 
 
 def state_dict_to_bytes(model_or_state: nn.Module | dict[str, torch.Tensor]) -> bytes:

@@ -61,20 +61,23 @@ def fit_standardization(x: np.ndarray) -> Standardization:
     s2 = np.zeros(width)
     count = 0
     for i in range(0, n, _CHUNK_ROWS):
-        c = np.asarray(x[i:i + _CHUNK_ROWS], dtype=np.float64)
+        c = np.asarray(x[i : i + _CHUNK_ROWS], dtype=np.float64)
         c = c.transpose(1, 0, 2, 3).reshape(width, -1).T if image else c.reshape(len(c), -1)
         s1 += c.sum(axis=0)
         count += c.shape[0]
     mean = s1 / count
     for i in range(0, n, _CHUNK_ROWS):  # second pass: exact variance, no cancellation
-        c = np.asarray(x[i:i + _CHUNK_ROWS], dtype=np.float64)
+        c = np.asarray(x[i : i + _CHUNK_ROWS], dtype=np.float64)
         c = c.transpose(1, 0, 2, 3).reshape(width, -1).T if image else c.reshape(len(c), -1)
         s2 += ((c - mean) ** 2).sum(axis=0)
     std = np.sqrt(s2 / count)
     std = np.where(std < _MIN_STD, 1.0, std)
     # float32 values: what the layer computes with, and exact in JSON.
-    return Standardization("channel" if image else "feature",
-                           tuple(float(np.float32(v)) for v in mean), tuple(float(np.float32(v)) for v in std))
+    return Standardization(
+        "channel" if image else "feature",
+        tuple(float(np.float32(v)) for v in mean),
+        tuple(float(np.float32(v)) for v in std),
+    )
 
 
 class Standardize(nn.Module):
@@ -105,5 +108,5 @@ def standardized_inputs(model: nn.Module, x: np.ndarray, batch_size: int = 4096)
     mean, std = layer.mean.detach().cpu(), layer.std.detach().cpu()
     out = np.empty_like(x)
     for i in range(0, len(x), batch_size):
-        out[i:i + batch_size] = ((torch.from_numpy(x[i:i + batch_size]) - mean) / std).numpy()
+        out[i : i + batch_size] = ((torch.from_numpy(x[i : i + batch_size]) - mean) / std).numpy()
     return out

@@ -23,8 +23,14 @@ def _progress(total: int, label: str):
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    p = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                 TimeRemainingColumn(), transient=True)
+    p = Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        transient=True,
+    )
     return p
 
 
@@ -37,21 +43,40 @@ def train_model(splits: Splits, settings: Settings, initial: TrainedModel | None
     tid = bar.add_task("train", total=settings.training.epochs, info="") if bar else None
 
     def on_epoch(epoch: int, m: dict[str, float]) -> None:
-        log.info("epoch %d/%d train_loss=%.4f val_loss=%.4f val_accuracy=%.4f", epoch, settings.training.epochs,
-                 m["train_loss"], m["val_loss"], m["val_accuracy"])
+        log.info(
+            "epoch %d/%d train_loss=%.4f val_loss=%.4f val_accuracy=%.4f",
+            epoch,
+            settings.training.epochs,
+            m["train_loss"],
+            m["val_loss"],
+            m["val_accuracy"],
+        )
         if bar:
             bar.update(tid, advance=1, info=f"val_acc={m['val_accuracy']:.3f}")
 
     if bar:
         bar.start()
     try:
-        model = train_candidate(splits.train.x, splits.train.y, splits.val.x, splits.val.y, settings.model,
-                                settings.training, settings.seed, k, initial, on_epoch)
+        model = train_candidate(
+            splits.train.x,
+            splits.train.y,
+            splits.val.x,
+            splits.val.y,
+            settings.model,
+            settings.training,
+            settings.seed,
+            k,
+            initial,
+            on_epoch,
+        )
     finally:
         if bar:
             bar.stop()
-    publish_image("training-learning-curve", learning_curve_png(model.history, "training: learning curve"),
-                  "Learning curve of plain training (loss and validation accuracy per epoch)")
+    publish_image(
+        "training-learning-curve",
+        learning_curve_png(model.history, "training: learning curve"),
+        "Learning curve of plain training (loss and validation accuracy per epoch)",
+    )
     return model
 
 
@@ -60,9 +85,12 @@ def evaluate_model(model: TrainedModel, splits: Splits, settings: Settings, labe
     """Test-split loss, accuracy, per-class accuracy and confusion matrix of ``model``."""
     ev = evaluate_candidate(model, splits.test.x, splits.test.y, settings.training.device)
     metrics = {"test_loss": ev.loss, "test_accuracy": ev.accuracy}
-    publish_table(f"{label}-test-metrics", metrics_rows(metrics) +
-                  [{"metric": f"class_{c}_accuracy", "value": round(a, 6)} for c, a in ev.per_class_accuracy.items()],
-                  f"Test-split metrics of the {label}")
+    publish_table(
+        f"{label}-test-metrics",
+        metrics_rows(metrics)
+        + [{"metric": f"class_{c}_accuracy", "value": round(a, 6)} for c, a in ev.per_class_accuracy.items()],
+        f"Test-split metrics of the {label}",
+    )
     return {"metrics": metrics, "per_class_accuracy": ev.per_class_accuracy, "confusion": ev.confusion, "n": ev.n}
 
 
@@ -105,8 +133,9 @@ def accuracy_gate(metrics: dict, champion_metrics: dict | None, settings: Settin
 
 
 @task(name="sanity-gate", cache_policy=NO_CACHE)
-def sanity_gate(decision: GateDecision, splits: Splits, metrics: dict, champion_labels: list[int] | None,
-                settings: Settings) -> GateDecision:
+def sanity_gate(
+    decision: GateDecision, splits: Splits, metrics: dict, champion_labels: list[int] | None, settings: Settings
+) -> GateDecision:
     """Refuse a candidate that cannot be right (one class, dropped champion classes, too few rows,
     unreliable evaluation), whatever the comparison with the champion said."""
     facts = candidate_facts(splits, metrics, champion_labels, settings.data.classes)
@@ -115,9 +144,17 @@ def sanity_gate(decision: GateDecision, splits: Splits, metrics: dict, champion_
 
 
 @task(name="register", **_IO)
-def register_candidate(settings: Settings, model: TrainedModel, schema, splits: Splits, metrics: dict,
-                       extras: dict, parent: dict | None, trigger: dict,
-                       extra_files: dict[str, bytes] | None = None) -> dict:
+def register_candidate(
+    settings: Settings,
+    model: TrainedModel,
+    schema,
+    splits: Splits,
+    metrics: dict,
+    extras: dict,
+    parent: dict | None,
+    trigger: dict,
+    extra_files: dict[str, bytes] | None = None,
+) -> dict:
     from prefect.runtime import task_run
 
     from tasks.models.registration import open_registry
@@ -127,8 +164,20 @@ def register_candidate(settings: Settings, model: TrainedModel, schema, splits: 
     # The task run's id is the same on every retry: a retry after the version record landed (its
     # response lost) finds that version instead of registering a second run.
     key = f"task-run:{task_run.id}" if task_run.id else None
-    return _register(store, registry, settings, model, schema, splits, metrics, extras, parent, trigger, extra_files,
-                     idempotency_key=key)
+    return _register(
+        store,
+        registry,
+        settings,
+        model,
+        schema,
+        splits,
+        metrics,
+        extras,
+        parent,
+        trigger,
+        extra_files,
+        idempotency_key=key,
+    )
 
 
 @task(name="promote", **_IO)

@@ -22,8 +22,9 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(model: nn.Module, optimizer: str, lr: float, weight_decay: float = 0.0,
-                   momentum: float = 0.9) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: nn.Module, optimizer: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.9
+) -> torch.optim.Optimizer:
     if optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     if optimizer == "adamw":
@@ -40,16 +41,23 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None, dev
     xt = torch.from_numpy(np.ascontiguousarray(x))
     yt = torch.from_numpy(np.ascontiguousarray(y))
     for i in range(0, n, batch_size):
-        idx = torch.from_numpy(order[i:i + batch_size])
+        idx = torch.from_numpy(order[i : i + batch_size])
         yield xt[idx].to(device), yt[idx].to(device)
 
 
 LossHook = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: np.ndarray, y: np.ndarray,
-                    batch_size: int, seed: int, device: torch.device,
-                    loss_hook: LossHook | None = None) -> float:
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    loss_hook: LossHook | None = None,
+) -> float:
     """One pass over (x, y) in a seed-determined order; returns the mean training loss.
 
     ``loss_hook(model, xb, yb, loss)`` may add a term (FedProx's proximal term does).
@@ -83,8 +91,14 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device,
-             num_classes: int | None = None, batch_size: int = 512) -> EvalResult:
+def evaluate(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    device: torch.device,
+    num_classes: int | None = None,
+    batch_size: int = 512,
+) -> EvalResult:
     """Loss, accuracy, per-class accuracy and the confusion matrix (rows: true, cols: predicted)."""
     model.eval()
     k = int(num_classes or (int(y.max()) + 1 if len(y) else 0))
@@ -105,8 +119,10 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.devic
 @torch.no_grad()
 def predict_proba(model: nn.Module, x: np.ndarray, device: torch.device, batch_size: int = 512) -> np.ndarray:
     model.eval()
-    out = [torch.softmax(model(torch.from_numpy(x[i:i + batch_size]).to(device)), 1).cpu().numpy()
-           for i in range(0, len(x), batch_size)]
+    out = [
+        torch.softmax(model(torch.from_numpy(x[i : i + batch_size]).to(device)), 1).cpu().numpy()
+        for i in range(0, len(x), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -114,8 +130,10 @@ def predict_proba(model: nn.Module, x: np.ndarray, device: torch.device, batch_s
 def embed(model: nn.Module, x: np.ndarray, device: torch.device, batch_size: int = 512) -> np.ndarray:
     """Penultimate-layer features (``model.embed``)."""
     model.eval()
-    out = [model.embed(torch.from_numpy(x[i:i + batch_size]).to(device)).cpu().numpy()  # type: ignore[operator]
-           for i in range(0, len(x), batch_size)]
+    out = [
+        model.embed(torch.from_numpy(x[i : i + batch_size]).to(device)).cpu().numpy()  # type: ignore[operator]
+        for i in range(0, len(x), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -127,13 +145,25 @@ class History:
     val_accuracy: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, list]:
-        return {"epoch": self.epochs, "train_loss": self.train_loss, "val_loss": self.val_loss,
-                "val_accuracy": self.val_accuracy}
+        return {
+            "epoch": self.epochs,
+            "train_loss": self.train_loss,
+            "val_loss": self.val_loss,
+            "val_accuracy": self.val_accuracy,
+        }
 
 
-def fit(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-        cfg: TrainingConfig, seed: int, num_classes: int,
-        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> History:
+def fit(
+    model: nn.Module,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    cfg: TrainingConfig,
+    seed: int,
+    num_classes: int,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> History:
     """Train for ``cfg.epochs`` epochs, evaluating on the validation split after each.
 
     Epoch ``e`` shuffles with ``derive_seed(seed, "epoch", e)``, so a resumed run (Ray Tune

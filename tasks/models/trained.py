@@ -30,10 +30,18 @@ def num_classes_of(*ys: np.ndarray) -> int:
     return int(max(int(y.max()) for y in ys if len(y)) + 1)
 
 
-def train_candidate(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-                    model_cfg: ModelConfig, training_cfg: TrainingConfig, seed: int, num_classes: int,
-                    initial: TrainedModel | None = None,
-                    on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainedModel:
+def train_candidate(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    model_cfg: ModelConfig,
+    training_cfg: TrainingConfig,
+    seed: int,
+    num_classes: int,
+    initial: TrainedModel | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainedModel:
     """Train the configured model (warm-started from ``initial`` when its architecture matches).
 
     The model's initial weights come from ``derive_seed(seed, "init")``; epoch order from ``fit``.

@@ -17,8 +17,15 @@ def _first_layer(standardize: Standardization | None, in_shape: tuple[int, ...])
 
 
 class MLP(nn.Module):
-    def __init__(self, in_shape: tuple[int, ...], num_classes: int, width: int = 64, depth: int = 2,
-                 dropout: float = 0.1, standardize: Standardization | None = None):
+    def __init__(
+        self,
+        in_shape: tuple[int, ...],
+        num_classes: int,
+        width: int = 64,
+        depth: int = 2,
+        dropout: float = 0.1,
+        standardize: Standardization | None = None,
+    ):
         super().__init__()
         self.standardize = _first_layer(standardize, tuple(in_shape))
         layers: list[nn.Module] = [nn.Flatten()]
@@ -39,8 +46,15 @@ class MLP(nn.Module):
 class SmallCNN(nn.Module):
     """Conv blocks (3x3 conv, ReLU; 2x2 max-pool while the map is larger than 2x2), then a linear head."""
 
-    def __init__(self, in_shape: tuple[int, ...], num_classes: int, width: int = 32, depth: int = 2,
-                 dropout: float = 0.1, standardize: Standardization | None = None):
+    def __init__(
+        self,
+        in_shape: tuple[int, ...],
+        num_classes: int,
+        width: int = 32,
+        depth: int = 2,
+        dropout: float = 0.1,
+        standardize: Standardization | None = None,
+    ):
         super().__init__()
         self.standardize = _first_layer(standardize, tuple(in_shape))
         if len(in_shape) != 3:
@@ -65,8 +79,9 @@ class SmallCNN(nn.Module):
         return self.head(self.embed(x))
 
 
-def build_model(cfg: ModelConfig, in_shape: tuple[int, ...], num_classes: int,
-                standardize: Standardization | None = None) -> nn.Module:
+def build_model(
+    cfg: ModelConfig, in_shape: tuple[int, ...], num_classes: int, standardize: Standardization | None = None
+) -> nn.Module:
     """Build the configured architecture for samples of ``in_shape`` and ``num_classes`` outputs.
 
     ``arch="auto"`` picks by the sample shape (:func:`tasks.models.auto.arch_for`); ``standardize``

@@ -25,8 +25,17 @@ _cache_lock = threading.Lock()
 
 
 def _cache_key(cfg: StoreConfig, uri: str) -> tuple:
-    return (uri, cfg.endpoint_url, cfg.region, _secret(cfg.access_key_id), _secret(cfg.secret_access_key),
-            _secret(cfg.session_token), cfg.multipart_chunk_bytes, cfg.max_concurrency, cfg.max_attempts)
+    return (
+        uri,
+        cfg.endpoint_url,
+        cfg.region,
+        _secret(cfg.access_key_id),
+        _secret(cfg.secret_access_key),
+        _secret(cfg.session_token),
+        cfg.multipart_chunk_bytes,
+        cfg.max_concurrency,
+        cfg.max_attempts,
+    )
 
 
 def open_backend(cfg: StoreConfig) -> Backend:

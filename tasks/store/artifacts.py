@@ -69,6 +69,7 @@ TOMBSTONE_FIELD = "garbage_collected_at"
 
 RESERVED_MANIFEST_KEYS = ("manifest_format", "run_id", "kind", "created_at", "objects")
 
+
 class RunWriter:
     """Writes one run's objects, then its manifest. Use as a context manager: an exception inside
     the block (or leaving it without :meth:`commit`) deletes everything the writer wrote."""
@@ -185,9 +186,11 @@ class RunWriter:
         try:
             self.store.backend.put_bytes(key, data, if_absent=True)
         except PreconditionFailed:
-            raise StoreError(f"run {self.run_id} already has a manifest at {self.url(MANIFEST)} (committed twice, "
-                             "or garbage-collected as an orphan: `driftloop artifacts gc` claims runs older "
-                             "than its minimum age that have no manifest)") from None
+            raise StoreError(
+                f"run {self.run_id} already has a manifest at {self.url(MANIFEST)} (committed twice, "
+                "or garbage-collected as an orphan: `driftloop artifacts gc` claims runs older "
+                "than its minimum age that have no manifest)"
+            ) from None
         self._state = "committed"
         return json.loads(data)
 
@@ -298,8 +301,9 @@ class ArtifactStore:
                 out.append({"run_id": run_id, "objects": sorted(ks), "age_s": round(age, 1)})
         return sorted(out, key=lambda o: (parse_run_id(o["run_id"])[1], o["run_id"]))
 
-    def collect_garbage(self, min_age_s: float = 86400.0, dry_run: bool = False,
-                        now: _dt.datetime | None = None) -> dict[str, Any]:
+    def collect_garbage(
+        self, min_age_s: float = 86400.0, dry_run: bool = False, now: _dt.datetime | None = None
+    ) -> dict[str, Any]:
         """Delete the objects of orphaned runs (no manifest) started at least ``min_age_s`` ago.
 
         Each run is claimed with a write-once tombstone at its manifest key before anything is
@@ -316,9 +320,15 @@ class ArtifactStore:
         # committed before it, which has a manifest and is no orphan.
         referenced = referenced_run_ids(self)
         orphans = self.orphaned_runs(min_age_s, now=now)
-        report: dict[str, Any] = {"store": repr(self.backend), "min_age_s": min_age_s, "dry_run": dry_run,
-                                  "runs": [], "objects_deleted": 0, "committed_meanwhile": [],
-                                  "referenced_by_registry": []}
+        report: dict[str, Any] = {
+            "store": repr(self.backend),
+            "min_age_s": min_age_s,
+            "dry_run": dry_run,
+            "runs": [],
+            "objects_deleted": 0,
+            "committed_meanwhile": [],
+            "referenced_by_registry": [],
+        }
         for o in orphans:
             if o["run_id"] in referenced:
                 report["referenced_by_registry"].append(dict(o, versions=referenced[o["run_id"]]))
@@ -327,8 +337,15 @@ class ArtifactStore:
                 report["runs"].append(o)
                 continue
             prefix = f"{RUNS_PREFIX}{o['run_id']}/"
-            tomb = dumps_json({"manifest_format": MANIFEST_FORMAT, "run_id": o["run_id"], "kind": parse_run_id(o["run_id"])[0],
-                               TOMBSTONE_FIELD: utc_now(), "objects": {}})
+            tomb = dumps_json(
+                {
+                    "manifest_format": MANIFEST_FORMAT,
+                    "run_id": o["run_id"],
+                    "kind": parse_run_id(o["run_id"])[0],
+                    TOMBSTONE_FIELD: utc_now(),
+                    "objects": {},
+                }
+            )
             try:
                 self.backend.put_bytes(prefix + MANIFEST, tomb, if_absent=True)
             except PreconditionFailed:
@@ -358,8 +375,10 @@ class ArtifactStore:
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise IntegrityError(f"{self.backend.url(key)} is not valid JSON: {e}") from None
         if isinstance(doc, dict) and TOMBSTONE_FIELD in doc:
-            raise ObjectNotFound(f"run {run_id} was never committed; its orphaned objects were garbage-collected "
-                                 f"at {doc[TOMBSTONE_FIELD]}")
+            raise ObjectNotFound(
+                f"run {run_id} was never committed; its orphaned objects were garbage-collected "
+                f"at {doc[TOMBSTONE_FIELD]}"
+            )
         entry = (doc, hashlib.sha256(data).hexdigest())
         self._manifests[run_id] = entry
         return entry
@@ -383,9 +402,11 @@ class ArtifactStore:
 
     def _verify(self, url: str, run_id: str, entry: Mapping[str, Any], digest: str, size: int) -> None:
         if size != entry["size"] or digest != entry["sha256"]:
-            raise IntegrityError(f"{url}: content does not match the manifest of run {run_id} "
-                                 f"(sha256 {digest[:16]}..., {size} bytes; recorded "
-                                 f"{str(entry['sha256'])[:16]}..., {entry['size']} bytes)")
+            raise IntegrityError(
+                f"{url}: content does not match the manifest of run {run_id} "
+                f"(sha256 {digest[:16]}..., {size} bytes; recorded "
+                f"{str(entry['sha256'])[:16]}..., {entry['size']} bytes)"
+            )
 
     def get_bytes(self, run_id: str, name: str) -> bytes:
         """An object's bytes, verified against the manifest's sha256 and size."""
@@ -439,8 +460,13 @@ class ArtifactStore:
         return self.manifest(run_id)
 
 
-def write_run(store: ArtifactStore, kind: str, objects: Mapping[str, Any],
-              manifest: Mapping[str, Any] | None = None, run_id: str | None = None) -> dict[str, Any]:
+def write_run(
+    store: ArtifactStore,
+    kind: str,
+    objects: Mapping[str, Any],
+    manifest: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
     """Write a whole run in one call and return its committed manifest (includes ``run_id``).
 
     ``objects`` maps names to values, stored by type: ``bytes`` as is, ``os.PathLike`` as an

@@ -14,6 +14,17 @@ from tasks.store.s3 import S3Backend
 from tasks.store.uri import parse_store_uri, validate_key
 
 __all__ = [
-    "Backend", "LocalBackend", "S3Backend", "PreconditionFailed", "open_backend", "read_uri", "list_uri",
-    "write_uri", "pyarrow_filesystem", "parse_store_uri", "validate_key", "sha256_file", "_s3_for",
+    "Backend",
+    "LocalBackend",
+    "S3Backend",
+    "PreconditionFailed",
+    "open_backend",
+    "read_uri",
+    "list_uri",
+    "write_uri",
+    "pyarrow_filesystem",
+    "parse_store_uri",
+    "validate_key",
+    "sha256_file",
+    "_s3_for",
 ]

@@ -49,6 +49,7 @@ def check_safetensors(data: bytes, where: str) -> None:
     Checks the 8-byte little-endian header length, the JSON header and every tensor's offsets.
     A pickle (or anything else) fails here with a StoreError naming ``where``; nothing is executed.
     """
+
     def bad(reason: str) -> StoreError:
         return StoreError(f"{where} is not a safetensors file ({reason}); refusing to load it")
 
@@ -58,7 +59,7 @@ def check_safetensors(data: bytes, where: str) -> None:
     if n < 2 or n > len(data) - 8 or n > 100 * 1024 * 1024:
         raise bad(f"header length {n} does not fit the {len(data)}-byte file")
     try:
-        header = json.loads(bytes(data[8:8 + n]).decode("utf-8"))
+        header = json.loads(bytes(data[8 : 8 + n]).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise bad("header is not JSON") from None
     if not isinstance(header, dict):
@@ -70,8 +71,12 @@ def check_safetensors(data: bytes, where: str) -> None:
         if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
             raise bad(f"tensor entry {name!r} lacks dtype/shape/data_offsets")
         off = info["data_offsets"]
-        if (not isinstance(off, list) or len(off) != 2 or not all(isinstance(o, int) for o in off)
-                or not 0 <= off[0] <= off[1] <= body):
+        if (
+            not isinstance(off, list)
+            or len(off) != 2
+            or not all(isinstance(o, int) for o in off)
+            or not 0 <= off[0] <= off[1] <= body
+        ):
             raise bad(f"tensor {name!r} has offsets {off!r} outside the data")
 
 

@@ -39,7 +39,7 @@ class _HashFollower:
         self.f = f  # opened unbuffered (raw FileIO)
         self._pos = 0
         self._ranges: dict[int, int] = {}  # start -> end of written ranges beyond the frontier
-        self._frontier = 0                 # bytes [0, frontier) are written
+        self._frontier = 0  # bytes [0, frontier) are written
         self._done = False
         self._cond = threading.Condition()
         self._hash = hashlib.sha256()
@@ -62,7 +62,7 @@ class _HashFollower:
         view = memoryview(data).cast("B")
         n = len(view)
         while view:  # an unbuffered file may write less than asked
-            view = view[self.f.write(view):]
+            view = view[self.f.write(view) :]
         start, self._pos = self._pos, self._pos + n
         with self._cond:
             self._ranges[start] = max(self._ranges.get(start, start), start + n)

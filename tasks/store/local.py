@@ -67,7 +67,9 @@ class LocalBackend(Backend):
                     try:
                         current = path.read_bytes()
                     except FileNotFoundError:
-                        raise PreconditionFailed(f"{self.url(key)} does not exist (expected version {if_match[:12]})") from None
+                        raise PreconditionFailed(
+                            f"{self.url(key)} does not exist (expected version {if_match[:12]})"
+                        ) from None
                     if hashlib.sha256(current).hexdigest() != if_match:
                         raise PreconditionFailed(f"{self.url(key)} changed since it was read (compare-and-swap lost)")
                     os.replace(tmp, path)

@@ -18,8 +18,18 @@ RUN_ID_RE = re.compile(r"^(?P<kind>[a-z0-9][a-z0-9_-]*)-(?P<ts>\d{8}T\d{6})-(?P<
 # Keys the store owns; a caller's manifest fields may not replace them.
 
 # Distributions whose versions every manifest records (read from metadata: nothing is imported).
-RECORDED_PACKAGES = ("driftloop", "torch", "numpy", "prefect", "ray", "flwr", "boto3", "safetensors",
-                     "pyarrow", "alibi-detect")
+RECORDED_PACKAGES = (
+    "driftloop",
+    "torch",
+    "numpy",
+    "prefect",
+    "ray",
+    "flwr",
+    "boto3",
+    "safetensors",
+    "pyarrow",
+    "alibi-detect",
+)
 
 
 def utc_now() -> str:

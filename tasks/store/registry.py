@@ -75,11 +75,15 @@ def referenced_run_ids(store: ArtifactStore) -> dict[str, list[str]]:
         except ObjectNotFound:
             continue  # deleted between the listing and the read: it names nothing any more
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise RegistryError(f"{url} is not valid JSON ({e}); garbage collection stopped because this "
-                                "version record may name any run: restore it before collecting") from None
+            raise RegistryError(
+                f"{url} is not valid JSON ({e}); garbage collection stopped because this "
+                "version record may name any run: restore it before collecting"
+            ) from None
         if not isinstance(doc, dict) or not isinstance(doc.get("run_id"), str):
-            raise RegistryError(f"{url} names no run_id; garbage collection stopped because this version "
-                                "record may name any run: restore it before collecting")
+            raise RegistryError(
+                f"{url} names no run_id; garbage collection stopped because this version "
+                "record may name any run: restore it before collecting"
+            )
         out.setdefault(doc["run_id"], []).append(f"{parts[1]} v{int(parts[3][:-5])}")
     # A version the champion pointer or the history names but whose record is gone: its run cannot be
     # told from an orphan any more, so nothing may be collected.
@@ -87,9 +91,11 @@ def referenced_run_ids(store: ArtifactStore) -> dict[str, list[str]]:
     for model, numbers, where in _named_versions(store):
         missing = sorted(v for v in numbers if (model, v) not in recorded)
         if missing:
-            raise RegistryError(f"{where} names versions {missing} of model {model!r} that have no version record; "
-                                "garbage collection stopped because their runs cannot be told from orphans: "
-                                "restore the records before collecting")
+            raise RegistryError(
+                f"{where} names versions {missing} of model {model!r} that have no version record; "
+                "garbage collection stopped because their runs cannot be told from orphans: "
+                "restore the records before collecting"
+            )
     return out
 
 
@@ -103,9 +109,16 @@ def _named_versions(store: ArtifactStore):
             except (ObjectNotFound, UnicodeDecodeError, json.JSONDecodeError):
                 continue  # unreadable: `models repair` rebuilds it from the history log, checked below
             if isinstance(state, dict):
-                named = [state.get("champion"), *(state.get("stack") or []),
-                         *[e.get("to") for e in state.get("history") or [] if isinstance(e, dict)]]
-                yield parts[1], {v for v in named if isinstance(v, int) and not isinstance(v, bool)}, store.backend.url(key)
+                named = [
+                    state.get("champion"),
+                    *(state.get("stack") or []),
+                    *[e.get("to") for e in state.get("history") or [] if isinstance(e, dict)],
+                ]
+                yield (
+                    parts[1],
+                    {v for v in named if isinstance(v, int) and not isinstance(v, bool)},
+                    store.backend.url(key),
+                )
         elif len(parts) == 4 and parts[2] == "history" and re.fullmatch(r"\d{6,}\.json", parts[3]):
             try:
                 event = json.loads(store.backend.get_bytes(key))
@@ -161,8 +174,10 @@ class ModelRegistry:
             raise RegistryError(f"cannot register run {run_id!r} as model {self.model_name!r}: {e}") from None
         missing = [n for n in (MODEL_SPEC, MODEL_WEIGHTS) if n not in manifest.get("objects", {})]
         if missing:
-            raise RegistryError(f"cannot register run {run_id!r} as model {self.model_name!r}: "
-                                f"the run has no {missing} (write them with RunWriter.put_model)")
+            raise RegistryError(
+                f"cannot register run {run_id!r} as model {self.model_name!r}: "
+                f"the run has no {missing} (write them with RunWriter.put_model)"
+            )
         lin = {"parent_version": None, "event": None}
         lin.update(dict(lineage or {}))
         for _ in range(_MAX_ATTEMPTS):
@@ -186,8 +201,10 @@ class ModelRegistry:
                 return version
             except PreconditionFailed:
                 continue  # another registration took this number: take the next one
-        raise RegistryError(f"model {self.model_name!r}: could not allocate a version number after "
-                            f"{_MAX_ATTEMPTS} attempts (heavy concurrent registration)")
+        raise RegistryError(
+            f"model {self.model_name!r}: could not allocate a version number after "
+            f"{_MAX_ATTEMPTS} attempts (heavy concurrent registration)"
+        )
 
     def get(self, version: int) -> dict[str, Any]:
         """The record of ``version`` (RegistryError when the model has no such version)."""
@@ -197,21 +214,28 @@ class ModelRegistry:
         try:
             data = self.backend.get_bytes(key)
         except ObjectNotFound:
-            raise RegistryError(f"model {self.model_name!r} has no version {version} "
-                                f"(versions: {self._version_numbers()})") from None
+            raise RegistryError(
+                f"model {self.model_name!r} has no version {version} (versions: {self._version_numbers()})"
+            ) from None
         try:
             record = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise self._corrupt_version(key, f"not JSON: {e}") from None
-        if not isinstance(record, dict) or not isinstance(record.get("run_id"), str) or record.get("version") != version:
+        if (
+            not isinstance(record, dict)
+            or not isinstance(record.get("run_id"), str)
+            or record.get("version") != version
+        ):
             raise self._corrupt_version(key, "not a version record with this version number and a run_id")
         return record
 
     def _corrupt_version(self, key: str, why: str) -> RegistryCorrupt:
         # Version records are write-once and nothing else holds their metrics and lineage: restore the
         # file from a backup (or delete it if that version was never used); `models repair` lists them.
-        return RegistryCorrupt(f"{self.backend.url(key)} is corrupt ({why}); restore this write-once version "
-                               "record from a backup; `driftloop models repair` lists every damaged record")
+        return RegistryCorrupt(
+            f"{self.backend.url(key)} is corrupt ({why}); restore this write-once version "
+            "record from a backup; `driftloop models repair` lists every damaged record"
+        )
 
     def versions(self) -> list[dict[str, Any]]:
         """All version records, oldest first."""
@@ -223,9 +247,11 @@ class ModelRegistry:
         return {"model_name": self.model_name, "seq": 0, "champion": None, "stack": [], "history": []}
 
     def _corrupt(self, key: str, why: str) -> RegistryCorrupt:
-        return RegistryCorrupt(f"{self.backend.url(key)} is corrupt ({why}); rebuild the champion pointer from "
-                               f"the append-only history with `driftloop models repair` "
-                               f"(registry.model_name={self.model_name})")
+        return RegistryCorrupt(
+            f"{self.backend.url(key)} is corrupt ({why}); rebuild the champion pointer from "
+            f"the append-only history with `driftloop models repair` "
+            f"(registry.model_name={self.model_name})"
+        )
 
     def _read_state(self) -> tuple[dict[str, Any], str | None]:
         try:
@@ -285,18 +311,31 @@ class ModelRegistry:
             if decision is None:  # already in the requested state (a retried task, or a racing twin won)
                 # The last event's fields (a retried task whose first attempt won gets its own event
                 # back), marked unchanged: a caller must not report this call's reason as recorded.
-                return dict(state["history"][-1] if state["history"] else {}, changed=False,
-                            champion=state["champion"])
+                return dict(state["history"][-1] if state["history"] else {}, changed=False, champion=state["champion"])
             if expected_champion is not _UNSET and state["champion"] != expected_champion:
                 raise RegistryError(
                     f"model {self.model_name!r}: the champion is version {state['champion']}, not the expected "
-                    f"{expected_champion} (a concurrent promotion won); re-evaluate before promoting")
+                    f"{expected_champion} (a concurrent promotion won); re-evaluate before promoting"
+                )
             action, target, stack = decision
-            event = {"seq": state["seq"] + 1, "action": action, "from": state["champion"], "to": target,
-                     "reason": reason, "actor": actor or default_actor(), "at": utc_now()}
-            new = {"model_name": self.model_name, "seq": event["seq"], "champion": target, "stack": stack,
-                   "history": state["history"] + [event], "updated_at": event["at"],
-                   "nonce": uuid.uuid4().hex}  # makes every write's bytes unique (see S3Backend.put_bytes)
+            event = {
+                "seq": state["seq"] + 1,
+                "action": action,
+                "from": state["champion"],
+                "to": target,
+                "reason": reason,
+                "actor": actor or default_actor(),
+                "at": utc_now(),
+            }
+            new = {
+                "model_name": self.model_name,
+                "seq": event["seq"],
+                "champion": target,
+                "stack": stack,
+                "history": state["history"] + [event],
+                "updated_at": event["at"],
+                "nonce": uuid.uuid4().hex,
+            }  # makes every write's bytes unique (see S3Backend.put_bytes)
             try:
                 if token is None:
                     self.backend.put_bytes(self._state_key, dumps_json(new), if_absent=True)
@@ -306,7 +345,8 @@ class ModelRegistry:
                 if expected_champion is not _UNSET:
                     raise RegistryError(
                         f"model {self.model_name!r}: a concurrent promotion changed the champion while "
-                        f"{action} to version {target} was being written; this one lost") from None
+                        f"{action} to version {target} was being written; this one lost"
+                    ) from None
                 continue  # unconditioned: re-read the new pointer and apply again
             self._append_history(event)
             return event
@@ -337,8 +377,12 @@ class ModelRegistry:
             except (UnicodeDecodeError, json.JSONDecodeError, ObjectNotFound) as err:
                 problems.append(f"{self.backend.url(key)}: unreadable ({err})")
                 continue
-            if not isinstance(e, dict) or e.get("seq") != int(name[:-5]) or e.get("action") not in ("promote", "rollback") \
-                    or not isinstance(e.get("to"), int):
+            if (
+                not isinstance(e, dict)
+                or e.get("seq") != int(name[:-5])
+                or e.get("action") not in ("promote", "rollback")
+                or not isinstance(e.get("to"), int)
+            ):
                 problems.append(f"{self.backend.url(key)}: not a history event")
                 continue
             events.append(e)
@@ -360,8 +404,9 @@ class ModelRegistry:
             return out
         pinned = record.get("run_manifest_sha256")
         if pinned and manifest_sha != pinned:
-            out["manifest"] = (f"{self.store.object_url(run_id, 'manifest.json')}: changed since version {version} "
-                               "was registered")
+            out["manifest"] = (
+                f"{self.store.object_url(run_id, 'manifest.json')}: changed since version {version} was registered"
+            )
         for name in names:
             try:
                 data = self.store.get_bytes(run_id, name)
@@ -382,11 +427,14 @@ class ModelRegistry:
         if not report["ok"]:
             bad = [report["manifest"]] if report["manifest"] != "ok" else []
             bad += [f"{n}: {p}" for n, p in report["objects"].items() if p != "ok"]
-            raise IntegrityError(f"model {self.model_name!r}: refusing to {action} version {version}: its run "
-                                 f"{report['run_id']} fails verification ({'; '.join(bad)})")
+            raise IntegrityError(
+                f"model {self.model_name!r}: refusing to {action} version {version}: its run "
+                f"{report['run_id']} fails verification ({'; '.join(bad)})"
+            )
 
-    def promote(self, version: int, reason: str = "", actor: str | None = None,
-                expected_champion: int | None = _UNSET) -> dict[str, Any]:
+    def promote(
+        self, version: int, reason: str = "", actor: str | None = None, expected_champion: int | None = _UNSET
+    ) -> dict[str, Any]:
         """Make ``version`` the champion; returns the history event.
 
         Pass ``expected_champion`` (the champion the decision was based on, None for "no champion
@@ -423,8 +471,10 @@ class ModelRegistry:
 
             def decide(state):
                 if len(state["stack"]) < 2:
-                    raise RegistryError(f"model {self.model_name!r}: no earlier champion to roll back to "
-                                        f"(champion {state['champion']} is the first)")
+                    raise RegistryError(
+                        f"model {self.model_name!r}: no earlier champion to roll back to "
+                        f"(champion {state['champion']} is the first)"
+                    )
                 return "rollback", state["stack"][-2], state["stack"][:-1]
 
             return self._transition(decide, state0["champion"], actor, reason)
@@ -432,8 +482,10 @@ class ModelRegistry:
         self.get(to_version)
         ever = {e["to"] for e in state0["history"]}
         if to_version not in ever:
-            raise RegistryError(f"model {self.model_name!r}: version {to_version} was never champion "
-                                f"(earlier champions: {sorted(ever)}); promote it instead")
+            raise RegistryError(
+                f"model {self.model_name!r}: version {to_version} was never champion "
+                f"(earlier champions: {sorted(ever)}); promote it instead"
+            )
         if state0["champion"] != to_version:
             self._require_intact(to_version, "roll back to")
 
@@ -443,7 +495,7 @@ class ModelRegistry:
             stack = state["stack"]
             if to_version in stack:
                 idx = len(stack) - 1 - stack[::-1].index(to_version)
-                return "rollback", to_version, stack[:idx + 1]
+                return "rollback", to_version, stack[: idx + 1]
             return "rollback", to_version, stack + [to_version]
 
         return self._transition(decide_to, _UNSET, actor, reason)
@@ -459,9 +511,15 @@ class ModelRegistry:
         that reads fine is left alone. Damaged version records are listed (they are write-once:
         restore them from a backup). Returns what was found and done.
         """
-        report: dict[str, Any] = {"model": self.model_name, "pointer": "ok", "repaired": False,
-                                  "damaged_versions": [], "history_problems": [], "champion": None,
-                                  "champion_integrity": None}
+        report: dict[str, Any] = {
+            "model": self.model_name,
+            "pointer": "ok",
+            "repaired": False,
+            "damaged_versions": [],
+            "history_problems": [],
+            "champion": None,
+            "champion_integrity": None,
+        }
         for v in self._version_numbers():
             try:
                 self.get(v)
@@ -503,10 +561,18 @@ class ModelRegistry:
                 stack = stack + [e["to"]]
             else:
                 idx = len(stack) - 1 - stack[::-1].index(e["to"])
-                stack = stack[:idx + 1]
+                stack = stack[: idx + 1]
             champion = e["to"]
-        new = {"model_name": self.model_name, "seq": len(events), "champion": champion, "stack": stack,
-               "history": events, "updated_at": utc_now(), "repaired_at": utc_now(), "nonce": uuid.uuid4().hex}
+        new = {
+            "model_name": self.model_name,
+            "seq": len(events),
+            "champion": champion,
+            "stack": stack,
+            "history": events,
+            "updated_at": utc_now(),
+            "repaired_at": utc_now(),
+            "nonce": uuid.uuid4().hex,
+        }
         report["champion"] = champion
         if champion is not None and champion in known:
             report["champion_integrity"] = self.verify(champion)
@@ -518,8 +584,10 @@ class ModelRegistry:
             else:
                 self.backend.put_bytes(self._state_key, dumps_json(new), if_match=token)
         except PreconditionFailed:
-            raise RegistryError(f"model {self.model_name!r}: the champion pointer changed while it was being "
-                                "repaired (another repair or promotion); run `driftloop models repair` again") from None
+            raise RegistryError(
+                f"model {self.model_name!r}: the champion pointer changed while it was being "
+                "repaired (another repair or promotion); run `driftloop models repair` again"
+            ) from None
         report["repaired"] = True
         return report
 
@@ -541,8 +609,10 @@ class ModelRegistry:
         run_id = record["run_id"]
         pinned = record.get("run_manifest_sha256")
         if pinned and self.store.manifest_sha256(run_id, fresh=True) != pinned:
-            raise IntegrityError(f"{self.store.object_url(run_id, 'manifest.json')}: manifest changed since "
-                                 f"model {self.model_name!r} version {record['version']} was registered")
+            raise IntegrityError(
+                f"{self.store.object_url(run_id, 'manifest.json')}: manifest changed since "
+                f"model {self.model_name!r} version {record['version']} was registered"
+            )
         spec = self.store.get_json(run_id, MODEL_SPEC)
         weights = self.store.get_bytes(run_id, MODEL_WEIGHTS)
         check_safetensors(weights, self.store.object_url(run_id, MODEL_WEIGHTS))

@@ -35,8 +35,9 @@ class S3Backend(Backend):
         self.prefix = prefix
         self.root_uri = f"s3://{bucket}/{prefix}"
         self.endpoint_url = cfg.endpoint_url
-        self._secrets = [s for s in (_secret(cfg.access_key_id), _secret(cfg.secret_access_key),
-                                     _secret(cfg.session_token)) if s]
+        self._secrets = [
+            s for s in (_secret(cfg.access_key_id), _secret(cfg.secret_access_key), _secret(cfg.session_token)) if s
+        ]
         session = boto3.session.Session(
             aws_access_key_id=_secret(cfg.access_key_id),
             aws_secret_access_key=_secret(cfg.secret_access_key),
@@ -50,8 +51,11 @@ class S3Backend(Backend):
         self.client = session.client(
             "s3",
             endpoint_url=cfg.endpoint_url,
-            config=Config(retries={"max_attempts": cfg.max_attempts, "mode": "standard"},
-                          max_pool_connections=max(10, cfg.max_concurrency + 2), s3=s3_opts),
+            config=Config(
+                retries={"max_attempts": cfg.max_attempts, "mode": "standard"},
+                max_pool_connections=max(10, cfg.max_concurrency + 2),
+                s3=s3_opts,
+            ),
         )
         self.transfer_config = TransferConfig(
             multipart_threshold=cfg.multipart_chunk_bytes,
@@ -151,8 +155,15 @@ class S3Backend(Backend):
     def put_file(self, key: str, path: str | os.PathLike) -> None:
         if not Path(path).is_file():
             raise ObjectNotFound(f"local file {str(path)!r} does not exist (uploading to {self.url(key)})")
-        self._call("upload", key, self.client.upload_file, Filename=str(path), Bucket=self.bucket,
-                   Key=self._key(key), Config=self.transfer_config)
+        self._call(
+            "upload",
+            key,
+            self.client.upload_file,
+            Filename=str(path),
+            Bucket=self.bucket,
+            Key=self._key(key),
+            Config=self.transfer_config,
+        )
 
     def get_file(self, key: str, path: str | os.PathLike) -> tuple[str, int]:
         dest = Path(path)
@@ -163,8 +174,15 @@ class S3Backend(Backend):
             with open(tmp, "w+b", buffering=0) as f:
                 follower = _HashFollower(f)
                 try:
-                    self._call("download", key, self.client.download_fileobj, Bucket=self.bucket,
-                               Key=self._key(key), Fileobj=follower, Config=self.transfer_config)
+                    self._call(
+                        "download",
+                        key,
+                        self.client.download_fileobj,
+                        Bucket=self.bucket,
+                        Key=self._key(key),
+                        Fileobj=follower,
+                        Config=self.transfer_config,
+                    )
                 except BaseException:
                     follower.stop()
                     raise
@@ -197,7 +215,7 @@ class S3Backend(Backend):
                 for obj in page.get("Contents", []):
                     k = obj["Key"]
                     if not k.endswith("/"):  # directory markers some tools create
-                        out.append(k[len(self.prefix):])
+                        out.append(k[len(self.prefix) :])
         except Exception as e:  # noqa: BLE001
             raise self._error(e, "list", None) from None
         return sorted(out)

@@ -64,10 +64,12 @@ def identities_config(identities: dict[str, tuple[str, str, list[str]]]) -> dict
     Actions are SeaweedFS's: ``Admin``, ``Read``, ``Write``, ``List``, ``Tagging``, optionally
     scoped to a bucket or prefix (``Read:bucket/prefix``).
     """
-    return {"identities": [
-        {"name": name, "credentials": [{"accessKey": ak, "secretKey": sk}], "actions": actions}
-        for name, (ak, sk, actions) in identities.items()
-    ]}
+    return {
+        "identities": [
+            {"name": name, "credentials": [{"accessKey": ak, "secretKey": sk}], "actions": actions}
+            for name, (ak, sk, actions) in identities.items()
+        ]
+    }
 
 
 @dataclass
@@ -92,10 +94,14 @@ class SeaweedServer:
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
-                            aws_access_key_id=access_key or self.access_key,
-                            aws_secret_access_key=secret_key or self.secret_key,
-                            config=Config(retries={"max_attempts": 3, "mode": "standard"}))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id=access_key or self.access_key,
+            aws_secret_access_key=secret_key or self.secret_key,
+            config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+        )
 
     def create_bucket(self, name: str) -> None:
         c = self.client()
@@ -115,9 +121,14 @@ class SeaweedServer:
         self.stop()
 
 
-def start_seaweedfs(data_dir: str | os.PathLike, access_key: str = DEFAULT_ACCESS_KEY,
-                    secret_key: str = DEFAULT_SECRET_KEY, extra_identities: dict | None = None,
-                    s3_port: int | None = None, timeout: float = 60.0) -> SeaweedServer:
+def start_seaweedfs(
+    data_dir: str | os.PathLike,
+    access_key: str = DEFAULT_ACCESS_KEY,
+    secret_key: str = DEFAULT_SECRET_KEY,
+    extra_identities: dict | None = None,
+    s3_port: int | None = None,
+    timeout: float = 60.0,
+) -> SeaweedServer:
     """Start ``weed server`` (master, volume, filer, S3) bound to 127.0.0.1 and wait until S3 answers.
 
     ``access_key``/``secret_key`` get Admin rights; ``extra_identities`` (see
@@ -136,22 +147,42 @@ def start_seaweedfs(data_dir: str | os.PathLike, access_key: str = DEFAULT_ACCES
     # with -volume.max volumes in all, a test session that creates a fresh bucket per test ran out
     # after ~7 buckets ("No writable volumes and no free volumes left", HTTP 500). One volume per
     # growth step is plenty for development and tests. `weed` reads master.toml from its cwd.
-    (data_dir / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\ncopy_2 = 1\ncopy_3 = 1\n"
-                                          "copy_other = 1\n")
+    (data_dir / "master.toml").write_text(
+        "[master.volume_growth]\ncopy_1 = 1\ncopy_2 = 1\ncopy_3 = 1\ncopy_other = 1\n"
+    )
     log_path = data_dir / "weed.log"
-    cmd = [weed_binary(), "server", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-           f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-           "-s3", f"-s3.port={s3}", f"-s3.config={cfg_path}",
-           "-master.volumeSizeLimitMB=512",
-           "-volume.max=200", "-filer",
-           # 4.48 also opens Iceberg (8181) and Lance (9101) listeners on FIXED ports: a second
-           # server on the machine (parallel test sessions) died with "address already in use".
-           "-s3.port.iceberg=0", "-s3.port.lance=0",
-           # no usage reports to telemetry.seaweedfs.com from dev/test servers
-           "-master.telemetry=false"]
+    cmd = [
+        weed_binary(),
+        "server",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={master}",
+        f"-volume.port={volume}",
+        f"-filer.port={filer}",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-s3.config={cfg_path}",
+        "-master.volumeSizeLimitMB=512",
+        "-volume.max=200",
+        "-filer",
+        # 4.48 also opens Iceberg (8181) and Lance (9101) listeners on FIXED ports: a second
+        # server on the machine (parallel test sessions) died with "address already in use".
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        # no usage reports to telemetry.seaweedfs.com from dev/test servers
+        "-master.telemetry=false",
+    ]
     proc = start_group(cmd, log_path, cwd=data_dir)
-    server = SeaweedServer(proc, data_dir, s3, access_key, secret_key, log_path,
-                           {"master": master, "volume": volume, "filer": filer, "s3": s3})
+    server = SeaweedServer(
+        proc,
+        data_dir,
+        s3,
+        access_key,
+        secret_key,
+        log_path,
+        {"master": master, "volume": volume, "filer": filer, "s3": s3},
+    )
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:

@@ -32,7 +32,11 @@ class TuningConfig(Section):
     scheduler: Literal["hyperband", "asha", "bohb"] = "hyperband"
     max_t: int = Field(27, ge=1, description="maximum resource R per configuration, in epochs")
     eta: int = Field(3, ge=2, description="reduction factor")
-    num_samples: int = Field(27, ge=1, description="configurations sampled (one full Ray band: 49 for R=27, eta=3; see `driftloop hyperband-plan`)")
+    num_samples: int = Field(
+        27,
+        ge=1,
+        description="configurations sampled (one full Ray band: 49 for R=27, eta=3; see `driftloop hyperband-plan`)",
+    )
     metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     mode: Literal["max", "min"] = "max"
     # param -> {"type": "loguniform"|"uniform"|"choice"|"randint", ...}
@@ -56,7 +60,9 @@ class TuningConfig(Section):
     # A running trial that reports nothing for this long is stopped and retried from its last
     # checkpoint (a hung worker, an actor Ray calls "temporarily unavailable" for good). None: 10x the
     # slowest epoch seen in the study so far, at least 120 s (900 s before the first epoch is timed).
-    trial_stall_s: float | None = Field(None, gt=0, description="seconds of silence after which a running trial is stopped and retried (None: adaptive)")
+    trial_stall_s: float | None = Field(
+        None, gt=0, description="seconds of silence after which a running trial is stopped and retried (None: adaptive)"
+    )
     # Where Tune keeps results and checkpoints, under the artifact store (store.uri).
     storage_subpath: str = Field("tuning", pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
     # None: a name derived from the study's configuration, seed and data fingerprint, so that
@@ -67,13 +73,16 @@ class TuningConfig(Section):
     # A trial checkpoints where Hyperband may pause it (its rung milestones); with this set, also
     # every k epochs, so that a retry after a crash or a lost node repeats fewer epochs. Each
     # checkpoint costs a copy into the study's storage (an upload with S3).
-    checkpoint_every: int | None = Field(None, ge=1, description="also checkpoint every k epochs (None: only where Hyperband may pause)")
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="also checkpoint every k epochs (None: only where Hyperband may pause)"
+    )
 
     @field_validator("storage_subpath")
     @classmethod
     def _inside_the_store(cls, v: str) -> str:
         # The pattern allows dots for names like "v1.2"; a ".." segment would climb out of store.uri.
         if any(part in ("..", ".") for part in v.split("/")) or "//" in v or v.endswith("/"):
-            raise ValueError(f"{v!r} must be a relative path inside the store: no '.' or '..' segments, "
-                             "no empty segments")
+            raise ValueError(
+                f"{v!r} must be a relative path inside the store: no '.' or '..' segments, no empty segments"
+            )
         return v

@@ -89,16 +89,19 @@ class LocalCluster:
     def wait_for_nodes(self, count: int, wait_s: float = 90.0) -> None:
         """Wait until ``count`` nodes are alive in the GCS (asked by a short subprocess with the
         cluster's token, so this process's Ray state is left alone)."""
-        code = ("import ray,sys; ray.init(address=sys.argv[1], log_to_driver=False); "
-                "print('ALIVE', ' '.join(n['NodeID'] for n in ray.nodes() if n['Alive'])); ray.shutdown()")
+        code = (
+            "import ray,sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+            "print('ALIVE', ' '.join(n['NodeID'] for n in ray.nodes() if n['Alive'])); ray.shutdown()"
+        )
         deadline = time.monotonic() + wait_s
         last = ""
         while time.monotonic() < deadline:
             dead = [n.name for n in self.nodes if not n.alive() and n.process.returncode not in (None, -9)]
             if dead:
                 raise DriftloopError(f"ray node(s) {dead} exited; see {self.nodes[-1].log_path}")
-            out = subprocess.run([sys.executable, "-c", code, self.address], env=self.env,
-                                 capture_output=True, text=True, timeout=120)
+            out = subprocess.run(
+                [sys.executable, "-c", code, self.address], env=self.env, capture_output=True, text=True, timeout=120
+            )
             lines = [x for x in out.stdout.splitlines() if x.startswith("ALIVE")]
             ids = lines[-1].split()[1:] if lines else []
             last = str(len(ids))
@@ -111,8 +114,10 @@ class LocalCluster:
                     pending[0].node_id = new[0]
                 return
             time.sleep(1.0)
-        raise DriftloopError(f"the local Ray cluster at {self.address} has {last or '?'} of {count} nodes "
-                             f"after {wait_s:.0f} s; logs in {self.temp_dir}")
+        raise DriftloopError(
+            f"the local Ray cluster at {self.address} has {last or '?'} of {count} nodes "
+            f"after {wait_s:.0f} s; logs in {self.temp_dir}"
+        )
 
 
 def _kill_group(proc: subprocess.Popen, sig: int) -> None:
@@ -123,8 +128,12 @@ def _kill_group(proc: subprocess.Popen, sig: int) -> None:
 
 
 # A lost node is declared dead after about 3 s instead of Ray's default ~30 s (tests kill nodes).
-FAST_HEALTH_CHECKS = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
-                      "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+FAST_HEALTH_CHECKS = {
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
 
 
 def node_env(token: str | None, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -142,38 +151,61 @@ def node_env(token: str | None, base: dict[str, str] | None = None) -> dict[str,
 
 def _start_node(name: str, cluster: LocalCluster, head: bool, num_cpus: int, num_gpus: int) -> Node:
     log_path = cluster.temp_dir / f"{name}.log"
-    cmd = [ray_binary(), "start", "--block", "--node-ip-address", "127.0.0.1", f"--num-cpus={num_cpus}",
-           f"--num-gpus={num_gpus}", "--disable-usage-stats",
-           f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-           f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+    cmd = [
+        ray_binary(),
+        "start",
+        "--block",
+        "--node-ip-address",
+        "127.0.0.1",
+        f"--num-cpus={num_cpus}",
+        f"--num-gpus={num_gpus}",
+        "--disable-usage-stats",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+    ]
     if head:
         port = int(cluster.address.rsplit(":", 1)[1])
-        cmd += ["--head", f"--port={port}", "--include-dashboard=false", f"--ray-client-server-port={free_port()}",
-                f"--temp-dir={cluster.temp_dir / 'ray'}"]
+        cmd += [
+            "--head",
+            f"--port={port}",
+            "--include-dashboard=false",
+            f"--ray-client-server-port={free_port()}",
+            f"--temp-dir={cluster.temp_dir / 'ray'}",
+        ]
     else:
         cmd += [f"--address={cluster.address}"]
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, env=cluster.env, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=cluster.env, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT), start_new_session=True
+        )
     return Node(name, proc, log_path, num_cpus, num_gpus)
 
 
-def start_cluster(workers: list[dict], head_cpus: int = 0, token: str | None = None,
-                  wait_s: float = 120.0, extra_env: dict[str, str] | None = None) -> LocalCluster:
+def start_cluster(
+    workers: list[dict],
+    head_cpus: int = 0,
+    token: str | None = None,
+    wait_s: float = 120.0,
+    extra_env: dict[str, str] | None = None,
+) -> LocalCluster:
     """Start a head (``head_cpus`` CPUs: 0 keeps trials off it, as on a real cluster whose head only
     coordinates) and one worker per entry of ``workers`` (``{"num_cpus": 1, "num_gpus": 0}``);
     returns once every node has joined. Stops what it started when a node fails to come up."""
     temp = Path(tempfile.mkdtemp(prefix="dlray-", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    cluster = LocalCluster(address=f"127.0.0.1:{free_port()}", temp_dir=temp, token=token,
-                           env={**node_env(token), **(extra_env or {})})
+    cluster = LocalCluster(
+        address=f"127.0.0.1:{free_port()}", temp_dir=temp, token=token, env={**node_env(token), **(extra_env or {})}
+    )
     try:
         cluster.nodes.append(_start_node("head", cluster, head=True, num_cpus=head_cpus, num_gpus=0))
         cluster.wait_for_nodes(1, wait_s)
         # One node at a time: raylets of one session started together race for the same socket
         # name in the session directory ("bind: Address already in use").
         for i, w in enumerate(workers):
-            cluster.add_worker(f"worker{i + 1}", num_cpus=int(w.get("num_cpus", 1)), num_gpus=int(w.get("num_gpus", 0)),
-                               wait_s=wait_s)
+            cluster.add_worker(
+                f"worker{i + 1}", num_cpus=int(w.get("num_cpus", 1)), num_gpus=int(w.get("num_gpus", 0)), wait_s=wait_s
+            )
     except BaseException:
         cluster.stop()
         raise

@@ -79,8 +79,11 @@ class Plan:
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        d.update(total_epochs=self.total_epochs, resumed_epochs=self.resumed_epochs,
-                 num_configurations=self.num_configurations)
+        d.update(
+            total_epochs=self.total_epochs,
+            resumed_epochs=self.resumed_epochs,
+            num_configurations=self.num_configurations,
+        )
         return d
 
 
@@ -91,8 +94,10 @@ def check_plan_args(max_t: int, eta: int, key_prefix: str = "tuning.") -> None:
     if isinstance(max_t, bool) or not isinstance(max_t, int) or max_t < 1:
         raise ConfigError(f"{key_prefix}max_t must be a positive integer number of epochs, got {max_t!r}")
     if max_t < eta:
-        raise ConfigError(f"{key_prefix}max_t (R={max_t}) must be at least {key_prefix}eta ({eta}): "
-                          "with R < eta Hyperband has a single bracket and never stops a trial early")
+        raise ConfigError(
+            f"{key_prefix}max_t (R={max_t}) must be at least {key_prefix}eta ({eta}): "
+            "with R < eta Hyperband has a single bracket and never stops a trial early"
+        )
 
 
 def _ilog(x: int, base: int) -> int:
@@ -176,5 +181,6 @@ def ray_hyperband_plan(max_t: int, eta: int) -> Plan:
         sizes = [float(m) for m in ray_rung_milestones(max_t, eta, s)]
         brackets.append(_bracket(s, counts, sizes))
     s_max = ray_s_max(max_t, eta)
-    return Plan(max_t, eta, "ray.tune.schedulers.HyperBandScheduler (ray 2.55.1)", s_max,
-                float((s_max + 1) * max_t), brackets)
+    return Plan(
+        max_t, eta, "ray.tune.schedulers.HyperBandScheduler (ray 2.55.1)", s_max, float((s_max + 1) * max_t), brackets
+    )

@@ -2,7 +2,7 @@
 live terminal line (:class:`TerminalLine`).
 
 The Ray Tune callback that counts trials as they start, pause, finish and stop early is
-``tasks.tuning.ray_hooks.ProgressCallback``; it calls the reporter after every change. Pure (no
+``tasks.tuning.callbacks.ProgressCallback``; it calls the reporter after every change. Pure (no
 prefect, no Ray): the tune stage's Prefect task injects a reporter that also updates a Prefect
 progress artifact (``tasks.tuning.steps``). The callback is attached to the running Tuner only
 (``tasks.tuning.study``), never pickled into the experiment, so a reporter may be any callable.
@@ -37,9 +37,11 @@ class StudyProgress:
 
     def line(self) -> str:
         best = f"{self.best:.4f}" if self.best is not None else "-"
-        return (f"tuning: {self.finished}/{self.total} trials finished ({self.stopped_early} stopped early"
-                f"{f', {self.errored} failed' if self.errored else ''}), {self.running} running, "
-                f"{self.paused} paused, {self.epochs} epochs, best {self.metric} {best}, {self.elapsed_s:.0f} s")
+        return (
+            f"tuning: {self.finished}/{self.total} trials finished ({self.stopped_early} stopped early"
+            f"{f', {self.errored} failed' if self.errored else ''}), {self.running} running, "
+            f"{self.paused} paused, {self.epochs} epochs, best {self.metric} {best}, {self.elapsed_s:.0f} s"
+        )
 
 
 Reporter = Callable[[StudyProgress], None]

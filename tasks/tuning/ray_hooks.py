@@ -8,17 +8,12 @@ Tune pickles the scheduler and callbacks into the experiment (``tuner.pkl``) and
 from __future__ import annotations
 
 import math
-import os
-import signal
-import time
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
 from ray.tune.schedulers import HyperBandForBOHB, HyperBandScheduler
 from ray.tune.schedulers.hyperband import _Bracket
-
-from tasks.tuning.progress import Reporter, StudyProgress
 
 
 class _PlanBracket(_Bracket):
@@ -47,10 +42,12 @@ class BracketTaggingHyperBand(HyperBandScheduler):
 
     * Notes each trial's (band, bracket s) on the Trial (``BracketTagger`` copies it into results).
     * A trial restored by ``Tuner.restore`` (its last result, or its saved state, carries its tag)
-      goes back into its own bracket, also one that had not run yet; Ray would place it as a new trial, and would put finished trials back into
+      goes back into its own bracket, also one that had not run yet; Ray would place it as a new trial, and would put
+      finished trials back into
       brackets as live ones, which then never complete (the restored study hangs).
     * A trial retried after an error (``FailureConfig``; e.g. its worker process died, or its
-      node was lost) keeps its place in its bracket, at the epoch of the checkpoint it resumes from. Ray removes it from the bracket and adds it again as a new trial, in
+      node was lost) keeps its place in its bracket, at the epoch of the checkpoint it resumes from. Ray removes it
+      from the bracket and adds it again as a new trial, in
       whichever bracket is being filled, often a new band: it would then run to another budget
       than in an uninterrupted run (and last, after every other trial), and its old bracket would
       halve without it. Kept in place, it resumes from its checkpoint and the study makes the same
@@ -65,8 +62,15 @@ class BracketTaggingHyperBand(HyperBandScheduler):
     """
 
     def _create_bracket(self, s):
-        return _PlanBracket(time_attr=self._time_attr, max_trials=self._get_n0(s), init_t_attr=self._get_r0(s),
-                            max_t_attr=self._max_t_attr, eta=self._eta, s=s, stop_last_trials=self._stop_last_trials)
+        return _PlanBracket(
+            time_attr=self._time_attr,
+            max_trials=self._get_n0(s),
+            init_t_attr=self._get_r0(s),
+            max_t_attr=self._max_t_attr,
+            eta=self._eta,
+            s=s,
+            stop_last_trials=self._stop_last_trials,
+        )
 
     def _bracket_at(self, band: int, s: int):
         while len(self._hyperbands) <= band:
@@ -112,8 +116,13 @@ class BracketTaggingHyperBand(HyperBandScheduler):
         """A retried trial whose checkpoint is at its bracket's current milestone: it waits for the
         halving, as the PAUSED trial it would have been in an uninterrupted run (Ray would run it
         on, and compare it on a later epoch's result)."""
-        return (trial.status == Trial.PENDING and trial.__dict__.get("_driftloop_hold", False)
-                and bracket._halves > 0 and trial in bracket._live_trials and not bracket.continue_trial(trial))
+        return (
+            trial.status == Trial.PENDING
+            and trial.__dict__.get("_driftloop_hold", False)
+            and bracket._halves > 0
+            and trial in bracket._live_trials
+            and not bracket.continue_trial(trial)
+        )
 
     def choose_trial_to_run(self, tune_controller):
         for band in self._hyperbands:
@@ -126,8 +135,9 @@ class BracketTaggingHyperBand(HyperBandScheduler):
         for band in self._hyperbands:
             for bracket in sorted([b for b in band if b is not None], key=lambda b: b.completion_percentage()):
                 for trial in bracket.current_trials():
-                    if ((trial.status == Trial.PAUSED and trial in bracket.trials_to_unpause)
-                            or (trial.status == Trial.PENDING and not self._held(trial, bracket))):
+                    if (trial.status == Trial.PAUSED and trial in bracket.trials_to_unpause) or (
+                        trial.status == Trial.PENDING and not self._held(trial, bracket)
+                    ):
                         return trial
         return None
 
@@ -173,9 +183,12 @@ class BracketTaggingHyperBand(HyperBandScheduler):
         # Halvings that had happened before a restore: every live trial is past the milestone and
         # no more of them are left than the halving keeps. (Never true in an uninterrupted run:
         # after a halving the live trials are below the new milestone.)
-        while (bracket._halves > 0 and bracket._live_trials
-               and all(r is not None and r[self._time_attr] >= bracket._cumul_r for r in bracket._live_trials.values())
-               and len(bracket._live_trials) <= math.ceil(bracket._n / self._eta)):
+        while (
+            bracket._halves > 0
+            and bracket._live_trials
+            and all(r is not None and r[self._time_attr] >= bracket._cumul_r for r in bracket._live_trials.values())
+            and len(bracket._live_trials) <= math.ceil(bracket._n / self._eta)
+        ):
             bracket._halves -= 1
             bracket._n = int(math.ceil(bracket._n / self._eta))
             bracket._r = int(min(bracket._r * self._eta, self._max_t_attr))
@@ -265,97 +278,6 @@ class BracketTagger(Callback):
             result["hb_band"], result["hb_bracket"] = tag
 
 
-class InterruptAfter(Callback):
-    """Interrupts the study after ``after`` trials have ended, the way Ctrl+C does: Tune's SIGUSR1
-    handler saves the experiment state and ``fit`` returns, leaving an unfinished experiment."""
-
-    def __init__(self, after: int):
-        self.after = after
-        self.ended = 0
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.ended += 1
-        if self.ended == self.after:
-            os.kill(os.getpid(), signal.SIGUSR1)
-
-
-class ProgressCallback(Callback):
-    """Counts trial events and calls ``reporter`` with a new :class:`StudyProgress` when a trial
-    starts, pauses, finishes or reports a new best (at most every ``min_interval_s`` for results
-    that change nothing else). A reporter that raises is dropped, with one warning: progress must
-    never end a study."""
-
-    def __init__(self, reporter: Reporter, total: int, max_t: int, metric: str, mode: str,
-                 min_interval_s: float = 1.0):
-        self.reporter, self.total, self.max_t = reporter, total, max_t
-        self.metric, self.sign = metric, (1.0 if mode == "max" else -1.0)
-        self.min_interval_s = min_interval_s
-        self.best: float | None = None
-        self.epochs: dict[str, int] = {}
-        self.ended: dict[str, str] = {}  # trial id -> "completed" | "stopped" | "error"
-        self.t0 = time.monotonic()
-        self._last = 0.0
-
-    # Ray Tune hooks -------------------------------------------------------------------------
-
-    def setup(self, **info):
-        self.t0 = time.monotonic()
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self._emit(trials)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        epoch = result.get("epoch")
-        if epoch is not None:
-            self.epochs[trial.trial_id] = max(self.epochs.get(trial.trial_id, 0), int(epoch))
-        # A report carries the epochs since the previous one (curve_<metric>): the best of them counts.
-        values = result.get(f"curve_{self.metric}")
-        if not isinstance(values, list):
-            values = [result.get(self.metric)]
-        new_best = False
-        for value in values:
-            if (isinstance(value, (int, float)) and math.isfinite(value)
-                    and (self.best is None or self.sign * value > self.sign * self.best)):
-                self.best, new_best = float(value), True
-        self._emit(trials, force=new_best)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        done = self.epochs.get(trial.trial_id, 0) >= self.max_t
-        self.ended[trial.trial_id] = "completed" if done else "stopped"
-        self._emit(trials, force=True)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.ended[trial.trial_id] = "error"
-        self._emit(trials, force=True)
-
-    def on_experiment_end(self, trials, **info):
-        self._emit(trials, force=True)
-
-    # ----------------------------------------------------------------------------------------
-
-    def snapshot(self, trials) -> StudyProgress:
-        # A trial that just ended may still show RUNNING: Tune sets its status after the callbacks.
-        statuses = [t.status for t in trials if t.trial_id not in self.ended]
-        return StudyProgress(
-            total=max(self.total, len(trials)), finished=len(self.ended), running=statuses.count("RUNNING"),
-            paused=statuses.count("PAUSED"), stopped_early=sum(v == "stopped" for v in self.ended.values()),
-            errored=sum(v == "error" for v in self.ended.values()), epochs=sum(self.epochs.values()),
-            best=self.best, metric=self.metric, elapsed_s=time.monotonic() - self.t0)
-
-    def _emit(self, trials, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.reporter is None or (not force and now - self._last < self.min_interval_s):
-            return
-        self._last = now
-        try:
-            self.reporter(self.snapshot(trials))
-        except Exception as e:  # a broken reporter must not stop the study
-            import logging
-
-            logging.getLogger("driftloop.tuning").warning("study progress reporting stopped: %s", e)
-            self.reporter = None
-
-
 class SnapshotSafeBOHB(HyperBandForBOHB):
     """Ray's HyperBandForBOHB (ray 2.55.1) with one fix shared with :class:`BracketTaggingHyperBand`:
     a trial stopped while PAUSED (its bracket finished without it) is marked for the next experiment
@@ -367,87 +289,3 @@ class SnapshotSafeBOHB(HyperBandForBOHB):
         mark = getattr(tune_controller, "_mark_trial_to_checkpoint", None)
         if mark is not None:
             mark(trial)
-
-
-class StallGuard(Callback):
-    """Stops a trial that has gone silent, so that Tune retries it from its last checkpoint.
-
-    A RUNNING trial that reports nothing for :meth:`limit` seconds (its worker is hung, or Ray
-    reports its actor "temporarily unavailable" and never settles: the study would wait forever)
-    has its actor killed (``ray.kill``); Tune sees the actor die and retries the trial from its
-    checkpoint like any other failure (``tuning.max_failures``). The limit is
-    ``tuning.trial_stall_s`` when set; else 10 times the slowest epoch seen so far in this session
-    (at least ``floor_s``), and ``first_s`` before any epoch has been timed (the first epoch of a
-    trial also pays for its worker's start). A trial reports only at some epochs
-    (``next_report_epoch`` in its result): epochs are timed as the time between two reports over
-    the epochs between them, and a trial's adaptive limit covers the epochs until its next report.
-    A trial's silence is counted from when this guard first sees it RUNNING, so a resumed trial
-    starts afresh.
-    """
-
-    def __init__(self, limit_s: float | None = None, floor_s: float = 120.0, factor: float = 10.0,
-                 first_s: float = 900.0, clock=time.monotonic):
-        self.limit_s, self.floor_s, self.factor, self.first_s = limit_s, floor_s, factor, first_s
-        self.clock = clock
-        self.last: dict[str, float] = {}  # RUNNING trial id -> time of its last sign of life
-        self.timed: set[str] = set()  # trials whose last result was not their first since start
-        self.slowest = 0.0  # longest time per epoch between two results of one running trial
-        self.epoch: dict[str, int] = {}  # trial id -> epoch of its last result
-        self.span: dict[str, int] = {}  # trial id -> epochs until its next result
-        self.stalled: list[tuple[str, float]] = []  # (trial id, seconds silent) of each trial stopped
-
-    def limit(self, epochs: int = 1) -> float:
-        """Seconds of silence allowed for a trial whose next result is ``epochs`` epochs away."""
-        if self.limit_s is not None:
-            return float(self.limit_s)
-        if self.slowest <= 0.0:
-            return self.first_s
-        return max(self.floor_s, self.factor * self.slowest * max(1, epochs))
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        now = self.clock()
-        tid = trial.trial_id
-        epoch = result.get("epoch")
-        epochs = 1
-        if isinstance(epoch, int) and tid in self.epoch:
-            epochs = max(1, epoch - self.epoch[tid])
-        if tid in self.last and tid in self.timed:
-            self.slowest = max(self.slowest, (now - self.last[tid]) / epochs)
-        self.last[tid] = now
-        self.timed.add(tid)
-        if isinstance(epoch, int):
-            self.epoch[tid] = epoch
-            nxt = result.get("next_report_epoch")
-            self.span[tid] = max(1, int(nxt) - epoch) if isinstance(nxt, int) else 1
-
-    def on_step_begin(self, iteration, trials, **info):
-        now = self.clock()
-        for trial in trials:
-            tid = trial.trial_id
-            if trial.status != Trial.RUNNING:
-                self.last.pop(tid, None)
-                self.timed.discard(tid)
-                self.epoch.pop(tid, None)
-                continue
-            limit = self.limit(self.span.get(tid, 1))
-            seen = self.last.setdefault(tid, now)
-            if now - seen > limit:
-                self._stop(trial, now - seen, limit)
-                self.last[tid] = now  # once per silence: the kill shows up as an error, then a retry
-
-    def _stop(self, trial, silent: float, limit: float) -> None:
-        import logging
-
-        import ray
-
-        actor = getattr(trial.temporary_state, "ray_actor", None)
-        logging.getLogger("driftloop.tuning").warning(
-            "trial %s has reported nothing for %.0f s (limit %.0f s, tuning.trial_stall_s): stopping its "
-            "worker; it is retried from its last checkpoint (tuning.max_failures)", trial.trial_id, silent, limit)
-        self.stalled.append((trial.trial_id, round(silent, 1)))
-        if actor is not None:
-            try:
-                ray.kill(actor, no_restart=True)
-            except Exception as e:  # the actor may already be gone; Tune then reports it itself
-                logging.getLogger("driftloop.tuning").warning("could not stop trial %s's worker: %s",
-                                                              trial.trial_id, e)

@@ -32,8 +32,10 @@ def bracket_rows(study: StudyResult) -> list[dict]:
         groups[(t.band, t.bracket)].append(t)
     sign = 1.0 if study.mode == "max" else -1.0
     rows = []
-    for (band, bracket), trials in sorted(groups.items(), key=lambda kv: (kv[0][0] if kv[0][0] is not None else -1,
-                                                                          kv[0][1] if kv[0][1] is not None else -1)):
+    for (band, bracket), trials in sorted(
+        groups.items(),
+        key=lambda kv: (kv[0][0] if kv[0][0] is not None else -1, kv[0][1] if kv[0][1] is not None else -1),
+    ):
         milestones = rung_milestones(study.scheduler, study.max_t, study.eta, bracket)
         prev = 0
         for i, m in enumerate(milestones):
@@ -44,12 +46,20 @@ def bracket_rows(study: StudyResult) -> list[dict]:
             failed = [t for t in entered if t.status == "error" and t.epochs < m]
             values = [t.curve(study.metric)[m - 1] for t in reached if len(t.curve(study.metric)) >= m]
             best = max(values, key=lambda v: sign * v) if values else None
-            rows.append({
-                "band": band, "bracket": bracket, "rung": i, "epochs": m, "trials": len(entered),
-                "promoted": len(promoted), "stopped": 0 if last else len(reached) - len(promoted),
-                "completed": len(reached) if last else 0, "failed": len(failed),
-                f"best_{study.metric}": _fmt(best),
-            })
+            rows.append(
+                {
+                    "band": band,
+                    "bracket": bracket,
+                    "rung": i,
+                    "epochs": m,
+                    "trials": len(entered),
+                    "promoted": len(promoted),
+                    "stopped": 0 if last else len(reached) - len(promoted),
+                    "completed": len(reached) if last else 0,
+                    "failed": len(failed),
+                    f"best_{study.metric}": _fmt(best),
+                }
+            )
             prev = m
     return rows
 
@@ -60,14 +70,22 @@ def trial_rows(study: StudyResult) -> list[dict]:
     rows = []
     for t in study.trials:
         curve = [v for v in t.curve(study.metric) if math.isfinite(v)]
-        rows.append({
-            "trial": t.trial_id, "band": t.band, "bracket": t.bracket, "status": t.status, "epochs": t.epochs,
-            f"best_{study.metric}": _fmt(max(curve, key=lambda v: sign * v) if curve else None),
-            f"last_{study.metric}": _fmt(curve[-1] if curve else None),
-            "resumes": t.resumes, "failures": t.failures,
-            "node": (t.node_id or "")[:12] or None, "gpu_ids": t.gpu_ids or None,
-            **{k: (_fmt(v, 6) if isinstance(v, float) else v) for k, v in sorted(t.config.items())},
-        })
+        rows.append(
+            {
+                "trial": t.trial_id,
+                "band": t.band,
+                "bracket": t.bracket,
+                "status": t.status,
+                "epochs": t.epochs,
+                f"best_{study.metric}": _fmt(max(curve, key=lambda v: sign * v) if curve else None),
+                f"last_{study.metric}": _fmt(curve[-1] if curve else None),
+                "resumes": t.resumes,
+                "failures": t.failures,
+                "node": (t.node_id or "")[:12] or None,
+                "gpu_ids": t.gpu_ids or None,
+                **{k: (_fmt(v, 6) if isinstance(v, float) else v) for k, v in sorted(t.config.items())},
+            }
+        )
     return rows
 
 
@@ -79,16 +97,25 @@ def placement_rows(study: StudyResult) -> list[dict]:
     for t in study.trials:
         if t.node_id is not None:
             by_node[t.node_id].append(t)
-    return [{"node": node[:12], "trials": len(ts), "gpu_ids": ",".join(sorted({t.gpu_ids for t in ts if t.gpu_ids})) or None,
-             "moved": sum(len(t.nodes) > 1 for t in ts)} for node, ts in sorted(by_node.items())]
+    return [
+        {
+            "node": node[:12],
+            "trials": len(ts),
+            "gpu_ids": ",".join(sorted({t.gpu_ids for t in ts if t.gpu_ids})) or None,
+            "moved": sum(len(t.nodes) > 1 for t in ts),
+        }
+        for node, ts in sorted(by_node.items())
+    ]
 
 
 def best_rows(study: StudyResult) -> list[dict]:
     """The best configuration as (parameter, value) rows, with its metric, epoch and trial."""
     rows = [{"parameter": k, "value": v} for k, v in sorted(study.best_params.items())]
-    rows += [{"parameter": study.metric, "value": _fmt(study.best_metric)},
-             {"parameter": "best_epoch", "value": study.best_epoch},
-             {"parameter": "trial", "value": study.best_trial_id}]
+    rows += [
+        {"parameter": study.metric, "value": _fmt(study.best_metric)},
+        {"parameter": "best_epoch", "value": study.best_epoch},
+        {"parameter": "trial", "value": study.best_trial_id},
+    ]
     return rows
 
 
@@ -97,8 +124,15 @@ def plan_rows(plan: Plan) -> list[dict]:
     rows = []
     for b in plan.brackets:
         for r in b.rungs:
-            rows.append({"s": b.s, "i": r.i, "n_i": r.n, "r_i": _num(r.r),
-                         "bracket_epochs": _num(b.total_epochs) if r.i == 0 else None})
+            rows.append(
+                {
+                    "s": b.s,
+                    "i": r.i,
+                    "n_i": r.n,
+                    "r_i": _num(r.r),
+                    "bracket_epochs": _num(b.total_epochs) if r.i == 0 else None,
+                }
+            )
     return rows
 
 
@@ -142,8 +176,10 @@ def learning_curves_png(study: StudyResult, metric: str | None = None, dpi: int 
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_xlim(0.5, study.max_t + 0.5)
-    ax.set_title(f"{study.scheduler} study {study.study_name}: {len(study.trials)} trials, R={study.max_t}, eta={study.eta}",
-                 fontsize=9)
+    ax.set_title(
+        f"{study.scheduler} study {study.study_name}: {len(study.trials)} trials, R={study.max_t}, eta={study.eta}",
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right" if study.mode == "max" and metric == study.metric else "best")
     buf = io.BytesIO()
@@ -159,15 +195,27 @@ def png_markdown(png: bytes, alt: str) -> str:
 
 def study_markdown(study: StudyResult, png: bytes) -> str:
     """A markdown summary: best configuration and metric, study totals, and the learning curves."""
-    lines = [f"## Hyperparameter study `{study.study_name}` ({study.scheduler})", "",
-             f"Best {study.metric}: **{study.best_metric:.4f}** at epoch {study.best_epoch} of trial "
-             f"`{study.best_trial_id}`.", "", "| parameter | value |", "| --- | --- |"]
-    lines += [f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(study.best_params.items())]
+    lines = [
+        f"## Hyperparameter study `{study.study_name}` ({study.scheduler})",
+        "",
+        f"Best {study.metric}: **{study.best_metric:.4f}** at epoch {study.best_epoch} of trial "
+        f"`{study.best_trial_id}`.",
+        "",
+        "| parameter | value |",
+        "| --- | --- |",
+    ]
+    lines += [
+        f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(study.best_params.items())
+    ]
     stopped = sum(t.status == "stopped" for t in study.trials)
-    lines += ["", f"{len(study.trials)} trials ({stopped} stopped early), {study.total_epochs} epochs, "
-              f"{study.wall_seconds:.1f} s wall ({study.train_seconds:.1f} s inside the train function)"
-              + (", resumed from a saved experiment" if study.resumed else "") + f". Results: `{study.storage_uri}`",
-              ""]
+    lines += [
+        "",
+        f"{len(study.trials)} trials ({stopped} stopped early), {study.total_epochs} epochs, "
+        f"{study.wall_seconds:.1f} s wall ({study.train_seconds:.1f} s inside the train function)"
+        + (", resumed from a saved experiment" if study.resumed else "")
+        + f". Results: `{study.storage_uri}`",
+        "",
+    ]
     nodes = placement_rows(study)
     if len(nodes) > 1 or any(r["gpu_ids"] for r in nodes):
         lines += ["| node | trials | GPU ids | moved |", "| --- | --- | --- | --- |"]

@@ -16,8 +16,10 @@ class TrialRecord:
     """One trial as it ran: its config, per-epoch curves, how far it got and why it ended.
 
     ``status``: ``completed`` (reached max_t), ``stopped`` (stopped early by the scheduler),
-    ``error``, or ``unfinished`` (the study was interrupted before the trial ended). ``band``/``bracket`` are Ray's Hyperband band index and bracket s (None for ASHA;
-    with hyperband a trial retried after a failure keeps its bracket; ASHA/BOHB place it again). ``resumes`` counts starts from a checkpoint (Hyperband pausing and resuming, or a
+    ``error``, or ``unfinished`` (the study was interrupted before the trial ended). ``band``/``bracket`` are Ray's
+    Hyperband band index and bracket s (None for ASHA;
+    with hyperband a trial retried after a failure keeps its bracket; ASHA/BOHB place it again). ``resumes`` counts
+    starts from a checkpoint (Hyperband pausing and resuming, or a
     retry); ``failures`` the errors Tune retried (``FailureConfig``) or gave up on.
     ``epochs_this_session`` counts the epochs trained by this ``run_study`` call (0 for a trial
     that had finished before a resume). ``node_id``/``gpu_ids``: where its last epoch ran.
@@ -109,4 +111,3 @@ def rung_milestones(scheduler: str, max_t: int, eta: int, bracket: int | None) -
     if scheduler in ("hyperband", "bohb") and bracket is not None:
         return ray_rung_milestones(max_t, eta, bracket)
     return asha_milestones(max_t, eta)
-

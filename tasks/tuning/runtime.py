@@ -31,8 +31,9 @@ def s3_filesystem(store: StoreConfig):
     if store.region:
         kwargs["region"] = store.region
     if store.access_key_id is not None and store.secret_access_key is not None:
-        kwargs.update(access_key=store.access_key_id.get_secret_value(),
-                      secret_key=store.secret_access_key.get_secret_value())
+        kwargs.update(
+            access_key=store.access_key_id.get_secret_value(), secret_key=store.secret_access_key.get_secret_value()
+        )
     return pafs.S3FileSystem(**kwargs)
 
 
@@ -44,8 +45,10 @@ def tune_storage(store: StoreConfig, subpath: str):
     """
     if any(part in ("", ".", "..") for part in subpath.strip("/").split("/")):
         # Also checked by TuningConfig; repeated here for configurations built with model_copy.
-        raise ConfigError(f"tuning.storage_subpath {subpath!r} must be a relative path inside the store "
-                          "(no '.', '..' or empty segments)")
+        raise ConfigError(
+            f"tuning.storage_subpath {subpath!r} must be a relative path inside the store "
+            "(no '.', '..' or empty segments)"
+        )
     uri = store.uri
     if uri.startswith("s3://"):
         try:
@@ -65,7 +68,7 @@ def tune_storage(store: StoreConfig, subpath: str):
         uri = urlparse(uri).path
     elif "://" in uri:
         raise ConfigError(f"store.uri {store.uri!r}: use a local path, file:// or s3://")
-    local = (Path(uri).expanduser().resolve() / subpath)
+    local = Path(uri).expanduser().resolve() / subpath
     local.mkdir(parents=True, exist_ok=True)
     return str(local), None, str(local)
 
@@ -86,8 +89,10 @@ def check_ray_address(address: str, timeout: float = 3.0) -> None:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as e:
-        raise ConfigError(f"tuning.ray_address {address!r} is unreachable ({host}:{port}: {e}); "
-                          "start the cluster or unset tuning.ray_address to run a local Ray") from None
+        raise ConfigError(
+            f"tuning.ray_address {address!r} is unreachable ({host}:{port}: {e}); "
+            "start the cluster or unset tuning.ray_address to run a local Ray"
+        ) from None
 
 
 def connect_ray(cfg: TuningConfig) -> bool:
@@ -115,8 +120,13 @@ def connect_ray(cfg: TuningConfig) -> bool:
     # or Ray's ray_current_cluster file (left in /tmp/ray by any `ray start` on the machine, also a
     # long-dead one) names.
     warn_if_token_auth_off()
-    ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, dashboard_host="127.0.0.1",
-             log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=os.cpu_count() or 1,
+        include_dashboard=False,
+        dashboard_host="127.0.0.1",
+        log_to_driver=False,
+    )
     return True
 
 
@@ -125,10 +135,12 @@ def is_remote(address: str | None) -> bool:
     return bool(address) and address != "local"
 
 
-AUTH_HELP = ("Ray token authentication must agree between the cluster and this driver: for a cluster "
-             "started with RAY_AUTH_MODE=token (recommended), set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to "
-             "the cluster's token here (the `driftloop` command otherwise makes up a token for a local Ray); "
-             "for a cluster without token authentication, set RAY_AUTH_MODE=disabled here")
+AUTH_HELP = (
+    "Ray token authentication must agree between the cluster and this driver: for a cluster "
+    "started with RAY_AUTH_MODE=token (recommended), set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to "
+    "the cluster's token here (the `driftloop` command otherwise makes up a token for a local Ray); "
+    "for a cluster without token authentication, set RAY_AUTH_MODE=disabled here"
+)
 
 
 def connect_error(address: str, err: BaseException) -> ConfigError:
@@ -141,8 +153,10 @@ def connect_error(address: str, err: BaseException) -> ConfigError:
     text = str(err).strip()
     first = (text.splitlines() or [type(err).__name__])[0][:300]
     if isinstance(err, ConnectionError) or "Unauthenticated" in text or "authentication" in text.lower():
-        return ConfigError(f"tuning.ray_address {address!r}: the cluster refused this driver's Ray token, or it has "
-                           f"none ({first}; its port answers, so the token is the usual cause). {AUTH_HELP}")
+        return ConfigError(
+            f"tuning.ray_address {address!r}: the cluster refused this driver's Ray token, or it has "
+            f"none ({first}; its port answers, so the token is the usual cause). {AUTH_HELP}"
+        )
     return ConfigError(f"tuning.ray_address {address!r}: cannot connect: {text[:500]}")
 
 
@@ -170,16 +184,22 @@ def check_cluster(address: str, timeout: float = 60.0) -> None:
         from tasks.ray_security import token_auth_active
 
         mode = "with" if token_auth_active() else "without"
-        raise ConfigError(f"tuning.ray_address {address!r}: the cluster accepted this driver (running {mode} "
-                          "token authentication) but cancelled its actors, which is what Ray does when the "
-                          f"cluster's authentication mode differs from the driver's. {AUTH_HELP}") from None
+        raise ConfigError(
+            f"tuning.ray_address {address!r}: the cluster accepted this driver (running {mode} "
+            "token authentication) but cancelled its actors, which is what Ray does when the "
+            f"cluster's authentication mode differs from the driver's. {AUTH_HELP}"
+        ) from None
     except ray.exceptions.RayTaskError as e:
-        raise ConfigError(f"tuning.ray_address {address!r}: the cluster's nodes cannot run driftloop's trials "
-                          f"({str(e).strip().splitlines()[-1][:300]}); install driftloop in the node image "
-                          "(infra/ray/README.md)") from None
+        raise ConfigError(
+            f"tuning.ray_address {address!r}: the cluster's nodes cannot run driftloop's trials "
+            f"({str(e).strip().splitlines()[-1][:300]}); install driftloop in the node image "
+            "(infra/ray/README.md)"
+        ) from None
     except ray.exceptions.GetTimeoutError:
-        raise ConfigError(f"tuning.ray_address {address!r}: a probe actor needing no resources did not start within "
-                          f"{timeout:.0f} s; check that the cluster's nodes are alive (`ray status`)") from None
+        raise ConfigError(
+            f"tuning.ray_address {address!r}: a probe actor needing no resources did not start within "
+            f"{timeout:.0f} s; check that the cluster's nodes are alive (`ray status`)"
+        ) from None
     finally:
         ray.kill(actor)
 
@@ -217,21 +237,25 @@ def _make_scheduler(cfg: TuningConfig, seed: int, configurations: list[dict] | N
 
         from tasks.tuning.ray_hooks import BracketTaggingHyperBand
 
-        return (BracketTaggingHyperBand(time_attr="epoch", max_t=cfg.max_t, reduction_factor=cfg.eta),
-                BasicVariantGenerator(random_state=derive_seed(seed, "tune", "sampler"), points_to_evaluate=points))
+        return (
+            BracketTaggingHyperBand(time_attr="epoch", max_t=cfg.max_t, reduction_factor=cfg.eta),
+            BasicVariantGenerator(random_state=derive_seed(seed, "tune", "sampler"), points_to_evaluate=points),
+        )
     if cfg.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        return (ASHAScheduler(time_attr="epoch", max_t=cfg.max_t, grace_period=1, reduction_factor=cfg.eta,
-                              brackets=1),
-                BasicVariantGenerator(random_state=derive_seed(seed, "tune", "sampler"), points_to_evaluate=points))
+        return (
+            ASHAScheduler(time_attr="epoch", max_t=cfg.max_t, grace_period=1, reduction_factor=cfg.eta, brackets=1),
+            BasicVariantGenerator(random_state=derive_seed(seed, "tune", "sampler"), points_to_evaluate=points),
+        )
     if cfg.scheduler == "bohb":
         from ray.tune.search.bohb import TuneBOHB
 
         from tasks.tuning.ray_hooks import SnapshotSafeBOHB
 
-        return (SnapshotSafeBOHB(time_attr="epoch", max_t=cfg.max_t, reduction_factor=cfg.eta),
-                TuneBOHB(seed=derive_seed(seed, "tune", "sampler"), points_to_evaluate=points))
+        return (
+            SnapshotSafeBOHB(time_attr="epoch", max_t=cfg.max_t, reduction_factor=cfg.eta),
+            TuneBOHB(seed=derive_seed(seed, "tune", "sampler"), points_to_evaluate=points),
+        )
     raise ConfigError(f"tuning.scheduler: unknown scheduler {cfg.scheduler!r}")
-

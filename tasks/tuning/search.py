@@ -13,20 +13,20 @@ This module only gathers the public names of the tuning package; the code lives 
 from tasks.tuning.results import StudyInterrupted, StudyResult, TrialRecord, asha_milestones, rung_milestones  # noqa: F401
 from tasks.tuning.runtime import check_ray_address, connect_ray, s3_filesystem, trial_resources, tune_storage  # noqa: F401
 from tasks.tuning.space import (  # noqa: F401
-                                  METRICS,
-                                  MODEL_PARAMS,
-                                  SCHEDULERS,
-                                  SPACE_TYPES,
-                                  TRAINING_PARAMS,
-                                  apply_best_config,
-                                  apply_params,
-                                  bohb_missing_packages,
-                                  config_key,
-                                  param_space,
-                                  sample_config,
-                                  trial_seed,
-                                  validate_search_space,
-                                  validate_tuning,
+    METRICS,
+    MODEL_PARAMS,
+    SCHEDULERS,
+    SPACE_TYPES,
+    TRAINING_PARAMS,
+    apply_best_config,
+    apply_params,
+    bohb_missing_packages,
+    config_key,
+    param_space,
+    sample_config,
+    trial_seed,
+    validate_search_space,
+    validate_tuning,
 )
 from tasks.tuning.study import run_study, study_name_for  # noqa: F401
 from tasks.tuning.trainable import META_FILE, STATE_FILE, InjectedCrash, TrialSetup, train_trial  # noqa: F401

@@ -29,8 +29,9 @@ METRICS = ("val_accuracy", "val_loss")
 # --------------------------------------------------------------------------- validation
 
 
-def validate_search_space(space: Mapping[str, Any], base_model: ModelConfig | None = None,
-                          base_training: TrainingConfig | None = None) -> None:
+def validate_search_space(
+    space: Mapping[str, Any], base_model: ModelConfig | None = None, base_training: TrainingConfig | None = None
+) -> None:
     """Raise :class:`ConfigError` naming ``tuning.search_space.<param>`` for anything invalid.
 
     Checks: a non-empty mapping; known parameter names; known distribution types with their
@@ -40,8 +41,10 @@ def validate_search_space(space: Mapping[str, Any], base_model: ModelConfig | No
     base_model = base_model or ModelConfig()
     base_training = base_training or TrainingConfig()
     if not isinstance(space, Mapping) or not space:
-        raise ConfigError("tuning.search_space is empty: give at least one parameter to search "
-                          f"(any of {', '.join(MODEL_PARAMS + TRAINING_PARAMS)})")
+        raise ConfigError(
+            "tuning.search_space is empty: give at least one parameter to search "
+            f"(any of {', '.join(MODEL_PARAMS + TRAINING_PARAMS)})"
+        )
     for name, spec in space.items():
         key = f"tuning.search_space.{name}"
         if name not in MODEL_PARAMS + TRAINING_PARAMS:
@@ -84,8 +87,9 @@ def validate_search_space(space: Mapping[str, Any], base_model: ModelConfig | No
                 raise ConfigError(f"{key}: value {v!r} is not accepted: {e}") from None
 
 
-def validate_tuning(cfg: TuningConfig, base_model: ModelConfig | None = None,
-                    base_training: TrainingConfig | None = None) -> None:
+def validate_tuning(
+    cfg: TuningConfig, base_model: ModelConfig | None = None, base_training: TrainingConfig | None = None
+) -> None:
     """Every check that must pass before a study starts; each error names its ``tuning.*`` key."""
     if cfg.scheduler not in SCHEDULERS:
         raise ConfigError(f"tuning.scheduler: unknown scheduler {cfg.scheduler!r}; use one of {', '.join(SCHEDULERS)}")
@@ -103,9 +107,11 @@ def validate_tuning(cfg: TuningConfig, base_model: ModelConfig | None = None,
     if cfg.scheduler == "bohb":
         missing = bohb_missing_packages()
         if missing:
-            raise ConfigError("tuning.scheduler='bohb' needs packages that are not installed "
-                              f"({', '.join(missing)}): pip install hpbandster==0.7.4 ConfigSpace==0.7.1 "
-                              "(the dev extra; Ray 2.55.1's TuneBOHB needs ConfigSpace < 1)")
+            raise ConfigError(
+                "tuning.scheduler='bohb' needs packages that are not installed "
+                f"({', '.join(missing)}): pip install hpbandster==0.7.4 ConfigSpace==0.7.1 "
+                "(the dev extra; Ray 2.55.1's TuneBOHB needs ConfigSpace < 1)"
+            )
 
 
 def bohb_missing_packages() -> list[str]:
@@ -118,8 +124,9 @@ def bohb_missing_packages() -> list[str]:
 # --------------------------------------------------------------------------- configs
 
 
-def apply_params(model: ModelConfig, training: TrainingConfig,
-                 params: Mapping[str, Any]) -> tuple[ModelConfig, TrainingConfig]:
+def apply_params(
+    model: ModelConfig, training: TrainingConfig, params: Mapping[str, Any]
+) -> tuple[ModelConfig, TrainingConfig]:
     """The model and training configurations with the searched ``params`` put in their fields.
 
     Values are validated by the configuration models; an unknown name or a rejected value
@@ -133,8 +140,10 @@ def apply_params(model: ModelConfig, training: TrainingConfig,
     from pydantic import ValidationError
 
     try:
-        return (ModelConfig.model_validate({**model.model_dump(), **m_upd}),
-                TrainingConfig.model_validate({**training.model_dump(), **t_upd}))
+        return (
+            ModelConfig.model_validate({**model.model_dump(), **m_upd}),
+            TrainingConfig.model_validate({**training.model_dump(), **t_upd}),
+        )
     except ValidationError as e:
         raise ConfigError("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
 

@@ -42,15 +42,33 @@ __all__ = ["tune_hyperparameters", "apply_best_config", "publish_study", "Progre
 def tune_hyperparameters(splits: Splits, settings: Settings) -> dict[str, Any]:
     """Run (or resume) the configured study on Ray Tune; returns ``best_config`` (the searched
     fields), ``best_metric``, ``study`` (StudyResult as a dict) and ``curves_png``."""
-    study = run_study(settings.tuning, splits, seed=settings.seed, store=settings.store,
-                      model=settings.model, training=settings.training,
-                      progress=progress_reporter(TerminalLine(), ProgressArtifact()))
-    run_logger().info("tuning study %s: best %s=%.4f with %s (%d trials, %d epochs, %.1f s)",
-                          study.study_name, study.metric, study.best_metric, study.best_params,
-                          len(study.trials), study.total_epochs, study.wall_seconds)
+    study = run_study(
+        settings.tuning,
+        splits,
+        seed=settings.seed,
+        store=settings.store,
+        model=settings.model,
+        training=settings.training,
+        progress=progress_reporter(TerminalLine(), ProgressArtifact()),
+    )
+    run_logger().info(
+        "tuning study %s: best %s=%.4f with %s (%d trials, %d epochs, %.1f s)",
+        study.study_name,
+        study.metric,
+        study.best_metric,
+        study.best_params,
+        len(study.trials),
+        study.total_epochs,
+        study.wall_seconds,
+    )
     png = publish_study(study)
-    return {"best_config": dict(study.best_params), "best_metric": study.best_metric, "metric": study.metric,
-            "study": study.to_dict(), "curves_png": png}
+    return {
+        "best_config": dict(study.best_params),
+        "best_metric": study.best_metric,
+        "metric": study.metric,
+        "study": study.to_dict(),
+        "curves_png": png,
+    }
 
 
 class ProgressArtifact:
@@ -88,12 +106,20 @@ def progress_reporter(*reporters: Reporter) -> Reporter:
 def publish_study(study: StudyResult) -> bytes:
     """Create the study's Prefect artifacts; returns the learning-curve PNG."""
     if study.scheduler in ("hyperband", "bohb"):
-        publish_table("hyperband-plan", plan_rows(ray_hyperband_plan(study.max_t, study.eta)),
-                      f"Bracket plan Ray's HyperBandScheduler runs for R={study.max_t}, eta={study.eta} "
-                      "(ceil survivors; `driftloop hyperband-plan` compares it with Algorithm 1)")
-    publish_table("tuning-brackets", bracket_rows(study),
-                  "Brackets as run: trials per rung, promoted, stopped early, failed, completed")
-    publish_table("tuning-trials", trial_rows(study), "Every trial: bracket, status, epochs, metric, node, GPU ids, parameters")
+        publish_table(
+            "hyperband-plan",
+            plan_rows(ray_hyperband_plan(study.max_t, study.eta)),
+            f"Bracket plan Ray's HyperBandScheduler runs for R={study.max_t}, eta={study.eta} "
+            "(ceil survivors; `driftloop hyperband-plan` compares it with Algorithm 1)",
+        )
+    publish_table(
+        "tuning-brackets",
+        bracket_rows(study),
+        "Brackets as run: trials per rung, promoted, stopped early, failed, completed",
+    )
+    publish_table(
+        "tuning-trials", trial_rows(study), "Every trial: bracket, status, epochs, metric, node, GPU ids, parameters"
+    )
     publish_table("tuning-placement", placement_rows(study), "Trials per Ray node and the GPU ids they were given")
     publish_table("tuning-best-config", best_rows(study), f"Best configuration by {study.metric}")
     png = learning_curves_png(study)

@@ -7,6 +7,9 @@ synchronous HyperBandScheduler a study is reproducible (ASHA's decisions depend 
 sampler is seeded from ``derive_seed(seed, "tune", "sampler")``.
 
 Nothing here imports prefect; the Prefect task is ``tasks.tuning.steps.tune_hyperparameters``.
+
+Over 400 lines (``ruff format`` layout): one function runs the Tuner and the rest turns its results
+into a StudyResult; they change together.
 """
 
 from __future__ import annotations
@@ -43,25 +46,55 @@ if TYPE_CHECKING:
     from tasks.tuning.progress import Reporter
 
 
-def study_name_for(cfg: TuningConfig, seed: int, model: ModelConfig, training: TrainingConfig,
-                   data_fingerprint: str) -> str:
+def study_name_for(
+    cfg: TuningConfig, seed: int, model: ModelConfig, training: TrainingConfig, data_fingerprint: str
+) -> str:
     """The default study name: a hash of what determines the study's outcome, so the same study
     re-run resumes. Where it runs (address, resources, storage) does not enter the hash."""
-    ident = cfg.model_dump(mode="json", exclude={"ray_address", "resources_per_trial", "max_failures",
-                                                 "max_concurrent_trials", "storage_subpath", "study_name",
-                                                 "resume", "checkpoints_to_keep", "checkpoint_every",
-                                                 "enabled", "trial_stall_s"})
-    blob = json.dumps({"tuning": ident, "seed": seed, "model": model.model_dump(mode="json"),
-                       "training": training.model_dump(mode="json", exclude={"device", "num_threads"}),
-                       "data": data_fingerprint}, sort_keys=True)
+    ident = cfg.model_dump(
+        mode="json",
+        exclude={
+            "ray_address",
+            "resources_per_trial",
+            "max_failures",
+            "max_concurrent_trials",
+            "storage_subpath",
+            "study_name",
+            "resume",
+            "checkpoints_to_keep",
+            "checkpoint_every",
+            "enabled",
+            "trial_stall_s",
+        },
+    )
+    blob = json.dumps(
+        {
+            "tuning": ident,
+            "seed": seed,
+            "model": model.model_dump(mode="json"),
+            "training": training.model_dump(mode="json", exclude={"device", "num_threads"}),
+            "data": data_fingerprint,
+        },
+        sort_keys=True,
+    )
     return f"{cfg.scheduler}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfig,
-              model: ModelConfig | None = None, training: TrainingConfig | None = None,
-              num_classes: int | None = None, crash_once_marker: str | os.PathLike | None = None,
-              crash_mode: str = "raise", interrupt_after_trials: int | None = None,
-              progress: Reporter | None = None, configurations: list[dict] | None = None) -> StudyResult:
+def run_study(
+    cfg: TuningConfig,
+    splits: Splits,
+    *,
+    seed: int,
+    store: StoreConfig,
+    model: ModelConfig | None = None,
+    training: TrainingConfig | None = None,
+    num_classes: int | None = None,
+    crash_once_marker: str | os.PathLike | None = None,
+    crash_mode: str = "raise",
+    interrupt_after_trials: int | None = None,
+    progress: Reporter | None = None,
+    configurations: list[dict] | None = None,
+) -> StudyResult:
     """Run (or resume) a hyperparameter study on Ray Tune and return its :class:`StudyResult`.
 
     Validates the configuration (errors name the ``tuning.*`` key) and the Ray address before
@@ -75,7 +108,8 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
     ``crash_once_marker`` (fault-tolerance tests): the first trial to reach epoch 2 creates this
     file and raises once; with ``crash_mode="kill"`` it SIGKILLs its own worker process instead (a
     real death of the trial mid-study, after its epoch-1 checkpoint), with ``"hang"`` it goes silent
-    (the stall guard, ``tuning.trial_stall_s``, stops it). ``interrupt_after_trials`` (resume tests, benchmarks): after that many
+    (the stall guard, ``tuning.trial_stall_s``, stops it). ``interrupt_after_trials`` (resume tests, benchmarks):
+    after that many
     trials have ended, the study is interrupted the way Ctrl+C does (SIGUSR1 to this process;
     Tune saves its state and returns), leaving an unfinished experiment behind.
 
@@ -98,11 +132,13 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
         check_ray_address(cfg.ray_address)
         if not store.uri.startswith("s3://"):
             # Checked before tune_storage creates anything: the refused study leaves nothing behind.
-            raise ConfigError(f"tuning.ray_address {cfg.ray_address!r} is a cluster, but store.uri {store.uri!r} is a "
-                              "local directory: the cluster's nodes do not share this machine's disk, so trials could "
-                              "neither save nor restore their checkpoints. Use an S3-compatible store that every node "
-                              "reaches (store.uri=s3://BUCKET/PREFIX with store.endpoint_url), or unset "
-                              "tuning.ray_address to tune on this machine")
+            raise ConfigError(
+                f"tuning.ray_address {cfg.ray_address!r} is a cluster, but store.uri {store.uri!r} is a "
+                "local directory: the cluster's nodes do not share this machine's disk, so trials could "
+                "neither save nor restore their checkpoints. Use an S3-compatible store that every node "
+                "reaches (store.uri=s3://BUCKET/PREFIX with store.endpoint_url), or unset "
+                "tuning.ray_address to tune on this machine"
+            )
     storage_path, fs, storage_uri = tune_storage(store, cfg.storage_subpath)
 
     # Quiet about what is expected: Tune warns on forced experiment snapshots (num_to_keep set),
@@ -125,20 +161,27 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
     try:
         resources = trial_resources(cfg, ray.cluster_resources(), local=not is_remote(cfg.ray_address))
         session = uuid.uuid4().hex[:12]
-        setup = TrialSetup(model=model.model_dump(mode="json"), training=training.model_dump(mode="json"),
-                           seed=seed, max_t=cfg.max_t, num_classes=n_classes, session=session,
-                           threads=max(1, int(resources["cpu"])),
-                           checkpoint_epochs=pause_epochs(cfg.scheduler, cfg.max_t, cfg.eta, cfg.checkpoint_every),
-                           report_epochs=report_epochs(cfg.scheduler, cfg.max_t, cfg.eta),
-                           crash_once_marker=str(crash_once_marker) if crash_once_marker else None,
-                           crash_mode=crash_mode)
+        setup = TrialSetup(
+            model=model.model_dump(mode="json"),
+            training=training.model_dump(mode="json"),
+            seed=seed,
+            max_t=cfg.max_t,
+            num_classes=n_classes,
+            session=session,
+            threads=max(1, int(resources["cpu"])),
+            checkpoint_epochs=pause_epochs(cfg.scheduler, cfg.max_t, cfg.eta, cfg.checkpoint_every),
+            report_epochs=report_epochs(cfg.scheduler, cfg.max_t, cfg.eta),
+            crash_once_marker=str(crash_once_marker) if crash_once_marker else None,
+            crash_mode=crash_mode,
+        )
         data = {"x_train": splits.train.x, "y_train": splits.train.y, "x_val": splits.val.x, "y_val": splits.val.y}
         trainable = tune.with_resources(tune.with_parameters(train_trial, data=data, setup=setup), resources)
         exp_path = f"{storage_path.rstrip('/')}/{name}"
         resumed = bool(cfg.resume and tune.Tuner.can_restore(exp_path, storage_filesystem=fs))
         if resumed:
-            tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True,
-                                       resume_errored=True, storage_filesystem=fs)
+            tuner = tune.Tuner.restore(
+                exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=fs
+            )
         else:
             scheduler, searcher = _make_scheduler(cfg, seed, configurations)
             from tasks.tuning.ray_hooks import BracketTagger, NoCSVLogger, NoTBXLogger
@@ -154,28 +197,38 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space(cfg.search_space),
-                tune_config=tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, scheduler=scheduler,
-                                            search_alg=searcher, num_samples=cfg.num_samples,
-                                            max_concurrent_trials=cfg.max_concurrent_trials,
-                                            reuse_actors=not is_remote(cfg.ray_address)),
+                tune_config=tune.TuneConfig(
+                    metric=cfg.metric,
+                    mode=cfg.mode,
+                    scheduler=scheduler,
+                    search_alg=searcher,
+                    num_samples=cfg.num_samples,
+                    max_concurrent_trials=cfg.max_concurrent_trials,
+                    reuse_actors=not is_remote(cfg.ray_address),
+                ),
                 run_config=tune.RunConfig(
-                    name=name, storage_path=storage_path, storage_filesystem=fs, verbose=0,
+                    name=name,
+                    storage_path=storage_path,
+                    storage_filesystem=fs,
+                    verbose=0,
                     callbacks=callbacks,
                     failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
                 ),
             )
-        from tasks.tuning.ray_hooks import StallGuard
+        from tasks.tuning.callbacks import StallGuard
 
         guard = StallGuard(cfg.trial_stall_s)
         _add_session_callback(tuner, guard)
         if progress is not None:
-            from tasks.tuning.ray_hooks import ProgressCallback
+            from tasks.tuning.callbacks import ProgressCallback
 
-            _add_session_callback(tuner, ProgressCallback(progress, total=cfg.num_samples, max_t=cfg.max_t,
-                                                          metric=cfg.metric, mode=cfg.mode))
+            _add_session_callback(
+                tuner,
+                ProgressCallback(progress, total=cfg.num_samples, max_t=cfg.max_t, metric=cfg.metric, mode=cfg.mode),
+            )
         if interrupt_after_trials is not None:
-            from tasks.tuning.ray_hooks import InterruptAfter
+            from tasks.tuning.callbacks import InterruptAfter
 
             _add_session_callback(tuner, InterruptAfter(interrupt_after_trials))
         with _quiet_tune_logs():
@@ -186,14 +239,29 @@ def run_study(cfg: TuningConfig, splits: Splits, *, seed: int, store: StoreConfi
         from ray.tune import ExperimentAnalysis
 
         saved = {t.trial_id: t.status for t in ExperimentAnalysis(exp_path, storage_filesystem=fs).trials}
-        result = _collect(grid, cfg, name, f"{storage_uri.rstrip('/')}/{name}", session, model, training,
-                          wall, ray_start_seconds, resumed, resources, saved)
+        result = _collect(
+            grid,
+            cfg,
+            name,
+            f"{storage_uri.rstrip('/')}/{name}",
+            session,
+            model,
+            training,
+            wall,
+            ray_start_seconds,
+            resumed,
+            resources,
+            saved,
+        )
         result.stalled = list(guard.stalled)
         if not result.finished:
             left = sum(r.status == "unfinished" for r in result.trials)
-            raise StudyInterrupted(f"tuning study {name!r} was interrupted with {left} trials unfinished; "
-                                   f"its state is saved at {result.storage_uri}: run the same study again "
-                                   "(tuning.resume on) to resume it", result)
+            raise StudyInterrupted(
+                f"tuning study {name!r} was interrupted with {left} trials unfinished; "
+                f"its state is saved at {result.storage_uri}: run the same study again "
+                "(tuning.resume on) to resume it",
+                result,
+            )
         return result
     finally:
         if started:
@@ -220,9 +288,20 @@ def _add_session_callback(tuner, callback) -> None:
     internal._run_config.callbacks = list(internal._run_config.callbacks or []) + [callback]
 
 
-def _collect(grid, cfg: TuningConfig, name: str, uri: str, session: str, model: ModelConfig,
-             training: TrainingConfig, wall: float, ray_start: float, resumed: bool,
-             resources: dict[str, float], saved_status: Mapping[str, str]) -> StudyResult:
+def _collect(
+    grid,
+    cfg: TuningConfig,
+    name: str,
+    uri: str,
+    session: str,
+    model: ModelConfig,
+    training: TrainingConfig,
+    wall: float,
+    ray_start: float,
+    resumed: bool,
+    resources: dict[str, float],
+    saved_status: Mapping[str, str],
+) -> StudyResult:
     """Turn Tune's ResultGrid into a StudyResult (curves read from each trial's progress)."""
     sign = 1.0 if cfg.mode == "max" else -1.0
     records: list[TrialRecord] = []
@@ -237,9 +316,19 @@ def _collect(grid, cfg: TuningConfig, name: str, uri: str, session: str, model: 
         trial_status = saved_status.get(tid, trial.status)
         if df is None or df.empty or "epoch" not in df:
             never_ran = trial_status in ("PENDING", "PAUSED", "RUNNING")  # interrupted before its first epoch
-            records.append(TrialRecord(tid, params, "unfinished" if never_ran else "error", 0, [], [], 0.0,
-                                       failures=failures,
-                                       error=None if never_ran else (_error_text(res.error) or "no result reported")))
+            records.append(
+                TrialRecord(
+                    tid,
+                    params,
+                    "unfinished" if never_ran else "error",
+                    0,
+                    [],
+                    [],
+                    0.0,
+                    failures=failures,
+                    error=None if never_ran else (_error_text(res.error) or "no result reported"),
+                )
+            )
             continue
         # A restarted or resumed trial may report an epoch twice; the last report wins.
         df = df.sort_values("timestamp" if "timestamp" in df else "epoch", kind="stable")
@@ -255,14 +344,23 @@ def _collect(grid, cfg: TuningConfig, name: str, uri: str, session: str, model: 
             status = "completed" if epochs >= cfg.max_t else "stopped"
         resumes = int((df["restored_from_epoch"].diff().fillna(0) != 0).sum()) if "restored_from_epoch" in df else 0
         rec = TrialRecord(
-            trial_id=str(tid), config=params, status=status, epochs=epochs,
+            trial_id=str(tid),
+            config=params,
+            status=status,
+            epochs=epochs,
             val_accuracy=[float(v) for v in per_epoch["val_accuracy"]],
             val_loss=[float(v) for v in per_epoch["val_loss"]],
             train_seconds=float(per_epoch["train_seconds"].iloc[-1]),
-            band=band, bracket=bracket, resumes=resumes, failures=failures,
+            band=band,
+            bracket=bracket,
+            resumes=resumes,
+            failures=failures,
             epochs_this_session=int((df["session"] == session).sum()) if "session" in df else 0,
-            error=_error_text(res.error), node_id=_last_str(df, "node_id"), gpu_ids=_last_str(df, "gpu_ids"),
-            nodes=_distinct_str(df, "node_id"))
+            error=_error_text(res.error),
+            node_id=_last_str(df, "node_id"),
+            gpu_ids=_last_str(df, "gpu_ids"),
+            nodes=_distinct_str(df, "node_id"),
+        )
         records.append(rec)
         curve = rec.curve(cfg.metric)
         for i, v in enumerate(curve):
@@ -274,19 +372,39 @@ def _collect(grid, cfg: TuningConfig, name: str, uri: str, session: str, model: 
     records.sort(key=lambda r: r.trial_id)
     best_value, best_epoch, best_rec = best
     bm, bt = apply_params(model, training, best_rec.config)
-    plan = ray_hyperband_plan(cfg.max_t, cfg.eta).as_dict() if cfg.scheduler in ("hyperband", "bohb") else {
-        "source": "ray.tune.schedulers.ASHAScheduler (ray 2.55.1), one bracket",
-        "rung_milestones": asha_milestones(cfg.max_t, cfg.eta)}
+    plan = (
+        ray_hyperband_plan(cfg.max_t, cfg.eta).as_dict()
+        if cfg.scheduler in ("hyperband", "bohb")
+        else {
+            "source": "ray.tune.schedulers.ASHAScheduler (ray 2.55.1), one bracket",
+            "rung_milestones": asha_milestones(cfg.max_t, cfg.eta),
+        }
+    )
     return StudyResult(
-        study_name=name, storage_uri=uri, scheduler=cfg.scheduler, metric=cfg.metric, mode=cfg.mode,
-        max_t=cfg.max_t, eta=cfg.eta, best_params=dict(best_rec.config),
-        best_model=bm.model_dump(mode="json"), best_training=bt.model_dump(mode="json"),
-        best_metric=float(best_value), best_epoch=int(best_epoch), best_trial_id=best_rec.trial_id,
-        trials=records, total_epochs=sum(r.epochs for r in records),
-        epochs_this_session=sum(r.epochs_this_session for r in records), wall_seconds=wall,
-        train_seconds=sum(r.train_seconds for r in records), ray_start_seconds=ray_start,
-        resumed=resumed, resources_per_trial=resources,
-        finished=all(r.status != "unfinished" for r in records), plan=plan)
+        study_name=name,
+        storage_uri=uri,
+        scheduler=cfg.scheduler,
+        metric=cfg.metric,
+        mode=cfg.mode,
+        max_t=cfg.max_t,
+        eta=cfg.eta,
+        best_params=dict(best_rec.config),
+        best_model=bm.model_dump(mode="json"),
+        best_training=bt.model_dump(mode="json"),
+        best_metric=float(best_value),
+        best_epoch=int(best_epoch),
+        best_trial_id=best_rec.trial_id,
+        trials=records,
+        total_epochs=sum(r.epochs for r in records),
+        epochs_this_session=sum(r.epochs_this_session for r in records),
+        wall_seconds=wall,
+        train_seconds=sum(r.train_seconds for r in records),
+        ray_start_seconds=ray_start,
+        resumed=resumed,
+        resources_per_trial=resources,
+        finished=all(r.status != "unfinished" for r in records),
+        plan=plan,
+    )
 
 
 def _expand_curves(df):
@@ -338,4 +456,3 @@ def _error_text(err) -> str | None:
         return None
     text = str(err).strip().splitlines()
     return (text[-1] if text else type(err).__name__)[:500]
-

@@ -137,27 +137,43 @@ def train_trial(config: dict, data: dict | None = None, setup: TrialSetup | None
         # exactly as an uninterrupted one (the global torch RNG is not in the checkpoint).
         torch.manual_seed(derive_seed(seed, "torch", epoch))
         t0 = time.perf_counter()
-        train_loss = train_one_epoch(model, opt, x_tr, y_tr, train_cfg.batch_size,
-                                     derive_seed(seed, "epoch", epoch), device)
+        train_loss = train_one_epoch(
+            model, opt, x_tr, y_tr, train_cfg.batch_size, derive_seed(seed, "epoch", epoch), device
+        )
         ev = evaluate(model, x_va, y_va, device, setup.num_classes)
         train_seconds += time.perf_counter() - t0
         for k, v in zip(CURVE_KEYS, (epoch, ev.accuracy, ev.loss, train_loss, train_seconds)):
             curve[k].append(v)
         if epoch not in reports:
             continue
-        metrics = {"epoch": epoch, "val_accuracy": ev.accuracy, "val_loss": ev.loss, "train_loss": train_loss,
-                   "train_seconds": train_seconds, "restored_from_epoch": start, "trial_seed": seed,
-                   "session": setup.session, **placement,
-                   "next_report_epoch": min((e for e in reports if e > epoch), default=epoch),
-                   **{f"curve_{k}": v for k, v in curve.items()}}
+        metrics = {
+            "epoch": epoch,
+            "val_accuracy": ev.accuracy,
+            "val_loss": ev.loss,
+            "train_loss": train_loss,
+            "train_seconds": train_seconds,
+            "restored_from_epoch": start,
+            "trial_seed": seed,
+            "session": setup.session,
+            **placement,
+            "next_report_epoch": min((e for e in reports if e > epoch), default=epoch),
+            **{f"curve_{k}": v for k, v in curve.items()},
+        }
         curve = {k: [] for k in CURVE_KEYS}
         if epoch not in setup.checkpoint_epochs:
             tune.report(metrics)
             continue
         with tempfile.TemporaryDirectory(prefix="driftloop-ckpt-") as d:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, Path(d) / STATE_FILE)
-            (Path(d) / META_FILE).write_text(json.dumps({"epoch": epoch, "train_seconds": train_seconds,
-                                                         "config": {k: _plain(v) for k, v in params.items()}}))
+            (Path(d) / META_FILE).write_text(
+                json.dumps(
+                    {
+                        "epoch": epoch,
+                        "train_seconds": train_seconds,
+                        "config": {k: _plain(v) for k, v in params.items()},
+                    }
+                )
+            )
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 

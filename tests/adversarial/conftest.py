@@ -33,11 +33,24 @@ def train_mlp(splits, mode: str, epochs: int = 6, seed: int = 0, **over):
     """A fresh digits MLP trained from scratch in ``mode``; returns (model, HardenResult)."""
     seed_everything(seed)
     model = build_model(ModelConfig(arch="mlp", width=64, depth=2, dropout=0.0), (1, 8, 8), 10)
-    args = dict(mode=mode, epochs=epochs, epsilon=EPS, lr=3e-3, steps=5, step_size=0.03, history_samples=150,
-                eval_steps=5) | over
+    args = (
+        dict(mode=mode, epochs=epochs, epsilon=EPS, lr=3e-3, steps=5, step_size=0.03, history_samples=150, eval_steps=5)
+        | over
+    )
     cfg = AdversarialConfig(**args)
-    res = adversarial_train(model, splits.train.x, splits.train.y, splits.val.x, splits.val.y, cfg,
-                            TrainingConfig(batch_size=32), seed, LO, HI, 10)
+    res = adversarial_train(
+        model,
+        splits.train.x,
+        splits.train.y,
+        splits.val.x,
+        splits.val.y,
+        cfg,
+        TrainingConfig(batch_size=32),
+        seed,
+        LO,
+        HI,
+        10,
+    )
     return model, res
 
 

@@ -42,8 +42,10 @@ def test_pgd_stays_in_ball_and_range_and_raises_loss(natural_mlp, digits, norm, 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.2), ("l2", 1.0)])
 def test_fgsm_and_fast_fgsm_stay_in_ball_and_range(natural_mlp, digits, norm, eps):
     x, y = _batch(digits)
-    for x_adv in (fgsm(natural_mlp, x, y, eps, LO, HI, norm),
-                  fast_fgsm(natural_mlp, x, y, eps, 1.25 * eps, LO, HI, norm, torch.Generator().manual_seed(0)).x_adv):
+    for x_adv in (
+        fgsm(natural_mlp, x, y, eps, LO, HI, norm),
+        fast_fgsm(natural_mlp, x, y, eps, 1.25 * eps, LO, HI, norm, torch.Generator().manual_seed(0)).x_adv,
+    ):
         d = (x_adv - x).reshape(len(x), -1)
         assert float((d.abs().max(1).values if norm == "linf" else d.norm(dim=1)).max()) <= eps + 1e-5
         assert float(x_adv.min()) >= LO and float(x_adv.max()) <= HI
@@ -132,15 +134,32 @@ def test_random_start_and_projection_stay_in_ball():
         assert float((p.abs().max(1).values if norm == "linf" else p.norm(dim=1)).max()) <= eps + 1e-6
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"epsilon": -0.1}, "epsilon"), ({"step_size": 0.0}, "step_size"), ({"steps": 0}, "steps"),
-    ({"norm": "l1"}, "norm"), ({"restarts": 0}, "restarts")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"epsilon": -0.1}, "epsilon"),
+        ({"step_size": 0.0}, "step_size"),
+        ({"steps": 0}, "steps"),
+        ({"norm": "l1"}, "norm"),
+        ({"restarts": 0}, "restarts"),
+    ],
+)
 def test_bad_attack_arguments(natural_mlp, kwargs, match):
     x, y = torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.int64)
     args = {"epsilon": 0.1, "step_size": 0.03, "steps": 3, "norm": "linf", "restarts": 1} | kwargs
     with pytest.raises(ValueError, match=match):
-        pgd(natural_mlp, x, y, args["epsilon"], args["step_size"], args["steps"], LO, HI, args["norm"],
-            restarts=args["restarts"])
+        pgd(
+            natural_mlp,
+            x,
+            y,
+            args["epsilon"],
+            args["step_size"],
+            args["steps"],
+            LO,
+            HI,
+            args["norm"],
+            restarts=args["restarts"],
+        )
 
 
 def test_check_input_range():

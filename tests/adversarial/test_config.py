@@ -7,20 +7,26 @@ from tasks.errors import ConfigError
 from tasks.settings import load_settings
 
 
-@pytest.mark.parametrize("overrides,match", [
-    ({"adversarial.epsilon": -0.1}, r"adversarial\.epsilon.*must be >= 0"),
-    ({"adversarial.step_size": 0.0}, r"adversarial\.step_size.*must be > 0"),
-    ({"adversarial.step_size": -1.0}, r"adversarial\.step_size"),
-    ({"adversarial.steps": 0}, r"adversarial\.steps.*zero steps"),
-    ({"adversarial.epochs": 4, "adversarial.switch_epoch": 5}, r"switch_epoch=5 is beyond the budget of adversarial\.epochs=4"),
-    ({"adversarial.epochs": 4, "adversarial.switch_epoch": 4}, r"no adversarial epoch is left"),
-    ({"adversarial.switch_fraction": 1.5}, r"switch_fraction must lie in \[0, 1\]"),
-    ({"adversarial.switch_fraction": None}, r"needs switch_epoch or switch_fraction"),
-    ({"adversarial.eval_epsilons": [0.1, -0.2]}, r"eval_epsilons must all be >= 0"),
-    ({"adversarial.mix_ratio": 0.0}, r"mode='natural'"),
-    ({"adversarial.restarts": 0}, r"adversarial\.restarts"),
-    ({"adversarial.epsilonn": 0.1}, r"adversarial\.epsilonn: unknown key"),
-])
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"adversarial.epsilon": -0.1}, r"adversarial\.epsilon.*must be >= 0"),
+        ({"adversarial.step_size": 0.0}, r"adversarial\.step_size.*must be > 0"),
+        ({"adversarial.step_size": -1.0}, r"adversarial\.step_size"),
+        ({"adversarial.steps": 0}, r"adversarial\.steps.*zero steps"),
+        (
+            {"adversarial.epochs": 4, "adversarial.switch_epoch": 5},
+            r"switch_epoch=5 is beyond the budget of adversarial\.epochs=4",
+        ),
+        ({"adversarial.epochs": 4, "adversarial.switch_epoch": 4}, r"no adversarial epoch is left"),
+        ({"adversarial.switch_fraction": 1.5}, r"switch_fraction must lie in \[0, 1\]"),
+        ({"adversarial.switch_fraction": None}, r"needs switch_epoch or switch_fraction"),
+        ({"adversarial.eval_epsilons": [0.1, -0.2]}, r"eval_epsilons must all be >= 0"),
+        ({"adversarial.mix_ratio": 0.0}, r"mode='natural'"),
+        ({"adversarial.restarts": 0}, r"adversarial\.restarts"),
+        ({"adversarial.epsilonn": 0.1}, r"adversarial\.epsilonn: unknown key"),
+    ],
+)
 def test_bad_settings_are_config_errors(overrides, match):
     with pytest.raises(ConfigError, match=match):
         load_settings(overrides=overrides, environ={})

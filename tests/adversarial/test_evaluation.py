@@ -16,8 +16,21 @@ CPU = torch.device("cpu")
 
 def _evaluate(model, digits, **kw):
     x, y = subset(digits.test, 200)
-    args = dict(epsilons=[0.0, 0.05, 0.1, 0.2], epsilon=EPS, norm="linf", steps=7, restarts=1, lo=LO, hi=HI,
-                num_classes=10, seed=0, device=CPU) | kw
+    args = (
+        dict(
+            epsilons=[0.0, 0.05, 0.1, 0.2],
+            epsilon=EPS,
+            norm="linf",
+            steps=7,
+            restarts=1,
+            lo=LO,
+            hi=HI,
+            num_classes=10,
+            seed=0,
+            device=CPU,
+        )
+        | kw
+    )
     return evaluate_robustness(model, x, y, **args)
 
 
@@ -49,8 +62,12 @@ class Saturated(nn.Module):
 def test_honest_model_passes_every_check(natural_mlp, digits, norm, eps, eps_list):
     ev = _evaluate(natural_mlp, digits, norm=norm, epsilon=eps, epsilons=eps_list)
     assert ev.reliable, ev.checks
-    assert [c.name for c in ev.checks] == ["epsilon_zero_is_clean", "monotone_in_epsilon",
-                                           "pgd_stronger_than_fgsm", "large_epsilon_near_chance"]
+    assert [c.name for c in ev.checks] == [
+        "epsilon_zero_is_clean",
+        "monotone_in_epsilon",
+        "pgd_stronger_than_fgsm",
+        "large_epsilon_near_chance",
+    ]
     assert ev.curve[0].epsilon == 0.0 and ev.curve[0].pgd_accuracy == ev.clean_accuracy
     assert ev.clean_accuracy > 0.85
     assert ev.robust_accuracy < ev.clean_accuracy
@@ -94,11 +111,37 @@ def test_evaluate_with_config_subsamples_and_uses_config(natural_mlp, digits):
 def test_bad_evaluation_input(natural_mlp, digits):
     x, y = subset(digits.test, 20)
     with pytest.raises(DataError, match="evaluation data"):
-        evaluate_robustness(natural_mlp, x * 2.0, y, epsilons=[0.1], epsilon=0.1, norm="linf", steps=3, restarts=1,
-                            lo=LO, hi=HI, num_classes=10, seed=0, device=CPU)
+        evaluate_robustness(
+            natural_mlp,
+            x * 2.0,
+            y,
+            epsilons=[0.1],
+            epsilon=0.1,
+            norm="linf",
+            steps=3,
+            restarts=1,
+            lo=LO,
+            hi=HI,
+            num_classes=10,
+            seed=0,
+            device=CPU,
+        )
     with pytest.raises(ValueError, match="epsilons must be >= 0"):
-        evaluate_robustness(natural_mlp, x, y, epsilons=[-0.1], epsilon=0.1, norm="linf", steps=3, restarts=1,
-                            lo=LO, hi=HI, num_classes=10, seed=0, device=CPU)
+        evaluate_robustness(
+            natural_mlp,
+            x,
+            y,
+            epsilons=[-0.1],
+            epsilon=0.1,
+            norm="linf",
+            steps=3,
+            restarts=1,
+            lo=LO,
+            hi=HI,
+            num_classes=10,
+            seed=0,
+            device=CPU,
+        )
 
 
 def test_sanity_check_rules_on_constructed_curves():
@@ -113,8 +156,9 @@ def test_sanity_check_rules_on_constructed_curves():
     assert all(ok.values())
     assert not run(0.9, [(0, 0.8, 0.8), (0.1, 0.5, 0.6), (1.0, 0.0, 0.1)])["epsilon_zero_is_clean"]
     assert not run(0.9, [(0, 0.9, 0.9), (0.1, 0.5, 0.6), (0.2, 0.52, 0.6), (1.0, 0.0, 0.1)])["monotone_in_epsilon"]
-    assert run(0.9, [(0, 0.9, 0.9), (0.1, 0.5, 0.6), (0.2, 0.52, 0.6), (1.0, 0.0, 0.1)],
-               monotone_tol=0.03)["monotone_in_epsilon"]
+    assert run(0.9, [(0, 0.9, 0.9), (0.1, 0.5, 0.6), (0.2, 0.52, 0.6), (1.0, 0.0, 0.1)], monotone_tol=0.03)[
+        "monotone_in_epsilon"
+    ]
     assert not run(0.9, [(0, 0.9, 0.9), (0.1, 0.65, 0.6), (1.0, 0.0, 0.1)])["pgd_stronger_than_fgsm"]
     assert not run(0.9, [(0, 0.9, 0.9), (0.1, 0.5, 0.6), (1.0, 0.21, 0.3)])["large_epsilon_near_chance"]
     # Accuracies are multiples of 1/n: equal counts never fail a check through float rounding.

@@ -6,8 +6,16 @@ from tasks.adversarial.gate import robustness_gate
 
 
 def nums(clean, robust, reliable=True, **kw):
-    return {"clean_accuracy": clean, "robust_accuracy": robust, "reliable": reliable, "epsilon": 0.1,
-            "norm": "linf", "steps": 10, "restarts": 1, "failed_checks": [] if reliable else ["large_epsilon_near_chance"]} | kw
+    return {
+        "clean_accuracy": clean,
+        "robust_accuracy": robust,
+        "reliable": reliable,
+        "epsilon": 0.1,
+        "norm": "linf",
+        "steps": 10,
+        "restarts": 1,
+        "failed_checks": [] if reliable else ["large_epsilon_near_chance"],
+    } | kw
 
 
 def test_first_reliable_model_is_promoted():
@@ -64,8 +72,21 @@ def test_gate_accepts_evaluations(natural_mlp, digits):
     from .conftest import subset
 
     x, y = subset(digits.test, 100)
-    ev = evaluate_robustness(natural_mlp, x, y, epsilons=[0.1], epsilon=0.1, norm="linf", steps=3, restarts=1,
-                             lo=0.0, hi=1.0, num_classes=10, seed=0, device=torch.device("cpu"))
+    ev = evaluate_robustness(
+        natural_mlp,
+        x,
+        y,
+        epsilons=[0.1],
+        epsilon=0.1,
+        norm="linf",
+        steps=3,
+        restarts=1,
+        lo=0.0,
+        hi=1.0,
+        num_classes=10,
+        seed=0,
+        device=torch.device("cpu"),
+    )
     d = robustness_gate(ev, ev, 0.0)
     assert d.promote == ev.reliable
     assert d.as_dict()["candidate"]["clean_accuracy"] == ev.clean_accuracy

@@ -26,9 +26,22 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def evaluation(natural_mlp, digits):
     x, y = subset(digits.test, 100)
-    return evaluate_robustness(natural_mlp, x, y, epsilons=[0.05, 0.1], epsilon=0.1, norm="linf", steps=3,
-                               restarts=1, lo=0.0, hi=1.0, num_classes=10, seed=0, device=torch.device("cpu"),
-                               label="candidate")
+    return evaluate_robustness(
+        natural_mlp,
+        x,
+        y,
+        epsilons=[0.05, 0.1],
+        epsilon=0.1,
+        norm="linf",
+        steps=3,
+        restarts=1,
+        lo=0.0,
+        hi=1.0,
+        num_classes=10,
+        seed=0,
+        device=torch.device("cpu"),
+        label="candidate",
+    )
 
 
 def test_curve_table_and_plot(evaluation):

@@ -30,9 +30,16 @@ def test_harden_evaluate_gate_in_a_flow(prefect_api, digits):
     from tasks.models.zoo import build_model
     from tasks.settings import load_settings
 
-    settings = load_settings(profile="smoke", environ={}, overrides={
-        "adversarial.epochs": 2, "adversarial.eval_max_samples": 60, "adversarial.history_samples": 40,
-        "adversarial.eval_epsilons": [0.1]})
+    settings = load_settings(
+        profile="smoke",
+        environ={},
+        overrides={
+            "adversarial.epochs": 2,
+            "adversarial.eval_max_samples": 60,
+            "adversarial.history_samples": 40,
+            "adversarial.eval_epsilons": [0.1],
+        },
+    )
 
     @flow
     def harden_flow():
@@ -50,7 +57,12 @@ def test_harden_evaluate_gate_in_a_flow(prefect_api, digits):
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
     keys = {a.key: a for a in arts}
-    assert {"harden-history", "harden-curves", "robust-curve-candidate", "robust-eval-candidate",
-            "robustness-gate"} <= set(keys)
+    assert {
+        "harden-history",
+        "harden-curves",
+        "robust-curve-candidate",
+        "robust-eval-candidate",
+        "robustness-gate",
+    } <= set(keys)
     assert "data:image/png;base64," in keys["harden-curves"].data
     assert keys["robustness-gate"].data.startswith("# Robustness gate")

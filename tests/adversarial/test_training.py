@@ -25,8 +25,19 @@ def trained(digits):
 
 
 def _robust(model, digits):
-    acc, _ = attack_accuracy(model, digits.test.x, digits.test.y, EPS, attack="pgd", norm="linf", lo=LO, hi=HI,
-                             device=torch.device("cpu"), steps=10, seed=1)
+    acc, _ = attack_accuracy(
+        model,
+        digits.test.x,
+        digits.test.y,
+        EPS,
+        attack="pgd",
+        norm="linf",
+        lo=LO,
+        hi=HI,
+        device=torch.device("cpu"),
+        steps=10,
+        seed=1,
+    )
     return acc
 
 
@@ -42,8 +53,12 @@ def test_each_mode_raises_robust_accuracy_over_natural(trained, digits, mode):
 def test_gradient_evaluations_are_counted(trained, digits):
     nb = math.ceil(len(digits.train.y) / 32)
     k = 5
-    expect = {"natural": EPOCHS * nb, "pgd": EPOCHS * nb * (k + 1), "fast": EPOCHS * nb * 2,
-              "delayed": 3 * nb + 3 * nb * (k + 1)}
+    expect = {
+        "natural": EPOCHS * nb,
+        "pgd": EPOCHS * nb * (k + 1),
+        "fast": EPOCHS * nb * 2,
+        "delayed": 3 * nb + 3 * nb * (k + 1),
+    }
     for mode, passes in expect.items():
         res = trained[mode][1]
         assert res.grad_passes == passes, mode
@@ -57,7 +72,11 @@ def test_delayed_schedule_is_natural_then_adversarial(trained):
     assert [h.phase for h in delayed.history] == ["start"] + ["natural"] * 3 + ["adversarial"] * 3
     # Same seed, same batches: the natural phase is exactly natural training.
     for a, b in zip(delayed.history[:4], natural.history[:4]):
-        assert (a.natural_accuracy, a.robust_accuracy, a.train_loss) == (b.natural_accuracy, b.robust_accuracy, b.train_loss)
+        assert (a.natural_accuracy, a.robust_accuracy, a.train_loss) == (
+            b.natural_accuracy,
+            b.robust_accuracy,
+            b.train_loss,
+        )
     assert [h.epoch for h in delayed.history] == list(range(EPOCHS + 1))
 
 
@@ -93,18 +112,62 @@ def test_data_outside_the_range_fails_before_training(digits):
     bad = digits.train.x.copy()
     bad[3, 0, 2, 2] = 1.25
     with pytest.raises(DataError, match=r"training data: 1 values lie outside the valid input range \[0, 1\]"):
-        adversarial_train(model, bad, digits.train.y, digits.val.x, digits.val.y, AdversarialConfig(mode="pgd"),
-                          TrainingConfig(), 0, LO, HI, 10)
+        adversarial_train(
+            model,
+            bad,
+            digits.train.y,
+            digits.val.x,
+            digits.val.y,
+            AdversarialConfig(mode="pgd"),
+            TrainingConfig(),
+            0,
+            LO,
+            HI,
+            10,
+        )
     with pytest.raises(DataError, match="validation data"):
-        adversarial_train(model, digits.train.x, digits.train.y, digits.val.x - 0.5, digits.val.y,
-                          AdversarialConfig(mode="pgd"), TrainingConfig(), 0, LO, HI, 10)
+        adversarial_train(
+            model,
+            digits.train.x,
+            digits.train.y,
+            digits.val.x - 0.5,
+            digits.val.y,
+            AdversarialConfig(mode="pgd"),
+            TrainingConfig(),
+            0,
+            LO,
+            HI,
+            10,
+        )
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 def test_bad_labels_and_shapes_fail_before_training(digits):
     with pytest.raises(ValueError, match="labels must lie in"):
-        adversarial_train(_fresh(), digits.train.x, digits.train.y + 5, digits.val.x, digits.val.y,
-                          AdversarialConfig(), TrainingConfig(), 0, LO, HI, 10)
+        adversarial_train(
+            _fresh(),
+            digits.train.x,
+            digits.train.y + 5,
+            digits.val.x,
+            digits.val.y,
+            AdversarialConfig(),
+            TrainingConfig(),
+            0,
+            LO,
+            HI,
+            10,
+        )
     with pytest.raises(ValueError, match="matching non-empty"):
-        adversarial_train(_fresh(), digits.train.x[:0], digits.train.y[:0], digits.val.x, digits.val.y,
-                          AdversarialConfig(), TrainingConfig(), 0, LO, HI, 10)
+        adversarial_train(
+            _fresh(),
+            digits.train.x[:0],
+            digits.train.y[:0],
+            digits.val.x,
+            digits.val.y,
+            AdversarialConfig(),
+            TrainingConfig(),
+            0,
+            LO,
+            HI,
+            10,
+        )

@@ -77,12 +77,15 @@ def test_all_missing_feature_gets_no_statistics():
     assert Schema.from_json(s.to_json()) == s  # None survives JSON, NaN would not
 
 
-@pytest.mark.parametrize("x, y, match", [
-    (np.zeros((0, 3), np.float32), np.zeros(0, np.int64), "empty"),
-    (np.array([[1.0], [np.inf]]), np.array([0, 1]), "infinite"),
-    (np.array([["a"], ["b"]]), np.array([0, 1]), "numeric"),
-    (np.zeros((2, 1)), np.array([0.5, 1.0]), "integers"),
-])
+@pytest.mark.parametrize(
+    "x, y, match",
+    [
+        (np.zeros((0, 3), np.float32), np.zeros(0, np.int64), "empty"),
+        (np.array([[1.0], [np.inf]]), np.array([0, 1]), "infinite"),
+        (np.array([["a"], ["b"]]), np.array([0, 1]), "numeric"),
+        (np.zeros((2, 1)), np.array([0.5, 1.0]), "integers"),
+    ],
+)
 def test_infer_refuses_what_a_schema_cannot_describe(x, y, match):
     with pytest.raises(DataError, match=match):
         infer_schema(Dataset(x=x, y=y, name="bad"))

@@ -93,8 +93,12 @@ def test_image_folder_under_an_s3_prefix(tmp_path, s3_store_config):
     bucket = s3_store_config.uri.split("/")[2]
     for f in sorted(local.rglob("*.*")):
         write_uri(f"s3://{bucket}/images/{f.relative_to(local)}", f.read_bytes(), s3_store_config)
-    ds = load_dataset(f"s3://{bucket}/images/", lambda u: read_uri(u, s3_store_config),
-                      list_uris=lambda u: list_uri(u, s3_store_config), image_size=8)
+    ds = load_dataset(
+        f"s3://{bucket}/images/",
+        lambda u: read_uri(u, s3_store_config),
+        list_uris=lambda u: list_uri(u, s3_store_config),
+        image_size=8,
+    )
     assert ds.x.shape == (24, 3, 8, 8)
     assert np.allclose(ds.x, _local_loader(local, image_size=8).x)
 

@@ -15,18 +15,21 @@ from tasks.store.backends import open_backend
 from .conftest import frame_bytes
 
 
-@pytest.mark.parametrize("exc, transient", [
-    (StoreError("S3 put failed: SlowDown"), True),
-    (ConnectionResetError("reset"), True),
-    (TimeoutError("slow"), True),
-    (ObjectNotFound("s3://b/k does not exist"), False),
-    (IntegrityError("sha256 mismatch"), False),
-    (DataError("bad file"), False),
-    (ValidationFailed("rules"), False),
-    (FileNotFoundError("x"), False),
-    (ValueError("bug"), False),
-    (None, False),
-])
+@pytest.mark.parametrize(
+    "exc, transient",
+    [
+        (StoreError("S3 put failed: SlowDown"), True),
+        (ConnectionResetError("reset"), True),
+        (TimeoutError("slow"), True),
+        (ObjectNotFound("s3://b/k does not exist"), False),
+        (IntegrityError("sha256 mismatch"), False),
+        (DataError("bad file"), False),
+        (ValidationFailed("rules"), False),
+        (FileNotFoundError("x"), False),
+        (ValueError("bug"), False),
+        (None, False),
+    ],
+)
 def test_is_transient(exc, transient):
     assert steps.is_transient(exc) is transient
 
@@ -65,8 +68,9 @@ def test_flow_stops_at_failed_validation(prefect_api, tmp_path, local_store_conf
 
     @flow
     def pipeline(uri: str):
-        checked = steps.validate_or_quarantine(uri, digits_schema, ValidationConfig(), local_store_config,
-                                               batch_id="flow-batch")
+        checked = steps.validate_or_quarantine(
+            uri, digits_schema, ValidationConfig(), local_store_config, batch_id="flow-batch"
+        )
         downstream(len(checked.dataset))
         return checked.report.passed
 

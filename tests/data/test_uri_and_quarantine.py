@@ -129,6 +129,7 @@ def test_npz_object_arrays_are_never_unpickled(tmp_path, local_store_config):
 
 # ------------------------------------------------------------------------------- quarantine
 
+
 def _failed_report(digits_splits, digits_schema, bid="bad-1"):
     x, y = digits_splits.test.x[:40].copy(), digits_splits.test.y[:40]
     x[0, 0, 1, 1] = np.nan
@@ -194,8 +195,9 @@ def test_validate_or_quarantine_local(tmp_path, local_store_config, digits_split
     xs = t.x[:30].reshape(30, -1).astype(object)
     xs[1, 1] = "oops"
     with pytest.raises(ValidationFailed, match="dtype_mismatch"):
-        validate_or_quarantine(Dataset(xs, t.y[:30], name="mem"), digits_schema, CFG, local_store_config,
-                               batch_id="mem-1")
+        validate_or_quarantine(
+            Dataset(xs, t.y[:30], name="mem"), digits_schema, CFG, local_store_config, batch_id="mem-1"
+        )
     with np.load(io.BytesIO(backend.get_bytes("quarantine/mem-1/mem-1.npz")), allow_pickle=False) as z:
         assert z["x"][1, 1] == "oops"
 
@@ -204,12 +206,14 @@ def test_validation_disabled_only_conforms(tmp_path, local_store_config, digits_
     t = digits_splits.test
     x = t.x[:30].reshape(30, -1).copy()
     x[0, 0] = 5.0
-    out = validate_or_quarantine(Dataset(x, t.y[:30]), digits_schema, ValidationConfig(enabled=False),
-                                 local_store_config, batch_id="off")
+    out = validate_or_quarantine(
+        Dataset(x, t.y[:30]), digits_schema, ValidationConfig(enabled=False), local_store_config, batch_id="off"
+    )
     assert out.report.passed and out.dataset.x.shape == (30, 1, 8, 8)
 
 
 # ------------------------------------------------------------------------------- S3
+
 
 def test_s3_missing_bucket(s3_store_config):
     uri = "s3://no-such-bucket-driftloop/batches/day1.npz"

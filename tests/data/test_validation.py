@@ -26,7 +26,7 @@ CFG = ValidationConfig()
 
 def _batch(splits, n=60, start=0):
     t = splits.test
-    return t.x[start:start + n].copy(), t.y[start:start + n].copy()
+    return t.x[start : start + n].copy(), t.y[start : start + n].copy()
 
 
 def test_rule_names_are_distinct_constants():
@@ -145,16 +145,21 @@ def test_out_of_range_overall_scope(digits_splits, digits_schema):
     assert validate_batch((x, y), digits_schema, CFG, "edge").passed
     r = validate_batch((x, y), digits_schema, ValidationConfig(range_scope="feature"), "edge2")
     assert r.rules == [R.RULE_OUT_OF_RANGE]
-    assert r.get(R.RULE_OUT_OF_RANGE).examples[0] == {"row": 0, "feature": "0", "value": 0.5,
-                                                       "allowed_min": 0.0, "allowed_max": 0.0}
+    assert r.get(R.RULE_OUT_OF_RANGE).examples[0] == {
+        "row": 0,
+        "feature": "0",
+        "value": 0.5,
+        "allowed_min": 0.0,
+        "allowed_max": 0.0,
+    }
 
 
 def test_out_of_range_feature_scope(table):
     schema = infer_schema(parse_bytes(_csv(table), "t.csv"))
     b = table.head(40).copy()
-    b.loc[3, "age"] = 200          # far above 90 + 25% of the span
+    b.loc[3, "age"] = 200  # far above 90 + 25% of the span
     b.loc[5, "ratio"] = -5.0
-    b.loc[6, "ratio"] = 1.1         # inside [0, 1] widened by 25%
+    b.loc[6, "ratio"] = 1.1  # inside [0, 1] widened by 25%
     r = validate_batch(parse_bytes(_csv(b), "b.csv"), schema, CFG, "range")
     assert r.rules == [R.RULE_OUT_OF_RANGE]
     v = r.get(R.RULE_OUT_OF_RANGE)
@@ -220,8 +225,12 @@ def test_new_and_missing_columns(table):
     np.testing.assert_allclose(c.x[:, 0], table.head(30)["age"].to_numpy())
     assert c.feature_names == ["age", "score", "ratio"] and c.x.dtype == np.float32
     # Columns already in schema order are checked and conformed without a copy of the batch.
-    same = Dataset(x=table.head(30)[["age", "score", "ratio"]].to_numpy(np.float32, copy=True), y=np.zeros(30, int),
-                   name="same", feature_names=["age", "score", "ratio"])
+    same = Dataset(
+        x=table.head(30)[["age", "score", "ratio"]].to_numpy(np.float32, copy=True),
+        y=np.zeros(30, int),
+        name="same",
+        feature_names=["age", "score", "ratio"],
+    )
     assert np.shares_memory(R.align_structure(same, schema, R.Collector(5)), same.x)
     assert np.shares_memory(conform(same, schema).x, same.x)
     moved = Dataset(x=same.x[:, [2, 0, 1]].copy(), y=same.y, name="moved", feature_names=["ratio", "age", "score"])

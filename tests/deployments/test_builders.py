@@ -30,8 +30,14 @@ def smoke(**over) -> Settings:
 
 
 def test_parameters_are_the_resolved_config_without_secrets(tmp_path):
-    s = smoke(**{"store.uri": "rel/store", "store.access_key_id": "AKIA-SECRET", "store.secret_access_key": "s3cr3t",
-                 "training.epochs": 2})
+    s = smoke(
+        **{
+            "store.uri": "rel/store",
+            "store.access_key_id": "AKIA-SECRET",
+            "store.secret_access_key": "s3cr3t",
+            "training.epochs": 2,
+        }
+    )
     p = settings_parameters(s)
     assert p["store"]["access_key_id"] is None and p["store"]["secret_access_key"] is None
     assert "s3cr3t" not in str(p) and "AKIA-SECRET" not in str(p)
@@ -82,7 +88,10 @@ def test_fingerprint_is_stable_and_sees_changes():
     a = {d.name: fingerprint(d, "p") for d in build_deployments(smoke(), work_pool="p")}
     b = {d.name: fingerprint(d, "p") for d in build_deployments(smoke(), work_pool="p")}
     assert a == b
-    c = {d.name: fingerprint(d, "p") for d in build_deployments(smoke(**{"drift.schedule_cron": "0 * * * *"}), work_pool="p")}
+    c = {
+        d.name: fingerprint(d, "p")
+        for d in build_deployments(smoke(**{"drift.schedule_cron": "0 * * * *"}), work_pool="p")
+    }
     assert c["drift-check"] != a["drift-check"]
     assert {d.name: fingerprint(d, "q") for d in build_deployments(smoke(), work_pool="q")}["training"] != a["training"]
 

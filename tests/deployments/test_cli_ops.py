@@ -75,8 +75,23 @@ def test_hyperband_plan_and_simulate_stream(tmp_path):
     r = runner.invoke(app, ["hyperband-plan", "--max-t", "2", "--eta", "3"])
     assert r.exit_code == 2
     out = tmp_path / "stream"
-    r = runner.invoke(app, ["simulate-stream", "--out", str(out), "--batches", "3", "--batch-size", "20",
-                            "--onset", "1", "--duration", "1", "--json"])
+    r = runner.invoke(
+        app,
+        [
+            "simulate-stream",
+            "--out",
+            str(out),
+            "--batches",
+            "3",
+            "--batch-size",
+            "20",
+            "--onset",
+            "1",
+            "--duration",
+            "1",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert len(list(out.glob("batch-*.npz"))) == 3 and (out / "stream.json").exists()
     r = runner.invoke(app, ["simulate-stream", "--out", str(out), "--kind", "sideways"])

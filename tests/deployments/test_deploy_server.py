@@ -58,8 +58,9 @@ def test_deploy_twice_changes_nothing_and_updates_leave_nothing_stale(on_server)
 
     with get_client(sync_client=True) as c:
         c.pause_deployment(by["drift-check/drift-check"]["id"])
-    third = {d["name"]: d for d in deploy_all(smoke(**{"drift.schedule_cron": "0 * * * *",
-                                                        "drift.cooldown_seconds": 300}))}
+    third = {
+        d["name"]: d for d in deploy_all(smoke(**{"drift.schedule_cron": "0 * * * *", "drift.cooldown_seconds": 300}))
+    }
     dc = third["drift-check/drift-check"]
     assert dc["action"] == "updated" and dc["paused"] is True
     assert [s["cron"] for s in dc["schedules"]] == ["0 * * * *"]
@@ -76,7 +77,10 @@ def test_deploy_twice_changes_nothing_and_updates_leave_nothing_stale(on_server)
     assert autos == [CRASH_DETECTOR, "driftloop: retrain digits-classifier on drift"]
     with get_client(sync_client=True) as c:
         (detector,) = c.read_automations_by_name(CRASH_DETECTOR)
-    assert detector.trigger.posture.value == "Proactive" and detector.trigger.within.total_seconds() == 3 * heartbeat_seconds()
+    assert (
+        detector.trigger.posture.value == "Proactive"
+        and detector.trigger.within.total_seconds() == 3 * heartbeat_seconds()
+    )
     assert detector.actions[0].state.value == "CRASHED"
 
 
@@ -105,10 +109,19 @@ async def _emit(api_url: str, events: list[dict]) -> None:
 
 
 def _event(model: str, episode: str, batches: list[str], version: int = 3) -> dict:
-    return {"event": DRIFT_EVENT, "id": uuid.uuid4(),
-            "resource": {"prefect.resource.id": resource_id(model), "driftloop.episode.id": episode},
-            "payload": {"model": model, "version": version, "batch_ids": batches, "detector": "ks_softmax",
-                        "episode_id": episode, "scores": []}}
+    return {
+        "event": DRIFT_EVENT,
+        "id": uuid.uuid4(),
+        "resource": {"prefect.resource.id": resource_id(model), "driftloop.episode.id": episode},
+        "payload": {
+            "model": model,
+            "version": version,
+            "batch_ids": batches,
+            "detector": "ks_softmax",
+            "episode_id": episode,
+            "scores": [],
+        },
+    }
 
 
 def test_drift_events_start_one_templated_retraining_run_per_episode(on_server):
@@ -119,8 +132,12 @@ def test_drift_events_start_one_templated_retraining_run_per_episode(on_server):
     burst = [_event(model, ep1, ["b-001"]), _event(model, ep1, ["b-001", "b-002"]), _event(model, ep1, ["b-003"])]
     asyncio.run(_emit(on_server.api_url, burst[:1]))
     time.sleep(1.0)  # the first of the burst arrives first
-    asyncio.run(_emit(on_server.api_url, burst[1:] + [_event(model, ep2, ["b-101"], version=4),
-                                                       _event("another-model", str(uuid.uuid4()), ["x"])]))
+    asyncio.run(
+        _emit(
+            on_server.api_url,
+            burst[1:] + [_event(model, ep2, ["b-101"], version=4), _event("another-model", str(uuid.uuid4()), ["x"])],
+        )
+    )
     deadline = time.time() + 45
     new = []
     while time.time() < deadline:
@@ -145,8 +162,11 @@ def test_cli_deploy_json_and_errors(on_server, tmp_path, monkeypatch):
     monkeypatch.setenv("PREFECT_API_URL", on_server.api_url)
     r = runner.invoke(app, ["deploy", "--smoke", "--json"])
     assert r.exit_code == 0, r.output
-    assert {d["name"] for d in json.loads(r.output)} == {"training/training", "drift-check/drift-check",
-                                                          "retraining/retraining"}
+    assert {d["name"] for d in json.loads(r.output)} == {
+        "training/training",
+        "drift-check/drift-check",
+        "retraining/retraining",
+    }
     r = runner.invoke(app, ["deploy", "--smoke"])
     assert r.exit_code == 0 and r.output.count("unchanged") == 3, r.output
     bad = tmp_path / "bad.toml"
@@ -155,8 +175,11 @@ def test_cli_deploy_json_and_errors(on_server, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "malformed" in r.output and "bad.toml" in r.output
     r = runner.invoke(app, ["deploy", "--smoke", "--only", "trainig"])
     assert r.exit_code == 2 and "unknown deployment" in r.output
-    assert {d["name"] for d in describe_deployments()} == {"training/training", "drift-check/drift-check",
-                                                           "retraining/retraining"}
+    assert {d["name"] for d in describe_deployments()} == {
+        "training/training",
+        "drift-check/drift-check",
+        "retraining/retraining",
+    }
 
 
 def test_cli_deploy_without_a_server_says_what_to_run(monkeypatch):

@@ -34,8 +34,16 @@ def _compose() -> dict:
 
 def test_compose_parses_and_has_every_service():
     svc = _compose()["services"]
-    assert {"postgres", "prefect-server", "prefect-worker", "minio", "minio-init", "ray-head", "ray-gpu-worker",
-            "flower-superlink"} <= set(svc)
+    assert {
+        "postgres",
+        "prefect-server",
+        "prefect-worker",
+        "minio",
+        "minio-init",
+        "ray-head",
+        "ray-gpu-worker",
+        "flower-superlink",
+    } <= set(svc)
     assert "postgresql+asyncpg://" in svc["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
     assert svc["ray-gpu-worker"]["runtime"] == "nvidia"
     assert svc["ray-gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
@@ -73,7 +81,7 @@ def test_driftloop_variables_are_keys_of_the_settings_tree():
     assert dl, "the worker gets no DRIFTLOOP_* configuration"
     tree, _ = env_layer(dl)
     fields = Settings.model_fields
-    for dotted in (".".join(k[len("DRIFTLOOP_"):].lower().split("__")) for k in dl):
+    for dotted in (".".join(k[len("DRIFTLOOP_") :].lower().split("__")) for k in dl):
         section, key = dotted.split(".")
         assert section in fields, dotted
         assert key in fields[section].annotation.model_fields, f"{dotted} is not a configuration key"
@@ -83,16 +91,20 @@ def test_env_example_names_every_required_variable():
     text = COMPOSE.read_text()
     used = set(re.findall(r"\$\{([A-Z_]+)", text))
     example = ROOT / "infra" / "compose" / ".env.example"
-    defined = {line.split("=", 1)[0] for line in example.read_text().splitlines() if "=" in line and not line.startswith("#")}
+    defined = {
+        line.split("=", 1)[0] for line in example.read_text().splitlines() if "=" in line and not line.startswith("#")
+    }
     assert used <= defined, used - defined
 
 
 def _allowed(policy: dict, action: str, arn: str) -> bool:
     """IAM evaluation for object actions: an explicit Deny wins, else any Allow."""
+
     def hits(st):
         acts = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
         res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
         return action in acts and any(fnmatch.fnmatchcase(arn, r) for r in res)
+
     if any(st["Effect"] == "Deny" and hits(st) for st in policy["Statement"]):
         return False
     return any(st["Effect"] == "Allow" and hits(st) for st in policy["Statement"])
@@ -105,12 +117,23 @@ def test_drift_check_policy_reads_models_and_writes_only_reports():
     policy = json.loads((ROOT / "infra" / "s3" / "drift-check-policy.json").read_text())
     obj = "arn:aws:s3:::driftloop/driftloop/"
     model = "digits-classifier"
-    reads = [f"{obj}registry/{model}/versions.json", f"{obj}{RUNS_PREFIX}training-20250101T000000Z-ab12/model.safetensors",
-             f"{obj}drift/{model}/episode.json", "arn:aws:s3:::driftloop/batches/batch-00001.npz"]
-    writes = [f"{obj}drift/{model}/checks/batch-00001.json", f"{obj}drift/{model}/episode.json",
-              f"{obj}{QUARANTINE_PREFIX}/batch-00001/report.json"]
-    forbidden = [f"{obj}registry/{model}/versions.json", f"{obj}{RUNS_PREFIX}training-x/model.safetensors",
-                 "arn:aws:s3:::driftloop/batches/batch-00001.npz", "arn:aws:s3:::other-bucket/x"]
+    reads = [
+        f"{obj}registry/{model}/versions.json",
+        f"{obj}{RUNS_PREFIX}training-20250101T000000Z-ab12/model.safetensors",
+        f"{obj}drift/{model}/episode.json",
+        "arn:aws:s3:::driftloop/batches/batch-00001.npz",
+    ]
+    writes = [
+        f"{obj}drift/{model}/checks/batch-00001.json",
+        f"{obj}drift/{model}/episode.json",
+        f"{obj}{QUARANTINE_PREFIX}/batch-00001/report.json",
+    ]
+    forbidden = [
+        f"{obj}registry/{model}/versions.json",
+        f"{obj}{RUNS_PREFIX}training-x/model.safetensors",
+        "arn:aws:s3:::driftloop/batches/batch-00001.npz",
+        "arn:aws:s3:::other-bucket/x",
+    ]
     assert all(_allowed(policy, "s3:GetObject", a) for a in reads)
     assert all(_allowed(policy, "s3:PutObject", a) for a in writes)
     assert not any(_allowed(policy, "s3:PutObject", a) for a in forbidden)

@@ -28,8 +28,10 @@ def _pg_bin() -> str | None:
 def postgres():
     bindir = _pg_bin()
     if bindir is None:
-        pytest.skip("Debian's PostgreSQL server binaries (initdb, pg_ctl under /usr/lib/postgresql/*/bin) are not "
-                    "installed: apt-get install -y postgresql")
+        pytest.skip(
+            "Debian's PostgreSQL server binaries (initdb, pg_ctl under /usr/lib/postgresql/*/bin) are not "
+            "installed: apt-get install -y postgresql"
+        )
     data = tempfile.mkdtemp(prefix="driftloop-test-pg-")
     os.chmod(data, 0o700)
     port = free_port()
@@ -39,14 +41,28 @@ def postgres():
         shutil.chown(data, "postgres", "postgres")
     run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, timeout=120)  # noqa: E731
     run(f"{bindir}/initdb", "-D", f"{data}/db", "-U", "prefect", "--auth=trust", "-E", "UTF8")
-    run(f"{bindir}/pg_ctl", "-D", f"{data}/db", "-l", f"{data}/pg.log", "-w", "-t", "60",
-        "-o", f"-h 127.0.0.1 -p {port} -k {data}", "start")
+    run(
+        f"{bindir}/pg_ctl",
+        "-D",
+        f"{data}/db",
+        "-l",
+        f"{data}/pg.log",
+        "-w",
+        "-t",
+        "60",
+        "-o",
+        f"-h 127.0.0.1 -p {port} -k {data}",
+        "start",
+    )
     try:
         run(f"{bindir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "prefect", "prefect")
         yield f"postgresql+asyncpg://prefect@127.0.0.1:{port}/prefect"
     finally:
-        subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", f"{data}/db", "-m", "fast", "-w", "stop"],
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [*as_user, f"{bindir}/pg_ctl", "-D", f"{data}/db", "-m", "fast", "-w", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(data, ignore_errors=True)
 
 

@@ -19,8 +19,16 @@ from tests.deployments.test_deploy_server import _deployment_runs
 
 pytestmark = pytest.mark.integration
 
-FAST = ["--param", "tuning.enabled=false", "--param", "federated.enabled=false", "--param", "adversarial.enabled=false",
-        "--param", "training.epochs=2"]
+FAST = [
+    "--param",
+    "tuning.enabled=false",
+    "--param",
+    "federated.enabled=false",
+    "--param",
+    "adversarial.enabled=false",
+    "--param",
+    "training.epochs=2",
+]
 
 
 def _wait_for(pred, timeout: float, what: str):
@@ -39,14 +47,34 @@ def test_serve_closes_the_loop_drift_to_exactly_one_retraining(on_server, tmp_pa
     model = f"served-{uuid.uuid4().hex[:6]}"
     store_uri, batches = str(tmp_path / "store"), str(tmp_path / "batches")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DRIFTLOOP_"))}
-    env.update(PREFECT_API_URL=on_server.api_url, PREFECT_HOME=str(tmp_path / "home"),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_RUNNER_POLL_FREQUENCY="2")
+    env.update(
+        PREFECT_API_URL=on_server.api_url,
+        PREFECT_HOME=str(tmp_path / "home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_RUNNER_POLL_FREQUENCY="2",
+    )
     log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--smoke", *FAST,
-                             "--param", f"store.uri={store_uri}", "--param", f"registry.model_name={model}",
-                             "--param", f"drift.batches_uri={batches}"],
-                            cwd=Path(__file__).resolve().parents[2], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "serve",
+            "--smoke",
+            *FAST,
+            "--param",
+            f"store.uri={store_uri}",
+            "--param",
+            f"registry.model_name={model}",
+            "--param",
+            f"drift.batches_uri={batches}",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         from prefect.client.orchestration import get_client
 
@@ -57,6 +85,7 @@ def test_serve_closes_the_loop_drift_to_exactly_one_retraining(on_server, tmp_pa
                 except Exception:  # noqa: BLE001 - not there yet
                     return None
                 return d.parameters["config"]["registry"]["model_name"] == model
+
         _wait_for(served, 90, "the served deployments")
 
         from prefect.deployments import run_deployment
@@ -71,8 +100,9 @@ def test_serve_closes_the_loop_drift_to_exactly_one_retraining(on_server, tmp_pa
         from tasks.settings import load_settings
 
         s = load_settings(profile="smoke", environ={}, overrides={"store.uri": store_uri})
-        simulate_stream_command(batches, kind="gaussian_noise", onset=2, duration=2, batches=5, batch_size=100,
-                                settings=s)
+        simulate_stream_command(
+            batches, kind="gaussian_noise", onset=2, duration=2, batches=5, batch_size=100, settings=s
+        )
         before = {r.id for r in _deployment_runs("retraining/retraining")}
         check = run_deployment("drift-check/drift-check", timeout=240, poll_interval=1)
         assert check.state.is_completed(), check.state
@@ -80,6 +110,7 @@ def test_serve_closes_the_loop_drift_to_exactly_one_retraining(on_server, tmp_pa
         def finished():
             new = [r for r in _deployment_runs("retraining/retraining") if r.id not in before]
             return new if new and all(r.state and r.state.is_final() for r in new) else None
+
         (rt,) = _wait_for(finished, 240, "the event-triggered retraining run to finish")
         assert rt.state.is_completed(), rt.state
         # Batch ids are the file's key plus a content hash (tasks/drift/discovery.py).

@@ -35,13 +35,18 @@ def test_up_prints_urls_and_env_and_down_stops_everything():
         state = json.loads((stack / "state.json").read_text())
         assert (stack / "prefect").is_dir() and (stack / "seaweedfs").is_dir() and (stack / "env.sh").exists()
         assert httpx.get(f"http://127.0.0.1:{prefect_port}/api/health", timeout=5).status_code == 200
-        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3_port}", region_name="us-east-1",
-                          aws_access_key_id=state["seaweedfs"]["access_key"],
-                          aws_secret_access_key=state["seaweedfs"]["secret_key"])
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{s3_port}",
+            region_name="us-east-1",
+            aws_access_key_id=state["seaweedfs"]["access_key"],
+            aws_secret_access_key=state["seaweedfs"]["secret_key"],
+        )
         s3.put_object(Bucket="driftloop", Key="hello", Body=b"x")  # the bucket was created at start
         # up again: already running, nothing new started
-        r2 = runner.invoke(app, ["up", "--dir", str(stack), "--prefect-port", str(prefect_port),
-                                 "--s3-port", str(s3_port), "--json"])
+        r2 = runner.invoke(
+            app, ["up", "--dir", str(stack), "--prefect-port", str(prefect_port), "--s3-port", str(s3_port), "--json"]
+        )
         assert r2.exit_code == 0 and json.loads(r2.output)["already_running"] is True
         assert json.loads(r2.output)["prefect"]["pid"] == state["prefect"]["pid"]
     finally:

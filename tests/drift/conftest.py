@@ -25,8 +25,16 @@ def digits_model(digits_splits):
     torch.manual_seed(0)
     sp = digits_splits
     model = build_model(ModelConfig(arch="mlp", width=32), (1, 8, 8), 10)
-    fit(model, sp.train.x, sp.train.y, sp.val.x, sp.val.y,
-        TrainingConfig(epochs=8, batch_size=32, lr=3e-3, num_threads=1), seed=0, num_classes=10)
+    fit(
+        model,
+        sp.train.x,
+        sp.train.y,
+        sp.val.x,
+        sp.val.y,
+        TrainingConfig(epochs=8, batch_size=32, lr=3e-3, num_threads=1),
+        seed=0,
+        num_classes=10,
+    )
     return model
 
 
@@ -35,8 +43,14 @@ def drift_cfg():
     from tasks.drift.config import DriftConfig
 
     # Small online calibration (ert 300 instances) and few permutations keep the tests quick.
-    return DriftConfig(detectors=["ks_softmax", "mmd_embedding", "lsdd", "mmd_online", "cvm_online"],
-                       reference_size=300, n_permutations=30, ert=300, window_size=20, online_n_bootstraps=400)
+    return DriftConfig(
+        detectors=["ks_softmax", "mmd_embedding", "lsdd", "mmd_online", "cvm_online"],
+        reference_size=300,
+        n_permutations=30,
+        ert=300,
+        window_size=20,
+        online_n_bootstraps=400,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -29,28 +29,36 @@ def test_detects_strong_gaussian_noise(name, drift_reference, digits_model, digi
 
 
 def test_detects_rotation(drift_reference, digits_model, digits_splits):
-    b = list(simulate_stream(digits_splits, "rotation", onset=0, duration=1, n_batches=1, batch_size=200,
-                             seed=4, severity=1.5))[0]
+    b = list(
+        simulate_stream(
+            digits_splits, "rotation", onset=0, duration=1, n_batches=1, batch_size=200, seed=4, severity=1.5
+        )
+    )[0]
     reps = check_batch(drift_reference, b.x, digits_model, ["ks_softmax", "mmd_embedding"], batch_id="rot")
     assert all(r.drift for r in reps), reps
 
 
 def test_ks_with_correction_stays_quiet_on_clean_batches(drift_reference, digits_model, digits_splits):
     dets = build_detectors(drift_reference, ["ks_softmax"])
-    alarms = [check_batch(drift_reference, b.x, digits_model, dets, batch_id=b.batch_id)[0].drift
-              for b in _clean(digits_splits, 20, 100)]
+    alarms = [
+        check_batch(drift_reference, b.x, digits_model, dets, batch_id=b.batch_id)[0].drift
+        for b in _clean(digits_splits, 20, 100)
+    ]
     assert sum(alarms) <= 2, alarms  # configured rate 0.05 (Bonferroni over 10 softmax outputs)
 
 
 @pytest.mark.parametrize("name", ["mmd_embedding", "lsdd"])
 def test_permutation_detectors_stay_quiet(name, drift_reference, digits_model, digits_splits):
     dets = build_detectors(drift_reference, [name])
-    reps = [check_batch(drift_reference, b.x, digits_model, dets, batch_id=b.batch_id)[0]
-            for b in _clean(digits_splits, 10, 100)]
+    reps = [
+        check_batch(drift_reference, b.x, digits_model, dets, batch_id=b.batch_id)[0]
+        for b in _clean(digits_splits, 10, 100)
+    ]
     assert sum(r.drift for r in reps) <= 2, [r.p_value for r in reps]
     # p-values are reproducible: the permutation test is seeded per (detector, batch)
-    again = check_batch(drift_reference, _clean(digits_splits, 1, 100)[0].x, digits_model, dets,
-                        batch_id="batch-00000")[0]
+    again = check_batch(
+        drift_reference, _clean(digits_splits, 1, 100)[0].x, digits_model, dets, batch_id="batch-00000"
+    )[0]
     assert again.p_value == reps[0].p_value
 
 
@@ -58,8 +66,10 @@ def test_permutation_detectors_stay_quiet(name, drift_reference, digits_model, d
 def test_online_detectors_quiet_then_detect(name, drift_reference, digits_model, digits_splits):
     # ert=300 instances: batches of 20 give about a 7% false-alarm chance per batch.
     dets = build_detectors(drift_reference, [name])
-    alarms = [check_batch(drift_reference, b.x, digits_model, dets, batch_id=b.batch_id)[0].drift
-              for b in _clean(digits_splits, 10, 20)]
+    alarms = [
+        check_batch(drift_reference, b.x, digits_model, dets, batch_id=b.batch_id)[0].drift
+        for b in _clean(digits_splits, 10, 20)
+    ]
     assert sum(alarms) <= 3, alarms
     rep = check_batch(drift_reference, _noisy(digits_splits, 200), digits_model, dets, batch_id="noisy")[0]
     assert rep.drift and rep.details["first_flagged_step"] is not None
@@ -116,7 +126,8 @@ def test_config_rejects_unknown_detector_and_small_reference():
 
 
 def test_batch_features_in_chunks_are_the_unchunked_values_and_skip_unneeded_embeddings(
-        drift_reference, digits_model, digits_splits):
+    drift_reference, digits_model, digits_splits
+):
     # Large batches go through the model in chunks written into one array (no pieces plus their
     # concatenation): the values are the same bit for bit as one predict_proba / embed call.
     import torch

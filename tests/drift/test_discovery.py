@@ -18,8 +18,12 @@ def _npz(x) -> bytes:
 def test_batch_ids_from_key_and_content():
     a = D.batch_id_for("one/b.npz", "sha-1")
     assert a == D.batch_id_for("one/b.npz", "sha-1")  # stable
-    others = {D.batch_id_for("two/b.npz", "sha-1"), D.batch_id_for("one/b.csv", "sha-1"),
-              D.batch_id_for("one/b.npz", "sha-2"), D.batch_id_for("one__b.npz", "sha-1")}
+    others = {
+        D.batch_id_for("two/b.npz", "sha-1"),
+        D.batch_id_for("one/b.csv", "sha-1"),
+        D.batch_id_for("one/b.npz", "sha-2"),
+        D.batch_id_for("one__b.npz", "sha-1"),
+    }
     assert a not in others and len(others) == 4  # folder, suffix, content and look-alike keys all differ
     assert a.startswith("one__b.npz-")
     from tasks.data.quarantine import check_batch_id
@@ -36,8 +40,12 @@ def test_s3_listing_sizes_refusals_and_missing_bucket(s3_store_config):
     bucket = cfg.uri.split("/")[2]
     backend, _ = _s3_for(f"s3://{bucket}", cfg)
     small, big = _npz(np.zeros((20, 1, 8, 8), np.float32)), _npz(np.zeros((400, 1, 8, 8), np.float32))
-    for key, data in {"in/one/b.npz": small, "in/two/b.npz": small, "in/big.npz": big,
-                      "in/manifest.json": b"{}"}.items():
+    for key, data in {
+        "in/one/b.npz": small,
+        "in/two/b.npz": small,
+        "in/big.npz": big,
+        "in/manifest.json": b"{}",
+    }.items():
         backend.put_bytes(key, data)
     # A hidden folder (written with plain boto3: the store's own keys refuse dot segments) is skipped.
     backend.client.put_object(Bucket=bucket, Key="in/.hidden/c.npz", Body=small)

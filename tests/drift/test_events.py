@@ -20,9 +20,9 @@ def test_event_ids_are_deterministic():
 def test_episode_grouping_by_cooldown_and_version():
     e1, new1 = assign_episode(None, "m", 1, 100.0, 600, ["b60"])
     e2, new2 = assign_episode(e1, "m", 1, 400.0, 600, ["b61", "b60"])
-    e3, new3 = assign_episode(e2, "m", 1, 700.0, 600, ["b62"])   # 600 s after the start: same episode
-    e4, new4 = assign_episode(e3, "m", 1, 701.0, 600, ["b70"])   # past the cooldown: a new one
-    e5, new5 = assign_episode(e4, "m", 2, 702.0, 600, ["b71"])   # a new champion version: a new one
+    e3, new3 = assign_episode(e2, "m", 1, 700.0, 600, ["b62"])  # 600 s after the start: same episode
+    e4, new4 = assign_episode(e3, "m", 1, 701.0, 600, ["b70"])  # past the cooldown: a new one
+    e5, new5 = assign_episode(e4, "m", 2, 702.0, 600, ["b71"])  # a new champion version: a new one
     assert (new1, new2, new3, new4, new5) == (True, False, False, True, True)
     assert e1.episode_id == e2.episode_id == e3.episode_id != e4.episode_id != e5.episode_id
     assert e3.batch_ids == ["b60", "b61", "b62"] and e3.n_events == 3
@@ -33,8 +33,13 @@ def test_episode_grouping_by_cooldown_and_version():
 
 def test_event_spec_and_no_event_without_drift():
     assert drift_event("m", 1, [_r("b1", False), _r("b1", False, "mmd_embedding")], "ep") is None
-    spec = drift_event("m", 1, [_r("b1", True), _r("b1", False, "mmd_embedding", 0.3), _r("b2", True, "lsdd")],
-                       "ep", batch_uris=["s3://x/b1.npz"])
+    spec = drift_event(
+        "m",
+        1,
+        [_r("b1", True), _r("b1", False, "mmd_embedding", 0.3), _r("b2", True, "lsdd")],
+        "ep",
+        batch_uris=["s3://x/b1.npz"],
+    )
     assert spec["event"] == DRIFT_EVENT
     assert spec["resource"]["prefect.resource.id"] == resource_id("m") == "driftloop.model.m"
     p = spec["payload"]

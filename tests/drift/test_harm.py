@@ -61,8 +61,18 @@ def test_trigger_policy_drift_and_harm():
     assert judge("b", "u", drift, unsure, None, False, None, "drift_and_harm", 0.05).triggers
     # Distribution evidence alone makes the verdict drift.
     ev = evidence_report("b", [{"rule": "out_of_range", "message": "m", "count": 3}], {"mean_shift": 4.0}, 40)
-    v = judge("b", "u", [DriftReport("ks_softmax", "b", False, 0.1, 0.05, 0.6)], confident, None, False, cal,
-              "drift", 0.05, ev)
+    v = judge(
+        "b",
+        "u",
+        [DriftReport("ks_softmax", "b", False, 0.1, 0.05, 0.6)],
+        confident,
+        None,
+        False,
+        cal,
+        "drift",
+        0.05,
+        ev,
+    )
     assert v.drift and v.evidence_rules == ["out_of_range"] and v.reports[-1].kind == "evidence"
     off = evidence_report("b", [{"rule": "out_of_range", "message": "m", "count": 3}], {}, 40, is_drift=False)
     assert not off.drift

@@ -11,8 +11,10 @@ from tasks.models.standardize import Standardization, Standardize, standardized_
 
 def _two_clusters():
     # class 0 around (0, 0), class 1 around (10, 10): five rows each
-    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1], [0.5, 0.5], [10, 10], [10, 11], [11, 10], [11, 11], [10.5, 10.5]],
-                 dtype=np.float32)
+    x = np.array(
+        [[0, 0], [0, 1], [1, 0], [1, 1], [0.5, 0.5], [10, 10], [10, 11], [11, 10], [11, 11], [10.5, 10.5]],
+        dtype=np.float32,
+    )
     return AgreementSet(x, np.array([0] * 5 + [1] * 5), k=3)
 
 
@@ -64,8 +66,7 @@ def test_standardized_inputs_are_what_the_first_layer_computes():
     assert np.array_equal(standardized_inputs(torch.nn.Linear(2, 2), x), x)
 
 
-def test_a_reference_with_an_agreement_set_round_trips_and_estimates_rotated_digits_lower(digits_model,
-                                                                                         digits_splits):
+def test_a_reference_with_an_agreement_set_round_trips_and_estimates_rotated_digits_lower(digits_model, digits_splits):
     """Stored with the reference (the training rows, standardized by the model), the agreement set
     comes back from the files; on rotated digits, where the network stays confident, agreement
     lands nearer the measured accuracy than CBPE does."""
@@ -76,8 +77,14 @@ def test_a_reference_with_an_agreement_set_round_trips_and_estimates_rotated_dig
 
     sp = digits_splits
     cfg = DriftConfig(detectors=["ks_softmax"], reference_size=200, agreement_rows=500)
-    ref = build_reference(digits_model, [sp.val.x, sp.test.x], cfg, seed=3, y_inputs=[sp.val.y, sp.test.y],
-                          agreement_inputs=(sp.train.x, sp.train.y))
+    ref = build_reference(
+        digits_model,
+        [sp.val.x, sp.test.x],
+        cfg,
+        seed=3,
+        y_inputs=[sp.val.y, sp.test.y],
+        agreement_inputs=(sp.train.x, sp.train.y),
+    )
     back = reference_from_files(reference_to_files(ref))
     aset = back.agreement()
     assert aset is not None and aset.x.shape == (500, 64) and len(set(aset.y.tolist())) == 10

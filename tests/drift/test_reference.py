@@ -17,13 +17,15 @@ def test_round_trip_through_bytes_rebuilds_identical_detectors(drift_reference, 
         np.testing.assert_array_equal(getattr(back, k), getattr(drift_reference, k))
     assert back.config == drift_reference.config and back.seed == 7 and back.meta["version"] == 1
     assert set(back.calibration) == {"mmd_online", "cvm_online"}
-    np.testing.assert_array_equal(back.calibration["mmd_online"]["thresholds"],
-                                  drift_reference.calibration["mmd_online"]["thresholds"])
+    np.testing.assert_array_equal(
+        back.calibration["mmd_online"]["thresholds"], drift_reference.calibration["mmd_online"]["thresholds"]
+    )
     b = next(iter(simulate_stream(digits_splits, "none", n_batches=1, batch_size=60, seed=2)))
     r1 = check_batch(drift_reference, b.x, digits_model, build_detectors(drift_reference), batch_id="b")
     r2 = check_batch(back, b.x, digits_model, build_detectors(back), batch_id="b")
-    assert [(r.detector, r.drift, r.p_value, round(r.statistic, 6)) for r in r1] == \
-           [(r.detector, r.drift, r.p_value, round(r.statistic, 6)) for r in r2]
+    assert [(r.detector, r.drift, r.p_value, round(r.statistic, 6)) for r in r1] == [
+        (r.detector, r.drift, r.p_value, round(r.statistic, 6)) for r in r2
+    ]
 
 
 def test_reference_is_seeded_and_sized(digits_model, digits_splits):
@@ -64,8 +66,9 @@ def test_a_list_of_inputs_is_their_concatenation_without_building_it(digits_mode
 
     cfg = DriftConfig(detectors=["ks_softmax"], reference_size=120)
     sp = digits_splits
-    whole = build_reference(digits_model, np.concatenate([sp.val.x, sp.test.x]), cfg, seed=3,
-                            y_inputs=np.concatenate([sp.val.y, sp.test.y]))
+    whole = build_reference(
+        digits_model, np.concatenate([sp.val.x, sp.test.x]), cfg, seed=3, y_inputs=np.concatenate([sp.val.y, sp.test.y])
+    )
     parts = build_reference(digits_model, [sp.val.x, sp.test.x], cfg, seed=3, y_inputs=[sp.val.y, sp.test.y])
     for k in ("x", "probs", "embeddings", "y"):
         np.testing.assert_array_equal(getattr(parts, k), getattr(whole, k))

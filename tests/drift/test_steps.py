@@ -15,8 +15,9 @@ def _read_events(resource_id, expect, timeout=20.0):
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
-    flt = EventFilter(event=EventNameFilter(name=["driftloop.drift.detected"]),
-                      resource=EventResourceFilter(id=[resource_id]))
+    flt = EventFilter(
+        event=EventNameFilter(name=["driftloop.drift.detected"]), resource=EventResourceFilter(id=[resource_id])
+    )
     deadline = time.monotonic() + timeout
     while True:
         with get_client(sync_client=True) as client:
@@ -31,8 +32,10 @@ def test_emit_drift_event_reaches_the_api_once(prefect_api):
     from tasks.drift.steps import emit_drift_event
 
     model = f"digits-{uuid.uuid4().hex[:8]}"
-    reports = [DriftReport("ks_softmax", "batch-00060", True, 0.5, 0.005, 1e-6),
-               DriftReport("mmd_embedding", "batch-00060", False, 0.001, 0.05, 0.4)]
+    reports = [
+        DriftReport("ks_softmax", "batch-00060", True, 0.5, 0.005, 1e-6),
+        DriftReport("mmd_embedding", "batch-00060", False, 0.001, 0.05, 0.4),
+    ]
     sent = emit_drift_event.fn(model, 3, reports, "episode-1", ["s3://b/batch-00060.npz"])
     again = emit_drift_event.fn(model, 3, reports, "episode-1", ["s3://b/batch-00060.npz"])  # a duplicate delivery
     assert sent["sent"] and sent["event_id"] == again["event_id"]

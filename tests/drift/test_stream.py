@@ -61,8 +61,9 @@ def test_bad_arguments_fail_before_any_batch(digits_splits):
 
 def test_write_stream_local(tmp_path, digits_splits):
     out = tmp_path / "stream"
-    manifest = write_stream(simulate_stream(digits_splits, "occlusion", onset=2, duration=2, n_batches=5,
-                                            batch_size=10, seed=1), str(out))
+    manifest = write_stream(
+        simulate_stream(digits_splits, "occlusion", onset=2, duration=2, n_batches=5, batch_size=10, seed=1), str(out)
+    )
     assert sorted(p.name for p in out.iterdir()) == [f"batch-{i:05d}.npz" for i in range(5)] + ["stream.json"]
     doc = json.loads((out / "stream.json").read_text())
     assert doc == manifest and doc["kind"] == "occlusion" and doc["drifted_batches"] == [2, 3]
@@ -76,12 +77,19 @@ def test_write_stream_s3_and_cli(s3_store_config, tmp_path):
     from tasks.settings import load_settings
     from tasks.store.backends import list_uri, read_uri
 
-    settings = load_settings(overrides={"store": s3_store_config.model_dump(mode="json")
-                                        | {"access_key_id": s3_store_config.access_key_id.get_secret_value(),
-                                           "secret_access_key": s3_store_config.secret_access_key.get_secret_value()}})
+    settings = load_settings(
+        overrides={
+            "store": s3_store_config.model_dump(mode="json")
+            | {
+                "access_key_id": s3_store_config.access_key_id.get_secret_value(),
+                "secret_access_key": s3_store_config.secret_access_key.get_secret_value(),
+            }
+        }
+    )
     uri = s3_store_config.uri + "/incoming"
-    manifest = simulate_stream_command(uri, kind="brightness", onset=1, duration=1, batches=3, batch_size=8,
-                                       settings=settings)
+    manifest = simulate_stream_command(
+        uri, kind="brightness", onset=1, duration=1, batches=3, batch_size=8, settings=settings
+    )
     names = [u.rsplit("/", 1)[1] for u in list_uri(uri, s3_store_config)]
     assert names == ["batch-00000.npz", "batch-00001.npz", "batch-00002.npz", "stream.json"]
     assert json.loads(read_uri(uri + "/stream.json", s3_store_config))["drifted_batches"] == [1]

@@ -17,13 +17,28 @@ def digits_splits():
 
 def fed_settings(**federated):
     """Smoke settings with a tiny MLP; ``federated`` overrides the section."""
-    base = {"num_clients": 3, "rounds": 3, "min_fit_clients": 2, "partition": "iid", "local_epochs": 1,
-            "batch_size": 32, "round_timeout_s": 60.0, "strategy": "fedavg", "client_lr": None,
-            "central_baseline": False}
+    base = {
+        "num_clients": 3,
+        "rounds": 3,
+        "min_fit_clients": 2,
+        "partition": "iid",
+        "local_epochs": 1,
+        "batch_size": 32,
+        "round_timeout_s": 60.0,
+        "strategy": "fedavg",
+        "client_lr": None,
+        "central_baseline": False,
+    }
     base.update(federated)
-    return load_settings(profile="smoke", overrides={"model": {"arch": "mlp", "width": 32, "depth": 1, "dropout": 0.0},
-                                                     "training": {"lr": 0.01, "optimizer": "adam", "num_threads": 1},
-                                                     "federated": base}, environ={})
+    return load_settings(
+        profile="smoke",
+        overrides={
+            "model": {"arch": "mlp", "width": 32, "depth": 1, "dropout": 0.0},
+            "training": {"lr": 0.01, "optimizer": "adam", "num_threads": 1},
+            "federated": base,
+        },
+        environ={},
+    )
 
 
 @pytest.fixture

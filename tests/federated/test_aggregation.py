@@ -24,14 +24,25 @@ class FakeGrid:
 
 def _round(strategy, global_arrays, client_arrays, counts, server_round=1):
     """Configure a round on a fake grid, answer each instruction with the given arrays."""
-    ins = list(strategy.configure_train(server_round, ArrayRecord({k: Array(v) for k, v in global_arrays.items()}), ConfigRecord(), FakeGrid(len(client_arrays))))
+    ins = list(
+        strategy.configure_train(
+            server_round,
+            ArrayRecord({k: Array(v) for k, v in global_arrays.items()}),
+            ConfigRecord(),
+            FakeGrid(len(client_arrays)),
+        )
+    )
     ins.sort(key=lambda m: m.metadata.dst_node_id)
     replies = []
     for i, (m, arrs, n) in enumerate(zip(ins, client_arrays, counts)):
         if arrs is None:
             continue  # this client never answers
-        content = RecordDict({"arrays": ArrayRecord({k: Array(np.asarray(v, np.float32)) for k, v in arrs.items()}),
-                              "metrics": MetricRecord({"train_loss": float(i), "num-examples": n, "partition-id": i})})
+        content = RecordDict(
+            {
+                "arrays": ArrayRecord({k: Array(np.asarray(v, np.float32)) for k, v in arrs.items()}),
+                "metrics": MetricRecord({"train_loss": float(i), "num-examples": n, "partition-id": i}),
+            }
+        )
         replies.append(Message(content=content, reply_to=m))
     return strategy.aggregate_train(server_round, replies)
 
@@ -56,8 +67,10 @@ def test_fedavg_weights_by_example_count():
 
 
 def test_weighted_average_function_matches():
-    out = weighted_average([{"w": torch.tensor([1.0, 0.0])}, {"w": torch.tensor([0.0, 2.0])},
-                            {"w": torch.tensor([4.0, 4.0])}], [10, 30, 60])
+    out = weighted_average(
+        [{"w": torch.tensor([1.0, 0.0])}, {"w": torch.tensor([0.0, 2.0])}, {"w": torch.tensor([4.0, 4.0])}],
+        [10, 30, 60],
+    )
     torch.testing.assert_close(out["w"], torch.tensor([2.5, 3.0]))
     with pytest.raises(ValueError):
         weighted_average([{"w": torch.zeros(1)}], [0])
@@ -120,7 +133,9 @@ def test_filter_rejects_nan_and_shape_and_keeps_the_rest(caplog):
 
 def test_too_few_usable_replies_fail_the_round():
     s = build_strategy(cfg(min_fit_clients=2))
-    with pytest.raises(RoundFailed, match=r"round 1: 1 usable client replies of 3 sampled, below federated.min_fit_clients=2"):
+    with pytest.raises(
+        RoundFailed, match=r"round 1: 1 usable client replies of 3 sampled, below federated.min_fit_clients=2"
+    ):
         _round(s, G, [{"w": [1.0, 1.0]}, {"w": [np.inf, 0.0]}, None], [1, 1, 1])
     fails = s.round_log[1]["failures"]
     assert any("no reply before the round timeout" in f["reason"] for f in fails)

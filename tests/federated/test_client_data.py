@@ -22,8 +22,9 @@ from .conftest import fed_settings
 @pytest.fixture(scope="module")
 def tabular(tmp_path_factory):
     rng = np.random.default_rng(0)
-    df = pd.DataFrame({"age": rng.uniform(20, 60, 120), "income": rng.uniform(1e3, 5e3, 120),
-                       "label": rng.integers(0, 3, 120)})
+    df = pd.DataFrame(
+        {"age": rng.uniform(20, 60, 120), "income": rng.uniform(1e3, 5e3, 120), "label": rng.integers(0, 3, 120)}
+    )
     from tasks.data.sources import _from_frame
 
     schema = infer_schema(_from_frame(df, "label", "train.csv"))
@@ -39,20 +40,23 @@ def tabular(tmp_path_factory):
 
 def test_clean_file_is_split_into_train_and_held_out_rows(tabular):
     schema, d = tabular
-    data = load_local_data(str(d / "good.csv"), schema, ValidationConfig(), label_column="label",
-                           held_out_fraction=0.2, seed=5)
+    data = load_local_data(
+        str(d / "good.csv"), schema, ValidationConfig(), label_column="label", held_out_fraction=0.2, seed=5
+    )
     assert data.validation.passed and data.validation.rows == 50
     assert len(data.train) == 40 and len(data.held_out) == 10
     assert data.train.x.dtype == np.float32
-    again = load_local_data(str(d / "good.csv"), schema, ValidationConfig(), label_column="label",
-                            held_out_fraction=0.2, seed=5)
+    again = load_local_data(
+        str(d / "good.csv"), schema, ValidationConfig(), label_column="label", held_out_fraction=0.2, seed=5
+    )
     assert np.array_equal(again.held_out.x, data.held_out.x)  # the same held-out rows every round
 
 
 def test_failing_file_reports_rules_counts_and_feature_names_only(tabular):
     schema, d = tabular
-    data = load_local_data(str(d / "bad.csv"), schema, ValidationConfig(), label_column="label",
-                           held_out_fraction=0.2, seed=5)
+    data = load_local_data(
+        str(d / "bad.csv"), schema, ValidationConfig(), label_column="label", held_out_fraction=0.2, seed=5
+    )
     v = data.validation
     assert not v.passed and v.rows == 50 and len(data.train) == 0
     by_rule = {r.rule: r for r in v.violations}
@@ -64,8 +68,9 @@ def test_failing_file_reports_rules_counts_and_feature_names_only(tabular):
 
 def test_missing_file_is_a_failed_report(tabular, tmp_path):
     schema, _ = tabular
-    v = load_local_data(str(tmp_path / "nope.csv"), schema, ValidationConfig(), label_column="label",
-                        held_out_fraction=0.2, seed=5).validation
+    v = load_local_data(
+        str(tmp_path / "nope.csv"), schema, ValidationConfig(), label_column="label", held_out_fraction=0.2, seed=5
+    ).validation
     assert not v.passed and v.rules == ["missing_file"]
 
 
@@ -99,7 +104,9 @@ def test_supernode_command_line(tmp_path):
         supernode_argv("10.0.0.5:9092", str(tmp_path / "missing.npz"))
     with pytest.raises(ConfigError, match="--tls .*no such file"):
         supernode_argv("10.0.0.5:9092", str(f), tls_ca=str(tmp_path / "ca.crt"))
-    assert supernode_argv("h:1", "s3://bucket/k.npz", s3_endpoint="http://s3:8333")[-2].endswith('s3-endpoint="http://s3:8333"')
+    assert supernode_argv("h:1", "s3://bucket/k.npz", s3_endpoint="http://s3:8333")[-2].endswith(
+        's3-endpoint="http://s3:8333"'
+    )
 
 
 def test_image_folder_is_loaded_and_validated(digits_splits, tmp_path):
@@ -109,14 +116,18 @@ def test_image_folder_is_loaded_and_validated(digits_splits, tmp_path):
     x, y = digits_splits.train.x[:30], digits_splits.train.y[:30]
     for i, (img, label) in enumerate(zip(x, y)):
         (tmp_path / "imgs" / str(label)).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.round(img[0] * 255).astype(np.uint8), mode="L").save(tmp_path / "imgs" / str(label) / f"{i}.png")
-    data = load_local_data(str(tmp_path / "imgs"), schema, ValidationConfig(), label_column="label",
-                           held_out_fraction=0.2, seed=5)
+        Image.fromarray(np.round(img[0] * 255).astype(np.uint8), mode="L").save(
+            tmp_path / "imgs" / str(label) / f"{i}.png"
+        )
+    data = load_local_data(
+        str(tmp_path / "imgs"), schema, ValidationConfig(), label_column="label", held_out_fraction=0.2, seed=5
+    )
     assert data.validation.passed and data.validation.rows == 30
     assert data.train.x.shape[1:] == (1, 8, 8) and len(data.train) + len(data.held_out) == 30
     assert sorted(np.concatenate([data.train.y, data.held_out.y]).tolist()) == sorted(y.tolist())
     # a 16x16 image among the 8x8 ones: the folder is not one array, reported as unreadable
     Image.fromarray(np.zeros((16, 16), np.uint8), mode="L").save(tmp_path / "imgs" / "0" / "big.png")
-    bad = load_local_data(str(tmp_path / "imgs"), schema, ValidationConfig(), label_column="label",
-                          held_out_fraction=0.2, seed=5).validation
+    bad = load_local_data(
+        str(tmp_path / "imgs"), schema, ValidationConfig(), label_column="label", held_out_fraction=0.2, seed=5
+    ).validation
     assert not bad.passed and bad.rules == ["unreadable_file"]

@@ -53,7 +53,9 @@ def federation(digits_splits, tmp_path_factory):
     train = digits_splits.train
     perm = np.random.default_rng(11).permutation(len(train))
     cuts = np.split(perm, np.cumsum(SIZES))[: len(SIZES)]
-    files = [_write(tmp / f"owner-{i}" / "data.npz", train.x[np.sort(c)], train.y[np.sort(c)]) for i, c in enumerate(cuts)]
+    files = [
+        _write(tmp / f"owner-{i}" / "data.npz", train.x[np.sort(c)], train.y[np.sort(c)]) for i, c in enumerate(cuts)
+    ]
     # the fourth owner's file: 40 rows, some pixels NaN, some far outside [0, 1]
     bx, by = train.x[perm[-40:]].copy(), train.y[perm[-40:]].copy()
     bx[:5, 0, 2, 3] = np.nan
@@ -61,27 +63,58 @@ def federation(digits_splits, tmp_path_factory):
     broken = _write(tmp / f"owner-{BROKEN}" / "data.npz", bx, by)
     # new data for the drift check: held-out digits for owners 0 and 2, inverted ones for owner 1
     test = digits_splits.test
-    new = [_write(tmp / "owner-0" / "new.npz", test.x[:120], test.y[:120]),
-           _write(tmp / "owner-1" / "new.npz", 1.0 - test.x[:120], test.y[:120]),
-           _write(tmp / "owner-2" / "new.npz", test.x[120:240], test.y[120:240])]
+    new = [
+        _write(tmp / "owner-0" / "new.npz", test.x[:120], test.y[:120]),
+        _write(tmp / "owner-1" / "new.npz", 1.0 - test.x[:120], test.y[:120]),
+        _write(tmp / "owner-2" / "new.npz", test.x[120:240], test.y[120:240]),
+    ]
 
     # The owners' federation: a SuperLink with owners 0, 1 and 3 started here; owner 2 joins with
     # `driftloop supernode` (its own process group, stopped by pid below).
-    cluster = FlowerCluster(3, tmp / "federation-home", data_paths=[files[0], files[1], broken],
-                            client_ids=[0, 1, BROKEN], new_data_paths=[new[0], new[1], None], startup_timeout=90)
+    cluster = FlowerCluster(
+        3,
+        tmp / "federation-home",
+        data_paths=[files[0], files[1], broken],
+        client_ids=[0, 1, BROKEN],
+        new_data_paths=[new[0], new[1], None],
+        startup_timeout=90,
+    )
     cli = None
     with cluster:
         env = child_env({"FLWR_HOME": str(tmp / "owner-2" / "flwr-home")})
         with open(tmp / "owner-2" / "supernode.log", "wb") as log:
-            cli = subprocess.Popen([sys.executable, "-m", "flows.cli", "supernode", "--superlink", cluster.fleet_address,
-                                    "--data", str(files[2]), "--client-id", "2", "--new-data", str(new[2])],
-                                   stdout=log, stderr=subprocess.STDOUT,
-                                   env=env, cwd=str(PROJECT_ROOT), start_new_session=True)
+            cli = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "flows.cli",
+                    "supernode",
+                    "--superlink",
+                    cluster.fleet_address,
+                    "--data",
+                    str(files[2]),
+                    "--client-id",
+                    "2",
+                    "--new-data",
+                    str(new[2]),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(PROJECT_ROOT),
+                start_new_session=True,
+            )
         try:
             cluster.wait_for_nodes(4)
             # generous timeouts: the drift check's ClientApps import alibi-detect (~10 s, more on a busy machine)
-            s = fed_settings(engine="deployment", num_clients=4, rounds=2, min_fit_clients=3, round_timeout_s=180.0,
-                             superlink_address=cluster.control_address)
+            s = fed_settings(
+                engine="deployment",
+                num_clients=4,
+                rounds=2,
+                min_fit_clients=3,
+                round_timeout_s=180.0,
+                superlink_address=cluster.control_address,
+            )
             s = s.model_copy(update={"store": s.store.model_copy(update={"uri": str(tmp / "store")})})
             res = run_federated(s, digits_splits, workdir=tmp / "work")
             from tasks.federated.publish import publish_federated
@@ -92,8 +125,16 @@ def federation(digits_splits, tmp_path_factory):
             os.killpg(cli.pid, signal.SIGKILL)
             cli.wait(timeout=10)
     rows = {i: int(np.load(f)["y"].shape[0]) for i, f in enumerate(files)}
-    return {"res": res, "drift": drift, "tmp": tmp, "files": files, "rows": rows, "manifest": manifest, "cli_log": tmp / "owner-2" / "supernode.log",
-            "val_test": np.concatenate([digits_splits.val.x, digits_splits.test.x])}
+    return {
+        "res": res,
+        "drift": drift,
+        "tmp": tmp,
+        "files": files,
+        "rows": rows,
+        "manifest": manifest,
+        "cli_log": tmp / "owner-2" / "supernode.log",
+        "val_test": np.concatenate([digits_splits.val.x, digits_splits.test.x]),
+    }
 
 
 def _drift_check(settings, res, splits, cluster, workdir):
@@ -105,8 +146,9 @@ def _drift_check(settings, res, splits, cluster, workdir):
     model = build_from_spec(res.model_spec)
     model.load_state_dict(res.state_dict)
     ref = build_reference(model, splits.val.x, DriftConfig(detectors=["ks_softmax"]), settings.seed)
-    return run_federated_drift_check(settings, res.model_spec, res.weights_bytes(), reference_to_files(ref),
-                                     cluster=cluster, workdir=workdir)
+    return run_federated_drift_check(
+        settings, res.model_spec, res.weights_bytes(), reference_to_files(ref), cluster=cluster, workdir=workdir
+    )
 
 
 def test_per_client_counts_equal_each_files_rows(federation):

@@ -11,14 +11,17 @@ from tasks.settings import load_settings
 from .conftest import fed_settings
 
 
-@pytest.mark.parametrize("key,value,needle", [
-    ("fraction_fit", 0.0, "fraction C must lie in (0, 1]"),
-    ("fraction_fit", 1.5, "fraction C must lie in (0, 1]"),
-    ("alpha", 0.0, "alpha must be > 0"),
-    ("alpha", -1.0, "alpha must be > 0"),
-    ("strategy", "fedsgdx", "unknown strategy 'fedsgdx'"),
-    ("partition", "zipf", "unknown partition 'zipf'"),
-])
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        ("fraction_fit", 0.0, "fraction C must lie in (0, 1]"),
+        ("fraction_fit", 1.5, "fraction C must lie in (0, 1]"),
+        ("alpha", 0.0, "alpha must be > 0"),
+        ("alpha", -1.0, "alpha must be > 0"),
+        ("strategy", "fedsgdx", "unknown strategy 'fedsgdx'"),
+        ("partition", "zipf", "unknown partition 'zipf'"),
+    ],
+)
 def test_bad_values_name_the_key(key, value, needle):
     with pytest.raises(ConfigError) as e:
         load_settings(overrides={f"federated.{key}": value}, environ={})
@@ -57,8 +60,12 @@ def test_unreachable_superlink_fails_before_round_one(digits_splits, tmp_path):
 
 
 def test_missing_tls_files_named(digits_splits, tmp_path):
-    s = fed_settings(engine="deployment", tls_ca_cert=str(tmp_path / "ca.crt"),
-                     tls_server_cert=str(tmp_path / "s.pem"), tls_server_key=str(tmp_path / "s.key"))
+    s = fed_settings(
+        engine="deployment",
+        tls_ca_cert=str(tmp_path / "ca.crt"),
+        tls_server_cert=str(tmp_path / "s.pem"),
+        tls_server_key=str(tmp_path / "s.key"),
+    )
     with pytest.raises(ConfigError, match="federated.tls_ca_cert: file .*ca.crt' does not exist"):
         run_federated(s, digits_splits, workdir=tmp_path / "w")
 

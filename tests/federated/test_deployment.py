@@ -51,18 +51,30 @@ def tls_auth_run(digits_splits, tmp_path_factory):
     subprocess.run(["bash", str(RECIPE), str(certs), "3"], check=True, capture_output=True)
     rogue_dir.mkdir()
     rogue_key = rogue_dir / "client_credentials_rogue"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-b", "384", "-N", "", "-C", "", "-f", str(rogue_key)],
-                   check=True, capture_output=True)
-    s = fed_settings(engine="deployment", num_clients=3, rounds=2, min_fit_clients=3,
-                     tls_ca_cert=str(certs / "ca.crt"), tls_server_cert=str(certs / "server.pem"),
-                     tls_server_key=str(certs / "server.key"), supernode_auth_dir=str(certs))
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ecdsa", "-b", "384", "-N", "", "-C", "", "-f", str(rogue_key)],
+        check=True,
+        capture_output=True,
+    )
+    s = fed_settings(
+        engine="deployment",
+        num_clients=3,
+        rounds=2,
+        min_fit_clients=3,
+        tls_ca_cert=str(certs / "ca.crt"),
+        tls_server_cert=str(certs / "server.pem"),
+        tls_server_key=str(certs / "server.key"),
+        supernode_auth_dir=str(certs),
+    )
     seen: dict = {}
     real_run_app = FlowerCluster.run_app
 
     def run_app_after_a_rogue_tried(self: FlowerCluster, app_dir, timeout, logname="flwr-run.log"):
         seen["cluster"] = self
         seen["online_before"] = self.online_nodes()
-        rogue = self.start_extra_supernode(ROGUE_PARTITION, self.data_paths[0], rogue_key, logname="supernode-rogue.log")
+        rogue = self.start_extra_supernode(
+            ROGUE_PARTITION, self.data_paths[0], rogue_key, logname="supernode-rogue.log"
+        )
         t0 = time.monotonic()
         try:
             rc = rogue.wait(timeout=60)
@@ -81,8 +93,13 @@ def tls_auth_run(digits_splits, tmp_path_factory):
         res = run_federated(s, digits_splits, workdir=tmp / "w")
     home = next((tmp / "w").glob("flwr-home-*"))
     logs = home / "logs"
-    return {"res": res, "home": home, "seen": seen, "rogue_log": (logs / "supernode-rogue.log").read_text(errors="replace"),
-            "superlink_log": (logs / "superlink.log").read_text(errors="replace")}
+    return {
+        "res": res,
+        "home": home,
+        "seen": seen,
+        "rogue_log": (logs / "supernode-rogue.log").read_text(errors="replace"),
+        "superlink_log": (logs / "superlink.log").read_text(errors="replace"),
+    }
 
 
 def _client_files(splits, root: Path, n: int, seed: int = 3) -> list[Path]:
@@ -99,7 +116,7 @@ def _client_files(splits, root: Path, n: int, seed: int = 3) -> list[Path]:
 
 def _listed_nodes(cluster: FlowerCluster) -> list[dict]:
     out = cluster.flwr(["supernode", "list", cluster.CONNECTION, "--format", "json"], timeout=30).stdout
-    return json.loads(out[out.index("{"):]).get("nodes", []) if "{" in out else []
+    return json.loads(out[out.index("{") :]).get("nodes", []) if "{" in out else []
 
 
 def test_deployment_engine_with_tls_and_supernode_auth(tls_auth_run):
@@ -116,13 +133,22 @@ def test_deployment_engine_with_tls_and_supernode_auth(tls_auth_run):
 
 def test_unregistered_supernode_is_refused_by_tls_superlink(tls_auth_run, figures):
     res, seen, rogue_log = tls_auth_run["res"], tls_auth_run["seen"], tls_auth_run["rogue_log"]
-    figures.update(supernodes_registered=3, supernodes_unregistered=1, faults_injected=1,
-                   unregistered_exit_status=seen.get("rogue_exit"), unregistered_refused_after_s=seen.get("rogue_seconds"),
-                   nodes_online_before=seen.get("online_before"), nodes_online_with_unregistered=seen.get("online_with_rogue"),
-                   nodes_listed=len(seen.get("nodes_listed", [])), rounds=2, rounds_completed=len(res.rounds) - 1,
-                   nodes_sampled_per_round=[r["sampled"] for r in res.rounds[1:]],
-                   replies_rejected=sum(len(r["failures"]) for r in res.rounds[1:]), runs_completed=1,
-                   objects_lost=2 - len(res.checkpoints))
+    figures.update(
+        supernodes_registered=3,
+        supernodes_unregistered=1,
+        faults_injected=1,
+        unregistered_exit_status=seen.get("rogue_exit"),
+        unregistered_refused_after_s=seen.get("rogue_seconds"),
+        nodes_online_before=seen.get("online_before"),
+        nodes_online_with_unregistered=seen.get("online_with_rogue"),
+        nodes_listed=len(seen.get("nodes_listed", [])),
+        rounds=2,
+        rounds_completed=len(res.rounds) - 1,
+        nodes_sampled_per_round=[r["sampled"] for r in res.rounds[1:]],
+        replies_rejected=sum(len(r["failures"]) for r in res.rounds[1:]),
+        runs_completed=1,
+        objects_lost=2 - len(res.checkpoints),
+    )
 
     # refused at activation: the SuperLink has no node with that public key; the SuperNode gives up
     assert seen["rogue_exit"] not in (None, 0), rogue_log[-2000:]

@@ -16,10 +16,26 @@ from tasks.models.serialize import build_from_spec, model_spec, state_dict_to_by
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ROUNDS = [
-    {"round": 0, "train_loss": None, "val_loss": 2.3, "val_accuracy": 0.1, "test_loss": 2.3, "test_accuracy": 0.1,
-     "participants": [], "failures": []},
-    {"round": 1, "train_loss": 1.5, "val_loss": 1.2, "val_accuracy": 0.6, "test_loss": 1.1, "test_accuracy": 0.62,
-     "participants": [0, 1], "failures": [{"node": 9, "client": 2, "reason": "array 'w' holds 3 NaN/inf values"}]},
+    {
+        "round": 0,
+        "train_loss": None,
+        "val_loss": 2.3,
+        "val_accuracy": 0.1,
+        "test_loss": 2.3,
+        "test_accuracy": 0.1,
+        "participants": [],
+        "failures": [],
+    },
+    {
+        "round": 1,
+        "train_loss": 1.5,
+        "val_loss": 1.2,
+        "val_accuracy": 0.6,
+        "test_loss": 1.1,
+        "test_accuracy": 0.62,
+        "participants": [0, 1],
+        "failures": [{"node": 9, "client": 2, "reason": "array 'w' holds 3 NaN/inf values"}],
+    },
 ]
 
 
@@ -42,8 +58,15 @@ def test_rows_and_plots():
 def _result():
     spec = model_spec(ModelConfig(arch="mlp", width=8, depth=1), (1, 8, 8), 10)
     model = build_from_spec(spec)
-    return FederatedResult(state_dict=model.state_dict(), rounds=ROUNDS, partition=_summary(), strategy="fedavg",
-                           engine="simulation", model_spec=spec, checkpoints={1: state_dict_to_bytes(model)})
+    return FederatedResult(
+        state_dict=model.state_dict(),
+        rounds=ROUNDS,
+        partition=_summary(),
+        strategy="fedavg",
+        engine="simulation",
+        model_spec=spec,
+        checkpoints={1: state_dict_to_bytes(model)},
+    )
 
 
 def test_publish_writes_model_checkpoints_and_records(s3_store_config):
@@ -54,8 +77,15 @@ def test_publish_writes_model_checkpoints_and_records(s3_store_config):
     man = publish_federated(res, s3_store_config, config={"seed": 1}, data_fingerprint="abc", parent_model=None)
     store = ArtifactStore.from_config(s3_store_config)
     assert man["kind"] == "federated" and man["metrics"]["test_accuracy"] == 0.62 and man["metrics"]["rounds"] == 1
-    assert {"model.json", "model.safetensors", "rounds.json", "partition.json", "rounds.png", "partition.png",
-            "checkpoints/round-001.safetensors"} <= set(man["objects"])
+    assert {
+        "model.json",
+        "model.safetensors",
+        "rounds.json",
+        "partition.json",
+        "rounds.png",
+        "partition.png",
+        "checkpoints/round-001.safetensors",
+    } <= set(man["objects"])
     back = store.get_state_dict(man["run_id"], "model.safetensors")
     assert all(torch.equal(back[k], res.state_dict[k]) for k in back)
     assert store.get_json(man["run_id"], "rounds.json")[1]["participants"] == [0, 1]

@@ -67,8 +67,9 @@ def test_simulation_starts_its_own_ray_despite_a_stale_cluster_file(digits_split
         with open(os.path.join(rt, "ray", "ray_current_cluster"), "w") as f:
             f.write(f"127.0.0.1:{free_port()}\n")  # nobody listens there
         monkeypatch.setenv("RAY_TMPDIR", rt)
-        res = run_federated(fed_settings(num_clients=2, rounds=1, round_timeout_s=120.0), digits_splits,
-                            workdir=tmp_path / "w")
+        res = run_federated(
+            fed_settings(num_clients=2, rounds=1, round_timeout_s=120.0), digits_splits, workdir=tmp_path / "w"
+        )
         assert [r["participants"] for r in res.rounds[1:]] == [[0, 1]]
         assert res.rounds[1]["test_accuracy"] > res.rounds[0]["test_accuracy"]
     finally:
@@ -87,8 +88,9 @@ def test_a_crashed_simulation_runtime_is_reported_as_such(digits_splits, tmp_pat
     monkeypatch.setenv("RAY_TMPDIR", str(not_a_dir))
     t0 = time.monotonic()
     with pytest.raises(FederatedEngineError, match=r"runtime crashed \(not a client failure\)") as e:
-        run_federated(fed_settings(num_clients=2, rounds=1, round_timeout_s=300.0), digits_splits,
-                      workdir=tmp_path / "w")
+        run_federated(
+            fed_settings(num_clients=2, rounds=1, round_timeout_s=300.0), digits_splits, workdir=tmp_path / "w"
+        )
     assert time.monotonic() - t0 < 120, "waited for the round timeout"
     assert not isinstance(e.value, RoundFailed)
     assert "not-a-dir" in str(e.value) or "NotADirectoryError" in str(e.value) or "FileExistsError" in str(e.value)

@@ -27,8 +27,16 @@ def test_workspace_round_trip_through_s3_named_by_the_run_config(s3_credentials_
     cfg = s3_credentials_in_env
     ws = staging_workspace(cfg)
     x, y = np.arange(24, dtype=np.float32).reshape(6, 4), np.arange(6) % 2
-    write_workspace(ws, settings_json=fed_settings().resolved(), model_spec={"num_classes": 2},
-                    initial_weights=b"weights", schema_json="{}", val=(x, y), test=(x[:3], y[:3]), extra={"mode": "x"})
+    write_workspace(
+        ws,
+        settings_json=fed_settings().resolved(),
+        model_spec={"num_classes": 2},
+        initial_weights=b"weights",
+        schema_json="{}",
+        val=(x, y),
+        test=(x[:3], y[:3]),
+        extra={"mode": "x"},
+    )
     rc = ws.run_config(cfg)
     assert rc["driftloop-store-uri"] == cfg.uri and rc["driftloop-store-prefix"].startswith("federated/staging/")
     assert rc["driftloop-store-endpoint"] == cfg.endpoint_url and "secret" not in str(rc).lower()
@@ -64,5 +72,7 @@ def test_deployment_serverapp_reads_and_writes_only_the_s3_store(digits_splits, 
     res = run_federated(s, digits_splits, workdir=work)
     assert len(res.rounds) == 2 and sorted(res.checkpoints) == [1]
     assert res.rounds[1]["test_accuracy"] > 0.0
-    assert not [p for p in work.rglob("*") if p.suffix in (".npz", ".safetensors", ".json") and "flwr-home" not in str(p)]
+    assert not [
+        p for p in work.rglob("*") if p.suffix in (".npz", ".safetensors", ".json") and "flwr-home" not in str(p)
+    ]
     assert open_backend(cfg).list("federated/staging/") == []

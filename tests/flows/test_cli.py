@@ -17,8 +17,14 @@ DRIFTLOOP = [sys.executable, "-m", "flows.cli"]
 
 def _run(args, tmp_path, timeout=600, **env):
     e = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLOOP_")}
-    e.update({"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-              "DRIFTLOOP_STORE__URI": str(tmp_path / "store"), **env})
+    e.update(
+        {
+            "PREFECT_HOME": str(tmp_path / "prefect-home"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DRIFTLOOP_STORE__URI": str(tmp_path / "store"),
+            **env,
+        }
+    )
     return subprocess.run(DRIFTLOOP + args, cwd=ROOT, env=e, capture_output=True, text=True, timeout=timeout)
 
 
@@ -28,7 +34,7 @@ def test_smoke_run_registers_verified_champion_then_validate_and_models(tmp_path
     """`driftloop run training --smoke`: every stage, a champion with test accuracy >= 0.95."""
     r = _run(["run", "training", "--smoke", "--json"], tmp_path, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    out = json.loads(r.stdout[r.stdout.index("{"):])
+    out = json.loads(r.stdout[r.stdout.index("{") :])
     assert out["stages"] == ["validate", "tune", "federate", "harden", "evaluate", "register", "promote"]
     assert out["metrics"]["test_accuracy"] >= 0.95 and out["best_config"]
 

@@ -24,13 +24,22 @@ def loop(tmp_path_factory, prefect_api):
     # seed 1: the detectors' false-alarm rate is 5% per clean batch; with the hash splits of
     # tasks/data/splits.py the default seed's stream had one (batch 1, p = 0.0025 < 0.05/10),
     # seeds 1-3 none (min clean-batch p 0.0105..0.0882).
-    s = load_settings(profile="smoke", environ={}, overrides={
-        "seed": 1,
-        "tuning.enabled": False, "federated.enabled": False, "adversarial.enabled": False,
-        "store.uri": str(root / "store"), "drift.batches_uri": str(root / "batches")})
+    s = load_settings(
+        profile="smoke",
+        environ={},
+        overrides={
+            "seed": 1,
+            "tuning.enabled": False,
+            "federated.enabled": False,
+            "adversarial.enabled": False,
+            "store.uri": str(root / "store"),
+            "drift.batches_uri": str(root / "batches"),
+        },
+    )
     training(s)
-    simulate_stream_command(str(root / "batches"), kind="gaussian_noise", onset=3, duration=3, batches=8,
-                            batch_size=100, settings=s)
+    simulate_stream_command(
+        str(root / "batches"), kind="gaussian_noise", onset=3, duration=3, batches=8, batch_size=100, settings=s
+    )
     # A broken batch among them: NaN values. It must be quarantined and get no verdict.
     bad = np.load(root / "batches" / "batch-00001.npz")
     x = bad["x"].copy()
@@ -105,7 +114,8 @@ def test_unlabelled_clean_and_shifted_batches_get_verdicts_not_quarantine(loop, 
     import pandas as pd
 
     pd.DataFrame(test.x[200:300].reshape(100, -1), columns=[f"p{i}" for i in range(64)]).to_csv(
-        tmp_path / "clean.csv", index=False)
+        tmp_path / "clean.csv", index=False
+    )
     r = drift_check(s)
     by_key = _ids_by_key(r)
     assert sorted(by_key) == ["clean.csv", "clean.npz", "scaled.npz"] and r["quarantined"] == []
@@ -149,8 +159,12 @@ def test_batch_discovery_one_bad_file_cannot_break_a_check(loop, tmp_path):
     r = drift_check(s)
     assert sorted(k.replace(str(d) + "/", "") for k in r["keys"].values()) == ["one/b.csv", "one/b.npz", "two/b.npz"]
     rules = {q["uri"].replace(str(d) + "/", ""): q["rules"] for q in r["quarantine"]}
-    assert rules == {"bad name!.npz": ["bad_batch_name"], "link.npz": ["not_regular_file"],
-                     "pipe.npz": ["not_regular_file"], "big.npz": ["batch_too_large"]}
+    assert rules == {
+        "bad name!.npz": ["bad_batch_name"],
+        "link.npz": ["not_regular_file"],
+        "pipe.npz": ["not_regular_file"],
+        "big.npz": ["batch_too_large"],
+    }
     big = next(q for q in r["quarantine"] if q["uri"].endswith("big.npz"))
     assert str(size_cap + 1) in big["message"]
     assert r["status"] in ("quarantined", "drift-and-quarantined") and len(r["too_small"]) == 1
@@ -172,8 +186,19 @@ def test_cli_drift_check_exit_code_3_when_batches_were_quarantined(loop, tmp_pat
 
     s, root = loop
     np.savez(tmp_path / "empty.npz", x=np.zeros((0, 1, 8, 8), np.float32))
-    res = CliRunner().invoke(app, ["run", "drift-check", "-p", f"store.uri={s.store.uri}",
-                                   "-p", f"drift.batches_uri={tmp_path}", "-p", "drift.reference_size=200"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "drift-check",
+            "-p",
+            f"store.uri={s.store.uri}",
+            "-p",
+            f"drift.batches_uri={tmp_path}",
+            "-p",
+            "drift.reference_size=200",
+        ],
+    )
     assert res.exit_code == 3, res.output
     assert "status: quarantined" in res.output
 
@@ -186,11 +211,20 @@ def test_retraining_runs_once_per_episode_with_lineage(loop):
     reg = ModelRegistry(store, s.registry.model_name)
     from tasks.drift import ledger
 
-    ids = {h["key"]: h["batch_id"] for h in ledger.check_history(store.backend, s.registry.model_name)
-           if h.get("status") == "checked"}
+    ids = {
+        h["key"]: h["batch_id"]
+        for h in ledger.check_history(store.backend, s.registry.model_name)
+        if h.get("status") == "checked"
+    }
     episode = "episode-test-1"
-    r = retraining(s, event_id="evt-1", episode_id=episode, batch_ids=[ids["batch-00003.npz"], ids["batch-00004.npz"]],
-                   detector="ks_softmax", model_version=1)
+    r = retraining(
+        s,
+        event_id="evt-1",
+        episode_id=episode,
+        batch_ids=[ids["batch-00003.npz"], ids["batch-00004.npz"]],
+        detector="ks_softmax",
+        model_version=1,
+    )
     assert r["status"] in ("promoted", "kept-champion")
     rec = reg.get(r["version"])
     assert rec["lineage"]["parent_version"] == 1 and rec["lineage"]["trigger"]["event_id"] == "evt-1"
@@ -206,8 +240,11 @@ def test_retraining_runs_once_per_episode_with_lineage(loop):
 def test_drift_check_without_champion_skips_and_emits_nothing(prefect_api, tmp_path):
     from flows.drift_check import drift_check
 
-    s = load_settings(profile="smoke", environ={}, overrides={"store.uri": str(tmp_path / "s"),
-                                                              "drift.batches_uri": str(tmp_path / "b")})
+    s = load_settings(
+        profile="smoke",
+        environ={},
+        overrides={"store.uri": str(tmp_path / "s"), "drift.batches_uri": str(tmp_path / "b")},
+    )
     r = drift_check(s)
     assert r["status"] == "skipped" and "no champion" in r["reason"] and r["event"] is None
 
@@ -228,7 +265,7 @@ def test_predict_log_then_drift_check_finds_the_logged_batch(loop, tmp_path):
     params = ["-p", f"store.uri={s.store.uri}", "-p", f"drift.batches_uri={batches}"]
     res = CliRunner().invoke(app, ["predict", "--data", str(tmp_path / "request.npz"), "--log", "--json", *params])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.stdout[res.stdout.index("{"):])
+    out = json.loads(res.stdout[res.stdout.index("{") :])
     assert out["n"] == 40 and len(out["confidences"]) == 40 and all(0.0 < c <= 1.0 for c in out["confidences"])
     assert np.mean(np.array(out["predictions"]) == src["y"][:40]) > 0.8  # the champion, not noise
     logged = out["logged_uri"]
@@ -282,8 +319,10 @@ def _paused_run(episode_id, timeout=120.0):
             if r.parameters.get("episode_id") == episode_id and r.state and r.state.is_paused():
                 return r
         time.sleep(0.5)
-    raise AssertionError(f"no paused retraining run for {episode_id} within {timeout} s: "
-                         f"{[(r.parameters.get('episode_id'), r.state_name) for r in runs]}")
+    raise AssertionError(
+        f"no paused retraining run for {episode_id} within {timeout} s: "
+        f"{[(r.parameters.get('episode_id'), r.state_name) for r in runs]}"
+    )
 
 
 @pytest.mark.slow
@@ -302,8 +341,7 @@ def test_retraining_pauses_for_labels_on_a_real_server(loop, tmp_path, on_server
     d.mkdir()
     for i in (3, 4):
         np.savez(d / f"u{i}.npz", x=np.load(root / "batches" / f"batch-{i:05d}.npz")["x"])
-    cfg = s.drift.model_copy(update={"batches_uri": str(d), "labels_poll_seconds": 1.0,
-                                     "cooldown_seconds": 0.0})
+    cfg = s.drift.model_copy(update={"batches_uri": str(d), "labels_poll_seconds": 1.0, "cooldown_seconds": 0.0})
     s = s.model_copy(update={"drift": cfg})
     r = drift_check(s)
     assert r["event"] and r["event"]["payload"]["unlabelled_batch_ids"] == r["triggering"]
@@ -354,8 +392,9 @@ def test_retraining_pauses_for_labels_on_a_real_server(loop, tmp_path, on_server
     short = s.model_copy(update={"drift": cfg.model_copy(update={"labels_timeout_seconds": 3})})
     res = retraining(short, episode_id="labels-ep-timeout", batch_ids=ids)
     assert res["status"] == "awaiting-labels" and len(reg.versions()) == n0 + 2
-    outcome = ledger.retraining_outcome(ArtifactStore.from_config(s.store).backend, s.registry.model_name,
-                                        "labels-ep-timeout")
+    outcome = ledger.retraining_outcome(
+        ArtifactStore.from_config(s.store).backend, s.registry.model_name, "labels-ep-timeout"
+    )
     assert outcome["status"] == "awaiting-labels"
 
 
@@ -385,23 +424,40 @@ def test_served_loop_predict_log_scheduled_check_labels_retrain_gate(on_server, 
     model = f"loop-{uuid.uuid4().hex[:6]}"
     store_uri, batches = str(tmp_path / "store"), tmp_path / "batches"
     batches.mkdir()
-    params = {"tuning.enabled": "false", "federated.enabled": "false", "adversarial.enabled": "false",
-              "training.epochs": "3", "store.uri": store_uri, "registry.model_name": model,
-              "drift.batches_uri": str(batches), "drift.schedule_cron": "* * * * *",
-              "drift.labels_poll_seconds": "1"}
+    params = {
+        "tuning.enabled": "false",
+        "federated.enabled": "false",
+        "adversarial.enabled": "false",
+        "training.epochs": "3",
+        "store.uri": store_uri,
+        "registry.model_name": model,
+        "drift.batches_uri": str(batches),
+        "drift.schedule_cron": "* * * * *",
+        "drift.labels_poll_seconds": "1",
+    }
     flat = [a for k, v in params.items() for a in ("--param", f"{k}={v}")]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DRIFTLOOP_"))}
-    env.update(PREFECT_API_URL=on_server.api_url, PREFECT_HOME=str(tmp_path / "home"),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_RUNNER_POLL_FREQUENCY="2")
+    env.update(
+        PREFECT_API_URL=on_server.api_url,
+        PREFECT_HOME=str(tmp_path / "home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_RUNNER_POLL_FREQUENCY="2",
+    )
     log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--smoke", *flat],
-                            cwd=Path(__file__).resolve().parents[2], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "serve", "--smoke", *flat],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
     def runs_of(name):
         with get_client(sync_client=True) as c:
-            return c.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name])),
-                                    limit=200)
+            return c.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name])), limit=200
+            )
 
     def wait_for(pred, timeout, what):
         deadline = time.time() + timeout
@@ -410,10 +466,13 @@ def test_served_loop_predict_log_scheduled_check_labels_retrain_gate(on_server, 
             if got:
                 return got
             time.sleep(1)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}; serve log:\n"
-                             f"{(tmp_path / 'serve.log').read_text()[-3000:]}")
+        raise AssertionError(
+            f"timed out after {timeout} s waiting for {what}; serve log:\n"
+            f"{(tmp_path / 'serve.log').read_text()[-3000:]}"
+        )
 
     try:
+
         def served():
             with get_client(sync_client=True) as c:
                 try:
@@ -421,23 +480,37 @@ def test_served_loop_predict_log_scheduled_check_labels_retrain_gate(on_server, 
                 except Exception:  # noqa: BLE001 - not there yet
                     return None
                 return d.parameters["config"]["registry"]["model_name"] == model
+
         wait_for(served, 120, "the served deployments")
         assert run_deployment("training/training", timeout=300, poll_interval=1).state.is_completed()
 
         # Serving: a drifted request, answered and logged as an unlabelled batch.
         s = load_settings(profile="smoke", environ={}, overrides={"store.uri": store_uri})
         splits = split_dataset(load_digits_dataset(), s.seed, s.data.val_fraction, s.data.test_fraction)
-        (req,) = list(simulate_stream(splits, kind="gaussian_noise", onset=0, duration=1, n_batches=1,
-                                      batch_size=100, seed=5, severity=1.5))
+        (req,) = list(
+            simulate_stream(
+                splits, kind="gaussian_noise", onset=0, duration=1, n_batches=1, batch_size=100, seed=5, severity=1.5
+            )
+        )
         np.savez(tmp_path / "request.npz", x=req.x)
-        cli = ["-p", f"store.uri={store_uri}", "-p", f"registry.model_name={model}", "-p", f"drift.batches_uri={batches}"]
+        cli = [
+            "-p",
+            f"store.uri={store_uri}",
+            "-p",
+            f"registry.model_name={model}",
+            "-p",
+            f"drift.batches_uri={batches}",
+        ]
         res = CliRunner().invoke(app, ["predict", "--data", str(tmp_path / "request.npz"), "--log", "--json", *cli])
         assert res.exit_code == 0, res.output
-        logged = json.loads(res.stdout[res.stdout.index("{"):])["logged_uri"]
+        logged = json.loads(res.stdout[res.stdout.index("{") :])["logged_uri"]
 
         # The scheduled check (no manual run) finds it; its event starts retraining, which pauses for labels.
-        paused = wait_for(lambda: [r for r in runs_of("retraining") if r.state and r.state.is_paused()], 240,
-                          "the event-triggered retraining to pause for labels")
+        paused = wait_for(
+            lambda: [r for r in runs_of("retraining") if r.state and r.state.is_paused()],
+            240,
+            "the event-triggered retraining to pause for labels",
+        )
         assert any(r.state.is_completed() for r in runs_of("drift-check"))
         (rt,) = paused
         assert rt.parameters["batch_ids"] and rt.parameters["batch_ids"][0].startswith("predictions__")
@@ -448,6 +521,7 @@ def test_served_loop_predict_log_scheduled_check_labels_retrain_gate(on_server, 
             with get_client(sync_client=True) as c:
                 r = c.read_flow_run(rt.id)
             return r if r.state and r.state.is_final() else None
+
         done = wait_for(finished, 300, "the retraining run to finish")
         assert done.state.is_completed(), done.state
         reg = ModelRegistry(ArtifactStore.from_config(s.store.model_copy(update={"uri": store_uri})), model)

@@ -34,9 +34,18 @@ def champion(tmp_path_factory, prefect_api):
     from flows.training import training
 
     root = tmp_path_factory.mktemp("fed-drift")
-    s = load_settings(profile="smoke", environ={}, overrides={
-        "seed": 1, "tuning.enabled": False, "federated.enabled": False, "adversarial.enabled": False,
-        "store.uri": str(root / "store"), "drift.batches_uri": str(root / "batches")})
+    s = load_settings(
+        profile="smoke",
+        environ={},
+        overrides={
+            "seed": 1,
+            "tuning.enabled": False,
+            "federated.enabled": False,
+            "adversarial.enabled": False,
+            "store.uri": str(root / "store"),
+            "drift.batches_uri": str(root / "batches"),
+        },
+    )
     training(s)
     return s, root
 
@@ -77,20 +86,31 @@ def test_drift_check_asks_the_federation_and_flags_the_shifted_client(champion):
     splits = split_dataset(load_digits_dataset(), s.seed, s.data.val_fraction, s.data.test_fraction)
     train, test = splits.train, splits.test
     owners = root / "owners"
-    data = [_write(owners / f"owner-{i}" / "data.npz", train.x[i * 60:(i + 1) * 60], train.y[i * 60:(i + 1) * 60])
-            for i in range(3)]
+    data = [
+        _write(owners / f"owner-{i}" / "data.npz", train.x[i * 60 : (i + 1) * 60], train.y[i * 60 : (i + 1) * 60])
+        for i in range(3)
+    ]
     new_x = [test.x[:100], 1.0 - test.x[100:200], test.x[200:300]]  # owner 1's new data: inverted digits
-    new = [_write(owners / f"owner-{i}" / "new.npz", new_x[i], test.y[i * 100:(i + 1) * 100]) for i in range(3)]
+    new = [_write(owners / f"owner-{i}" / "new.npz", new_x[i], test.y[i * 100 : (i + 1) * 100]) for i in range(3)]
 
-    with FlowerCluster(3, root / "flwr-home", data_paths=data, client_ids=[0, 1, 2], new_data_paths=new,
-                       startup_timeout=90) as cluster:
+    with FlowerCluster(
+        3, root / "flwr-home", data_paths=data, client_ids=[0, 1, 2], new_data_paths=new, startup_timeout=90
+    ) as cluster:
         cluster.wait_for_nodes(3)
         # generous timeouts: the ClientApps import alibi-detect (~10 s, more on a busy machine)
-        fs = s.model_copy(update={
-            "drift": s.drift.model_copy(update={"source": "federation"}),
-            "federated": s.federated.model_copy(update={"superlink_address": cluster.control_address,
-                                                        "num_clients": 3, "min_fit_clients": 3,
-                                                        "round_timeout_s": 180.0})})
+        fs = s.model_copy(
+            update={
+                "drift": s.drift.model_copy(update={"source": "federation"}),
+                "federated": s.federated.model_copy(
+                    update={
+                        "superlink_address": cluster.control_address,
+                        "num_clients": 3,
+                        "min_fit_clients": 3,
+                        "round_timeout_s": 180.0,
+                    }
+                ),
+            }
+        )
         r = drift_check(fs)
         # drift.source = "both": a batch file under drift.batches_uri too (held-out digits: clean), in the same check
         batches = root / "batches"
@@ -136,8 +156,14 @@ def test_drift_check_asks_the_federation_and_flags_the_shifted_client(champion):
 
     # the retraining the event triggers: the client's check is known, adds no central batch, trains once
     assert drift_steps.resolve_batches.fn(s, flagged) == []
-    out = retraining(s, event_id=ev["event_id"], episode_id=episode.episode_id, batch_ids=flagged,
-                     detector="ks_softmax", model_version=r["model_version"])
+    out = retraining(
+        s,
+        event_id=ev["event_id"],
+        episode_id=episode.episode_id,
+        batch_ids=flagged,
+        detector="ks_softmax",
+        model_version=r["model_version"],
+    )
     assert out["status"] in ("promoted", "kept-champion")
     dup = retraining(s, event_id=ev["event_id"], episode_id=episode.episode_id, batch_ids=flagged)
     assert dup["status"] == "duplicate"

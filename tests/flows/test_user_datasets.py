@@ -76,13 +76,18 @@ def run_every_stage(tmp_path, kind):
     from flows.training import training
     from tasks.data.steps import load_data
 
-    source = {"breast_cancer_parquet": lambda: _breast_cancer(tmp_path / "breast_cancer.parquet"),
-              "generated_csv": lambda: _generated(tmp_path / "generated.csv"),
-              "image_folder": lambda: _image_folder(tmp_path / "bars")}[kind]()
-    settings = load_settings(profile="smoke", overrides={"data.source": str(source), "store.uri": str(tmp_path / "store")},
-                             environ={})
+    source = {
+        "breast_cancer_parquet": lambda: _breast_cancer(tmp_path / "breast_cancer.parquet"),
+        "generated_csv": lambda: _generated(tmp_path / "generated.csv"),
+        "image_folder": lambda: _image_folder(tmp_path / "bars"),
+    }[kind]()
+    settings = load_settings(
+        profile="smoke", overrides={"data.source": str(source), "store.uri": str(tmp_path / "store")}, environ={}
+    )
     result = training(settings)
-    assert result["stages"][:1] == ["validate"] and {"tune", "federate", "harden", "evaluate", "register"} <= set(result["stages"])
+    assert result["stages"][:1] == ["validate"] and {"tune", "federate", "harden", "evaluate", "register"} <= set(
+        result["stages"]
+    )
     manifest = ArtifactStore.from_config(settings.store).manifest(result["run_id"])
     assert manifest["config"]["model"]["arch"] == ("cnn" if kind == "image_folder" else "mlp")
     assert manifest["config"]["registry"]["model_name"] == f"{source.stem}-classifier"
@@ -96,5 +101,3 @@ def run_every_stage(tmp_path, kind):
     assert acc >= plain - 0.08, (acc, plain)
     assert result["metrics"]["robust_reliable"] == 1.0 and result["promoted"]
     print(f"{kind}: all stages (smoke) test accuracy {acc:.4f}, plain logistic regression {plain:.4f}")
-
-

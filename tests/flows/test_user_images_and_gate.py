@@ -25,15 +25,20 @@ def test_gate_test_split_holds_no_row_either_model_trained_on(prefect_api, tmp_p
     from flows.training import training
 
     src = _generated(tmp_path / "table.csv", n=1200, d=8)
-    fast = {"tuning.enabled": False, "federated.enabled": False, "adversarial.enabled": False,
-            "data.source": str(src), "store.uri": str(tmp_path / "store")}
+    fast = {
+        "tuning.enabled": False,
+        "federated.enabled": False,
+        "adversarial.enabled": False,
+        "data.source": str(src),
+        "store.uri": str(tmp_path / "store"),
+    }
     first = training(load_settings(profile="smoke", overrides=fast, environ={}))
     # Added labelled batches: new rows from the same generator, as files retraining reads.
     extra = pd.read_csv(_generated(tmp_path / "more.csv", n=300, d=8, seed=9))
     uris = []
     for i in range(2):
         p = tmp_path / f"batch-{i}.csv"
-        extra.iloc[i * 150:(i + 1) * 150].to_csv(p, index=False)
+        extra.iloc[i * 150 : (i + 1) * 150].to_csv(p, index=False)
         uris.append(str(p))
 
     @flow(name="retraining-test")

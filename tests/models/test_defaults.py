@@ -26,8 +26,9 @@ def test_auto_arch_and_an_explicit_choice_that_cannot_fit():
     s = load_settings(overrides={"model.arch": "cnn"}, environ={})
     with pytest.raises(ConfigError, match=r"model.arch='cnn' needs image-shaped samples.*\(30,\)"):
         resolve_for_data(s, (30,))
-    s = load_settings(overrides={"tuning.search_space": {"arch": {"type": "choice", "values": ["mlp", "cnn"]}}},
-                      environ={})
+    s = load_settings(
+        overrides={"tuning.search_space": {"arch": {"type": "choice", "values": ["mlp", "cnn"]}}}, environ={}
+    )
     with pytest.raises(ConfigError, match=r"tuning.search_space\['arch'\] offers 'cnn'"):
         resolve_for_data(s, (30,))
     assert resolve_for_data(load_settings(environ={}), (30,)).model.arch == "mlp"
@@ -43,7 +44,9 @@ def test_standardization_is_part_of_the_stored_model():
     assert spec["model"]["arch"] == "mlp" and spec["standardize"]["axis"] == "feature"
     model = build_model(ModelConfig(), (4,), 3, st)
     z = model.standardize(torch.from_numpy(x))
-    assert torch.allclose(z[:, :3].mean(0), torch.zeros(3), atol=1e-3) and torch.allclose(z[:, :3].std(0), torch.ones(3), atol=1e-2)
+    assert torch.allclose(z[:, :3].mean(0), torch.zeros(3), atol=1e-3) and torch.allclose(
+        z[:, :3].std(0), torch.ones(3), atol=1e-2
+    )
     # Stored as spec + safetensors, it rebuilds with the same statistics and outputs on raw inputs.
     weights = state_dict_to_bytes(model)
     assert not any("standardize" in k for k in model.state_dict())

@@ -43,8 +43,14 @@ def smoke_settings(root: Path, **overrides):
     """Smoke-profile settings on a local store under ``root``, optional stages off (fast, no Ray/Flower)."""
     from tasks.settings import load_settings
 
-    base = {"tuning.enabled": False, "federated.enabled": False, "adversarial.enabled": False,
-            "training.epochs": 3, "store.uri": str(root / "store"), "drift.batches_uri": str(root / "batches")}
+    base = {
+        "tuning.enabled": False,
+        "federated.enabled": False,
+        "adversarial.enabled": False,
+        "training.epochs": 3,
+        "store.uri": str(root / "store"),
+        "drift.batches_uri": str(root / "batches"),
+    }
     base.update(overrides)
     return load_settings(profile="smoke", environ={}, overrides=base)
 
@@ -56,5 +62,9 @@ def store_snapshot(settings) -> dict:
 
     store = ArtifactStore.from_config(settings.store)
     reg = ModelRegistry(store, settings.registry.model_name)
-    return {"runs": store.list_runs(), "versions": [v["version"] for v in reg.versions()],
-            "champion": reg.champion_version(), "keys": store.backend.list("")}
+    return {
+        "runs": store.list_runs(),
+        "versions": [v["version"] for v in reg.versions()],
+        "champion": reg.champion_version(),
+        "keys": store.backend.list(""),
+    }

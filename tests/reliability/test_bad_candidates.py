@@ -66,10 +66,15 @@ def test_the_gate_refuses_candidates_that_cannot_be_right(prefect_api, tmp_path,
 
     # Too few rows (150 rows of ten classes: fewer than 150 training rows, about 30 test rows) with floors
     # of 150 training and 50 test rows: refused for its training rows and for its unreliable evaluation.
-    small = _train_on(settings, _file(tmp_path, "small.npz", d.x[:150], d.y[:150]),
-                      **{"registry.min_train_rows": 150, "registry.min_test_rows": 50})
+    small = _train_on(
+        settings,
+        _file(tmp_path, "small.npz", d.x[:150], d.y[:150]),
+        **{"registry.min_train_rows": 150, "registry.min_test_rows": 50},
+    )
     assert not small["promoted"]
-    assert "enough_training_rows" in small["decision"]["reason"] and "reliable_evaluation" in small["decision"]["reason"]
+    assert (
+        "enough_training_rows" in small["decision"]["reason"] and "reliable_evaluation" in small["decision"]["reason"]
+    )
     outcomes["too_few_rows"] = small["decision"]["reason"]
     assert reg.champion_version() == 1
 
@@ -79,9 +84,14 @@ def test_the_gate_refuses_candidates_that_cannot_be_right(prefect_api, tmp_path,
     assert rules["keeps_champion_classes"] and "data.classes declares them gone" in str(declared["decision"]["sanity"])
     champion_after = reg.champion_version()
     assert champion_after in (1, declared["version"])
-    figures.update(candidates=4, refused=3, refused_reasons=outcomes, champion_before=1,
-                   declared_label_change_passes_sanity=rules["keeps_champion_classes"],
-                   wall_seconds=round(time.monotonic() - t0, 1))
+    figures.update(
+        candidates=4,
+        refused=3,
+        refused_reasons=outcomes,
+        champion_before=1,
+        declared_label_change_passes_sanity=rules["keeps_champion_classes"],
+        wall_seconds=round(time.monotonic() - t0, 1),
+    )
 
 
 def test_bad_label_sets_fail_clearly_before_training(prefect_api, tmp_path, figures):
@@ -100,8 +110,12 @@ def test_bad_label_sets_fail_clearly_before_training(prefect_api, tmp_path, figu
     assert check_label_set(np.array([0, 2, 2]), "x", classes=[0, 1, 2]) == [0, 2]
     with pytest.raises(DataError, match="not among the declared classes"):
         check_label_set(np.array([0, 5]), "x", classes=[0, 1, 2])
-    figures.update(labels_99="DataError before training", negative_labels="DataError naming row 7",
-                   versions_created=0, runs_written=0)
+    figures.update(
+        labels_99="DataError before training",
+        negative_labels="DataError naming row 7",
+        versions_created=0,
+        runs_written=0,
+    )
 
 
 def test_validate_and_training_apply_one_label_rule(prefect_api, tmp_path, figures):
@@ -115,8 +129,10 @@ def test_validate_and_training_apply_one_label_rule(prefect_api, tmp_path, figur
     schema = load_schema(store, reg.champion())
     d = load_digits_dataset()
     outcomes = {}
-    for name, y in (("numeric-text", d.y[:300].astype(str)),
-                    ("word", np.where(np.arange(300) == 4, "cat", d.y[:300].astype(str)))):
+    for name, y in (
+        ("numeric-text", d.y[:300].astype(str)),
+        ("word", np.where(np.arange(300) == 4, "cat", d.y[:300].astype(str))),
+    ):
         path = _file(tmp_path, f"{name}.npz", d.x[:300], y)
         ds, _, err = load_batch_from_uri(path, settings.store)
         assert err is None
@@ -136,8 +152,14 @@ def test_validate_and_training_apply_one_label_rule(prefect_api, tmp_path, figur
 
 
 def test_sanity_rules_unit():
-    facts = CandidateFacts(train_rows=500, train_labels=[0, 1], test_rows=100, test_labels=[0, 1],
-                           metrics={"test_accuracy": float("nan")}, champion_labels=[0, 1])
+    facts = CandidateFacts(
+        train_rows=500,
+        train_labels=[0, 1],
+        test_rows=100,
+        test_labels=[0, 1],
+        metrics={"test_accuracy": float("nan")},
+        champion_labels=[0, 1],
+    )
     v = sanity_rules(facts, 100, 30)
     assert not v.passed and "non-finite ['test_accuracy']" in v.reason
     facts.metrics = {"test_accuracy": 0.9}

@@ -32,7 +32,7 @@ def test_config_files_and_values_are_read_strictly(tmp_path, figures):
         "duplicate json key": (["models", "list", "-c", str(dup_json)], [str(dup_json), "duplicate key 'seed'"]),
         "epochs=true": (["run", "training", "-p", "training.epochs=true"], ["training.epochs", "boolean"]),
         "enabled=1": (["run", "training", "-p", "tuning.enabled=1"], ["tuning.enabled", "true or false"]),
-        "epochs=\"5\"": (["run", "training", "-p", 'training.epochs="5"'], ["training.epochs", "text"]),
+        'epochs="5"': (["run", "training", "-p", 'training.epochs="5"'], ["training.epochs", "text"]),
     }
     exits = {}
     for name, (args, needles) in cases.items():
@@ -43,7 +43,9 @@ def test_config_files_and_values_are_read_strictly(tmp_path, figures):
             assert n in r.output, (name, n, r.output)
         assert "Traceback" not in r.output
     # What stays accepted: an int for a float, null for an optional number, numbers from the environment.
-    s = load_settings(overrides={"training.lr": 1, "training.num_threads": None}, environ={"DRIFTLOOP_TRAINING__EPOCHS": "7"})
+    s = load_settings(
+        overrides={"training.lr": 1, "training.num_threads": None}, environ={"DRIFTLOOP_TRAINING__EPOCHS": "7"}
+    )
     assert s.training.lr == 1.0 and s.training.epochs == 7
     figures.update(cases=len(cases), exit_codes=exits, raw_tracebacks=0)
 
@@ -57,20 +59,26 @@ def test_a_bad_search_space_or_an_unwritable_store_fails_before_the_first_stage(
 
     def task_runs_of(state) -> list[str]:
         with get_client(sync_client=True) as c:
-            runs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+            runs = c.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            )
         return sorted(r.name for r in runs)
 
-    bad_space = smoke_settings(tmp_path, **{"tuning.enabled": True,
-                                            "tuning.search_space": {"lr": {"type": "loguniform", "low": 0, "high": 0.1}}})
+    bad_space = smoke_settings(
+        tmp_path,
+        **{"tuning.enabled": True, "tuning.search_space": {"lr": {"type": "loguniform", "low": 0, "high": 0.1}}},
+    )
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     unwritable = smoke_settings(tmp_path, **{"store.uri": str(blocker / "store")})
     from flows.retraining import retraining
 
     found = {}
-    for name, flow_, settings, needle in (("search_space", training, bad_space, "tuning.search_space.lr.low"),
-                                          ("store.uri", training, unwritable, "store.uri="),
-                                          ("retraining store.uri", retraining, unwritable, "store.uri=")):
+    for name, flow_, settings, needle in (
+        ("search_space", training, bad_space, "tuning.search_space.lr.low"),
+        ("store.uri", training, unwritable, "store.uri="),
+        ("retraining store.uri", retraining, unwritable, "store.uri="),
+    ):
         t0 = time.monotonic()
         state = flow_(settings, return_state=True)
         took = time.monotonic() - t0
@@ -81,8 +89,20 @@ def test_a_bad_search_space_or_an_unwritable_store_fails_before_the_first_stage(
         assert ran == [], f"{name}: stages ran before the error: {ran}"
         found[name] = {"tasks_run_before_error": len(ran), "seconds": round(took, 1)}
 
-    r = _cli(tmp_path, "run", "training", "--smoke", "-p", f"store.uri={blocker / 'store'}",
-             "-p", "tuning.enabled=false", "-p", "federated.enabled=false", "-p", "adversarial.enabled=false")
+    r = _cli(
+        tmp_path,
+        "run",
+        "training",
+        "--smoke",
+        "-p",
+        f"store.uri={blocker / 'store'}",
+        "-p",
+        "tuning.enabled=false",
+        "-p",
+        "federated.enabled=false",
+        "-p",
+        "adversarial.enabled=false",
+    )
     assert r.exit_code == 2 and "is not writable" in r.output, r.output
     figures.update(checks=found, cli_exit_unwritable_store=r.exit_code)
 
@@ -96,8 +116,9 @@ def test_the_store_probe_on_s3_leaves_nothing_and_refuses_bad_credentials(s3_sto
     settings = load_settings(environ={}).model_copy(update={"store": s3_store_config})
     check_store_writable(settings)
     assert open_backend(s3_store_config).list("") == []
-    wrong = settings.model_copy(update={"store": s3_store_config.model_copy(
-        update={"secret_access_key": SecretStr("not-the-secret")})})
+    wrong = settings.model_copy(
+        update={"store": s3_store_config.model_copy(update={"secret_access_key": SecretStr("not-the-secret")})}
+    )
     with pytest.raises(ConfigError, match=r"store\.uri=.* is not writable") as e:
         check_store_writable(wrong)
     assert "not-the-secret" not in str(e.value)

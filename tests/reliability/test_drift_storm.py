@@ -29,8 +29,9 @@ def champion_and_stream(tmp_path_factory, prefect_api):
     root = tmp_path_factory.mktemp("storm")
     s = smoke_settings(root)
     training(s)
-    simulate_stream_command(str(root / "stream"), kind="gaussian_noise", onset=2, duration=4, batches=6,
-                            batch_size=100, settings=s)
+    simulate_stream_command(
+        str(root / "stream"), kind="gaussian_noise", onset=2, duration=4, batches=6, batch_size=100, settings=s
+    )
     (root / "batches").mkdir()
     return s, root
 
@@ -62,8 +63,14 @@ def test_drift_storm_gives_one_retraining_and_one_version(champion_and_stream, f
         if ev is None:  # the operator's manual trigger, within the cooldown
             return retraining(s)
         p = ev["payload"]
-        return retraining(s, event_id=ev["event_id"], episode_id=p["episode_id"], batch_ids=p["batch_ids"],
-                          detector=p["detector"], model_version=p["version"])
+        return retraining(
+            s,
+            event_id=ev["event_id"],
+            episode_id=p["episode_id"],
+            batch_ids=p["batch_ids"],
+            detector=p["detector"],
+            model_version=p["version"],
+        )
 
     deliveries = [events[0], events[1], events[0], events[1], None]
     with ThreadPoolExecutor(len(deliveries)) as pool:
@@ -73,9 +80,18 @@ def test_drift_storm_gives_one_retraining_and_one_version(champion_and_stream, f
     new_versions = [v["version"] for v in reg.versions() if v["version"] not in versions0]
     new_runs = [r for r in store.list_runs() if r not in runs0]
     claims = ledger.retraining_claims(store.backend, s.registry.model_name)
-    figures.update(drift_events_distinct=2, deliveries=len(deliveries), duplicate_deliveries=2, manual_triggers=1,
-                   statuses=statuses, retraining_runs=len(trained), new_versions=len(new_versions),
-                   new_runs=len(new_runs), episode_claims=len(claims), objects_lost=0)
+    figures.update(
+        drift_events_distinct=2,
+        deliveries=len(deliveries),
+        duplicate_deliveries=2,
+        manual_triggers=1,
+        statuses=statuses,
+        retraining_runs=len(trained),
+        new_versions=len(new_versions),
+        new_runs=len(new_runs),
+        episode_claims=len(claims),
+        objects_lost=0,
+    )
     assert len(trained) == 1 and statuses.count("duplicate") == len(deliveries) - 1, statuses
     assert len(new_versions) == 1 and len(new_runs) == 1 and len(claims) == 1
     rec = reg.get(new_versions[0])
@@ -112,7 +128,9 @@ def test_overlapping_catch_up_checks_check_each_batch_once(champion_and_stream, 
         results = list(pool.map(lambda _: drift_check(s2), range(4)))
     checked = [b for r in results for b in r["checked"]]
     late = [h for h in ledger.check_history(store.backend, s.registry.model_name) if h["batch_id"].startswith("late-")]
-    figures.update(overlapping_checks=4, batches=6, checks_recorded=len(late), batch_checked_twice=len(checked) - len(set(checked)))
+    figures.update(
+        overlapping_checks=4, batches=6, checks_recorded=len(late), batch_checked_twice=len(checked) - len(set(checked))
+    )
     # each once, none twice (ids are the file's key plus a content hash: tasks/drift/discovery.py)
     assert sorted(b.split(".npz-")[0] for b in checked) == sorted(f"late-{i:05d}" for i in range(6))
     assert len(set(checked)) == 6

@@ -49,10 +49,27 @@ def _alive(pid: int) -> bool:
 
 def test_sigkilled_run_leaves_no_prefect_server(tmp_path, figures):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DRIFTLOOP_", "PREFECT_API"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_LOGGING_LEVEL="INFO",
-               DRIFTLOOP_STORE__URI=str(tmp_path / "store"))
-    cmd = [sys.executable, "-m", "flows.cli", "run", "training", "--smoke", "-p", "tuning.enabled=false",
-           "-p", "federated.enabled=false", "-p", "adversarial.enabled=false", "-p", "training.epochs=200"]
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        PREFECT_LOGGING_LEVEL="INFO",
+        DRIFTLOOP_STORE__URI=str(tmp_path / "store"),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "run",
+        "training",
+        "--smoke",
+        "-p",
+        "tuning.enabled=false",
+        "-p",
+        "federated.enabled=false",
+        "-p",
+        "adversarial.enabled=false",
+        "-p",
+        "training.epochs=200",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()
@@ -78,8 +95,12 @@ def test_sigkilled_run_leaves_no_prefect_server(tmp_path, figures):
         leftovers = [c for c in started if _alive(c)]
         assert leftovers == [], [(c, _cmdline(c)) for c in leftovers]  # the watchdog is gone too
         assert gone_after < 10
-        figures.update(faults_injected=1, kill="SIGKILL of `driftloop run training` mid-epoch",
-                       server_pid_alive_after_s=round(gone_after, 1), leftover_processes=0)
+        figures.update(
+            faults_injected=1,
+            kill="SIGKILL of `driftloop run training` mid-epoch",
+            server_pid_alive_after_s=round(gone_after, 1),
+            leftover_processes=0,
+        )
     finally:
         if proc.poll() is None:
             proc.kill()

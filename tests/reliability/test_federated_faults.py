@@ -51,22 +51,39 @@ FEDAVG_MIN_DROP = 0.05
 
 
 def fed_settings(**federated):
-    base = {"num_clients": CLIENTS, "rounds": ROUNDS, "fraction_fit": 1.0,
-            # a round needs the 8 clients left when 2 crash: a ninth failure would fail the run loudly
-            "min_fit_clients": CLIENTS - CRASHES_PER_ROUND, "partition": "iid", "local_epochs": 6,
-            "batch_size": 32, "round_timeout_s": 60.0, "strategy": "fedavg", "client_lr": None}
+    base = {
+        "num_clients": CLIENTS,
+        "rounds": ROUNDS,
+        "fraction_fit": 1.0,
+        # a round needs the 8 clients left when 2 crash: a ninth failure would fail the run loudly
+        "min_fit_clients": CLIENTS - CRASHES_PER_ROUND,
+        "partition": "iid",
+        "local_epochs": 6,
+        "batch_size": 32,
+        "round_timeout_s": 60.0,
+        "strategy": "fedavg",
+        "client_lr": None,
+    }
     base.update(federated)
-    return load_settings(profile="smoke", environ={}, overrides={
-        "model": {"arch": "mlp", "width": 128, "depth": 1, "dropout": 0.0},
-        "training": {"lr": 0.008, "optimizer": "adam", "num_threads": 1}, "federated": base})
+    return load_settings(
+        profile="smoke",
+        environ={},
+        overrides={
+            "model": {"arch": "mlp", "width": 128, "depth": 1, "dropout": 0.0},
+            "training": {"lr": 0.008, "optimizer": "adam", "num_threads": 1},
+            "federated": base,
+        },
+    )
 
 
 def crash_schedule(seed: int) -> dict[int, list[int]]:
     """Round -> the clients that crash in it: consecutive pairs of one seeded permutation, so every
     round loses a different 20% (with 4 rounds, 8 distinct clients crash once each)."""
     perm = rng(seed, "reliability", "federated", "crash").permutation(CLIENTS).tolist()
-    return {r: sorted(perm[(CRASHES_PER_ROUND * (r - 1) + k) % CLIENTS] for k in range(CRASHES_PER_ROUND))
-            for r in range(1, ROUNDS + 1)}
+    return {
+        r: sorted(perm[(CRASHES_PER_ROUND * (r - 1) + k) % CLIENTS] for k in range(CRASHES_PER_ROUND))
+        for r in range(1, ROUNDS + 1)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +94,11 @@ def runs(tmp_path_factory):
     schedule = crash_schedule(clean.seed)
     crashes = [Fault(client=c, kind="crash", rounds=[r]) for r, cs in schedule.items() for c in cs]
     names = ["clean", "crash", "fedavg_poisoned", "robust_poisoned"]
-    results = run_simulations([(clean, []), (clean, crashes), (clean, POISON), (fed_settings(strategy=ROBUST), POISON)],
-                              splits, workdir=tmp_path_factory.mktemp("fed-faults"))
+    results = run_simulations(
+        [(clean, []), (clean, crashes), (clean, POISON), (fed_settings(strategy=ROBUST), POISON)],
+        splits,
+        workdir=tmp_path_factory.mktemp("fed-faults"),
+    )
     return {"schedule": schedule, "crashes": crashes, "test_size": len(splits.test.y), **dict(zip(names, results))}
 
 
@@ -97,12 +117,22 @@ def _objects_lost(*results) -> int:
 
 def test_twenty_percent_of_clients_crashing_every_round_stays_within_one_point(runs, figures):
     clean, crash, schedule = runs["clean"], runs["crash"], runs["schedule"]
-    figures.update(clients=CLIENTS, rounds=ROUNDS, strategy="fedavg", partition="iid", test_size=runs["test_size"],
-                   crash_schedule={str(r): cs for r, cs in schedule.items()}, faults_injected=len(runs["crashes"]),
-                   rounds_completed=len(crash.rounds) - 1, replies_rejected=_rejected(crash),
-                   accuracy_clean=_final(clean), accuracy_faulty=_final(crash),
-                   delta_points=round(100 * (_final(crash) - _final(clean)), 2),
-                   runs_completed=2, objects_lost=_objects_lost(clean, crash))
+    figures.update(
+        clients=CLIENTS,
+        rounds=ROUNDS,
+        strategy="fedavg",
+        partition="iid",
+        test_size=runs["test_size"],
+        crash_schedule={str(r): cs for r, cs in schedule.items()},
+        faults_injected=len(runs["crashes"]),
+        rounds_completed=len(crash.rounds) - 1,
+        replies_rejected=_rejected(crash),
+        accuracy_clean=_final(clean),
+        accuracy_faulty=_final(crash),
+        delta_points=round(100 * (_final(crash) - _final(clean)), 2),
+        runs_completed=2,
+        objects_lost=_objects_lost(clean, crash),
+    )
 
     # a different 20% of the clients in every round
     assert all(len(cs) == CRASHES_PER_ROUND for cs in schedule.values())
@@ -126,15 +156,25 @@ def test_twenty_percent_of_clients_crashing_every_round_stays_within_one_point(r
 
 def test_poisoned_clients_degrade_fedavg_but_not_the_robust_aggregator(runs, figures):
     clean, avg, rob = runs["clean"], runs["fedavg_poisoned"], runs["robust_poisoned"]
-    figures.update(clients=CLIENTS, rounds=ROUNDS, partition="iid", test_size=runs["test_size"],
-                   robust_aggregator=ROBUST, attacks=[f"client {f.client}: {f.kind} x{f.factor:g}" for f in POISON],
-                   faults_injected=len(POISON), rounds_completed=min(len(avg.rounds), len(rob.rounds)) - 1,
-                   replies_rejected=_rejected(avg) + _rejected(rob),
-                   accuracy_clean=_final(clean), accuracy_fedavg_poisoned=_final(avg),
-                   accuracy_robust_poisoned=_final(rob), accuracy_faulty=_final(rob),
-                   delta_points_fedavg=round(100 * (_final(avg) - _final(clean)), 2),
-                   delta_points=round(100 * (_final(rob) - _final(clean)), 2),
-                   runs_completed=3, objects_lost=_objects_lost(clean, avg, rob))
+    figures.update(
+        clients=CLIENTS,
+        rounds=ROUNDS,
+        partition="iid",
+        test_size=runs["test_size"],
+        robust_aggregator=ROBUST,
+        attacks=[f"client {f.client}: {f.kind} x{f.factor:g}" for f in POISON],
+        faults_injected=len(POISON),
+        rounds_completed=min(len(avg.rounds), len(rob.rounds)) - 1,
+        replies_rejected=_rejected(avg) + _rejected(rob),
+        accuracy_clean=_final(clean),
+        accuracy_fedavg_poisoned=_final(avg),
+        accuracy_robust_poisoned=_final(rob),
+        accuracy_faulty=_final(rob),
+        delta_points_fedavg=round(100 * (_final(avg) - _final(clean)), 2),
+        delta_points=round(100 * (_final(rob) - _final(clean)), 2),
+        runs_completed=3,
+        objects_lost=_objects_lost(clean, avg, rob),
+    )
 
     assert avg.strategy == "fedavg" and rob.strategy == ROBUST
     for res in (avg, rob):

@@ -53,26 +53,46 @@ def test_run_killed_with_its_runner_is_marked_crashed_by_missing_heartbeats(on_s
 
     model = f"hb-{uuid.uuid4().hex[:6]}"
     params = []
-    for k, v in {"tuning.enabled": "false", "federated.enabled": "false", "adversarial.enabled": "false",
-                 "training.epochs": "2", "store.uri": str(tmp_path / "store"), "registry.model_name": model,
-                 "drift.batches_uri": str(tmp_path / "batches")}.items():
+    for k, v in {
+        "tuning.enabled": "false",
+        "federated.enabled": "false",
+        "adversarial.enabled": "false",
+        "training.epochs": "2",
+        "store.uri": str(tmp_path / "store"),
+        "registry.model_name": model,
+        "drift.batches_uri": str(tmp_path / "batches"),
+    }.items():
         params += ["--param", f"{k}={v}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DRIFTLOOP_"))}
-    env.update(PREFECT_API_URL=on_server.api_url, PREFECT_HOME=str(tmp_path / "home"),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_RUNNER_POLL_FREQUENCY="2")
+    env.update(
+        PREFECT_API_URL=on_server.api_url,
+        PREFECT_HOME=str(tmp_path / "home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_RUNNER_POLL_FREQUENCY="2",
+    )
     log_path = tmp_path / "serve.log"
     log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--smoke", "--only", "training", *params],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "serve", "--smoke", "--only", "training", *params],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     killed = False
     try:
+
         def served():
             with get_client(sync_client=True) as c:
                 try:
                     d = c.read_deployment_by_name("training/training")
                 except Exception:  # noqa: BLE001 - not there yet
                     return False
-                return d.parameters["config"]["registry"]["model_name"] == model and c.read_automations_by_name(CRASH_DETECTOR)
+                return d.parameters["config"]["registry"]["model_name"] == model and c.read_automations_by_name(
+                    CRASH_DETECTOR
+                )
+
         _wait(served, 120, "the served training deployment", log_path)
         ensure_crash_detector(within_s=WINDOW_S)  # after serve installed the default one
 
@@ -86,8 +106,11 @@ def test_run_killed_with_its_runner_is_marked_crashed_by_missing_heartbeats(on_s
         killed = True
         proc.wait(timeout=30)
         state_after_kill = _state(long.id).state_type.value
-        crashed = _wait(lambda: (lambda r: r if r.state.is_crashed() else None)(_state(long.id)),
-                        WINDOW_S + 60, "the killed run to be marked Crashed")
+        crashed = _wait(
+            lambda: (lambda r: r if r.state.is_crashed() else None)(_state(long.id)),
+            WINDOW_S + 60,
+            "the killed run to be marked Crashed",
+        )
         detected_after = time.time() - killed_at
         short_after = _state(short.id)
     finally:
@@ -95,10 +118,18 @@ def test_run_killed_with_its_runner_is_marked_crashed_by_missing_heartbeats(on_s
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
         log.close()
-    figures.update(faults_injected=1, kill="SIGKILL of the runner's process group", heartbeat_s=30,
-                   window_s=WINDOW_S, state_right_after_kill=state_after_kill, state_after=crashed.state_type.value,
-                   crash_message=crashed.state.message, seconds_kill_to_crashed=round(detected_after, 1),
-                   normal_run_state=short_after.state_type.value, false_crashes=int(short_after.state.is_crashed()))
+    figures.update(
+        faults_injected=1,
+        kill="SIGKILL of the runner's process group",
+        heartbeat_s=30,
+        window_s=WINDOW_S,
+        state_right_after_kill=state_after_kill,
+        state_after=crashed.state_type.value,
+        crash_message=crashed.state.message,
+        seconds_kill_to_crashed=round(detected_after, 1),
+        normal_run_state=short_after.state_type.value,
+        false_crashes=int(short_after.state.is_crashed()),
+    )
     assert state_after_kill == "RUNNING"  # nobody could report it
     assert "no heartbeat" in (crashed.state.message or "")
     assert short_after.state.is_completed()  # a run that ended normally is never touched
@@ -109,7 +140,17 @@ def _long_config(model, tmp_path):
     from deployments.build import settings_parameters
     from tasks.settings import load_settings
 
-    s = load_settings(profile="smoke", environ={}, overrides={
-        "tuning.enabled": False, "federated.enabled": False, "adversarial.enabled": False, "training.epochs": 5000,
-        "store.uri": str(tmp_path / "store"), "registry.model_name": model, "drift.batches_uri": str(tmp_path / "batches")})
+    s = load_settings(
+        profile="smoke",
+        environ={},
+        overrides={
+            "tuning.enabled": False,
+            "federated.enabled": False,
+            "adversarial.enabled": False,
+            "training.epochs": 5000,
+            "store.uri": str(tmp_path / "store"),
+            "registry.model_name": model,
+            "drift.batches_uri": str(tmp_path / "batches"),
+        },
+    )
     return settings_parameters(s)

@@ -30,7 +30,7 @@ from tests.reliability.conftest import ROOT, smoke_settings, store_snapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-LAUNCHER = textwrap.dedent('''
+LAUNCHER = textwrap.dedent("""
     import os, signal, sys, time
     mode = os.environ.get("RELIABILITY_KILL_AT", "")
     if mode == "sigterm-mid-epoch":
@@ -49,8 +49,8 @@ LAUNCHER = textwrap.dedent('''
         from tasks.store.backends import LocalBackend
         real_put = LocalBackend.put_bytes
         def put_bytes(self, key, data, **kw):
-            hit = (key.startswith("runs/training-") and key.endswith("/manifest.json")) if mode == "sigkill-at-manifest" \\
-                else "/versions/" in key
+            hit = ((key.startswith("runs/training-") and key.endswith("/manifest.json"))
+                   if mode == "sigkill-at-manifest" else "/versions/" in key)
             if hit:
                 os.write(1, f"RELIABILITY: SIGKILL at {key}\\n".encode())
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -59,25 +59,49 @@ LAUNCHER = textwrap.dedent('''
     sys.argv = ["driftloop", *sys.argv[1:]]
     from flows.cli import main
     main()
-''')
+""")
 
-CMD = ["run", "training", "--smoke", "-p", "tuning.enabled=false", "-p", "federated.enabled=false",
-       "-p", "adversarial.enabled=false", "-p", "training.epochs=3"]
+CMD = [
+    "run",
+    "training",
+    "--smoke",
+    "-p",
+    "tuning.enabled=false",
+    "-p",
+    "federated.enabled=false",
+    "-p",
+    "adversarial.enabled=false",
+    "-p",
+    "training.epochs=3",
+]
 
 
 def _env(store_uri: str, mode: str) -> dict:
     from prefect.settings import get_current_settings
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLOOP_")}
-    env.update(DRIFTLOOP_STORE__URI=store_uri, RELIABILITY_KILL_AT=mode, PREFECT_LOGGING_LEVEL="INFO",
-               PREFECT_API_URL=str(get_current_settings().api.url), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    env.update(
+        DRIFTLOOP_STORE__URI=store_uri,
+        RELIABILITY_KILL_AT=mode,
+        PREFECT_LOGGING_LEVEL="INFO",
+        PREFECT_API_URL=str(get_current_settings().api.url),
+        PYTHONPATH=str(ROOT),
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
 def _run(launcher, store_uri: str, mode: str, timeout: float = 240) -> tuple[int, str]:
     """Run the CLI through the launcher; for sigterm-mid-epoch send SIGTERM once epoch 2 blocks."""
-    proc = subprocess.Popen([sys.executable, str(launcher), *CMD], cwd=ROOT, env=_env(store_uri, mode),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(launcher), *CMD],
+        cwd=ROOT,
+        env=_env(store_uri, mode),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     out: list[str] = []
     deadline = time.time() + timeout
     try:
@@ -158,11 +182,21 @@ def test_killed_training_leaves_no_partial_run_and_a_rerun_adds_one_version(pref
     gc = store.collect_garbage(min_age_s=0)
     after = store_snapshot(s)
     orphan_keys_left = [k for o in store.orphaned_runs(0) for k in o["objects"]]
-    figures.update(faults_injected=3, kills=kills, runs_marked_crashed=crashed,
-                   rerun_exit_code=rc, versions_before=before["versions"], versions_after=after["versions"],
-                   champion_before=before["champion"], champion_after=after["champion"],
-                   invisible_orphan_objects=orphans, orphan_objects_collected=gc["objects_deleted"],
-                   orphan_objects_left=len(orphan_keys_left), runs_completed=len(after["runs"]), objects_lost=0)
+    figures.update(
+        faults_injected=3,
+        kills=kills,
+        runs_marked_crashed=crashed,
+        rerun_exit_code=rc,
+        versions_before=before["versions"],
+        versions_after=after["versions"],
+        champion_before=before["champion"],
+        champion_after=after["champion"],
+        invisible_orphan_objects=orphans,
+        orphan_objects_collected=gc["objects_deleted"],
+        orphan_objects_left=len(orphan_keys_left),
+        runs_completed=len(after["runs"]),
+        objects_lost=0,
+    )
     assert rc == 0, out[-3000:]
     assert gc["objects_deleted"] == orphans and not orphan_keys_left
     assert after["versions"] == [1, 2]  # exactly one new version

@@ -42,8 +42,7 @@ def _cli(store_uri: str, *args: str):
 
 @pytest.mark.parametrize("backend", ["local", "s3"])
 def test_gc_never_deletes_objects_of_a_run_the_registry_references(backend, tmp_path, request, figures):
-    cfg = (StoreConfig(uri=str(tmp_path / "store")) if backend == "local"
-           else request.getfixturevalue("s3_store_config"))
+    cfg = StoreConfig(uri=str(tmp_path / "store")) if backend == "local" else request.getfixturevalue("s3_store_config")
     store = ArtifactStore.from_config(cfg)
     reg = _registry(store, 3, champion=2)  # v1 an earlier champion, v2 champion, v3 never promoted
     runs = {v["version"]: v["run_id"] for v in reg.versions()}
@@ -84,11 +83,23 @@ def test_gc_never_deletes_objects_of_a_run_the_registry_references(backend, tmp_
     store.backend.delete(f"registry/{MODEL}/versions/000002.json")
     with pytest.raises(RegistryError, match=r"names versions \[2\].*no version record.*garbage collection stopped"):
         store.collect_garbage(min_age_s=0)
-    assert set(store.backend.list("")) == before - {f"registry/{MODEL}/versions/000004.json",
-                                                   f"registry/{MODEL}/versions/000002.json"}
-    figures.update(backend=backend, faults_injected=4, manifests_deleted=2, version_record_deleted="gc refused, 0 deleted", versions=3, champion=2,
-                   orphans_collected=1, referenced_runs_kept=len(report["referenced_by_registry"]),
-                   objects_lost=lost, gc_cli_exit=cli_out, corrupt_version_record="gc refused, 0 deleted")
+    assert set(store.backend.list("")) == before - {
+        f"registry/{MODEL}/versions/000004.json",
+        f"registry/{MODEL}/versions/000002.json",
+    }
+    figures.update(
+        backend=backend,
+        faults_injected=4,
+        manifests_deleted=2,
+        version_record_deleted="gc refused, 0 deleted",
+        versions=3,
+        champion=2,
+        orphans_collected=1,
+        referenced_runs_kept=len(report["referenced_by_registry"]),
+        objects_lost=lost,
+        gc_cli_exit=cli_out,
+        corrupt_version_record="gc refused, 0 deleted",
+    )
 
 
 def test_promote_and_rollback_verify_the_target_first_and_show_reports_integrity(tmp_path, figures):
@@ -105,7 +116,7 @@ def test_promote_and_rollback_verify_the_target_first_and_show_reports_integrity
     assert r.exit_code == 1 and "refusing to promote version 2" in r.output and "Traceback" not in r.output
     shown = _cli(str(tmp_path / "store"), "models", "show", "2", "--verify")
     assert shown.exit_code == 1, shown.output
-    integrity = json.loads(shown.output[shown.output.index("{"):shown.output.rindex("}") + 1])["integrity"]
+    integrity = json.loads(shown.output[shown.output.index("{") : shown.output.rindex("}") + 1])["integrity"]
     assert integrity["ok"] is False and "does not match the manifest" in integrity["objects"]["model.safetensors"]
     assert integrity["objects"]["model.json"] == "ok"
     ok = _cli(str(tmp_path / "store"), "models", "show", "1", "--verify")
@@ -119,8 +130,14 @@ def test_promote_and_rollback_verify_the_target_first_and_show_reports_integrity
     with pytest.raises(IntegrityError, match="refusing to roll back to version 1"):
         reg.rollback(to_version=1)
     assert reg.champion_version() == 3
-    figures.update(faults_injected=2, promote_refused=True, rollback_refused=True, champion_after=3,
-                   show_verify_exit_damaged=shown.exit_code, show_verify_exit_intact=ok.exit_code)
+    figures.update(
+        faults_injected=2,
+        promote_refused=True,
+        rollback_refused=True,
+        champion_after=3,
+        show_verify_exit_damaged=shown.exit_code,
+        show_verify_exit_intact=ok.exit_code,
+    )
 
 
 @pytest.mark.integration
@@ -138,12 +155,16 @@ def test_an_integrity_error_is_not_retried_as_transient(tmp_path, prefect_api, f
         model_steps.load_champion_model(settings, reg.champion())
     took = time.monotonic() - t0
     assert took < 12, f"{took:.1f} s: the integrity error was retried (delays 1+4+10 s)"
-    figures.update(faults_injected=1, seconds_to_fail=round(took, 1), retry_delays_configured_s=[1, 4, 10],
-                   retried=False)
+    figures.update(
+        faults_injected=1, seconds_to_fail=round(took, 1), retry_delays_configured_s=[1, 4, 10], retried=False
+    )
 
 
-@pytest.mark.parametrize("damage", [b"\x8f\x00 random bytes \xff", b"[]", b'{"champion": "two", "seq": 1}'],
-                         ids=["random-bytes", "list", "wrong-type"])
+@pytest.mark.parametrize(
+    "damage",
+    [b"\x8f\x00 random bytes \xff", b"[]", b'{"champion": "two", "seq": 1}'],
+    ids=["random-bytes", "list", "wrong-type"],
+)
 def test_a_corrupt_champion_pointer_names_the_file_and_repair_rebuilds_it(damage, tmp_path, figures):
     uri = str(tmp_path / "store")
     store = ArtifactStore.from_config(StoreConfig(uri=uri))
@@ -156,8 +177,13 @@ def test_a_corrupt_champion_pointer_names_the_file_and_repair_rebuilds_it(damage
     import numpy as np
 
     np.savez(batch, x=np.zeros((5, 1, 8, 8), np.float32), y=np.zeros(5, np.int64))
-    commands = [["models", "list"], ["models", "show"], ["models", "promote", "1"], ["models", "rollback"],
-                ["validate", "--data", str(batch)]]
+    commands = [
+        ["models", "list"],
+        ["models", "show"],
+        ["models", "promote", "1"],
+        ["models", "rollback"],
+        ["validate", "--data", str(batch)],
+    ]
     outcomes = {}
     for cmd in commands:
         r = _cli(uri, *cmd)
@@ -175,9 +201,16 @@ def test_a_corrupt_champion_pointer_names_the_file_and_repair_rebuilds_it(damage
     again = _cli(uri, "models", "repair")
     assert again.exit_code == 0 and '"repaired": false' in again.output
     kind = "a JSON list" if damage == b"[]" else "wrong field types" if damage.startswith(b"{") else "random bytes"
-    figures.update(damage=kind, commands_checked=len(commands), exit_codes=outcomes,
-                   raw_tracebacks=0, champion_before=2, champion_after_repair=reg.history()[-2]["to"],
-                   history_events_recovered=len(history), objects_lost=0)
+    figures.update(
+        damage=kind,
+        commands_checked=len(commands),
+        exit_codes=outcomes,
+        raw_tracebacks=0,
+        champion_before=2,
+        champion_after_repair=reg.history()[-2]["to"],
+        history_events_recovered=len(history),
+        objects_lost=0,
+    )
 
 
 def test_a_corrupt_version_record_names_itself_and_repair_lists_it(tmp_path):
@@ -198,9 +231,17 @@ def test_promote_racing_itself_the_losers_say_nothing_changed(tmp_path, figures)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLOOP_")}
     env.update(DRIFTLOOP_STORE__URI=uri, PREFECT_HOME=str(tmp_path / "ph"))
     n = 4
-    procs = [subprocess.Popen([sys.executable, "-m", "flows.cli", "models", "promote", "2", "--reason", f"racer {i}"],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(n)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "models", "promote", "2", "--reason", f"racer {i}"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n)
+    ]
     outs = [(p.wait(timeout=120), *p.communicate()) for p in procs]
     assert all(rc == 0 for rc, _, _ in outs), outs
     winners = [i for i, (_, out, _) in enumerate(outs) if "is now version 2" in out]
@@ -210,5 +251,10 @@ def test_promote_racing_itself_the_losers_say_nothing_changed(tmp_path, figures)
         assert f"racer {i}" in outs[i][1] and '"seq"' not in outs[i][1]  # no older history entry printed
     hist = reg.history()
     assert len(hist) == 2 and hist[-1]["to"] == 2 and hist[-1]["reason"] == f"racer {winners[0]}"
-    figures.update(racers=n, winners=1, losers_saying_nothing_changed=len(losers), history_events_added=1,
-                   losers_printing_a_history_entry=0)
+    figures.update(
+        racers=n,
+        winners=1,
+        losers_saying_nothing_changed=len(losers),
+        history_events_added=1,
+        losers_printing_a_history_entry=0,
+    )

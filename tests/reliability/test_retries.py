@@ -90,12 +90,14 @@ def _candidate(tmp_path):
 
 
 def _register(settings, model, schema, splits):
-    return _quick(steps.register_candidate)(settings, model, schema, splits, {"test_accuracy": 0.9}, {}, None,
-                                            {"event": "test"})
+    return _quick(steps.register_candidate)(
+        settings, model, schema, splits, {"test_accuracy": 0.9}, {}, None, {"event": "test"}
+    )
 
 
-def test_failing_twice_then_succeeding_writes_one_run_one_version_one_promotion(prefect_api, tmp_path,
-                                                                                 monkeypatch, figures):
+def test_failing_twice_then_succeeding_writes_one_run_one_version_one_promotion(
+    prefect_api, tmp_path, monkeypatch, figures
+):
     from prefect import flow
 
     settings, model, schema, splits = _candidate(tmp_path)
@@ -110,8 +112,10 @@ def test_failing_twice_then_succeeding_writes_one_run_one_version_one_promotion(
         registered = _register(settings, model, schema, splits)
         # promote: attempt 1's compare-and-swap lands, response lost; attempt 2 cannot read the
         # pointer; attempt 3 sees the champion already is this version and writes nothing.
-        faults.plan += [("put", f"registry/{name}/champion.json", "after"),
-                        ("get", f"registry/{name}/champion.json", "before")]
+        faults.plan += [
+            ("put", f"registry/{name}/champion.json", "after"),
+            ("get", f"registry/{name}/champion.json", "before"),
+        ]
         event = _quick(steps.promote_version)(settings, registered["version"], "first", None)
         champion = steps.get_champion(settings)
         loaded = steps.load_champion_model(settings, champion)
@@ -125,10 +129,15 @@ def test_failing_twice_then_succeeding_writes_one_run_one_version_one_promotion(
     store = ArtifactStore.from_config(settings.store)
     reg = ModelRegistry(store, name)
     run_keys = store.backend.list("runs/")
-    figures.update(faults_injected=faults.injected, task_attempts=6, runs_completed=len(store.list_runs()),
-                   versions=len(reg.versions()), promotions=len(reg.history()),
-                   orphaned_objects=len([k for k in run_keys if not k.startswith(f"runs/{run_id}/")]),
-                   objects_lost=0 if store.verify_run(run_id) else 1)
+    figures.update(
+        faults_injected=faults.injected,
+        task_attempts=6,
+        runs_completed=len(store.list_runs()),
+        versions=len(reg.versions()),
+        promotions=len(reg.history()),
+        orphaned_objects=len([k for k in run_keys if not k.startswith(f"runs/{run_id}/")]),
+        objects_lost=0 if store.verify_run(run_id) else 1,
+    )
     assert faults.injected == 4 and faults.plan == []
     assert store.list_runs() == [run_id]
     # the failed attempts left nothing behind: every object is the one run's
@@ -170,8 +179,12 @@ def test_a_fault_that_persists_exhausts_the_retries_and_leaves_nothing(prefect_a
 
     state = pipeline(return_state=True)
     store = ArtifactStore.from_config(settings.store)
-    figures.update(faults_injected=faults.injected, runs_completed=len(store.list_runs()),
-                   leftover_objects=len(store.backend.list("runs/")), objects_lost=0)
+    figures.update(
+        faults_injected=faults.injected,
+        runs_completed=len(store.list_runs()),
+        leftover_objects=len(store.backend.list("runs/")),
+        objects_lost=0,
+    )
     assert state.is_failed() and faults.injected == IO_RETRIES + 1
     with pytest.raises(StoreError, match="injected transient fault"):
         state.result()

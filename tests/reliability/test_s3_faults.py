@@ -34,9 +34,16 @@ def test_s3_server_stopped_mid_upload_and_restarted(tmp_path, figures):
         bucket = f"r-{uuid.uuid4().hex[:10]}"
         server.create_bucket(bucket)
         # max_concurrency 1: parts go one after another, so "after part 1" is a well-defined moment.
-        cfg = StoreConfig(uri=f"s3://{bucket}/driftloop", endpoint_url=server.endpoint_url, region="us-east-1",
-                          access_key_id=server.access_key, secret_access_key=server.secret_key,
-                          multipart_chunk_bytes=CHUNK, max_concurrency=1, max_attempts=10)
+        cfg = StoreConfig(
+            uri=f"s3://{bucket}/driftloop",
+            endpoint_url=server.endpoint_url,
+            region="us-east-1",
+            access_key_id=server.access_key,
+            secret_access_key=server.secret_key,
+            multipart_chunk_bytes=CHUNK,
+            max_concurrency=1,
+            max_attempts=10,
+        )
         store = ArtifactStore.from_config(cfg)
         reg = ModelRegistry(store, "digits")
         v1 = reg.register(commit_model_run(store, seed=1), {"accuracy": 0.5})
@@ -75,8 +82,9 @@ def test_s3_server_stopped_mid_upload_and_restarted(tmp_path, figures):
                     pass
                 time.sleep(0.2)
 
-        store.backend.client.meta.events.register_first("after-call.s3.UploadPart", after_part,
-                                                        unique_id="reliability-outage")
+        store.backend.client.meta.events.register_first(
+            "after-call.s3.UploadPart", after_part, unique_id="reliability-outage"
+        )
         killer = threading.Thread(target=outage_thread, daemon=True)
         watcher = threading.Thread(target=watch_champion, daemon=True)
         killer.start()
@@ -123,12 +131,18 @@ def test_s3_server_stopped_mid_upload_and_restarted(tmp_path, figures):
             store.verify_run(rid)  # every visible run is complete and matches its sha256s
         pending = store.backend.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
         leftovers = [k for k in store.backend.list("runs/") if k.split("/")[1] not in runs]
-        figures.update(faults_injected=1, outage_seconds=round(outage["restarted_at"] - outage["stopped_at"], 1),
-                       parts_before_stop=outage["parts_before_stop"], write_attempts=attempts,
-                       runs_completed=len(runs), champion_observations=len(seen),
-                       champions_seen=sorted({c for c in seen if c is not None}),
-                       incomplete_multipart_uploads=len(pending), invisible_leftover_objects=len(leftovers),
-                       objects_lost=0)
+        figures.update(
+            faults_injected=1,
+            outage_seconds=round(outage["restarted_at"] - outage["stopped_at"], 1),
+            parts_before_stop=outage["parts_before_stop"],
+            write_attempts=attempts,
+            runs_completed=len(runs),
+            champion_observations=len(seen),
+            champions_seen=sorted({c for c in seen if c is not None}),
+            incomplete_multipart_uploads=len(pending),
+            invisible_leftover_objects=len(leftovers),
+            objects_lost=0,
+        )
         assert outage["stopped_at"] is not None and outage["restarted_at"] is not None
         assert attempts[-1] == "ok", attempts
         # the whole file arrived, byte for byte, in the one committed run
@@ -139,15 +153,16 @@ def test_s3_server_stopped_mid_upload_and_restarted(tmp_path, figures):
         # the champion was v1 until the new model was complete, then v2; never anything else
         assert seen and set(seen) <= {v1, v2} and seen[0] == v1
         if v2 in seen:
-            assert seen[seen.index(v2):] == [v2] * (len(seen) - seen.index(v2))
+            assert seen[seen.index(v2) :] == [v2] * (len(seen) - seen.index(v2))
         reg.load()  # the champion in service loads, sha256-verified
     finally:
         for s in servers:
             s.stop()
 
 
-def test_drift_check_runs_with_least_privilege_credentials_and_leaks_none(prefect_api, tmp_path, capfd, caplog,
-                                                                          figures):
+def test_drift_check_runs_with_least_privilege_credentials_and_leaks_none(
+    prefect_api, tmp_path, capfd, caplog, figures
+):
     """The drift-check identity can read the bucket and write only under drift/ and quarantine/;
     it runs the real drift-check flow, and its attempts to write a model, a run or the registry are
     denied. Neither its secret nor the admin's appears in logs, flow-run parameters, errors or the store."""
@@ -165,21 +180,41 @@ def test_drift_check_runs_with_least_privilege_credentials_and_leaks_none(prefec
     admin_key, admin_secret = f"admin-{secrets.token_hex(6)}", f"adminsecret-{secrets.token_hex(16)}"
     dc_key, dc_secret = f"driftcheck-{secrets.token_hex(6)}", f"dcsecret-{secrets.token_hex(16)}"
     # SeaweedFS action syntax: "Action:bucket" (whole bucket) or "Action:bucket/prefix*" (keys under a prefix).
-    dc_actions = [f"Read:{bucket}", f"List:{bucket}",
-                  f"Write:{bucket}/driftloop/drift/*", f"Write:{bucket}/driftloop/quarantine/*"]
-    server = start_seaweedfs(tmp_path / "weed", access_key=admin_key, secret_key=admin_secret,
-                             extra_identities={"drift-check": (dc_key, dc_secret, dc_actions)})
+    dc_actions = [
+        f"Read:{bucket}",
+        f"List:{bucket}",
+        f"Write:{bucket}/driftloop/drift/*",
+        f"Write:{bucket}/driftloop/quarantine/*",
+    ]
+    server = start_seaweedfs(
+        tmp_path / "weed",
+        access_key=admin_key,
+        secret_key=admin_secret,
+        extra_identities={"drift-check": (dc_key, dc_secret, dc_actions)},
+    )
     try:
         server.create_bucket(bucket)
-        common = {"store.uri": f"s3://{bucket}/driftloop", "store.endpoint_url": server.endpoint_url,
-                  "store.region": "us-east-1"}
-        admin = smoke_settings(tmp_path, **common, **{"store.access_key_id": admin_key,
-                                                      "store.secret_access_key": admin_secret})
-        limited = smoke_settings(tmp_path, **common, **{"store.access_key_id": dc_key,
-                                                        "store.secret_access_key": dc_secret})
+        common = {
+            "store.uri": f"s3://{bucket}/driftloop",
+            "store.endpoint_url": server.endpoint_url,
+            "store.region": "us-east-1",
+        }
+        admin = smoke_settings(
+            tmp_path, **common, **{"store.access_key_id": admin_key, "store.secret_access_key": admin_secret}
+        )
+        limited = smoke_settings(
+            tmp_path, **common, **{"store.access_key_id": dc_key, "store.secret_access_key": dc_secret}
+        )
         training(admin)  # the champion, written by the training identity
-        simulate_stream_command(str(tmp_path / "batches"), kind="gaussian_noise", onset=2, duration=2, batches=4,
-                                batch_size=100, settings=admin)
+        simulate_stream_command(
+            str(tmp_path / "batches"),
+            kind="gaussian_noise",
+            onset=2,
+            duration=2,
+            batches=4,
+            batch_size=100,
+            settings=admin,
+        )
         bad = np.load(tmp_path / "batches" / "batch-00000.npz")
         x = bad["x"].copy()
         x[0, 0, 0, 0] = np.nan  # one broken batch: the limited identity must be able to quarantine it
@@ -221,15 +256,32 @@ def test_drift_check_runs_with_least_privilege_credentials_and_leaks_none(prefec
         with get_client(sync_client=True) as c:
             params = json.dumps(c.read_flow_run(state.state_details.flow_run_id).parameters, default=str)
         stored = b"".join(admin_store.backend.get_bytes(k) for k in admin_store.backend.list(""))
-        haystacks = {"stdout/stderr": out + err, "log records": caplog.text, "flow-run parameters": params,
-                     "error messages": "\n".join(errors), "result": json.dumps(result, default=str),
-                     "store objects": stored.decode("latin-1")}
-        leaks = [(where, which) for where, text in haystacks.items()
-                 for which, secret in (("admin", admin_secret), ("drift-check", dc_secret)) if secret in text]
-        figures.update(identities=2, drift_check_actions=dc_actions, batches_checked=len(result["checked"]),
-                       batches_quarantined=len(result["quarantined"]), forbidden_writes_attempted=len(attempts),
-                       forbidden_writes_denied=denied, keys_written_by_drift_check=len(written),
-                       places_searched_for_secrets=sorted(haystacks), secret_leaks=len(leaks), objects_lost=0)
+        haystacks = {
+            "stdout/stderr": out + err,
+            "log records": caplog.text,
+            "flow-run parameters": params,
+            "error messages": "\n".join(errors),
+            "result": json.dumps(result, default=str),
+            "store objects": stored.decode("latin-1"),
+        }
+        leaks = [
+            (where, which)
+            for where, text in haystacks.items()
+            for which, secret in (("admin", admin_secret), ("drift-check", dc_secret))
+            if secret in text
+        ]
+        figures.update(
+            identities=2,
+            drift_check_actions=dc_actions,
+            batches_checked=len(result["checked"]),
+            batches_quarantined=len(result["quarantined"]),
+            forbidden_writes_attempted=len(attempts),
+            forbidden_writes_denied=denied,
+            keys_written_by_drift_check=len(written),
+            places_searched_for_secrets=sorted(haystacks),
+            secret_leaks=len(leaks),
+            objects_lost=0,
+        )
         assert denied == len(attempts), errors
         assert leaks == [], leaks
     finally:

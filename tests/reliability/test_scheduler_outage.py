@@ -55,8 +55,15 @@ def test_scheduler_back_after_an_outage_runs_one_catch_up_check(on_server, tmp_p
     overrides = {"registry.model_name": model, "drift.schedule_cron": "0 0 1 1 *"}
     s = smoke_settings(tmp_path, **overrides)
     training(s)  # the champion and its drift reference
-    simulate_stream_command(str(tmp_path / "batches"), kind="gaussian_noise", onset=2, duration=2, batches=BATCHES,
-                            batch_size=100, settings=s)
+    simulate_stream_command(
+        str(tmp_path / "batches"),
+        kind="gaussian_noise",
+        onset=2,
+        duration=2,
+        batches=BATCHES,
+        batch_size=100,
+        settings=s,
+    )
 
     (dep,) = build_deployments(s, work_pool=None, only=["drift-check"])
     dep_id = dep.apply()
@@ -65,23 +72,42 @@ def test_scheduler_back_after_an_outage_runs_one_catch_up_check(on_server, tmp_p
         for r in _runs(dep_id):  # runs other tests left scheduled for this deployment name
             if r.state and r.state.is_scheduled():
                 c.delete_flow_run(r.id)
-        missed = [c.create_flow_run_from_deployment(
-                      dep_id, state=Scheduled(scheduled_time=now - dt.timedelta(minutes=15 * (MISSED_TICKS - i))))
-                  for i in range(MISSED_TICKS)]
+        missed = [
+            c.create_flow_run_from_deployment(
+                dep_id, state=Scheduled(scheduled_time=now - dt.timedelta(minutes=15 * (MISSED_TICKS - i)))
+            )
+            for i in range(MISSED_TICKS)
+        ]
     missed_ids = {r.id for r in missed}
 
     # The runner comes back: `driftloop serve` with the same configuration (same deployment).
     params = []
-    for k, v in {"tuning.enabled": "false", "federated.enabled": "false", "adversarial.enabled": "false",
-                 "training.epochs": "3", "store.uri": str(tmp_path / "store"),
-                 "drift.batches_uri": str(tmp_path / "batches"), **overrides}.items():
+    for k, v in {
+        "tuning.enabled": "false",
+        "federated.enabled": "false",
+        "adversarial.enabled": "false",
+        "training.epochs": "3",
+        "store.uri": str(tmp_path / "store"),
+        "drift.batches_uri": str(tmp_path / "batches"),
+        **overrides,
+    }.items():
         params += ["--param", f"{k}={v}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DRIFTLOOP_"))}
-    env.update(PREFECT_API_URL=on_server.api_url, PREFECT_HOME=str(tmp_path / "home"),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_RUNNER_POLL_FREQUENCY="2")
+    env.update(
+        PREFECT_API_URL=on_server.api_url,
+        PREFECT_HOME=str(tmp_path / "home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_RUNNER_POLL_FREQUENCY="2",
+    )
     log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--smoke", "--only", "drift-check", *params],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "serve", "--smoke", "--only", "drift-check", *params],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline, runs = time.time() + 240, []
         while time.time() < deadline:
@@ -90,13 +116,22 @@ def test_scheduler_back_after_an_outage_runs_one_catch_up_check(on_server, tmp_p
                 break
             time.sleep(1)
         else:
-            raise AssertionError(f"catch-up runs not final after 240 s: {[(r.name, r.state_name) for r in runs]}; "
-                                 f"serve log:\n{(tmp_path / 'serve.log').read_text()[-3000:]}")
+            raise AssertionError(
+                f"catch-up runs not final after 240 s: {[(r.name, r.state_name) for r in runs]}; "
+                f"serve log:\n{(tmp_path / 'serve.log').read_text()[-3000:]}"
+            )
         time.sleep(3)  # nothing else may start afterwards
         after = [r for r in _runs(dep_id) if r.id in missed_ids]
         # runs of this deployment name that other tests finished earlier on the shared server do not count
-        others = [r for r in _runs(dep_id) if r.id not in missed_ids and r.state and not r.state.is_scheduled()
-                  and r.start_time is not None and r.start_time >= now]
+        others = [
+            r
+            for r in _runs(dep_id)
+            if r.id not in missed_ids
+            and r.state
+            and not r.state.is_scheduled()
+            and r.start_time is not None
+            and r.start_time >= now
+        ]
     finally:
         stop_group(proc.pid, 15, proc)
         log.close()
@@ -108,10 +143,17 @@ def test_scheduler_back_after_an_outage_runs_one_catch_up_check(on_server, tmp_p
     store = ArtifactStore.from_config(s.store)
     history = ledger.check_history(store.backend, model)
     checked = [h["batch_id"] for h in history]
-    figures.update(missed_intervals=MISSED_TICKS, catch_up_runs_started=len(started), runs_completed=len(completed),
-                   runs_cancelled=len(cancelled), cancel_reason=sorted({r.state.message for r in cancelled}),
-                   batches=BATCHES, checks_recorded=len(history),
-                   batch_checked_twice=len(checked) - len(set(checked)), objects_lost=0)
+    figures.update(
+        missed_intervals=MISSED_TICKS,
+        catch_up_runs_started=len(started),
+        runs_completed=len(completed),
+        runs_cancelled=len(cancelled),
+        cancel_reason=sorted({r.state.message for r in cancelled}),
+        batches=BATCHES,
+        checks_recorded=len(history),
+        batch_checked_twice=len(checked) - len(set(checked)),
+        objects_lost=0,
+    )
     assert not others, [(r.name, r.state_name) for r in others]
     assert len(completed) == 1 and len(started) == 1, [(r.name, r.state_name, r.run_count) for r in after]
     assert len(cancelled) == MISSED_TICKS - 1

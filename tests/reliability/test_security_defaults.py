@@ -37,7 +37,7 @@ def _listening_sockets() -> dict[str, tuple[str, int]]:
             if f[3] != "0A":
                 continue
             host, port = f[1].split(":")
-            raw = b"".join(struct.pack("<I", int(host[i:i + 8], 16)) for i in range(0, len(host), 8))
+            raw = b"".join(struct.pack("<I", int(host[i : i + 8], 16)) for i in range(0, len(host), 8))
             out[f[9]] = (socket.inet_ntop(fam, raw), int(port, 16))
     return out
 
@@ -99,28 +99,42 @@ def test_local_ray_has_no_dashboard_no_client_server_and_requires_its_token(figu
         ray_pids = {int(p) for p in os.listdir("/proc") if p.isdigit() and session in _cmdline(int(p))}
         ray_pids.add(os.getpid())
         owners = _socket_owners(ray_pids)
-        listening = [(addr, port, Path(_cmdline(owners[ino]).split(" ")[0]).name or "?")
-                     for ino, (addr, port) in _listening_sockets().items() if ino in owners]
+        listening = [
+            (addr, port, Path(_cmdline(owners[ino]).split(" ")[0]).name or "?")
+            for ino, (addr, port) in _listening_sockets().items()
+            if ino in owners
+        ]
         names = " ".join(_cmdline(p) for p in ray_pids)
 
         base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
         code = _JOIN.format(address=address)
         # The three joiners at once: a refused one keeps retrying until Ray's connect timeout.
-        envs = [base, dict(base, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64),
-                dict(base, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)]
-        procs = [subprocess.Popen([sys.executable, "-c", code], env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for e in envs]
+        envs = [
+            base,
+            dict(base, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64),
+            dict(base, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token),
+        ]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code], env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for e in envs
+        ]
         without, wrong, holder = (subprocess.CompletedProcess(p.args, 0, *p.communicate(timeout=180)) for p in procs)
     finally:
         ray.shutdown()
     all_interfaces = sorted({f"{a}:{p} ({n})" for a, p, n in listening if a not in ("127.0.0.1", "::1")})
-    figures.update(listening_sockets=len(listening), bound_beyond_loopback=all_interfaces,
-                   dashboard_process="dashboard/dashboard.py" in names,
-                   dashboard_http_listening=any(p == 8265 for _, p, _ in listening), client_server_running="client.server" in names,
-                   join_without_token=without.stdout.strip().split("\n")[-1:],
-                   join_with_wrong_token=wrong.stdout.strip().split("\n")[-1:],
-                   join_with_token=holder.stdout.strip().split("\n")[-1:], token_in_outputs=token in (
-                       without.stdout + without.stderr + wrong.stdout + wrong.stderr))
+    figures.update(
+        listening_sockets=len(listening),
+        bound_beyond_loopback=all_interfaces,
+        dashboard_process="dashboard/dashboard.py" in names,
+        dashboard_http_listening=any(p == 8265 for _, p, _ in listening),
+        client_server_running="client.server" in names,
+        join_without_token=without.stdout.strip().split("\n")[-1:],
+        join_with_wrong_token=wrong.stdout.strip().split("\n")[-1:],
+        join_with_token=holder.stdout.strip().split("\n")[-1:],
+        token_in_outputs=token in (without.stdout + without.stderr + wrong.stdout + wrong.stderr),
+    )
     # Ray keeps its dashboard *process* (head-side APIs) even with include_dashboard=False, but no
     # HTTP port: nothing answers on the dashboard's or the Ray Client server's port.
     assert "client.server" not in names
@@ -134,8 +148,10 @@ def test_local_ray_has_no_dashboard_no_client_server_and_requires_its_token(figu
 
 
 def test_the_driftloop_command_turns_on_ray_token_auth_before_ray_is_imported():
-    code = ("import sys\nfrom flows import cli\nassert 'ray' not in sys.modules\ncli.prepare_environment()\n"
-            "from tasks.ray_security import token_auth_active\nprint('TOKEN' if token_auth_active() else 'OFF')\n")
+    code = (
+        "import sys\nfrom flows import cli\nassert 'ray' not in sys.modules\ncli.prepare_environment()\n"
+        "from tasks.ray_security import token_auth_active\nprint('TOKEN' if token_auth_active() else 'OFF')\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
     r = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "TOKEN", r.stdout + r.stderr[-2000:]
@@ -187,23 +203,40 @@ def test_prefect_server_with_an_auth_string_refuses_anonymous_clients(tmp_path, 
         assert secret not in str(err.value) and password not in str(err.value)
 
         # A flow run by a client holding the credentials is recorded; one without them cannot start.
-        code = ("from prefect import flow\n@flow(name='auth-probe')\ndef probe():\n    return 7\nprint('RESULT', probe())\n")
+        code = (
+            "from prefect import flow\n@flow(name='auth-probe')\ndef probe():\n    return 7\nprint('RESULT', probe())\n"
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        env.update(PREFECT_API_URL=api, PREFECT_HOME=str(tmp_path / "client-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-        ok = subprocess.run([sys.executable, "-c", code], env=dict(env, PREFECT_API_AUTH_STRING=secret), cwd=ROOT,
-                            capture_output=True, text=True, timeout=180)
-        refused = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
-                                 timeout=180)
+        env.update(
+            PREFECT_API_URL=api, PREFECT_HOME=str(tmp_path / "client-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false"
+        )
+        ok = subprocess.run(
+            [sys.executable, "-c", code],
+            env=dict(env, PREFECT_API_AUTH_STRING=secret),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        refused = subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=180
+        )
         counted = httpx.post(f"{api}/flow_runs/filter", json={}, auth=(user, password), timeout=10).json()
         log = Path(server.log_path).read_text(errors="replace")
     finally:
         server.stop()
     probes = [r for r in counted if r.get("state_type") == "COMPLETED"]
-    figures.update(health_without_auth=health, anonymous_api_status=anonymous, wrong_credentials_status=wrong,
-                   right_credentials_status=right, flow_with_credentials_rc=ok.returncode,
-                   flow_without_credentials_rc=refused.returncode, completed_runs_recorded=len(probes),
-                   secret_in_server_log=secret in log or password in log,
-                   secret_in_client_output=password in ok.stdout + ok.stderr + refused.stdout + refused.stderr)
+    figures.update(
+        health_without_auth=health,
+        anonymous_api_status=anonymous,
+        wrong_credentials_status=wrong,
+        right_credentials_status=right,
+        flow_with_credentials_rc=ok.returncode,
+        flow_without_credentials_rc=refused.returncode,
+        completed_runs_recorded=len(probes),
+        secret_in_server_log=secret in log or password in log,
+        secret_in_client_output=password in ok.stdout + ok.stderr + refused.stdout + refused.stderr,
+    )
     assert health == 200 and anonymous == 401 and wrong == 401 and right == 200
     assert ok.returncode == 0 and "RESULT 7" in ok.stdout, ok.stderr[-3000:]
     assert refused.returncode != 0 and "RESULT" not in refused.stdout

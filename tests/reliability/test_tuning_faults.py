@@ -72,8 +72,10 @@ def table(study) -> dict[str, tuple]:
 def final_table(study) -> dict[str, tuple]:
     """Trial table keyed by config: (status, epochs, bracket, last validation accuracy). A restored
     driver's in-memory curve can miss results reported before the kill (they are in result.json)."""
-    return {config_key(t.config): (t.status, t.epochs, t.bracket, t.val_accuracy[-1] if t.val_accuracy else None)
-            for t in study.trials}
+    return {
+        config_key(t.config): (t.status, t.epochs, t.bracket, t.val_accuracy[-1] if t.val_accuracy else None)
+        for t in study.trials
+    }
 
 
 def trial_rows(study, trial_id: str) -> list[dict]:
@@ -151,7 +153,8 @@ def session_pids(sid: int) -> list[int]:
 
 
 def test_killed_trial_resumes_from_its_checkpoint_and_the_best_config_is_unchanged(
-        clean_study, splits, tmp_path, figures):
+    clean_study, splits, tmp_path, figures
+):
     marker = tmp_path / "killed-once"
     study = study_def.run(tmp_path / "store", splits, crash_once_marker=marker, crash_mode="kill")
     figures["faults_injected"] = int(marker.exists())
@@ -165,8 +168,11 @@ def test_killed_trial_resumes_from_its_checkpoint_and_the_best_config_is_unchang
         retry = [r for r in rows if r["pid"] != first_pid]
         if retry:
             resumed_from.append(int(retry[0]["restored_from_epoch"]))
-        figures["killed_trial"] = {"trial_id": t.trial_id, "pids": sorted({r["pid"] for r in rows}),
-                                   "epochs_reported": [r["epoch"] for r in rows]}
+        figures["killed_trial"] = {
+            "trial_id": t.trial_id,
+            "pids": sorted({r["pid"] for r in rows}),
+            "epochs_reported": [r["epoch"] for r in rows],
+        }
     figures["trials_resumed_from_checkpoint"] = sum(1 for e in resumed_from if e > 0)
     figures["resumed_from_epoch"] = resumed_from
     figures["best_config_clean"] = clean_study.best_params
@@ -181,8 +187,11 @@ def test_killed_trial_resumes_from_its_checkpoint_and_the_best_config_is_unchang
     assert marker.exists(), "no trial reached epoch 2: the fault was not injected"
     assert len(killed) == 1 and killed[0].failures == 1
     t = killed[0]
-    error = (Path(study.storage_uri) / next(d.name for d in Path(study.storage_uri).iterdir()
-                                            if f"_{t.trial_id}_" in d.name) / "error.txt").read_text()
+    error = (
+        Path(study.storage_uri)
+        / next(d.name for d in Path(study.storage_uri).iterdir() if f"_{t.trial_id}_" in d.name)
+        / "error.txt"
+    ).read_text()
     assert "actor died" in error.lower()  # a real process death, not an exception in the trial
     # Resumed from its epoch-1 checkpoint (not from epoch 0), by a new worker process.
     assert resumed_from == [1] and len(figures["killed_trial"]["pids"]) == 2
@@ -198,8 +207,7 @@ def test_killed_trial_resumes_from_its_checkpoint_and_the_best_config_is_unchang
 # --------------------------------------------------------------------------- driver kill
 
 
-def test_killed_driver_restored_study_has_no_duplicate_trials_and_the_same_best(
-        clean_study, splits, tmp_path, figures):
+def test_killed_driver_restored_study_has_no_duplicate_trials_and_the_same_best(clean_study, splits, tmp_path, figures):
     store = tmp_path / "store"
     exp = study_def.experiment_dir(store, splits)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
@@ -211,8 +219,14 @@ def test_killed_driver_restored_study_has_no_duplicate_trials_and_the_same_best(
     env["TUNE_GLOBAL_CHECKPOINT_S"] = "0.5"
     log = open(tmp_path / "driver.log", "wb")
     # A new session: the driver leads the process group of its Ray (GCS, raylet, workers).
-    proc = subprocess.Popen([sys.executable, str(DRIVER), str(store)], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(DRIVER), str(store)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         statuses: dict[str, str] = {}
@@ -230,8 +244,9 @@ def test_killed_driver_restored_study_has_no_duplicate_trials_and_the_same_best(
         log.close()
     assert running, f"the driver ended before it could be killed:\n{(tmp_path / 'driver.log').read_text()[-3000:]}"
     finished_at_kill = {tid for tid, s in statuses.items() if s == "TERMINATED"}
-    assert finished_at_kill and set(statuses.values()) != {"TERMINATED"}, \
+    assert finished_at_kill and set(statuses.values()) != {"TERMINATED"}, (
         f"the kill did not land mid-study ({statuses}):\n{(tmp_path / 'driver.log').read_text()[-3000:]}"
+    )
     # Nothing of the killed driver's Ray survives it (fate-sharing and the process group).
     for _ in range(50):
         leaked = session_pids(proc.pid)
@@ -249,18 +264,30 @@ def test_killed_driver_restored_study_has_no_duplicate_trials_and_the_same_best(
     for d in exp.iterdir():
         if d.is_dir() and d.name.startswith("train_trial_"):
             tid = next(tid for tid in before if f"_{tid}_" in d.name)
-            rows = [json.loads(x) for x in (d / "result.json").read_text().splitlines() if x.strip()] \
-                if (d / "result.json").exists() else []
+            rows = (
+                [json.loads(x) for x in (d / "result.json").read_text().splitlines() if x.strip()]
+                if (d / "result.json").exists()
+                else []
+            )
             epochs_before[tid] = max((r["epoch"] for r in rows), default=0)
-            ckpt_before[tid] = max((json.loads((c / "meta.json").read_text())["epoch"]
-                                    for c in d.glob("checkpoint_*") if (c / "meta.json").exists()), default=0)
+            ckpt_before[tid] = max(
+                (
+                    json.loads((c / "meta.json").read_text())["epoch"]
+                    for c in d.glob("checkpoint_*")
+                    if (c / "meta.json").exists()
+                ),
+                default=0,
+            )
 
     study = study_def.run(store, splits)  # run_study finds the experiment: Tuner.restore
     by_id = {t.trial_id: t for t in study.trials}
     restore_rows = {t.trial_id: [r for r in trial_rows(study, t.trial_id)] for t in study.trials}
     session = next(rows[-1]["session"] for tid, rows in restore_rows.items() if by_id[tid].epochs_this_session)
-    resumed_from = {tid: rows_s[0]["restored_from_epoch"] for tid, rows in restore_rows.items()
-                    if (rows_s := [r for r in rows if r["session"] == session])}
+    resumed_from = {
+        tid: rows_s[0]["restored_from_epoch"]
+        for tid, rows in restore_rows.items()
+        if (rows_s := [r for r in rows if r["session"] == session])
+    }
     figures["faults_injected"] = 1
     figures["trials"] = len(study.trials)
     figures["trials_at_kill"] = before
@@ -274,8 +301,11 @@ def test_killed_driver_restored_study_has_no_duplicate_trials_and_the_same_best(
     figures["best_config_faulty"] = study.best_params
     figures["best_config_equal"] = study.best_params == clean_study.best_params
     figures["trial_tables_equal"] = table(study) == table(clean_study)
-    figures["duplicate_trials"] = duplicates(study) + sum(
-        1 for d in exp.iterdir() if d.is_dir() and d.name.startswith("train_trial_")) - len(study.trials)
+    figures["duplicate_trials"] = (
+        duplicates(study)
+        + sum(1 for d in exp.iterdir() if d.is_dir() and d.name.startswith("train_trial_"))
+        - len(study.trials)
+    )
     figures["runs_completed"] = int(study.finished)
     figures["objects_lost"] = objects_lost(study)
     figures["epochs_after_restore"] = study.epochs_this_session

@@ -61,17 +61,37 @@ class Worker:
         self.cwd.mkdir()
         self.log = self.cwd / "worker.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DRIFTLOOP_"))}
-        env.update(PREFECT_API_URL=api_url, PREFECT_HOME=str(self.cwd / "prefect-home"),
-                   PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_WORKER_QUERY_SECONDS="1",
-                   PREFECT_LOGGING_LEVEL="INFO",
-                   # Stands in for an installed driftloop (pip install . / a wheel): see deployments/README.md.
-                   PYTHONPATH=str(ROOT))
+        env.update(
+            PREFECT_API_URL=api_url,
+            PREFECT_HOME=str(self.cwd / "prefect-home"),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            PREFECT_WORKER_QUERY_SECONDS="1",
+            PREFECT_LOGGING_LEVEL="INFO",
+            # Stands in for an installed driftloop (pip install . / a wheel): see deployments/README.md.
+            PYTHONPATH=str(ROOT),
+        )
         self.name = f"{pool}-{name}"
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
-                 "--name", self.name], cwd=self.cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "prefect",
+                    "worker",
+                    "start",
+                    "--pool",
+                    pool,
+                    "--type",
+                    "process",
+                    "--name",
+                    self.name,
+                ],
+                cwd=self.cwd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def descendants(self) -> list[int]:
         """Every live process below the worker (its flow-run processes run in sessions of their own)."""
@@ -135,9 +155,16 @@ def test_deployments_run_on_a_real_worker_and_a_killed_worker_is_replaced(on_ser
 
     pool = f"driftloop-process-{uuid.uuid4().hex[:6]}"
     model = f"wk-{uuid.uuid4().hex[:6]}"
-    over = {"tuning.enabled": False, "federated.enabled": False, "adversarial.enabled": False, "training.epochs": 2,
-            "store.uri": str(tmp_path / "store"), "registry.model_name": model,
-            "drift.batches_uri": str(tmp_path / "batches"), "data.sample_shape": [1, 8, 8]}
+    over = {
+        "tuning.enabled": False,
+        "federated.enabled": False,
+        "adversarial.enabled": False,
+        "training.epochs": 2,
+        "store.uri": str(tmp_path / "store"),
+        "registry.model_name": model,
+        "drift.batches_uri": str(tmp_path / "batches"),
+        "data.sample_shape": [1, 8, 8],
+    }
     settings = load_settings(profile="smoke", environ={}, overrides=over)
     t0 = time.time()
     deployed = deploy_all(settings, work_pool=pool, only=["training", "retraining"])
@@ -150,8 +177,12 @@ def test_deployments_run_on_a_real_worker_and_a_killed_worker_is_replaced(on_ser
     try:
         # 1. A training run from the deployment completes on the worker.
         run = run_deployment("training/training", timeout=0)
-        done = _wait(lambda: (lambda r: r if r.state.is_final() else None)(_read(run.id)), 300,
-                     "the training run to finish on worker A", [a.log])
+        done = _wait(
+            lambda: (lambda r: r if r.state.is_final() else None)(_read(run.id)),
+            300,
+            "the training run to finish on worker A",
+            [a.log],
+        )
         assert done.state.is_completed(), done.state.message
         assert done.work_pool_name == pool and registry.champion_version() == 1
         training_s = (done.end_time - done.start_time).total_seconds()
@@ -160,16 +191,32 @@ def test_deployments_run_on_a_real_worker_and_a_killed_worker_is_replaced(on_ser
         batch, batch_uri = _batch(tmp_path / "batches", load_digits_dataset())
         # The drift check's record of the batch (what the event's batch id refers to): retraining
         # resolves batch ids through these records.
-        ledger.record_check(open_backend(settings.store), model, batch,
-                            {"status": "checked", "uri": batch_uri, "labelled": True, "drift": True, "key": "batch-00001.npz"})
+        ledger.record_check(
+            open_backend(settings.store),
+            model,
+            batch,
+            {"status": "checked", "uri": batch_uri, "labelled": True, "drift": True, "key": "batch-00001.npz"},
+        )
         episode = str(uuid.uuid4())
 
         async def emit():
             async with PrefectEventsClient(api_url=on_server.api_url) as c:
-                await c.emit(Event(event=DRIFT_EVENT, id=uuid.uuid4(),
-                                   resource={"prefect.resource.id": resource_id(model), "driftloop.episode.id": episode},
-                                   payload={"model": model, "version": 1, "batch_ids": [batch], "detector": "ks_softmax",
-                                            "episode_id": episode, "scores": []}))
+                await c.emit(
+                    Event(
+                        event=DRIFT_EVENT,
+                        id=uuid.uuid4(),
+                        resource={"prefect.resource.id": resource_id(model), "driftloop.episode.id": episode},
+                        payload={
+                            "model": model,
+                            "version": 1,
+                            "batch_ids": [batch],
+                            "detector": "ks_softmax",
+                            "episode_id": episode,
+                            "scores": [],
+                        },
+                    )
+                )
+
         asyncio.run(emit())
         emitted = time.time()
 
@@ -182,6 +229,7 @@ def test_deployments_run_on_a_real_worker_and_a_killed_worker_is_replaced(on_ser
                 runs = c.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
             mine = [r for r in runs if (r.parameters or {}).get("episode_id") == episode]
             return mine[0] if mine and mine[0].state.is_final() else None
+
         retrained = _wait(retraining_run, 300, "the drift event's retraining run to finish on worker A", [a.log])
         assert retrained.state.is_completed(), retrained.state.message
         assert retrained.work_pool_name == pool and retrained.parameters["batch_ids"] == [batch]
@@ -189,8 +237,9 @@ def test_deployments_run_on_a_real_worker_and_a_killed_worker_is_replaced(on_ser
         event_to_done_s = round(time.time() - emitted, 1)
 
         # 3. Worker A SIGKILLed mid-run: Crashed by the heartbeat detector; worker B takes the next run.
-        long_cfg = settings_parameters(settings.model_copy(update={"training": settings.training.model_copy(
-            update={"epochs": 5000})}))
+        long_cfg = settings_parameters(
+            settings.model_copy(update={"training": settings.training.model_copy(update={"epochs": 5000})})
+        )
         long = run_deployment("training/training", timeout=0, parameters={"config": long_cfg})
         _wait(lambda: _read(long.id).state.is_running(), 180, "the long run to be running on worker A", [a.log])
         time.sleep(3)  # its first heartbeat is out
@@ -198,14 +247,21 @@ def test_deployments_run_on_a_real_worker_and_a_killed_worker_is_replaced(on_ser
         assert killed, "worker A had no flow-run process to kill"
         killed_at = time.time()
         state_after_kill = _read(long.id).state_type.value
-        crashed = _wait(lambda: (lambda r: r if r.state.is_crashed() else None)(_read(long.id)), WINDOW_S + 90,
-                        "the killed run to be marked Crashed")
+        crashed = _wait(
+            lambda: (lambda r: r if r.state.is_crashed() else None)(_read(long.id)),
+            WINDOW_S + 90,
+            "the killed run to be marked Crashed",
+        )
         detected_s = round(time.time() - killed_at, 1)
 
         b = Worker(on_server.api_url, pool, "b", tmp_path)
         nxt = run_deployment("training/training", timeout=0)
-        after = _wait(lambda: (lambda r: r if r.state.is_final() else None)(_read(nxt.id)), 300,
-                      "the next run to finish on worker B", [b.log])
+        after = _wait(
+            lambda: (lambda r: r if r.state.is_final() else None)(_read(nxt.id)),
+            300,
+            "the next run to finish on worker B",
+            [b.log],
+        )
         assert after.state.is_completed(), after.state.message
         assert "no heartbeat" in (crashed.state.message or "")
         b_log = b.log.read_text(errors="replace")
@@ -214,10 +270,20 @@ def test_deployments_run_on_a_real_worker_and_a_killed_worker_is_replaced(on_ser
         a.kill()
         if b is not None:
             b.kill()
-    figures.update(work_pool=pool, workers=2, worker_cwd="a directory outside the checkout",
-                   training_run_state=done.state_type.value, training_run_seconds=round(training_s, 1),
-                   retraining_run_state=retrained.state_type.value, seconds_event_to_retrained=event_to_done_s,
-                   faults_injected=1, kill=f"SIGKILL of worker A and its {len(killed)} child processes mid-run",
-                   state_right_after_kill=state_after_kill, state_after=crashed.state_type.value,
-                   seconds_kill_to_crashed=detected_s, next_run_on_worker_b=after.state_type.value,
-                   versions=len(registry.versions()), wall_seconds=round(time.time() - t0, 1))
+    figures.update(
+        work_pool=pool,
+        workers=2,
+        worker_cwd="a directory outside the checkout",
+        training_run_state=done.state_type.value,
+        training_run_seconds=round(training_s, 1),
+        retraining_run_state=retrained.state_type.value,
+        seconds_event_to_retrained=event_to_done_s,
+        faults_injected=1,
+        kill=f"SIGKILL of worker A and its {len(killed)} child processes mid-run",
+        state_right_after_kill=state_after_kill,
+        state_after=crashed.state_type.value,
+        seconds_kill_to_crashed=detected_s,
+        next_run_on_worker_b=after.state_type.value,
+        versions=len(registry.versions()),
+        wall_seconds=round(time.time() - t0, 1),
+    )

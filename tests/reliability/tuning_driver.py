@@ -23,9 +23,11 @@ from tasks.store.config import StoreConfig  # noqa: E402
 from tasks.tuning.config import TuningConfig  # noqa: E402
 
 SEED = 11
-SPACE = {"lr": {"type": "loguniform", "low": 1e-3, "high": 3e-2},
-         "width": {"type": "choice", "values": [16, 32]},
-         "optimizer": {"type": "choice", "values": ["adam", "sgd"]}}
+SPACE = {
+    "lr": {"type": "loguniform", "low": 1e-3, "high": 3e-2},
+    "width": {"type": "choice", "values": [16, 32]},
+    "optimizer": {"type": "choice", "values": ["adam", "sgd"]},
+}
 MODEL = ModelConfig(arch="mlp", depth=1)
 TRAINING = TrainingConfig(num_threads=1)
 NUM_SAMPLES = 4
@@ -34,11 +36,18 @@ MAX_T = 3
 
 def study_config() -> TuningConfig:
     """Synchronous Hyperband (HyperBandScheduler), 1 CPU per trial, 2 retries per trial."""
-    return TuningConfig(scheduler="hyperband", max_t=MAX_T, eta=3, num_samples=NUM_SAMPLES, search_space=SPACE,
-                        max_failures=2, resources_per_trial={"cpu": 1, "gpu": 0},
-                        # a checkpoint every epoch (not only where Hyperband may pause): the
-                        # fault scenarios count them and resume mid-rung from them
-                        checkpoint_every=1)
+    return TuningConfig(
+        scheduler="hyperband",
+        max_t=MAX_T,
+        eta=3,
+        num_samples=NUM_SAMPLES,
+        search_space=SPACE,
+        max_failures=2,
+        resources_per_trial={"cpu": 1, "gpu": 0},
+        # a checkpoint every epoch (not only where Hyperband may pause): the
+        # fault scenarios count them and resume mid-rung from them
+        checkpoint_every=1,
+    )
 
 
 def study_splits():
@@ -62,8 +71,15 @@ def run(store_dir: str | Path, splits=None, **kwargs):
     """Run (or resume) the study on a local store; ``kwargs`` go to ``run_study`` (fault hooks)."""
     from tasks.tuning.search import run_study
 
-    return run_study(study_config(), splits if splits is not None else study_splits(), seed=SEED,
-                     store=StoreConfig(uri=str(store_dir)), model=MODEL, training=TRAINING, **kwargs)
+    return run_study(
+        study_config(),
+        splits if splits is not None else study_splits(),
+        seed=SEED,
+        store=StoreConfig(uri=str(store_dir)),
+        model=MODEL,
+        training=TRAINING,
+        **kwargs,
+    )
 
 
 def main(argv: list[str]) -> int:

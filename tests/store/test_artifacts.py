@@ -56,8 +56,15 @@ def test_run_roundtrip_and_manifest(store, tmp_path):
         w.put_model(spec, model)
         w.put_file("features.bin", big)
         assert store.list_runs() == []  # not visible before its manifest exists
-        man = w.commit({"config": settings, "data_fingerprint": "abc123", "metrics": {"accuracy": 0.75},
-                        "parent_model": {"model": "digits", "version": 2}, "seed": 1337})
+        man = w.commit(
+            {
+                "config": settings,
+                "data_fingerprint": "abc123",
+                "metrics": {"accuracy": 0.75},
+                "parent_model": {"model": "digits", "version": 2},
+                "seed": 1337,
+            }
+        )
     rid = w.run_id
     assert man["run_id"] == rid and store.list_runs() == [rid] and store.list_runs("training") == [rid]
     assert store.list_runs("drift") == []
@@ -71,8 +78,14 @@ def test_run_roundtrip_and_manifest(store, tmp_path):
     assert pv["numpy"] == np.__version__
     assert man["git_revision"] is None or re.fullmatch(r"[0-9a-f]{40}", man["git_revision"])
     assert dt.datetime.fromisoformat(man["created_at"]).tzinfo is not None
-    assert set(man["objects"]) == {"raw.bin", "metrics.json", "reference.npz", "model.json",
-                                   "model.safetensors", "features.bin"}
+    assert set(man["objects"]) == {
+        "raw.bin",
+        "metrics.json",
+        "reference.npz",
+        "model.json",
+        "model.safetensors",
+        "features.bin",
+    }
     assert man["objects"]["features.bin"]["size"] == 12_000_000
     # reads
     assert store.get_bytes(rid, "raw.bin") == b"\x00\x01\x02"

@@ -126,8 +126,11 @@ def test_local_write_is_atomic_when_rename_fails(tmp_path, monkeypatch):
 def test_missing_bucket_names_the_bucket(s3_store_config):
     cfg = s3_store_config.model_copy(update={"uri": "s3://no-such-bucket-x1/prefix"})
     backend = open_backend(cfg)
-    for op in (lambda: backend.get_bytes("runs/a/manifest.json"), lambda: backend.list("runs/"),
-               lambda: read_uri("s3://no-such-bucket-x1/data/batch.npz", cfg)):
+    for op in (
+        lambda: backend.get_bytes("runs/a/manifest.json"),
+        lambda: backend.list("runs/"),
+        lambda: read_uri("s3://no-such-bucket-x1/data/batch.npz", cfg),
+    ):
         with pytest.raises(ObjectNotFound, match="no-such-bucket-x1"):
             op()
     with pytest.raises(ObjectNotFound, match="bucket 'no-such-bucket-x1' does not exist"):
@@ -138,12 +141,22 @@ def test_missing_bucket_names_the_bucket(s3_store_config):
 def test_credentials_never_appear_in_errors_or_reprs(s3_server, s3_bucket, which):
     access = "AKIDLEAKCHECK1234" if which == "bad-access-key" else s3_server.access_key
     secret = "SECRETLEAKCHECK-5678-do-not-print"
-    cfg = StoreConfig(uri=f"s3://{s3_bucket}/p", endpoint_url=s3_server.endpoint_url, region="us-east-1",
-                      access_key_id=access, secret_access_key=secret, max_attempts=1)
+    cfg = StoreConfig(
+        uri=f"s3://{s3_bucket}/p",
+        endpoint_url=s3_server.endpoint_url,
+        region="us-east-1",
+        access_key_id=access,
+        secret_access_key=secret,
+        max_attempts=1,
+    )
     backend = open_backend(cfg)
     texts = [repr(cfg), str(cfg), cfg.model_dump_json(), repr(backend)]
-    for op in (lambda: backend.put_bytes("k", b"x"), lambda: backend.get_bytes("k"), lambda: backend.list(),
-               lambda: backend.exists("k")):
+    for op in (
+        lambda: backend.put_bytes("k", b"x"),
+        lambda: backend.get_bytes("k"),
+        lambda: backend.list(),
+        lambda: backend.exists("k"),
+    ):
         with pytest.raises(StoreError) as ei:
             op()
         assert "403" in str(ei.value) and "credentials" in str(ei.value)
@@ -167,7 +180,7 @@ def test_store_uri_forms(tmp_path):
 def test_uri_helpers(store_cfg, tmp_path):
     """read_uri / write_uri / list_uri on local paths, file:// URIs and s3:// URIs."""
     scheme = parse_store_uri(store_cfg.uri)[0]
-    base = (f"s3://{parse_store_uri(store_cfg.uri)[1]}/incoming" if scheme == "s3" else str(tmp_path / "incoming"))
+    base = f"s3://{parse_store_uri(store_cfg.uri)[1]}/incoming" if scheme == "s3" else str(tmp_path / "incoming")
     write_uri(f"{base}/b.npz", b"B", store_cfg)
     write_uri(f"{base}/a.npz", b"A", store_cfg)
     write_uri(f"{base}/sub/c.csv", b"C", store_cfg)
@@ -201,7 +214,7 @@ def test_hash_follower_hashes_out_of_order_writes(tmp_path):
     from tasks.store.hashing import _HashFollower
 
     payload = os.urandom(3 * 1024 * 1024 + 17)
-    parts = [(o, payload[o:o + 256 * 1024]) for o in range(0, len(payload), 256 * 1024)]
+    parts = [(o, payload[o : o + 256 * 1024]) for o in range(0, len(payload), 256 * 1024)]
     random.Random(7).shuffle(parts)
     with open(tmp_path / "f.bin", "w+b", buffering=0) as f:
         follower = _HashFollower(f)

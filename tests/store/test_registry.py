@@ -22,9 +22,14 @@ def registry(store):
 
 
 def _register(registry, n: int) -> list[int]:
-    return [registry.register(commit_model_run(registry.store, {"accuracy": 0.5 + i / 100}, seed=i),
-                              {"accuracy": 0.5 + i / 100}, lineage={"event": "test", "parent_version": i or None})
-            for i in range(n)]
+    return [
+        registry.register(
+            commit_model_run(registry.store, {"accuracy": 0.5 + i / 100}, seed=i),
+            {"accuracy": 0.5 + i / 100},
+            lineage={"event": "test", "parent_version": i or None},
+        )
+        for i in range(n)
+    ]
 
 
 def _assert_history_consistent(history):
@@ -63,8 +68,14 @@ def test_register_promote_rollback_history(registry):
 
     history = registry.history()
     assert [(h["action"], h["from"], h["to"]) for h in history] == [
-        ("promote", None, 1), ("promote", 1, 2), ("promote", 2, 3), ("rollback", 3, 2), ("rollback", 2, 1),
-        ("rollback", 1, 3), ("rollback", 3, 2)]
+        ("promote", None, 1),
+        ("promote", 1, 2),
+        ("promote", 2, 3),
+        ("rollback", 3, 2),
+        ("rollback", 2, 1),
+        ("rollback", 1, 3),
+        ("rollback", 3, 2),
+    ]
     assert history[3]["reason"] == "v3 misbehaves" and history[0]["actor"] == "alice"
     _assert_history_consistent(history)
 

@@ -32,9 +32,11 @@ from tasks.tuning.search import run_study
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-SPACE = {"lr": {"type": "loguniform", "low": 1e-3, "high": 3e-2},
-         "width": {"type": "choice", "values": [16, 32]},
-         "optimizer": {"type": "choice", "values": ["adam", "sgd"]}}
+SPACE = {
+    "lr": {"type": "loguniform", "low": 1e-3, "high": 3e-2},
+    "width": {"type": "choice", "values": [16, 32]},
+    "optimizer": {"type": "choice", "values": ["adam", "sgd"]},
+}
 MODEL = ModelConfig(arch="mlp", depth=1)
 TRAINING = TrainingConfig(num_threads=1)
 SEED = 17
@@ -48,16 +50,28 @@ def cluster():
 
     if ray.is_initialized():  # a local Ray of an earlier module in this process
         ray.shutdown()
-    c = start_cluster([{"num_cpus": 2, "num_gpus": 0}, {"num_cpus": 2, "num_gpus": 1}], head_cpus=0,
-                      token=os.environ["RAY_AUTH_TOKEN"], extra_env=FAST_HEALTH_CHECKS)
+    c = start_cluster(
+        [{"num_cpus": 2, "num_gpus": 0}, {"num_cpus": 2, "num_gpus": 1}],
+        head_cpus=0,
+        token=os.environ["RAY_AUTH_TOKEN"],
+        extra_env=FAST_HEALTH_CHECKS,
+    )
     yield c
     c.stop()
 
 
 def study_cfg(cluster, gpu: float, **kw) -> TuningConfig:
     # max_t=3, eta=3, 5 samples: bracket s=0 takes 2 trials to 3 epochs; s=1 starts 3 at 1, keeps 1.
-    return TuningConfig(max_t=3, eta=3, num_samples=5, search_space=SPACE, ray_address=cluster.address,
-                        resources_per_trial={"cpu": 1, "gpu": gpu}, max_failures=3, **kw)
+    return TuningConfig(
+        max_t=3,
+        eta=3,
+        num_samples=5,
+        search_space=SPACE,
+        ray_address=cluster.address,
+        resources_per_trial={"cpu": 1, "gpu": gpu},
+        max_failures=3,
+        **kw,
+    )
 
 
 def node(cluster, name):
@@ -107,17 +121,35 @@ def cpu_study(cluster, small_splits, s3_server):
 
     bucket = f"t-{uuid.uuid4().hex[:12]}"
     s3_server.create_bucket(bucket)
-    store = StoreConfig(uri=f"s3://{bucket}/driftloop", endpoint_url=s3_server.endpoint_url, region="us-east-1",
-                        access_key_id=s3_server.access_key, secret_access_key=s3_server.secret_key)
-    study = run_study(study_cfg(cluster, 0.0, checkpoint_every=1), small_splits, seed=SEED, store=store, model=MODEL,
-                      training=TRAINING)
+    store = StoreConfig(
+        uri=f"s3://{bucket}/driftloop",
+        endpoint_url=s3_server.endpoint_url,
+        region="us-east-1",
+        access_key_id=s3_server.access_key,
+        secret_access_key=s3_server.secret_key,
+    )
+    study = run_study(
+        study_cfg(cluster, 0.0, checkpoint_every=1),
+        small_splits,
+        seed=SEED,
+        store=store,
+        model=MODEL,
+        training=TRAINING,
+    )
     return study, store
 
 
 def test_gpu_share_trials_run_two_at_a_time_on_the_gpu_worker(cluster, small_splits, s3_store_config):
     running = MaxRunning()
-    study = run_study(study_cfg(cluster, 0.5), small_splits, seed=SEED, store=s3_store_config, model=MODEL,
-                      training=TRAINING, progress=running)
+    study = run_study(
+        study_cfg(cluster, 0.5),
+        small_splits,
+        seed=SEED,
+        store=s3_store_config,
+        model=MODEL,
+        training=TRAINING,
+        progress=running,
+    )
     gpu_node = node(cluster, "worker2").node_id
     assert study.finished and len(study.trials) == 5 and study.resources_per_trial == {"cpu": 1.0, "gpu": 0.5}
     assert {t.node_id for t in study.trials} == {gpu_node}
@@ -130,7 +162,7 @@ def test_gpu_share_trials_run_two_at_a_time_on_the_gpu_worker(cluster, small_spl
     assert {r["gpu_ids"] for r in trial_rows(study)} == {"0"}
     # Study state and checkpoints are on S3 (the nodes share no disk with the driver).
     assert study.storage_uri.startswith("s3://")
-    keys = s3_keys(s3_store_config, study.storage_uri[len("s3://"):])
+    keys = s3_keys(s3_store_config, study.storage_uri[len("s3://") :])
     assert any("experiment_state" in k for k in keys)
     assert any("/checkpoint_" in k and k.endswith("state.pt") for k in keys)
 
@@ -167,12 +199,14 @@ def test_killed_worker_node_study_completes_from_s3_checkpoints(cluster, small_s
     # Retries generous enough to outlast the seconds until Ray declares the node dead (a retry placed
     # on it meanwhile fails again).
     cfg = study_cfg(cluster, 0.0, checkpoint_every=1, storage_subpath="tuning-node-loss").model_copy(
-        update={"max_failures": 8})
+        update={"max_failures": 8}
+    )
     study = run_study(cfg, small_splits, seed=SEED, store=store, model=MODEL, training=TRAINING, progress=killer)
     assert killer.killed_at is not None and not victim.alive()
     assert study.finished and study.study_name == reference.study_name
-    table = [(t.trial_id, t.status, t.epochs, t.failures, t.resumes, [n[:8] for n in t.nodes], t.error)
-             for t in study.trials]
+    table = [
+        (t.trial_id, t.status, t.epochs, t.failures, t.resumes, [n[:8] for n in t.nodes], t.error) for t in study.trials
+    ]
     assert all(t.status in ("completed", "stopped") for t in study.trials), table
     # A trial lost with the node failed and was retried; a trial paused by Hyperband may also move
     # nodes, so moving alone is no sign of loss. (A trial that died before reporting from the dead
@@ -214,10 +248,18 @@ print("RAN")
 def _driver(address: str, store, env: dict[str, str]) -> subprocess.Popen:
     doc = {"uri": store.uri, "endpoint_url": store.endpoint_url, "region": store.region}
     if store.access_key_id is not None:
-        doc.update(access_key_id=store.access_key_id.get_secret_value(),
-                   secret_access_key=store.secret_access_key.get_secret_value())
-    return subprocess.Popen([sys.executable, "-c", DRIVER, address, json.dumps(doc)], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        doc.update(
+            access_key_id=store.access_key_id.get_secret_value(),
+            secret_access_key=store.secret_access_key.get_secret_value(),
+        )
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, address, json.dumps(doc)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_token_mismatch_and_local_store_fail_before_the_first_trial(cluster, s3_store_config, tmp_path):
@@ -229,8 +271,9 @@ def test_token_mismatch_and_local_store_fail_before_the_first_trial(cluster, s3_
             "no token": _driver(cluster.address, s3_store_config, node_env(None)),
             "wrong token": _driver(cluster.address, s3_store_config, node_env("0" * 64)),
             "cluster without tokens": _driver(open_cluster.address, s3_store_config, node_env(token)),
-            "local store": _driver(cluster.address, s3_store_config.model_copy(update={"uri": str(tmp_path / "st")}),
-                                   node_env(token)),
+            "local store": _driver(
+                cluster.address, s3_store_config.model_copy(update={"uri": str(tmp_path / "st")}), node_env(token)
+            ),
         }
         out = {k: (p.communicate(timeout=240)[0], p.returncode) for k, p in runs.items()}
         elapsed = time.monotonic() - t0
@@ -247,5 +290,5 @@ def test_token_mismatch_and_local_store_fail_before_the_first_trial(cluster, s3_
     assert "nodes do not share this machine's disk" in out["local store"][0]
     assert not (tmp_path / "st").exists()
     # Nothing was written for the refused studies: no experiment in the bucket.
-    assert not [k for k in s3_keys(s3_store_config, s3_store_config.uri[len("s3://"):]) if "experiment_state" in k]
+    assert not [k for k in s3_keys(s3_store_config, s3_store_config.uri[len("s3://") :]) if "experiment_state" in k]
     assert elapsed < 200

@@ -12,8 +12,9 @@ from tasks.tuning.ray_hooks import BracketTaggingHyperBand  # noqa: E402
 
 class FakeTrial(SimpleNamespace):
     def __init__(self, tid):
-        super().__init__(trial_id=tid, status="PENDING", last_result=None, latest_checkpoint_result=None,
-                         is_saving=False)
+        super().__init__(
+            trial_id=tid, status="PENDING", last_result=None, latest_checkpoint_result=None, is_saving=False
+        )
 
     def should_recover(self):
         return True

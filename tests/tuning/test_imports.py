@@ -11,10 +11,12 @@ def _modules_after(imports: str) -> set[str]:
 
 
 def test_pure_modules_do_not_import_prefect():
-    mods = _modules_after("import tasks.tuning.plan, tasks.tuning.search, tasks.tuning.report, tasks.tuning.cli, "
-                          "tasks.tuning.space, tasks.tuning.trainable, tasks.tuning.runtime, tasks.tuning.study, "
-                          "tasks.tuning.results, tasks.tuning.progress, tasks.tuning.ray_hooks, "
-                          "tasks.tuning.local_cluster")
+    mods = _modules_after(
+        "import tasks.tuning.plan, tasks.tuning.search, tasks.tuning.report, tasks.tuning.cli, "
+        "tasks.tuning.space, tasks.tuning.trainable, tasks.tuning.runtime, tasks.tuning.study, "
+        "tasks.tuning.results, tasks.tuning.progress, tasks.tuning.ray_hooks, "
+        "tasks.tuning.local_cluster"
+    )
     assert "prefect" not in mods
 
 

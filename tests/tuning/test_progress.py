@@ -6,8 +6,18 @@ from tasks.tuning.progress import StudyProgress, TerminalLine
 
 
 def p(finished, running, best=None):
-    return StudyProgress(total=3, finished=finished, running=running, paused=1, stopped_early=finished // 2,
-                         errored=0, epochs=finished * 3, best=best, metric="val_accuracy", elapsed_s=2.0)
+    return StudyProgress(
+        total=3,
+        finished=finished,
+        running=running,
+        paused=1,
+        stopped_early=finished // 2,
+        errored=0,
+        epochs=finished * 3,
+        best=best,
+        metric="val_accuracy",
+        elapsed_s=2.0,
+    )
 
 
 class Tty(io.StringIO):

@@ -21,14 +21,34 @@ def test_reports_fall_on_every_decision_epoch_and_max_t(max_t, eta):
 
 
 def test_expand_curves_gives_one_row_per_epoch_with_the_reports_other_columns():
-    df = pd.DataFrame([
-        {"epoch": 1, "val_accuracy": 0.5, "session": "a", "restored_from_epoch": 0, "timestamp": 1,
-         "curve_epoch": [1], "curve_val_accuracy": [0.5], "curve_val_loss": [1.0], "curve_train_loss": [1.1],
-         "curve_train_seconds": [0.1]},
-        {"epoch": 3, "val_accuracy": 0.7, "session": "b", "restored_from_epoch": 1, "timestamp": 2,
-         "curve_epoch": [2, 3], "curve_val_accuracy": [0.6, 0.7], "curve_val_loss": [0.9, float("nan")],
-         "curve_train_loss": [1.0, 0.8], "curve_train_seconds": [0.2, 0.3]},
-    ])
+    df = pd.DataFrame(
+        [
+            {
+                "epoch": 1,
+                "val_accuracy": 0.5,
+                "session": "a",
+                "restored_from_epoch": 0,
+                "timestamp": 1,
+                "curve_epoch": [1],
+                "curve_val_accuracy": [0.5],
+                "curve_val_loss": [1.0],
+                "curve_train_loss": [1.1],
+                "curve_train_seconds": [0.1],
+            },
+            {
+                "epoch": 3,
+                "val_accuracy": 0.7,
+                "session": "b",
+                "restored_from_epoch": 1,
+                "timestamp": 2,
+                "curve_epoch": [2, 3],
+                "curve_val_accuracy": [0.6, 0.7],
+                "curve_val_loss": [0.9, float("nan")],
+                "curve_train_loss": [1.0, 0.8],
+                "curve_train_seconds": [0.2, 0.3],
+            },
+        ]
+    )
     out = _expand_curves(df)
     assert list(out["epoch"]) == [1, 2, 3] and list(out["val_accuracy"]) == [0.5, 0.6, 0.7]
     assert list(out["session"]) == ["a", "b", "b"] and list(out["restored_from_epoch"]) == [0, 1, 1]

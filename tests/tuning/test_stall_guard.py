@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("ray.tune")
 
-from tasks.tuning.ray_hooks import StallGuard  # noqa: E402
+from tasks.tuning.callbacks import StallGuard  # noqa: E402
 
 
 class Clock:

@@ -13,9 +13,11 @@ from tasks.tuning.config import TuningConfig
 from tasks.tuning.report import bracket_rows
 from tasks.tuning.search import StudyInterrupted, apply_best_config, run_study
 
-SPACE = {"lr": {"type": "loguniform", "low": 1e-3, "high": 3e-2},
-         "width": {"type": "choice", "values": [16, 32]},
-         "optimizer": {"type": "choice", "values": ["adam", "sgd"]}}
+SPACE = {
+    "lr": {"type": "loguniform", "low": 1e-3, "high": 3e-2},
+    "width": {"type": "choice", "values": [16, 32]},
+    "optimizer": {"type": "choice", "values": ["adam", "sgd"]},
+}
 MODEL = ModelConfig(arch="mlp", depth=1)
 TRAINING = TrainingConfig(num_threads=1)
 
@@ -28,8 +30,16 @@ def crash_study(local_ray, small_splits, tmp_path_factory):
     cfg = TuningConfig(max_t=3, eta=3, num_samples=5, search_space=SPACE, max_failures=2)
     marker = root / "crashed-once"
     seen = []
-    study = run_study(cfg, small_splits, seed=11, store=StoreConfig(uri=str(root / "store")), model=MODEL,
-                      training=TRAINING, crash_once_marker=marker, progress=seen.append)
+    study = run_study(
+        cfg,
+        small_splits,
+        seed=11,
+        store=StoreConfig(uri=str(root / "store")),
+        model=MODEL,
+        training=TRAINING,
+        crash_once_marker=marker,
+        progress=seen.append,
+    )
     study.progress_seen = seen  # for test_progress_is_reported_as_trials_finish
     return study, cfg, root, marker
 
@@ -76,7 +86,7 @@ def test_trials_report_only_where_hyperband_decides_and_curves_stay_per_epoch(cr
         (d,) = [d for d in exp.iterdir() if d.is_dir() and f"_{t.trial_id}_" in d.name]
         rows = [json.loads(x) for x in (d / "result.json").read_text().splitlines() if x.strip()]
         assert {r["epoch"] for r in rows} <= {1, 3}, (t.trial_id, [r["epoch"] for r in rows])
-        assert [e for r in rows for e in r["curve_epoch"]][-t.epochs:] == list(range(1, t.epochs + 1)) or t.failures
+        assert [e for r in rows for e in r["curve_epoch"]][-t.epochs :] == list(range(1, t.epochs + 1)) or t.failures
         assert t.val_accuracy[-1] == pytest.approx(rows[-1]["val_accuracy"])
         assert len(t.val_accuracy) == len(t.val_loss) == t.epochs
     assert not list(exp.rglob("progress.csv")) and not list(exp.rglob("events.out.tfevents*"))
@@ -96,8 +106,9 @@ def test_crashed_trial_completes_from_its_checkpoint(crash_study):
 
 def test_running_a_finished_study_again_trains_nothing(crash_study, small_splits):
     study, cfg, root, _ = crash_study
-    again = run_study(cfg, small_splits, seed=11, store=StoreConfig(uri=str(root / "store")), model=MODEL,
-                      training=TRAINING)
+    again = run_study(
+        cfg, small_splits, seed=11, store=StoreConfig(uri=str(root / "store")), model=MODEL, training=TRAINING
+    )
     assert again.resumed and again.study_name == study.study_name
     assert again.epochs_this_session == 0
     assert again.best_metric == pytest.approx(study.best_metric) and again.best_params == study.best_params
@@ -107,8 +118,9 @@ def test_interrupted_study_on_s3_resumes_without_rerunning_finished_trials(local
     # max_t=3, eta=3: bracket s=0 takes 2 trials to 3 epochs; s=1 starts 3 at 1 epoch, keeps 1.
     cfg = TuningConfig(max_t=3, eta=3, num_samples=5, search_space=SPACE)
     with pytest.raises(StudyInterrupted, match="run the same study again") as exc:
-        run_study(cfg, small_splits, seed=3, store=s3_store_config, model=MODEL, training=TRAINING,
-                  interrupt_after_trials=2)
+        run_study(
+            cfg, small_splits, seed=3, store=s3_store_config, model=MODEL, training=TRAINING, interrupt_after_trials=2
+        )
     first = exc.value.partial
     assert first.storage_uri.startswith(f"s3://{s3_store_config.uri[5:]}/tuning/")
     done_first = {t.trial_id: t.epochs for t in first.trials if t.status in ("completed", "stopped")}
@@ -156,11 +168,20 @@ def test_bohb_runs_a_study(local_ray, small_splits, tmp_path):
 def test_a_hung_trial_is_stopped_and_retried_from_its_checkpoint(local_ray, small_splits, tmp_path):
     """The first trial to reach epoch 2 goes silent (sleeps for an hour); the stall guard kills its
     worker after tuning.trial_stall_s and Tune retries it from its epoch-1 checkpoint."""
-    cfg = TuningConfig(max_t=3, eta=3, num_samples=2, search_space=SPACE, max_failures=1, trial_stall_s=20,
-                       checkpoint_every=1)
+    cfg = TuningConfig(
+        max_t=3, eta=3, num_samples=2, search_space=SPACE, max_failures=1, trial_stall_s=20, checkpoint_every=1
+    )
     marker = tmp_path / "hung-once"
-    study = run_study(cfg, small_splits, seed=5, store=StoreConfig(uri=str(tmp_path / "store")), model=MODEL,
-                      training=TRAINING, crash_once_marker=marker, crash_mode="hang")
+    study = run_study(
+        cfg,
+        small_splits,
+        seed=5,
+        store=StoreConfig(uri=str(tmp_path / "store")),
+        model=MODEL,
+        training=TRAINING,
+        crash_once_marker=marker,
+        crash_mode="hang",
+    )
     assert marker.exists()
     assert study.finished and len(study.stalled) == 1
     hung_id, silent = study.stalled[0]

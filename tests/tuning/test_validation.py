@@ -36,21 +36,33 @@ def test_default_space_is_valid():
     validate_tuning(TuningConfig())
 
 
-@pytest.mark.parametrize("space,needle", [
-    ({}, "tuning.search_space is empty"),
-    ({"lr": {"type": "gaussian", "low": 0.1, "high": 1}}, "tuning.search_space.lr.type: unknown distribution"),
-    ({"lr": {"type": "loguniform", "low": 0.1, "high": 0.1}}, "tuning.search_space.lr: low (0.1) must be below high"),
-    ({"lr": {"type": "uniform", "low": 1, "high": 0.5}}, "tuning.search_space.lr: low"),
-    ({"lr": {"type": "loguniform", "low": 0, "high": 1}}, "tuning.search_space.lr.low: a loguniform range needs low > 0"),
-    ({"width": {"type": "choice", "values": []}}, "tuning.search_space.width.values"),
-    ({"colour": {"type": "choice", "values": [1]}}, "tuning.search_space.colour: unknown parameter"),
-    ({"optimizer": {"type": "choice", "values": ["adam", "rmsprop"]}}, "tuning.search_space.optimizer: value 'rmsprop'"),
-    ({"width": {"type": "uniform", "low": 8, "high": 64}}, "tuning.search_space.width.type"),
-    ({"depth": {"type": "randint", "low": 1, "high": 20}}, "tuning.search_space.depth: value 19"),
-    ({"lr": {"type": "loguniform", "low": 1e-3}}, "tuning.search_space.lr.high: must be a finite number"),
-    ({"lr": {"type": "loguniform", "low": 1e-3, "high": 1e-2, "step": 2}}, "unexpected keys ['step']"),
-    ({"lr": [1e-3, 1e-2]}, "tuning.search_space.lr: must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "space,needle",
+    [
+        ({}, "tuning.search_space is empty"),
+        ({"lr": {"type": "gaussian", "low": 0.1, "high": 1}}, "tuning.search_space.lr.type: unknown distribution"),
+        (
+            {"lr": {"type": "loguniform", "low": 0.1, "high": 0.1}},
+            "tuning.search_space.lr: low (0.1) must be below high",
+        ),
+        ({"lr": {"type": "uniform", "low": 1, "high": 0.5}}, "tuning.search_space.lr: low"),
+        (
+            {"lr": {"type": "loguniform", "low": 0, "high": 1}},
+            "tuning.search_space.lr.low: a loguniform range needs low > 0",
+        ),
+        ({"width": {"type": "choice", "values": []}}, "tuning.search_space.width.values"),
+        ({"colour": {"type": "choice", "values": [1]}}, "tuning.search_space.colour: unknown parameter"),
+        (
+            {"optimizer": {"type": "choice", "values": ["adam", "rmsprop"]}},
+            "tuning.search_space.optimizer: value 'rmsprop'",
+        ),
+        ({"width": {"type": "uniform", "low": 8, "high": 64}}, "tuning.search_space.width.type"),
+        ({"depth": {"type": "randint", "low": 1, "high": 20}}, "tuning.search_space.depth: value 19"),
+        ({"lr": {"type": "loguniform", "low": 1e-3}}, "tuning.search_space.lr.high: must be a finite number"),
+        ({"lr": {"type": "loguniform", "low": 1e-3, "high": 1e-2, "step": 2}}, "unexpected keys ['step']"),
+        ({"lr": [1e-3, 1e-2]}, "tuning.search_space.lr: must be a mapping"),
+    ],
+)
 def test_invalid_search_space(space, needle):
     assert needle in bad(space)
 
@@ -90,12 +102,15 @@ def _no_ray(*a, **k):
     raise AssertionError("Ray must not start for invalid input")
 
 
-@pytest.mark.parametrize("update,needle", [
-    ({"search_space": {}}, "tuning.search_space is empty"),
-    ({"max_t": 2, "eta": 3}, "tuning.max_t"),
-    ({"scheduler": "pbt"}, "tuning.scheduler"),
-    ({"ray_address": "127.0.0.1:{port}"}, "tuning.ray_address"),
-])
+@pytest.mark.parametrize(
+    "update,needle",
+    [
+        ({"search_space": {}}, "tuning.search_space is empty"),
+        ({"max_t": 2, "eta": 3}, "tuning.max_t"),
+        ({"scheduler": "pbt"}, "tuning.scheduler"),
+        ({"ray_address": "127.0.0.1:{port}"}, "tuning.ray_address"),
+    ],
+)
 def test_run_study_rejects_bad_input_before_starting_ray(monkeypatch, small_splits, tmp_path, update, needle):
     monkeypatch.setattr(study_mod, "connect_ray", _no_ray)
     if "ray_address" in update:
@@ -134,17 +149,37 @@ def test_sampler_is_seeded_and_in_bounds():
 
 
 def test_apply_best_config_maps_fields():
-    s = apply_best_config(load_settings(), {"lr": 0.005, "batch_size": 32, "width": 128, "depth": 3,
-                                            "weight_decay": 1e-5, "dropout": 0.2, "optimizer": "sgd"})
-    assert (s.training.lr, s.training.batch_size, s.training.weight_decay, s.training.optimizer) == (0.005, 32, 1e-5, "sgd")
+    s = apply_best_config(
+        load_settings(),
+        {
+            "lr": 0.005,
+            "batch_size": 32,
+            "width": 128,
+            "depth": 3,
+            "weight_decay": 1e-5,
+            "dropout": 0.2,
+            "optimizer": "sgd",
+        },
+    )
+    assert (s.training.lr, s.training.batch_size, s.training.weight_decay, s.training.optimizer) == (
+        0.005,
+        32,
+        1e-5,
+        "sgd",
+    )
     assert (s.model.width, s.model.depth, s.model.dropout) == (128, 3, 0.2)
 
 
 def test_tune_storage_local_and_s3(tmp_path):
     path, fs, uri = tune_storage(StoreConfig(uri=f"file://{tmp_path}"), "tuning")
     assert fs is None and path == str(tmp_path / "tuning") and (tmp_path / "tuning").is_dir()
-    s3 = StoreConfig(uri="s3://bucket/pre/fix", endpoint_url="http://127.0.0.1:8333", region="us-east-1",
-                     access_key_id="a", secret_access_key="b")
+    s3 = StoreConfig(
+        uri="s3://bucket/pre/fix",
+        endpoint_url="http://127.0.0.1:8333",
+        region="us-east-1",
+        access_key_id="a",
+        secret_access_key="b",
+    )
     path, fs, uri = tune_storage(s3, "tuning")
     assert path == "bucket/pre/fix/tuning" and uri == "s3://bucket/pre/fix/tuning"
     assert type(fs).__name__ == "S3FileSystem"

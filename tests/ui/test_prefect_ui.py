@@ -23,15 +23,26 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 def browser():
     selenium = pytest.importorskip("selenium", reason="pip install selenium (drives Debian's chromium)")
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("Debian's chromium and chromium-driver are not installed: apt-get install -y chromium chromium-driver")
+        pytest.skip(
+            "Debian's chromium and chromium-driver are not installed: apt-get install -y chromium chromium-driver"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-extensions", "--disable-sync",
-                 "--no-first-run", "--metrics-recording-only", "--window-size=1600,1100"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-extensions",
+        "--disable-sync",
+        "--no-first-run",
+        "--metrics-recording-only",
+        "--window-size=1600,1100",
+    ):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(60)
@@ -56,13 +67,16 @@ def _wait_text(driver, *needles: str, timeout: float = 60) -> str:
 
 def _click_text(driver, label: str) -> None:
     """Click the innermost visible element whose whole text is ``label`` (the SPA's tabs are divs)."""
-    clicked = driver.execute_script("""
+    clicked = driver.execute_script(
+        """
         const label = arguments[0];
         const els = [...document.querySelectorAll('body *')].filter(
             e => e.innerText && e.innerText.trim() === label && e.offsetParent !== null);
         if (!els.length) return false;
         els[els.length - 1].click();
-        return true;""", label)
+        return true;""",
+        label,
+    )
     assert clicked, f"no visible {label!r} on {driver.current_url}"
 
 
@@ -81,9 +95,18 @@ def test_ui_shows_deployments_schedule_trigger_and_training_artifacts(prefect_se
     from flows.training import training
     from tasks.settings import load_settings
 
-    settings = load_settings(profile="smoke", environ={}, overrides={
-        "tuning.enabled": False, "federated.enabled": False, "adversarial.enabled": False,
-        "training.epochs": 3, "store.uri": str(tmp_path / "store"), "drift.batches_uri": str(tmp_path / "batches")})
+    settings = load_settings(
+        profile="smoke",
+        environ={},
+        overrides={
+            "tuning.enabled": False,
+            "federated.enabled": False,
+            "adversarial.enabled": False,
+            "training.epochs": 3,
+            "store.uri": str(tmp_path / "store"),
+            "drift.batches_uri": str(tmp_path / "batches"),
+        },
+    )
     (tmp_path / "batches").mkdir()  # a drift.batches_uri that does not exist is an error
     with using_server(prefect_server.api_url):
         deps = {d["name"]: d for d in deploy_all(settings)}
@@ -123,7 +146,8 @@ def test_ui_shows_deployments_schedule_trigger_and_training_artifacts(prefect_se
     browser.get(f"{ui}/artifacts/artifact/{ids['training-learning-curve-md']}")
     _wait_text(browser, "training-learning-curve")
     assert browser.execute_script(  # the plot is really drawn: an <img> with a data: PNG that loaded
-        "return [...document.images].some(i => i.src.startsWith('data:image/png') && i.naturalWidth > 100)")
+        "return [...document.images].some(i => i.src.startsWith('data:image/png') && i.naturalWidth > 100)"
+    )
     _shot(browser, "06-learning-curve-plot")
 
 
