@@ -10,7 +10,7 @@ from typing import Any
 from tasks.errors import ObjectNotFound, StoreError
 from tasks.store.base import Backend, PreconditionFailed
 from tasks.store.config import StoreConfig
-from tasks.store.hashing import _HashFollower
+from tasks.store.hashing import _HashingWriter
 from tasks.store.uri import validate_key
 
 
@@ -62,6 +62,10 @@ class S3Backend(Backend):
             multipart_chunksize=cfg.multipart_chunk_bytes,
             max_concurrency=cfg.max_concurrency,
         )
+        # Downloads go through _HashingWriter (non-seekable): parts that arrive ahead of the one being
+        # written wait in memory, at most this many 256 KiB chunks (64 MiB; s3transfer's default is
+        # 1000, 250 MiB). boto3's TransferConfig takes it only as an attribute.
+        self.transfer_config.max_in_memory_download_chunks = 256
 
     def __repr__(self) -> str:
         return f"S3Backend({self.root_uri!r}, endpoint_url={self.endpoint_url!r})"
@@ -170,9 +174,8 @@ class S3Backend(Backend):
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.part-{uuid.uuid4().hex[:8]}")
         try:
-            # unbuffered and readable: every write reaches the fd at once, where the hashing thread preads it
-            with open(tmp, "w+b", buffering=0) as f:
-                follower = _HashFollower(f)
+            with open(tmp, "wb", buffering=0) as f:
+                writer = _HashingWriter(f)
                 try:
                     self._call(
                         "download",
@@ -180,13 +183,13 @@ class S3Backend(Backend):
                         self.client.download_fileobj,
                         Bucket=self.bucket,
                         Key=self._key(key),
-                        Fileobj=follower,
+                        Fileobj=writer,
                         Config=self.transfer_config,
                     )
                 except BaseException:
-                    follower.stop()
+                    writer.stop()
                     raise
-                digest, size = follower.finish()
+                digest, size = writer.finish()
             os.replace(tmp, dest)
             return digest, size
         finally:

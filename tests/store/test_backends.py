@@ -206,27 +206,19 @@ def test_pyarrow_filesystem_reads_what_the_store_wrote(store_cfg):
     assert open_backend(store_cfg).get_bytes("tune/probe.txt") == b"hello"
 
 
-def test_hash_follower_hashes_out_of_order_writes(tmp_path):
-    """The download wrapper's sha256 equals the file's, whatever order the parts arrive in."""
+def test_hashing_writer_hashes_what_it_writes_beside_the_writes(tmp_path):
+    """The download wrapper's sha256 equals the file's; it says it is not seekable, so s3transfer
+    hands it the parts in order."""
     import hashlib
-    import random
 
-    from tasks.store.hashing import _HashFollower
+    from tasks.store.hashing import _HashingWriter
 
     payload = os.urandom(3 * 1024 * 1024 + 17)
-    parts = [(o, payload[o : o + 256 * 1024]) for o in range(0, len(payload), 256 * 1024)]
-    random.Random(7).shuffle(parts)
-    with open(tmp_path / "f.bin", "w+b", buffering=0) as f:
-        follower = _HashFollower(f)
-        for offset, data in parts:
-            follower.seek(offset)
-            follower.write(data)
-        digest, size = follower.finish()
+    with open(tmp_path / "f.bin", "wb", buffering=0) as f:
+        writer = _HashingWriter(f)
+        assert not writer.seekable()
+        for o in range(0, len(payload), 256 * 1024):
+            assert writer.write(payload[o : o + 256 * 1024]) == len(payload[o : o + 256 * 1024])
+        digest, size = writer.finish()
     assert (digest, size) == (hashlib.sha256(payload).hexdigest(), len(payload))
     assert (tmp_path / "f.bin").read_bytes() == payload
-    with open(tmp_path / "g.bin", "w+b", buffering=0) as f:
-        follower = _HashFollower(f)
-        follower.seek(1000)
-        follower.write(b"x")  # a gap before byte 1000 is never hashed over
-        with pytest.raises(OSError, match="gap"):
-            follower.finish()
