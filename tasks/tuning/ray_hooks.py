@@ -11,7 +11,7 @@ import math
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
-from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
+from ray.tune.logger import TBXLoggerCallback
 from ray.tune.schedulers import HyperBandForBOHB, HyperBandScheduler
 from ray.tune.schedulers.hyperband import _Bracket
 
@@ -165,6 +165,10 @@ class BracketTaggingHyperBand(HyperBandScheduler):
 
                     raise TuneError(f"Trial with unexpected bad status encountered: {t} is {t.status}")
             for t in good:
+                if t not in bracket._live_trials:
+                    # Left the bracket while the bad ones were stopped (a removal that finishes the
+                    # bracket stops its paused trials, see on_trial_remove): already handled.
+                    continue
                 if bracket.continue_trial(t):
                     if t.status == Trial.PAUSED or t.is_saving:
                         self._unpause_trial(tune_controller, t)
@@ -235,21 +239,6 @@ class BracketTaggingHyperBand(HyperBandScheduler):
         mark = getattr(tune_controller, "_mark_trial_to_checkpoint", None)
         if mark is not None:
             mark(trial)
-
-
-class NoCSVLogger(CSVLoggerCallback):
-    """Stands in for Tune's default CSV logger (Tune adds one unless a callback of its type is
-    given) and writes nothing: the study reads its results from ``result.json`` (Tune's JSON logger,
-    kept; ``ExperimentAnalysis`` prefers it), so ``progress.csv`` was a second copy of every result."""
-
-    def log_trial_start(self, trial):
-        pass
-
-    def log_trial_result(self, iteration, trial, result):
-        pass
-
-    def log_trial_end(self, trial, failed=False):
-        pass
 
 
 class NoTBXLogger(TBXLoggerCallback):

@@ -184,11 +184,11 @@ def run_study(
             )
         else:
             scheduler, searcher = _make_scheduler(cfg, seed, configurations)
-            from tasks.tuning.ray_hooks import BracketTagger, NoCSVLogger, NoTBXLogger
+            from tasks.tuning.ray_hooks import BracketTagger, NoTBXLogger
 
             # No CSV or TensorBoard copy of every result (the JSON logger, which the results are
             # read from, stays).
-            callbacks = [BracketTagger(), NoCSVLogger(), NoTBXLogger()]
+            callbacks = [BracketTagger(), NoTBXLogger()]
             # reuse_actors: on one machine a trial's actor (a Python process with torch imported,
             # seconds to start on 2 cores) serves the next trial and the resumption of paused
             # ones. Not on a cluster: an idle cached actor may sit on a node that has since been

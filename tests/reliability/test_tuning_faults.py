@@ -216,11 +216,11 @@ def test_killed_driver_restored_study_has_no_duplicate_trials_and_the_same_best(
     # ("auto"): what a driver kill loses is the progress since the last snapshot (trials that had
     # finished after it are resumed from the checkpoint it records). A short period lets the kill
     # land right after a snapshot that records a finished trial, in the ~5 s before the next wave.
-    env["TUNE_GLOBAL_CHECKPOINT_S"] = "0.5"
+    env["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
     log = open(tmp_path / "driver.log", "wb")
     # A new session: the driver leads the process group of its Ray (GCS, raylet, workers).
     proc = subprocess.Popen(
-        [sys.executable, str(DRIVER), str(store)],
+        [sys.executable, str(DRIVER), str(store), "1"],  # one trial at a time: they finish one by one
         cwd=ROOT,
         env=env,
         stdout=log,

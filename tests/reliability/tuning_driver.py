@@ -1,8 +1,8 @@
 """The small synchronous-Hyperband study of the tuning fault scenarios, shared by the tests and by
 the driver process that ``test_tuning_faults.py`` SIGKILLs mid-study.
 
-``python tests/reliability/tuning_driver.py STORE_DIR`` runs the study on its own local Ray (2
-CPUs, 127.0.0.1) with results and checkpoints under ``STORE_DIR`` (a local store). The test starts
+``python tests/reliability/tuning_driver.py STORE_DIR [NUM_CPUS]`` runs the study on its own local Ray
+(2 CPUs unless given, 127.0.0.1) with results and checkpoints under ``STORE_DIR`` (a local store). The test starts
 it in a new session, so that the driver leads the process group of every Ray process it starts.
 
 max_t=3, eta=3, 4 samples: Ray's bracket s=0 takes 2 trials to 3 epochs; bracket s=1 starts the
@@ -85,13 +85,15 @@ def run(store_dir: str | Path, splits=None, **kwargs):
 def main(argv: list[str]) -> int:
     import ray
 
-    if len(argv) != 1:
-        print("usage: tuning_driver.py STORE_DIR", file=sys.stderr)
+    if len(argv) not in (1, 2):
+        print("usage: tuning_driver.py STORE_DIR [NUM_CPUS]", file=sys.stderr)
         return 2
     from tasks.ray_security import enable_token_auth
 
     enable_token_auth()  # as connect_ray does: Ray Tune runs under token authentication
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # NUM_CPUS 1: one trial at a time, so the study's trials end one by one (the driver-kill test
+    # needs a snapshot with some trials finished and some not; Hyperband's decisions do not depend on it).
+    ray.init(num_cpus=int(argv[1]) if len(argv) == 2 else 2, include_dashboard=False, log_to_driver=False)
     try:
         study = run(argv[0])
         print(f"finished {study.study_name}: best {study.best_params}", flush=True)

@@ -89,7 +89,9 @@ def test_trials_report_only_where_hyperband_decides_and_curves_stay_per_epoch(cr
         assert [e for r in rows for e in r["curve_epoch"]][-t.epochs :] == list(range(1, t.epochs + 1)) or t.failures
         assert t.val_accuracy[-1] == pytest.approx(rows[-1]["val_accuracy"])
         assert len(t.val_accuracy) == len(t.val_loss) == t.epochs
-    assert not list(exp.rglob("progress.csv")) and not list(exp.rglob("events.out.tfevents*"))
+    # No TensorBoard copy of the results. progress.csv stays: when a paused trial resumes, Tune 2.55.1
+    # may start its result.json afresh (it finds no uploaded copy yet), and the CSV keeps the first rows.
+    assert not list(exp.rglob("events.out.tfevents*")) and list(exp.rglob("progress.csv"))
 
 
 def test_crashed_trial_completes_from_its_checkpoint(crash_study):
