@@ -137,9 +137,13 @@ def test_interrupted_study_on_s3_resumes_without_rerunning_finished_trials(local
     assert second.epochs_this_session > 0
     assert all(t.status in ("completed", "stopped") for t in second.trials)
     # Uninterrupted, bracket s=1 stops 2 of its 3 trials. Ray 2.55.1 does not save the
-    # scheduler's halving state: a trial of s=1 that had not reported when the study was
-    # interrupted may be run to max_t after the restore instead of being stopped.
-    assert sum(t.status == "stopped" for t in second.trials) in (1, 2)
+    # scheduler's halving state, and depending on where the interruption lands the restored
+    # bracket may halve late or not at all: its trials then run to max_t (a known limit of
+    # resuming a Hyperband study: extra epochs, never a re-run of a finished trial). At most the
+    # uninterrupted decisions, never more stops than they make:
+    stopped = [t for t in second.trials if t.status == "stopped"]
+    assert len(stopped) <= 2 and all(t.epochs == 1 for t in stopped)
+    assert second.total_epochs <= 5 * 3
 
 
 def test_progress_is_reported_as_trials_finish(crash_study):
