@@ -423,11 +423,21 @@ def _expand_curves(df):
         if not isinstance(epochs, list) or not epochs:
             rows.append(rec)
             continue
+        restored = rec.get("restored_from_epoch") or 0
         for i in range(len(epochs)):
             row = dict(rec)
             row.update({k: rec[c][i] for k, c in zip(CURVE_KEYS, cols)})
+            # The first report after a restore carries the checkpoint's epochs again: trained in
+            # an earlier session, kept only where Tune lost the report that first carried them.
+            row["_carried"] = bool(restored and row["epoch"] <= restored)
+            if row["_carried"]:
+                row["session"] = None
             rows.append(row)
-    return pd.DataFrame(rows).drop(columns=cols, errors="ignore")
+    out = pd.DataFrame(rows).drop(columns=cols, errors="ignore")
+    if "_carried" in out:
+        carried = out["_carried"].fillna(False).astype(bool)
+        out = out[~(carried & out["epoch"].isin(set(out.loc[~carried, "epoch"])))].drop(columns="_carried")
+    return out
 
 
 def _last_str(df, col: str) -> str | None:

@@ -114,6 +114,10 @@ def train_trial(config: dict, data: dict | None = None, setup: TrialSetup | None
     opt = make_optimizer(model, train_cfg.optimizer, train_cfg.lr, train_cfg.weight_decay, train_cfg.momentum)
 
     start, train_seconds = 0, 0.0
+    # Every epoch's curve values so far, saved with each checkpoint: the first report after a
+    # restore carries the restored epochs again, so the study's curves stay whole even when Tune
+    # 2.55.1 starts a resumed trial's result.json afresh (it had not uploaded the earlier rows yet).
+    history: dict[str, list] = {k: [] for k in CURVE_KEYS}
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
@@ -122,9 +126,10 @@ def train_trial(config: dict, data: dict | None = None, setup: TrialSetup | None
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, train_seconds = int(meta["epoch"]), float(meta["train_seconds"])
+        history = {k: list((meta.get("history") or {}).get(k, [])) for k in CURVE_KEYS}
 
     reports = set(setup.report_epochs or range(1, setup.max_t + 1)) | set(setup.checkpoint_epochs) | {setup.max_t}
-    curve: dict[str, list] = {k: [] for k in CURVE_KEYS}
+    curve: dict[str, list] = {k: list(v) for k, v in history.items()}
     for epoch in range(start + 1, setup.max_t + 1):
         if setup.crash_once_marker and epoch == setup.crash_at_epoch:
             try:  # O_EXCL: exactly one attempt, of one trial, ever creates the marker and crashes
@@ -144,6 +149,7 @@ def train_trial(config: dict, data: dict | None = None, setup: TrialSetup | None
         train_seconds += time.perf_counter() - t0
         for k, v in zip(CURVE_KEYS, (epoch, ev.accuracy, ev.loss, train_loss, train_seconds)):
             curve[k].append(v)
+            history[k].append(v)
         if epoch not in reports:
             continue
         metrics = {
@@ -171,6 +177,7 @@ def train_trial(config: dict, data: dict | None = None, setup: TrialSetup | None
                         "epoch": epoch,
                         "train_seconds": train_seconds,
                         "config": {k: _plain(v) for k, v in params.items()},
+                        "history": history,
                     }
                 )
             )

@@ -51,10 +51,10 @@ def study_config() -> TuningConfig:
 
 
 def study_splits():
-    """Digits with 300 training samples (the tuning tests' ``small_splits``)."""
+    """Digits with 900 training samples: epochs long enough for the driver kill to land mid-study."""
     from tasks.data.sources import load_digits_dataset, split_dataset
 
-    return split_dataset(load_digits_dataset(), seed=5, val_fraction=0.2, test_fraction=0.2, max_train_samples=300)
+    return split_dataset(load_digits_dataset(), seed=5, val_fraction=0.2, test_fraction=0.2, max_train_samples=900)
 
 
 def experiment_dir(store_dir: str | Path, splits) -> Path:

@@ -57,3 +57,33 @@ def test_expand_curves_gives_one_row_per_epoch_with_the_reports_other_columns():
     # Results without curves (reported every epoch) are left as they are.
     plain = df.drop(columns=[c for c in df if c.startswith("curve_")])
     assert _expand_curves(plain).equals(plain)
+
+
+def _report(epoch, session, restored, curve_epochs, accs, ts):
+    n = len(curve_epochs)
+    return {
+        "epoch": epoch,
+        "val_accuracy": accs[-1],
+        "session": session,
+        "restored_from_epoch": restored,
+        "timestamp": ts,
+        "curve_epoch": curve_epochs,
+        "curve_val_accuracy": accs,
+        "curve_val_loss": [1.0] * n,
+        "curve_train_loss": [1.0] * n,
+        "curve_train_seconds": [0.1] * n,
+    }
+
+
+def test_the_restored_epochs_a_report_carries_again_fill_only_what_tune_lost():
+    """After a restore from the epoch-1 checkpoint, the first report carries epoch 1 again (from the
+    checkpoint). Kept only when the report that first carried it is gone, and never counted as
+    trained in the new session."""
+    first = _report(1, "a", 0, [1], [0.5], 1)
+    resumed = _report(3, "b", 1, [1, 2, 3], [0.5, 0.6, 0.7], 2)
+    both = _expand_curves(pd.DataFrame([first, resumed]))
+    assert list(both["epoch"]) == [1, 2, 3] and list(both["session"]) == ["a", "b", "b"]
+    lost = _expand_curves(pd.DataFrame([resumed]))  # Tune started result.json afresh on resume
+    assert list(lost["epoch"]) == [1, 2, 3] and list(lost["val_accuracy"]) == [0.5, 0.6, 0.7]
+    assert lost["session"].iloc[0] is None and list(lost["session"].iloc[1:]) == ["b", "b"]
+    assert "_carried" not in lost
