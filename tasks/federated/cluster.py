@@ -30,7 +30,6 @@ from tasks.federated.processes import (
     tail,
     wait_port,
 )
-from tasks.federated.workspace import RUN_CONFIG_KEY
 from tasks.procs import kill_group, start_group
 
 DATA_PATH_KEY = "data-path"
@@ -408,32 +407,3 @@ from tasks.federated import server_app as _server_module
 client_app = _client_module.app
 server_app = _server_module.app
 '''
-
-
-def write_app_dir(root: Path, workdir: Path) -> Path:
-    """A minimal Flower app (pyproject + a module naming the components) whose run config points at ``workdir``."""
-    app = root / "app"
-    app.mkdir(parents=True, exist_ok=True)
-    (app / "driftloop_flower_app.py").write_text(APP_MODULE)
-    (app / "pyproject.toml").write_text(f"""[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "driftloop-federated"
-version = "1.0.0"
-description = "driftloop federated rounds"
-license = "Apache-2.0"
-dependencies = []
-
-[tool.flwr.app]
-publisher = "driftloop"
-
-[tool.flwr.app.components]
-serverapp = "driftloop_flower_app:server_app"
-clientapp = "driftloop_flower_app:client_app"
-
-[tool.flwr.app.config]
-{RUN_CONFIG_KEY} = {json.dumps(str(workdir.resolve()))}
-""")
-    return app

@@ -36,7 +36,6 @@ import torch
 from tasks.errors import DataError
 
 ENV_WORKDIR = "DRIFTLOOP_FED_WORKDIR"
-RUN_CONFIG_KEY = "driftloop-workdir"  # the former run config key (tasks.federated.cluster.write_app_dir)
 STORE_KEYS = {
     "uri": "driftloop-store-uri",
     "endpoint_url": "driftloop-store-endpoint",
