@@ -42,7 +42,11 @@ from tasks.settings import load_settings  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "federated_quality.json"
 # Every variant names its strategy and client lr: the defaults moved (to the last one) after this comparison.
-_OLD = {"strategy": "fedavg", "client_lr": None}  # the former default: FedAvg at the training lr (1e-3)
+_OLD = {
+    "strategy": "fedavg",
+    "client_lr": None,
+    "client_lr_scale": 1.0,
+}  # the former default: FedAvg at the training lr (1e-3)
 VARIANTS = {
     "fedavg E=5": {**_OLD},
     "fedavg E=5 held-out 0.1": {**_OLD, "local_eval_fraction": 0.1},
@@ -106,7 +110,7 @@ def federated(settings, splits, k: int) -> dict:
                 epochs=fed.local_epochs,
                 batch_size=fed.batch_size,
                 optimizer=fed.client_optimizer or tr.optimizer,
-                lr=fed.client_lr or tr.lr,
+                lr=fed.client_learning_rate(tr.lr),
                 seed=derive_seed(settings.seed, "federated", "client", c, "round", t),
                 device=dev,
                 proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)),

@@ -79,7 +79,7 @@ def plain_loop(settings, splits) -> dict:
                 epochs=fed.local_epochs,
                 batch_size=fed.batch_size,
                 optimizer=fed.client_optimizer or tr.optimizer,
-                lr=fed.client_lr or tr.lr,
+                lr=fed.client_learning_rate(tr.lr),
                 seed=derive_seed(settings.seed, "federated", "client", c, "round", t),
                 device=dev,
             )

@@ -37,6 +37,12 @@ class AdversarialConfig(Section):
     switch_epoch: int | None = None
     mix_ratio: float = Field(1.0, ge=0.0, le=1.0, description="share of each batch made adversarial")
     lr: float = Field(1e-3, gt=0.0)
+    # Fine-tuning a trained model trades clean accuracy for robustness. The harden stage keeps the
+    # most robust epoch whose natural validation accuracy is at most this far below the model's before
+    # fine-tuning (the starting weights always qualify); None: the last epoch whatever it costs.
+    max_clean_drop: float | None = Field(
+        0.02, ge=0.0, le=1.0, description="most clean validation accuracy fine-tuning may cost (None: no limit)"
+    )
     # Batch size of fine-tuning; None: training.batch_size.
     batch_size: int | None = Field(None, ge=1)
     # Fast adversarial training's FGSM step, as a multiple of epsilon (Wong et al. 2020 use 1.25).

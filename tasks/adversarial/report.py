@@ -188,8 +188,13 @@ def history_markdown(res: HardenResult, plot_png: bytes | None = None) -> str:
         f"- cost: {res.grad_passes} gradient evaluations (batch forward+backward passes), "
         f"{res.train_seconds:.2f} s training, {res.eval_seconds:.2f} s per-epoch evaluation",
         f"- history on {res.history_samples} validation samples",
-        "",
     ]
+    if res.max_clean_drop is not None and res.selected_epoch is not None:
+        lines.append(
+            f"- kept epoch {res.selected_epoch}: the most robust one whose natural accuracy is at most "
+            f"{res.max_clean_drop:g} below the start (`adversarial.max_clean_drop`)"
+        )
+    lines.append("")
     if plot_png is not None:
         lines += [f"![natural and adversarial accuracy per epoch]({png_data_uri(plot_png)})", ""]
     lines += [_table_md(history_rows(res))]

@@ -80,6 +80,7 @@ def harden_model(
         lo,
         hi,
         num_classes,
+        max_clean_drop=settings.adversarial.max_clean_drop,
     )
     png = history_plot(res) if res.history else None
     key_prefix = artifact_key(key_prefix, default="model")

@@ -63,6 +63,10 @@ class HardenResult:
     train_cpu_seconds: float = 0.0  # process CPU time of training: less sensitive to a busy machine
     eval_seconds: float = 0.0
     history_samples: int = 0
+    # The epoch whose weights the model holds at the end: the last one, or with a clean-accuracy
+    # budget (``max_clean_drop``) the most robust epoch within it (0: the starting weights).
+    selected_epoch: int | None = None
+    max_clean_drop: float | None = None
 
     @property
     def final(self) -> EpochRecord | None:
@@ -115,6 +119,7 @@ def adversarial_train(
     num_classes: int,
     track_history: bool = True,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    max_clean_drop: float | None = None,
 ) -> HardenResult:
     """Train ``model`` in place for ``cfg.epochs`` epochs in ``cfg.mode`` and return its history.
 
@@ -125,9 +130,17 @@ def adversarial_train(
     the starting point) records natural and PGD accuracy at ``cfg.epsilon`` on up to
     ``cfg.history_samples`` validation samples; that evaluation is timed separately from training.
 
+    ``max_clean_drop`` (fine-tuning a trained model; needs ``track_history``): at the end the model
+    holds the weights of the epoch with the highest robust validation accuracy among those whose
+    natural validation accuracy is at most ``max_clean_drop`` below the starting point's (epoch 0
+    always qualifies, so fine-tuning never costs more clean accuracy than that; ties go to the later
+    epoch). ``None``: the last epoch's weights, as in the papers.
+
     Raises ``DataError`` (data outside ``[lo, hi]``) or ``ValueError`` before any training.
     """
     _check_inputs(train_x, train_y, val_x, val_y, cfg, lo, hi, num_classes)
+    if max_clean_drop is not None and not (0.0 <= max_clean_drop <= 1.0):
+        raise ValueError(f"adversarial training: max_clean_drop must lie in [0, 1], got {max_clean_drop}")
     if training.num_threads:
         torch.set_num_threads(training.num_threads)
     device = select_device(training.device)
@@ -135,7 +148,7 @@ def adversarial_train(
     opt = make_optimizer(model, training.optimizer, cfg.lr, training.weight_decay, training.momentum)
     bs = cfg.batch_size or training.batch_size
     switch = cfg.switch_epoch_resolved()
-    result = HardenResult(cfg.mode, cfg.norm, cfg.epsilon, cfg.epochs, switch)
+    result = HardenResult(cfg.mode, cfg.norm, cfg.epsilon, cfg.epochs, switch, max_clean_drop=max_clean_drop)
 
     hx, hy = val_x, val_y
     if track_history and len(val_y) > cfg.history_samples:
@@ -144,6 +157,17 @@ def adversarial_train(
         )
         hx, hy = val_x[idx], val_y[idx]
     result.history_samples = int(len(hy)) if track_history else 0
+    selecting = max_clean_drop is not None and track_history and len(hy) > 0
+    best: dict[str, torch.Tensor] | None = None
+    best_robust = -1.0
+
+    def keep_if_best(rec: EpochRecord) -> None:
+        nonlocal best, best_robust
+        assert max_clean_drop is not None
+        start = result.history[0].natural_accuracy
+        if rec.natural_accuracy >= start - max_clean_drop - 1e-9 and rec.robust_accuracy >= best_robust:
+            best_robust, result.selected_epoch = rec.robust_accuracy, rec.epoch
+            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def record(epoch: int, phase: str, loss: float | None) -> None:
         if not track_history or len(hy) == 0:
@@ -168,6 +192,8 @@ def adversarial_train(
         result.eval_seconds += time.perf_counter() - t0
         rec = EpochRecord(epoch, phase, loss, nat, rob, result.grad_passes, result.example_grads, result.train_seconds)
         result.history.append(rec)
+        if selecting:
+            keep_if_best(rec)
         if on_epoch is not None:
             on_epoch(rec)
 
@@ -199,6 +225,10 @@ def adversarial_train(
         result.train_seconds += time.perf_counter() - t0
         result.train_cpu_seconds += time.process_time() - c0
         record(epoch, phase, loss)
+    if best is not None:
+        model.load_state_dict(best)
+    else:
+        result.selected_epoch = cfg.epochs
     model.eval()
     return result
 

@@ -92,7 +92,7 @@ def client_task(settings, model_spec: dict[str, Any], schema: Schema) -> ClientT
         local_epochs=fed.local_epochs,
         batch_size=fed.batch_size,
         optimizer=fed.client_optimizer or tr.optimizer,
-        lr=float(fed.client_lr or tr.lr),
+        lr=fed.client_learning_rate(tr.lr),
         weight_decay=float(tr.weight_decay),
         momentum=float(tr.momentum),
         num_threads=int(tr.num_threads or 1),

@@ -3,6 +3,7 @@ should, follows its schedule, and refuses bad input before training."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from tasks.adversarial.training import adversarial_train
 from tasks.errors import DataError
 from tasks.models.config import ModelConfig, TrainingConfig
 from tasks.models.zoo import build_model
+from tasks.seeding import derive_seed
 
 from .conftest import EPS, HI, LO, train_mlp
 
@@ -171,3 +173,59 @@ def test_bad_labels_and_shapes_fail_before_training(digits):
             HI,
             10,
         )
+
+
+def _fine_tune(natural_mlp, digits, max_clean_drop, **over):
+    import copy
+
+    model = copy.deepcopy(natural_mlp)
+    cfg = AdversarialConfig(
+        **(
+            dict(mode="pgd", epochs=3, epsilon=0.3, lr=3e-2, steps=3, step_size=0.1, history_samples=150, eval_steps=3)
+            | over
+        )
+    )
+    res = adversarial_train(
+        model,
+        digits.train.x,
+        digits.train.y,
+        digits.val.x,
+        digits.val.y,
+        cfg,
+        TrainingConfig(batch_size=32),
+        0,
+        LO,
+        HI,
+        10,
+        max_clean_drop=max_clean_drop,
+    )
+    return model, res
+
+
+def test_a_clean_accuracy_budget_keeps_the_most_robust_epoch_within_it(natural_mlp, digits):
+    """A harsh fine-tuning (eps 0.3, lr 3e-2) costs clean accuracy; with a budget of 0 the model
+    ends on the most robust epoch that lost none (here possibly the start), and its weights are that
+    epoch's, not the last one's."""
+    loose, loose_res = _fine_tune(natural_mlp, digits, None)
+    assert loose_res.selected_epoch == 3
+    start = loose_res.history[0].natural_accuracy
+    assert loose_res.final.natural_accuracy < start - 0.02, "the setting must cost clean accuracy to test the budget"
+
+    kept, res = _fine_tune(natural_mlp, digits, 0.0)
+    # Same seeds, same trajectory: the histories agree epoch by epoch.
+    assert [r.natural_accuracy for r in res.history] == [r.natural_accuracy for r in loose_res.history]
+    ok = [r for r in res.history if r.natural_accuracy >= start]
+    chosen = res.history[res.selected_epoch]
+    assert chosen in ok and chosen.robust_accuracy == max(r.robust_accuracy for r in ok)
+    # The model holds the chosen epoch's weights: its accuracy on the history samples is that epoch's.
+    from tasks.models.train import evaluate
+
+    idx = np.sort(np.random.default_rng(derive_seed(0, "history")).permutation(len(digits.val.y))[:150])
+    acc = evaluate(kept, digits.val.x[idx], digits.val.y[idx], torch.device("cpu"), 10).accuracy
+    assert acc == pytest.approx(chosen.natural_accuracy)
+    assert acc >= start
+
+
+def test_a_clean_accuracy_budget_outside_0_1_is_refused(natural_mlp, digits):
+    with pytest.raises(ValueError, match="max_clean_drop"):
+        _fine_tune(natural_mlp, digits, 1.5)

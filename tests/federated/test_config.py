@@ -75,3 +75,20 @@ def test_initial_model_must_fit(digits_splits, tmp_path):
 
     with pytest.raises(ConfigError, match="initial model does not fit"):
         run_federated(fed_settings(), digits_splits, {"bogus": torch.zeros(1)}, workdir=tmp_path / "w")
+
+
+def test_client_learning_rate_follows_the_training_lr_tuning_picked():
+    """Clients take far fewer steps than central training: their lr is the training lr (tuned or
+    not) times client_lr_scale, unless client_lr sets it outright."""
+    from tasks.federated.protocol import client_task
+    from tasks.tuning.space import apply_best_config
+
+    s = load_settings(environ={})
+    assert s.federated.client_learning_rate(s.training.lr) == pytest.approx(3e-3)  # 3 x the default 1e-3
+    tuned = apply_best_config(s, {"lr": 0.005, "optimizer": "sgd"})
+    task = client_task(tuned, {"arch": "mlp"}, None)
+    assert task.optimizer == "sgd" and task.lr == pytest.approx(0.015)
+    fixed = load_settings(overrides={"federated.client_lr": 0.02, "federated.client_lr_scale": 10.0}, environ={})
+    assert fixed.federated.client_learning_rate(0.005) == pytest.approx(0.02)
+    with pytest.raises(ConfigError, match="federated.client_lr_scale"):
+        load_settings(overrides={"federated.client_lr_scale": 0}, environ={})

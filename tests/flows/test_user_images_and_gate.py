@@ -9,7 +9,8 @@ import pytest
 from tasks.data.splits import SPLIT_IDS_NAME, SplitIds
 from tasks.settings import load_settings
 from tasks.store.artifacts import ArtifactStore
-from tests.flows.test_user_datasets import _generated, run_every_stage
+from tests.fixtures.datasets import generated_csv
+from tests.flows.test_user_datasets import run_every_stage
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +25,7 @@ def test_gate_test_split_holds_no_row_either_model_trained_on(prefect_api, tmp_p
     from flows.pipeline import PipelineInputs, run_pipeline
     from flows.training import training
 
-    src = _generated(tmp_path / "table.csv", n=1200, d=8)
+    src = generated_csv(tmp_path / "table.csv", n=1200, d=8)
     fast = {
         "tuning.enabled": False,
         "federated.enabled": False,
@@ -34,7 +35,7 @@ def test_gate_test_split_holds_no_row_either_model_trained_on(prefect_api, tmp_p
     }
     first = training(load_settings(profile="smoke", overrides=fast, environ={}))
     # Added labelled batches: new rows from the same generator, as files retraining reads.
-    extra = pd.read_csv(_generated(tmp_path / "more.csv", n=300, d=8, seed=9))
+    extra = pd.read_csv(generated_csv(tmp_path / "more.csv", n=300, d=8, seed=9))
     uris = []
     for i in range(2):
         p = tmp_path / f"batch-{i}.csv"

@@ -63,6 +63,7 @@ def fed_settings(**federated):
         "round_timeout_s": 60.0,
         "strategy": "fedavg",
         "client_lr": None,
+        "client_lr_scale": 1.0,
     }
     base.update(federated)
     return load_settings(
