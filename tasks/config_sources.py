@@ -78,7 +78,7 @@ class EnvSource(EnvSettingsSource):
         out = []
         for key, name in self.names.items():
             if not any(leaf == key or leaf.startswith(key + ".") for leaf in leaves):
-                known_top = key in self.settings_cls.model_fields  # only a null value is dropped
+                known_top = key in self.settings_cls.model_fields  # dropped only when its value is null
                 out.append((key or "(top level)", "must not be null" if known_top else "unknown key", name))
         return out
 
