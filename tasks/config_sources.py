@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -152,6 +153,9 @@ def _read_mapping(path: Path | Traversable, parse: Callable[[str], Any]) -> dict
         raise ConfigError(f"{name} is malformed: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{name} must hold a mapping at the top level")
+    for key in data:  # YAML allows `1: 2`; a key that is not text names no setting
+        if not isinstance(key, str):
+            raise ConfigError(f"invalid configuration:\n  {key!r}: unknown key, not text (from {name})")
     return data
 
 
@@ -189,6 +193,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # SafeLoader refuses it below ("found unhashable key")
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     "while constructing a mapping",

@@ -202,3 +202,14 @@ def test_unknown_file_suffix(tmp_path):
     f.write_text("")
     with pytest.raises(ConfigError, match=r"c\.ini.*use \.toml"):
         load_settings(config_file=f, environ={})
+
+
+@pytest.mark.parametrize(
+    "text, message", [("1: 2\n", "1: unknown key, not text"), ("? [a, b]\n: 1\n", "unhashable key")]
+)
+def test_yaml_keys_that_name_no_setting(tmp_path, text, message):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=message) as e:
+        load_settings(config_file=f, environ={})
+    assert str(f) in str(e.value)
