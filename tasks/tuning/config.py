@@ -12,6 +12,7 @@ any trial starts (``tasks.tuning.space.validate_search_space``).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -169,27 +170,23 @@ def _keyed(err: ErrorDetails) -> InitErrorDetails:
 
 def _check_space(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     """The space's own rules: every spec valid, at least one parameter, no float range for an
-    integer parameter; errors re-located by :func:`_keyed`."""
+    integer parameter; errors re-located by :func:`_keyed`, all of them at once."""
+    problems = []
+    for name, spec in value.items() if isinstance(value, Mapping) else ():
+        # read from the plain form too, so that this is reported along with the other specs' errors
+        kind = spec.get("type") if isinstance(spec, Mapping) else getattr(spec, "type", None)
+        if name in INTEGER_PARAMS and kind in ("loguniform", "uniform"):
+            message = f"{name} is an integer; use randint or choice, not {kind}"
+            problems.append(InitErrorDetails(type=_problem(message), loc=(name, "type"), input=kind))
     try:
         space = handler(value)
     except ValidationError as e:
-        raise ValidationError.from_exception_data("search_space", [_keyed(x) for x in e.errors()]) from None
-    problems = [
-        InitErrorDetails(
-            type=_problem(f"{name} is an integer; use randint or choice, not {spec.type}"),
-            loc=(name, "type"),
-            input=spec.type,
-        )
-        for name, spec in space.items()
-        if name in INTEGER_PARAMS and isinstance(spec, (LogUniform, Uniform))
-    ]
-    if not space:
-        everything = ", ".join(MODEL_PARAMS + TRAINING_PARAMS)
-        problems.append(
-            InitErrorDetails(
-                type=_problem(f"no parameter to search: give at least one (any of {everything})"), loc=(), input=value
-            )
-        )
+        problems = [_keyed(x) for x in e.errors()] + problems
+    else:
+        if not space:
+            everything = ", ".join(MODEL_PARAMS + TRAINING_PARAMS)
+            message = f"no parameter to search: give at least one (any of {everything})"
+            problems.append(InitErrorDetails(type=_problem(message), loc=(), input=value))
     if problems:
         raise ValidationError.from_exception_data("search_space", problems)
     return space

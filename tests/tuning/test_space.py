@@ -129,3 +129,23 @@ def test_an_architecture_choice_is_checked_against_the_data_typed_or_plain():
     for space in (typed, {"arch": {"type": "choice", "values": ["mlp", "cnn"]}}):
         with pytest.raises(ConfigError, match=r"tuning.search_space\['arch'\] offers 'cnn'"):
             check_search_space(space, (30,))
+
+
+def test_every_problem_of_a_space_is_reported_at_once():
+    with pytest.raises(ConfigError) as e:
+        load_settings(
+            overrides={
+                "tuning.search_space": {
+                    "lr": {"type": "gaussian"},
+                    "width": {"type": "uniform", "low": 8, "high": 64},
+                    "colour": {"type": "choice", "values": [1]},
+                }
+            },
+            environ={},
+        )
+    lines = str(e.value).splitlines()[1:]
+    assert [line.split(":")[0].strip() for line in lines] == [
+        "tuning.search_space.lr.type",
+        "tuning.search_space.colour",
+        "tuning.search_space.width.type",
+    ]
