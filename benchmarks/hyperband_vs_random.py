@@ -220,7 +220,7 @@ def main() -> None:
         "seeds": [r["seed"] for r in rows],
         "max_train_samples": args.max_train_samples,
         "model": ModelConfig().model_dump(),
-        "search_space": space,
+        "search_space": {name: spec.model_dump(mode="json") for name, spec in space.items()},
         "rows": rows,
         "summary": summary,
         "seconds": round(time.time() - t0, 1),

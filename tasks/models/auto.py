@@ -8,6 +8,8 @@ minutes later inside a tuning trial.
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from tasks.errors import ConfigError
 from tasks.models.config import ModelConfig
 
@@ -41,10 +43,12 @@ def resolve_model_config(cfg: ModelConfig, in_shape: tuple[int, ...]) -> ModelCo
     return cfg.model_copy(update={"arch": arch_for(cfg.arch, in_shape)})
 
 
-def check_search_space(search_space: dict, in_shape: tuple[int, ...]) -> None:
+def check_search_space(search_space: Mapping[str, Any], in_shape: tuple[int, ...]) -> None:
     """Fail before tuning when ``tuning.search_space`` offers an architecture the data cannot fit."""
-    spec = search_space.get("arch") if isinstance(search_space, dict) else None
-    values = spec.get("values") if isinstance(spec, dict) else None
+    spec = search_space.get("arch") if isinstance(search_space, Mapping) else None
+    # A typed choice (tasks.tuning.config.Choice: not imported, tasks.tuning imports this package)
+    # or its plain dict form.
+    values = spec.get("values") if isinstance(spec, Mapping) else getattr(spec, "values", None)
     for v in values or []:
         try:
             arch_for(str(v), in_shape)

@@ -10,19 +10,18 @@ This module only gathers the public names of the tuning package; the code lives 
 * ``tasks.tuning.results``: TrialRecord, StudyResult, StudyInterrupted
 """
 
+from tasks.tuning.config import MODEL_PARAMS, SPACE_TYPES, TRAINING_PARAMS  # noqa: F401
 from tasks.tuning.results import StudyInterrupted, StudyResult, TrialRecord, asha_milestones, rung_milestones  # noqa: F401
 from tasks.tuning.runtime import check_ray_address, connect_ray, s3_filesystem, trial_resources, tune_storage  # noqa: F401
 from tasks.tuning.space import (  # noqa: F401
     METRICS,
-    MODEL_PARAMS,
     SCHEDULERS,
-    SPACE_TYPES,
-    TRAINING_PARAMS,
     apply_best_config,
     apply_params,
     bohb_missing_packages,
     config_key,
     param_space,
+    parse_search_space,
     sample_config,
     trial_seed,
     validate_search_space,

@@ -1,5 +1,6 @@
 """The search space: validation (errors name ``tuning.*`` keys), sampling, the Ray
 ``param_space``, and how a sampled configuration maps onto the model and training sections.
+The specs themselves, and the rules each checks on its own, are in ``tasks.tuning.config``.
 
 Pure: imports neither prefect nor Ray at module level (``param_space`` imports ``ray.tune`` when called).
 """
@@ -9,82 +10,80 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 import numpy as np
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from tasks.errors import ConfigError
 from tasks.models.config import ModelConfig, TrainingConfig
 from tasks.seeding import derive_seed
-from tasks.tuning.config import TuningConfig
+from tasks.tuning.config import (
+    MODEL_PARAMS,
+    TRAINING_PARAMS,
+    Choice,
+    ParamName,
+    RandInt,
+    SearchSpace,
+    SpaceSpec,
+    TuningConfig,
+    Uniform,
+)
 from tasks.tuning.plan import check_plan_args
 
-# Which section each searchable parameter belongs to.
-MODEL_PARAMS = ("arch", "width", "depth", "dropout")
-TRAINING_PARAMS = ("lr", "batch_size", "weight_decay", "optimizer", "momentum")
-SPACE_TYPES = ("loguniform", "uniform", "randint", "choice")
 SCHEDULERS = ("hyperband", "asha", "bohb")
 METRICS = ("val_accuracy", "val_loss")
 
 # --------------------------------------------------------------------------- validation
 
+_SEARCH_SPACE: TypeAdapter[dict[ParamName, SpaceSpec]] = TypeAdapter(SearchSpace)
+
+
+def parse_search_space(space: Mapping[Any, Any]) -> dict[ParamName, SpaceSpec]:
+    """``space`` (typed specs, or the plain dicts of a file or a form) as typed specs.
+
+    The specs' own rules (``tasks.tuning.config``) apply; a violation raises :class:`ConfigError`
+    naming ``tuning.search_space.<param>[.<key>]``. Also a guard for a configuration built without
+    validation (``model_copy(update=...)``).
+    """
+    try:
+        return _SEARCH_SPACE.validate_python(space)
+    except ValidationError as e:
+        raise ConfigError(
+            "; ".join(f"{'.'.join(['tuning.search_space', *map(str, x['loc'])])}: {x['msg']}" for x in e.errors())
+        ) from None
+
 
 def validate_search_space(
-    space: Mapping[str, Any], base_model: ModelConfig | None = None, base_training: TrainingConfig | None = None
-) -> None:
-    """Raise :class:`ConfigError` naming ``tuning.search_space.<param>`` for anything invalid.
+    space: Mapping[Any, Any], base_model: ModelConfig | None = None, base_training: TrainingConfig | None = None
+) -> dict[ParamName, SpaceSpec]:
+    """The typed space, once every bound and choice is a value the model and training sections
+    (``base_model``, ``base_training``; defaults when None) accept.
 
-    Checks: a non-empty mapping; known parameter names; known distribution types with their
-    keys; ``low < high`` (``low > 0`` for loguniform); non-empty choices; and that the bounds and
-    every choice are values the model/training configuration accepts.
+    Raises :class:`ConfigError` naming ``tuning.search_space.<param>.<key>``: the specs' own rules
+    first (:func:`parse_search_space`), then each draw that the section would reject.
     """
+    specs = parse_search_space(space)
     base_model = base_model or ModelConfig()
     base_training = base_training or TrainingConfig()
-    if not isinstance(space, Mapping) or not space:
-        raise ConfigError(
-            "tuning.search_space is empty: give at least one parameter to search "
-            f"(any of {', '.join(MODEL_PARAMS + TRAINING_PARAMS)})"
-        )
-    for name, spec in space.items():
-        key = f"tuning.search_space.{name}"
-        if name not in MODEL_PARAMS + TRAINING_PARAMS:
-            raise ConfigError(f"{key}: unknown parameter; searchable are {', '.join(MODEL_PARAMS + TRAINING_PARAMS)}")
-        if not isinstance(spec, Mapping) or "type" not in spec:
-            raise ConfigError(f"{key}: must be a mapping with a 'type' ({', '.join(SPACE_TYPES)})")
-        kind = spec["type"]
-        if kind not in SPACE_TYPES:
-            raise ConfigError(f"{key}.type: unknown distribution {kind!r}; use one of {', '.join(SPACE_TYPES)}")
-        if kind == "choice":
-            extra = set(spec) - {"type", "values"}
-            values = spec.get("values")
-            if not isinstance(values, (list, tuple)) or len(values) == 0:
-                raise ConfigError(f"{key}.values: a choice needs a non-empty list of values")
-            probes = list(values)
-        else:
-            extra = set(spec) - {"type", "low", "high"}
-            lo, hi = spec.get("low"), spec.get("high")
-            for bound, v in (("low", lo), ("high", hi)):
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise ConfigError(f"{key}.{bound}: must be a finite number, got {v!r}")
-            if lo >= hi:
-                raise ConfigError(f"{key}: low ({lo}) must be below high ({hi})")
-            if kind == "loguniform" and lo <= 0:
-                raise ConfigError(f"{key}.low: a loguniform range needs low > 0, got {lo}")
-            if kind == "randint":
-                if not (isinstance(lo, int) and isinstance(hi, int)):
-                    raise ConfigError(f"{key}: randint bounds must be integers, got {lo!r}, {hi!r}")
-                probes = [lo, hi - 1]  # high is excluded
-            else:
-                probes = [lo]  # a continuous range never draws `high` itself
-                if name in ("width", "depth", "batch_size"):
-                    raise ConfigError(f"{key}.type: {name} is an integer; use randint or choice, not {kind}")
-        if extra:
-            raise ConfigError(f"{key}: unexpected keys {sorted(extra)} for type {kind!r}")
-        for v in probes:
+    for name, spec in specs.items():
+        for key, value, shown in _extremes(spec):
             try:
-                apply_params(base_model, base_training, {name: v})
+                apply_params(base_model, base_training, {name: value})
             except ConfigError as e:
-                raise ConfigError(f"{key}: value {v!r} is not accepted: {e}") from None
+                raise ConfigError(f"tuning.search_space.{name}.{key}: {shown} is not accepted ({e})") from None
+    return specs
+
+
+def _extremes(spec: SpaceSpec) -> list[tuple[str, Any, str]]:
+    """(key, value, how to name it) for the values that stand for everything ``spec`` draws: every
+    choice, and the smallest and largest draw of a range (its ``high`` is never drawn)."""
+    if isinstance(spec, Choice):
+        return [("values", v, repr(v)) for v in spec.values]
+    if isinstance(spec, RandInt):
+        return [("low", spec.low, repr(spec.low)), ("high", spec.high - 1, f"{spec.high - 1} (its largest draw)")]
+    below = math.nextafter(spec.high, spec.low)
+    return [("low", spec.low, repr(spec.low)), ("high", below, f"a draw just below {spec.high!r}")]
 
 
 def validate_tuning(
@@ -123,6 +122,8 @@ def bohb_missing_packages() -> list[str]:
 
 # --------------------------------------------------------------------------- configs
 
+_C = TypeVar("_C", bound=BaseModel)
+
 
 def apply_params(
     model: ModelConfig, training: TrainingConfig, params: Mapping[str, Any]
@@ -137,15 +138,15 @@ def apply_params(
     unknown = set(params) - set(m_upd) - set(t_upd)
     if unknown:
         raise ConfigError(f"unknown searched parameters {sorted(unknown)}")
-    from pydantic import ValidationError
+    return _updated("model", model, m_upd), _updated("training", training, t_upd)
 
+
+def _updated(section: str, cfg: _C, update: Mapping[str, Any]) -> _C:
     try:
-        return (
-            ModelConfig.model_validate({**model.model_dump(), **m_upd}),
-            TrainingConfig.model_validate({**training.model_dump(), **t_upd}),
-        )
+        return type(cfg).model_validate({**cfg.model_dump(), **update})
     except ValidationError as e:
-        raise ConfigError("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
+        problems = [".".join([section, *map(str, err["loc"])]) + ": " + err["msg"] for err in e.errors()]
+        raise ConfigError("; ".join(problems)) from None
 
 
 def _plain(v: Any) -> Any:
@@ -164,43 +165,39 @@ def trial_seed(base_seed: int, params: Mapping[str, Any]) -> int:
     return derive_seed(base_seed, "trial", config_key(params))
 
 
-def sample_config(space: Mapping[str, Mapping[str, Any]], gen: np.random.Generator) -> dict[str, Any]:
-    """Draw one configuration from ``space`` with numpy (the sampler the benchmark's in-process
-    Hyperband and random search share; parameters drawn in sorted name order)."""
+def sample_config(space: Mapping[Any, Any], gen: np.random.Generator) -> dict[str, Any]:
+    """Draw one configuration from ``space`` (see :func:`parse_search_space`) with numpy: the
+    sampler the benchmark's in-process Hyperband and random search share. Parameters are drawn in
+    sorted name order."""
+    specs = parse_search_space(space)
     out: dict[str, Any] = {}
-    for name in sorted(space):
-        spec = space[name]
-        kind = spec["type"]
-        if kind == "choice":
-            out[name] = _plain(spec["values"][int(gen.integers(len(spec["values"])))])
-        elif kind == "uniform":
-            out[name] = float(gen.uniform(spec["low"], spec["high"]))
-        elif kind == "loguniform":
-            out[name] = float(math.exp(gen.uniform(math.log(spec["low"]), math.log(spec["high"]))))
-        elif kind == "randint":
-            out[name] = int(gen.integers(spec["low"], spec["high"]))
-        else:
-            raise ConfigError(f"tuning.search_space.{name}.type: unknown distribution {kind!r}")
+    for name in sorted(specs):
+        spec = specs[name]
+        if isinstance(spec, Choice):
+            out[name] = _plain(spec.values[int(gen.integers(len(spec.values)))])
+        elif isinstance(spec, RandInt):
+            out[name] = int(gen.integers(spec.low, spec.high))
+        elif isinstance(spec, Uniform):
+            out[name] = float(gen.uniform(spec.low, spec.high))
+        else:  # loguniform
+            out[name] = float(math.exp(gen.uniform(math.log(spec.low), math.log(spec.high))))
     return out
 
 
-def param_space(space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The Ray Tune ``param_space`` for a validated search space."""
+def param_space(space: Mapping[Any, Any]) -> dict[str, Any]:
+    """The Ray Tune ``param_space`` for ``space`` (see :func:`parse_search_space`)."""
     from ray import tune
 
     out: dict[str, Any] = {}
-    for name, spec in space.items():
-        kind = spec["type"]
-        if kind == "loguniform":
-            out[name] = tune.loguniform(spec["low"], spec["high"])
-        elif kind == "uniform":
-            out[name] = tune.uniform(spec["low"], spec["high"])
-        elif kind == "randint":
-            out[name] = tune.randint(spec["low"], spec["high"])
-        elif kind == "choice":
-            out[name] = tune.choice(list(spec["values"]))
+    for name, spec in parse_search_space(space).items():
+        if isinstance(spec, Choice):
+            out[name] = tune.choice(list(spec.values))
+        elif isinstance(spec, RandInt):
+            out[name] = tune.randint(spec.low, spec.high)
+        elif isinstance(spec, Uniform):
+            out[name] = tune.uniform(spec.low, spec.high)
         else:
-            raise ConfigError(f"tuning.search_space.{name}.type: unknown distribution {kind!r}")
+            out[name] = tune.loguniform(spec.low, spec.high)
     return out
 
 

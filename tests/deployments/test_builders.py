@@ -50,6 +50,26 @@ def test_parameters_are_the_resolved_config_without_secrets(tmp_path):
     assert settings_parameters(s3)["store"]["uri"] == "s3://b/p"
 
 
+def test_a_search_space_from_the_ui_form_is_checked_by_the_schema_and_typed_by_the_flow():
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.validation import validate
+
+    from flows.training import training
+    from tasks.tuning.config import LogUniform
+
+    # The deployment carries the plain form (the dump of the typed specs), the UI form edits JSON.
+    params = settings_parameters(smoke())
+    assert params["tuning"]["search_space"]["lr"] == {"type": "loguniform", "low": 1e-4, "high": 3e-2}
+    schema = parameter_schema(training.fn).model_dump()
+    space = {"lr": {"type": "loguniform", "low": 1e-3, "high": 1e-2}}
+    form = {"config": {**params, "tuning": {**params["tuning"], "search_space": space}}}
+    assert validate(form, schema, raise_on_error=False, preprocess=True, ignore_required=True) == []
+    assert training.validate_parameters(form)["config"].tuning.search_space == {"lr": LogUniform(low=1e-3, high=1e-2)}
+    for bad in ({"lr": {"type": "gaussian", "low": 1e-3, "high": 1e-2}}, {"colour": {"type": "choice", "values": [1]}}):
+        form = {"config": {**params, "tuning": {**params["tuning"], "search_space": bad}}}
+        assert validate(form, schema, raise_on_error=False, preprocess=True, ignore_required=True) != []
+
+
 def test_drift_schedule_from_config_and_bad_cron_named():
     assert drift_schedule(smoke()).cron == "*/15 * * * *"
     assert drift_schedule(smoke(**{"drift.schedule_cron": "0 * * * *"})).cron == "0 * * * *"

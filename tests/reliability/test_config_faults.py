@@ -64,9 +64,13 @@ def test_a_bad_search_space_or_an_unwritable_store_fails_before_the_first_stage(
             )
         return sorted(r.name for r in runs)
 
+    # A spec that breaks its own rules fails as the settings load; one that the training section
+    # rejects (lr must be > 0, a uniform range draws its low) passes loading and fails in preflight.
+    with pytest.raises(ConfigError, match=r"tuning\.search_space\.lr\.low: a loguniform range needs low > 0"):
+        smoke_settings(tmp_path, **{"tuning.search_space": {"lr": {"type": "loguniform", "low": 0, "high": 0.1}}})
     bad_space = smoke_settings(
         tmp_path,
-        **{"tuning.enabled": True, "tuning.search_space": {"lr": {"type": "loguniform", "low": 0, "high": 0.1}}},
+        **{"tuning.enabled": True, "tuning.search_space": {"lr": {"type": "uniform", "low": 0, "high": 0.1}}},
     )
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
