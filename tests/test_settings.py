@@ -213,3 +213,10 @@ def test_yaml_keys_that_name_no_setting(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as e:
         load_settings(config_file=f, environ={})
     assert str(f) in str(e.value)
+
+
+def test_a_json_object_in_an_environment_variable_sets_a_whole_mapping():
+    """A search space given as JSON through the environment (the old loader crashed on it)."""
+    s = load_settings(environ={"DRIFTLOOP_TUNING__SEARCH_SPACE": '{"depth": {"type": "choice", "values": [1, 2]}}'})
+    assert list(s.tuning.search_space) == ["depth"]
+    assert s.tuning.search_space["depth"].model_dump() == {"type": "choice", "values": [1, 2]}
