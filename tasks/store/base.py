@@ -9,7 +9,7 @@ writes support the model registry:
 * ``if_absent=True``: create-only (S3 ``If-None-Match: *``; locally a hard link, which fails when
   the name exists, so the object appears complete or not at all).
 * ``if_match=token``: compare-and-swap against the token :meth:`Backend.get_with_token` returned
-  (S3 ``If-Match: <ETag>``; locally the compare and rename happen under an ``fcntl`` lock file).
+  (S3 ``If-Match: <ETag>``; locally the compare and rename happen under a ``filelock`` lock file).
 
 A failed condition raises :class:`PreconditionFailed`. SeaweedFS 4.48, MinIO and AWS S3 honour both
 headers (checked for SeaweedFS with 8 concurrent writers: exactly one wins each round).

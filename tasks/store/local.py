@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
 import uuid
 from pathlib import Path
+
+from filelock import FileLock
 
 from tasks.errors import ObjectNotFound, StoreError
 from tasks.store.base import Backend, PreconditionFailed
@@ -44,7 +45,9 @@ class LocalBackend(Backend):
         locks = self.root / ".locks"
         locks.mkdir(parents=True, exist_ok=True)
         name = hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock"
-        return _FileLock(locks / name)
+        # A new FileLock per acquisition opens its own file description, so the flock excludes other
+        # threads of this process as well as other processes.
+        return FileLock(locks / name)
 
     def put_bytes(self, key: str, data: bytes, if_absent: bool = False, if_match: str | None = None) -> None:
         path = self._path(key)
@@ -155,26 +158,6 @@ class LocalBackend(Backend):
             except OSError:
                 break
             parent = parent.parent
-
-
-class _FileLock:
-    """An exclusive ``fcntl.flock`` on a lock file; excludes other processes and other threads
-    (each acquisition opens its own file description, and flock locks conflict across those)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._fd: int | None = None
-
-    def __enter__(self) -> "_FileLock":
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        assert self._fd is not None
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-        self._fd = None
 
 
 def _atomic_copy(src: Path, dest: Path, what: str) -> tuple[str, int]:

@@ -9,7 +9,7 @@ A version record points at a committed run (which holds ``model.json`` and ``mod
 and pins the sha256 of that run's manifest, so a manifest rewritten after registration is caught.
 
 The champion pointer is one document changed only by compare-and-swap (S3 ``If-Match: <ETag>``;
-locally the compare and rename run under an ``fcntl`` lock file). It carries the promotion history
+locally the compare and rename run under a ``filelock`` lock file). It carries the promotion history
 (who, when, why, from, to, a sequence number) in the same atomic write, so the pointer and its
 history can never disagree. Of two concurrent promotions exactly one write succeeds; the other
 either re-reads and re-applies (when the caller did not condition on a champion) or raises
