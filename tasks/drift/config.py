@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, Literal, Mapping, Union, cast
 
 from pydantic import (
+    ConfigDict,
     Discriminator,
     Field,
     SerializationInfo,
@@ -56,8 +57,15 @@ def _shared(key: str, text: str) -> str:
     return text + _UNSET_NOTE.format(key=SHARED_KEYS[key])
 
 
+def _name_required(schema: dict[str, Any]) -> None:
+    # A table must say which detector it is (parse_detector); in Python the class says it.
+    schema["required"] = ["name", *schema.get("required", [])]
+
+
 class _Detector(Section):
     """What every detector configuration has: its name (the union's tag)."""
+
+    model_config = ConfigDict(json_schema_extra=_name_required)
 
     name: str
     online: ClassVar[bool] = False
