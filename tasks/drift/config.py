@@ -19,7 +19,7 @@ takes effect with the next reference (the next promotion), not for references al
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal, Mapping, Union, cast
+from typing import Annotated, Any, Literal, Mapping, Union, cast
 
 from pydantic import (
     ConfigDict,
@@ -68,7 +68,6 @@ class _Detector(Section):
     model_config = ConfigDict(json_schema_extra=_name_required)
 
     name: str
-    online: ClassVar[bool] = False
 
     @classmethod
     def parameter_names(cls) -> list[str]:
@@ -122,7 +121,6 @@ class _OnlineDetector(_Detector):
     # ERT is alibi-detect's expected run time in *instances* without drift. A batch of B instances
     # is fed one at a time, so the chance of a false alarm per clean batch is about B/ert:
     # ert = B / p_val matches the offline detectors' rate (2000 for B=100 at p_val=0.05).
-    online: ClassVar[bool] = True
     ert: int = Field(2000, ge=10, description=_shared("ert", "Expected run time without drift, in instances."))
     window_size: int = Field(50, ge=2, description=_shared("window_size", "Sliding test-window size in instances."))
     n_bootstraps: int | None = Field(
