@@ -373,15 +373,16 @@ class DetectorSet:
 
 def build_detectors(
     reference: "DriftReference",
-    names: "Sequence[str | DetectorConfig] | None" = None,
+    names: "Sequence[str | DetectorConfig | Mapping[str, Any]] | None" = None,
     state: Mapping[str, np.ndarray] | None = None,
 ) -> DetectorSet:
     """Build ``names`` (default: the reference's configured detectors) from the reference's arrays.
 
     Each detector is built from its own typed config (:mod:`tasks.drift.config`): for a name, the
     config the reference stores (what the online thresholds were calibrated for), or for a name it
-    does not store, one resolved from its stored shared keys. A config given instead of a name is
-    used as given (its unset parameters from the stored shared keys). An online detector whose
+    does not store, one resolved from its stored shared keys. A config (or a table, ``{"name":
+    "lsdd", "n_permutations": 50}``) given instead of a name is used as given, its unset
+    parameters from the stored shared keys. An online detector whose
     config differs from the one the reference holds a calibration for is calibrated now (slow).
     ``state`` is what :meth:`DetectorSet.state_arrays` saved after the previous check.
     """
@@ -412,7 +413,7 @@ def check_batch(
     reference: "DriftReference",
     x_batch: np.ndarray,
     model: "nn.Module",
-    detectors: "DetectorSet | Sequence[str | DetectorConfig] | None" = None,
+    detectors: "DetectorSet | Sequence[str | DetectorConfig | Mapping[str, Any]] | None" = None,
     cfg: "DriftConfig | None" = None,
     batch_id: str = "batch",
     device: "torch.device | str | None" = None,
@@ -420,7 +421,7 @@ def check_batch(
     """Run the detectors on one batch: validate it, run the model once, test each feature set.
 
     ``detectors`` is a :class:`DetectorSet` (reuse one across batches: online detectors keep their
-    window), a list of names or detector configs (see :func:`build_detectors`), or None for the
+    window), a list of names, detector configs or tables (see :func:`build_detectors`), or None for the
     names in ``cfg.detectors`` (else the reference's list); the parameters of a named detector are
     always the reference's. Bad input (no reference, empty batch, wrong per-sample shape, too
     small, non-finite values, unknown detector) raises DataError / ConfigError before the model
@@ -432,7 +433,7 @@ def check_batch(
     if not isinstance(detectors, DetectorSet):
         # From cfg only the names: the parameters are the reference's (its online calibration's).
         if detectors is not None:
-            names: list[str | DetectorConfig] | None = list(detectors)
+            names: list[str | DetectorConfig | Mapping[str, Any]] | None = list(detectors)
         else:
             names = [d.name for d in cfg.detectors] if cfg is not None else None
         configs = reference.detector_configs(names)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from tasks.drift.config import ONLINE_CONFIGS, DetectorConfig, DriftConfig
+from tasks.drift.config import ONLINE_CONFIGS, DetectorConfig, DriftConfig, parse_detector
 from tasks.drift.features import (
     DETECTOR_FEATURES,
     batch_features,
@@ -27,7 +27,7 @@ from tasks.drift.features import (
     check_detector_names,
     features_from_outputs,
 )
-from tasks.errors import DataError
+from tasks.errors import ConfigError, DataError
 from tasks.seeding import rng
 
 if TYPE_CHECKING:
@@ -89,15 +89,22 @@ class DriftReference:
         """The stored configuration, validated."""
         return DriftConfig.model_validate(self.config)
 
-    def detector_configs(self, names: "Sequence[str | DetectorConfig] | None" = None) -> list[DetectorConfig]:
+    def detector_configs(
+        self, names: "Sequence[str | DetectorConfig | Mapping[str, Any]] | None" = None
+    ) -> list[DetectorConfig]:
         """The resolved configs of ``names`` (default: the stored detectors). A name the reference
-        stores is its stored config; any other name, or a config's unset parameters, are resolved
-        from the stored shared keys. Raises ConfigError for unknown or repeated names."""
+        stores is its stored config; any other name, or the unset parameters of a config (or of a
+        table like ``{"name": "lsdd", "n_permutations": 50}``), are resolved from the stored shared
+        keys. Raises ConfigError for unknown or repeated names and bad tables."""
         cfg = self.drift_config()
         if names is None:
             return cfg.detector_configs()
-        check_detector_names(n if isinstance(n, str) else n.name for n in names)
-        return [cfg.detector_config(n) if isinstance(n, str) else cfg.resolve(n) for n in names]
+        try:
+            given = [n if isinstance(n, str) else parse_detector(n) for n in names]
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        check_detector_names(n if isinstance(n, str) else n.name for n in given)
+        return [cfg.detector_config(n) if isinstance(n, str) else cfg.resolve(n) for n in given]
 
     def calibration_for(self, name: str) -> dict[str, np.ndarray] | None:
         """The stored online calibration of detector ``name``, if it was calibrated for this config."""

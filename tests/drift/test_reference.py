@@ -180,3 +180,24 @@ def test_detectors_with_their_own_parameters_are_stored_and_built_with_them(digi
     assert dets.detectors["mmd_embedding"].impl._detector.n_permutations == 50
     dets = build_detectors(back, [MMDEmbeddingConfig(n_permutations=12)])
     assert dets.detectors["mmd_embedding"].impl._detector.n_permutations == 12
+
+
+def test_an_online_config_other_than_the_stored_one_is_calibrated_for_itself(drift_reference, monkeypatch):
+    from tasks.drift import detectors as D
+    from tasks.drift.config import CVMOnlineConfig
+
+    stored = drift_reference.calibration["cvm_online"]["thresholds"]
+    calls = []
+    real = D.calibrate_online
+    monkeypatch.setattr(D, "calibrate_online", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    same = build_detectors(drift_reference, [CVMOnlineConfig(ert=300, window_size=20, n_bootstraps=400)])
+    assert calls == []
+    np.testing.assert_array_equal(same.detectors["cvm_online"].impl.thresholds.ravel(), stored)  # NaN: warm-up
+    other = build_detectors(drift_reference, [{"name": "cvm_online", "window_size": 10}])
+    # Unset parameters come from the reference's stored shared keys (ert 300, 400 bootstraps).
+    assert calls == [CVMOnlineConfig(ert=300, window_size=10, n_bootstraps=400)]
+    assert other.detectors["cvm_online"].window_size == 10
+    from tasks.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"drift.detectors.window_size: detector 'lsdd' takes no parameter"):
+        build_detectors(drift_reference, [{"name": "lsdd", "window_size": 3}])
