@@ -19,6 +19,9 @@ the features, and the online calibration a reference stores, are computed in :mo
 
 ``import alibi_detect`` takes about 10 s, so it happens inside the functions that need it.
 
+Each detector is built from its own typed configuration (:mod:`tasks.drift.config`), resolved and
+stored in the reference.
+
 Persistence: the online detectors' calibration (thresholds, the reference split) is computed once
 when the reference is built and stored as arrays in it; checks rebuild the detector from those
 arrays without recalibrating. Their running state between scheduled checks is the last window of
@@ -40,13 +43,20 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from tasks.drift.config import (
+    ONLINE_CONFIGS,
+    DetectorConfig,
+    KSSoftmaxConfig,
+    LSDDConfig,
+    MMDEmbeddingConfig,
+    MMDOnlineConfig,
+    OfflineDetectorConfig,
+    OnlineDetectorConfig,
+)
 from tasks.drift.features import (
     DETECTOR_FEATURES,
-    ONLINE_DETECTORS,
     batch_features,
     calibrate_online,
-    check_detector_names,
-    online_n_bootstraps,
     torch_device,
 )
 from tasks.drift.reference import DriftReference
@@ -144,22 +154,22 @@ class _Offline:
         )
 
 
-def _build_offline(name: str, ref_feats: np.ndarray, cfg: Mapping[str, Any], seed: int) -> _Offline:
-    if name == "ks_softmax":
+def _build_offline(det: "OfflineDetectorConfig", ref_feats: np.ndarray, seed: int, device: str) -> _Offline:
+    if isinstance(det, KSSoftmaxConfig):
         from alibi_detect.cd import KSDrift
 
-        impl = KSDrift(ref_feats, p_val=cfg["p_val"], correction=cfg["correction"])
-    elif name == "mmd_embedding":
+        impl = KSDrift(ref_feats, p_val=det.p_val, correction=det.correction)
+    elif isinstance(det, MMDEmbeddingConfig):
         from alibi_detect.cd import MMDDrift
 
         impl = MMDDrift(
             ref_feats,
             backend="pytorch",
-            p_val=cfg["p_val"],
-            n_permutations=cfg["n_permutations"],
-            device=torch_device(cfg.get("device", "cpu")),
+            p_val=det.p_val,
+            n_permutations=det.n_permutations,
+            device=torch_device(device),
         )
-    elif name == "lsdd":
+    elif isinstance(det, LSDDConfig):
         import torch
         from alibi_detect.cd import LSDDDrift
 
@@ -169,14 +179,14 @@ def _build_offline(name: str, ref_feats: np.ndarray, cfg: Mapping[str, Any], see
             impl = LSDDDrift(
                 ref_feats,
                 backend="pytorch",
-                p_val=cfg["p_val"],
-                n_permutations=cfg["n_permutations"],
-                n_kernel_centers=cfg.get("lsdd_n_kernel_centers"),
-                device=torch_device(cfg.get("device", "cpu")),
+                p_val=det.p_val,
+                n_permutations=det.n_permutations,
+                n_kernel_centers=det.n_kernel_centers,
+                device=torch_device(device),
             )
-    else:  # pragma: no cover - guarded by check_detector_names
-        raise ConfigError(f"{name!r} is not an offline drift detector")
-    return _Offline(name, impl, seed)
+    else:  # pragma: no cover - the union has no other member
+        raise ConfigError(f"{det.name!r} is not an offline drift detector")
+    return _Offline(det.name, impl, seed)
 
 
 # --- online detectors ------------------------------------------------------------------------------
@@ -297,31 +307,35 @@ class _Online:
 
 
 def _build_online(
-    name: str, ref_feats: np.ndarray, cfg: Mapping[str, Any], seed: int, calibration: Mapping[str, np.ndarray] | None
+    det: "OnlineDetectorConfig",
+    ref_feats: np.ndarray,
+    seed: int,
+    calibration: Mapping[str, np.ndarray] | None,
+    device: str,
 ) -> _Online:
     if not calibration:
-        calibration = calibrate_online(name, ref_feats, cfg, seed)
-    n_boot = online_n_bootstraps(cfg)
-    if name == "mmd_online":
+        calibration = calibrate_online(det, ref_feats, seed, device)
+    impl: Any
+    if isinstance(det, MMDOnlineConfig):
         impl = _mmd_online_class()(
             ref_feats,
-            ert=cfg["ert"],
-            window_size=cfg["window_size"],
-            n_bootstraps=n_boot,
-            device=torch_device(cfg.get("device", "cpu")),
+            ert=det.ert,
+            window_size=det.window_size,
+            n_bootstraps=det.bootstraps(),
+            device=torch_device(device),
             verbose=False,
             calibration=calibration,
         )
     else:
         impl = _cvm_online_class()(
             ref_feats,
-            ert=cfg["ert"],
-            window_sizes=[cfg["window_size"]],
-            n_bootstraps=n_boot,
+            ert=det.ert,
+            window_sizes=[det.window_size],
+            n_bootstraps=det.bootstraps(),
             verbose=False,
             calibration=calibration,
         )
-    return _Online(name, impl, cfg["window_size"])
+    return _Online(det.name, impl, det.window_size)
 
 
 # --- the set of detectors a check runs -------------------------------------------------------------
@@ -358,13 +372,18 @@ class DetectorSet:
 
 
 def build_detectors(
-    reference: "DriftReference", names: Sequence[str] | None = None, state: Mapping[str, np.ndarray] | None = None
+    reference: "DriftReference",
+    names: "Sequence[str | DetectorConfig | Mapping[str, Any]] | None" = None,
+    state: Mapping[str, np.ndarray] | None = None,
 ) -> DetectorSet:
     """Build ``names`` (default: the reference's configured detectors) from the reference's arrays.
 
-    The detector settings (p_val, correction, n_permutations, ert, window_size) come from the
-    reference's stored configuration, which is what the online thresholds were calibrated for.
-    An online detector the reference holds no calibration for is calibrated now (slow).
+    Each detector is built from its own typed config (:mod:`tasks.drift.config`): for a name, the
+    config the reference stores (what the online thresholds were calibrated for), or for a name it
+    does not store, one resolved from its stored shared keys. A config (or a table, ``{"name":
+    "lsdd", "n_permutations": 50}``) given instead of a name is used as given, its unset
+    parameters from the stored shared keys. An online detector whose
+    config differs from the one the reference holds a calibration for is calibrated now (slow).
     ``state`` is what :meth:`DetectorSet.state_arrays` saved after the previous check.
     """
     if reference is None:
@@ -372,17 +391,19 @@ def build_detectors(
     from tasks.compat import require
 
     require("alibi-detect")  # the online detectors below patch its private methods
-    names = check_detector_names(names if names is not None else reference.config["detectors"])
+    configs = reference.detector_configs(names)
+    stored = {d.name: d for d in reference.detector_configs()}
+    device = str(reference.config.get("device", "cpu"))
     feats = reference.features()
     out = DetectorSet()
-    for name in names:
-        ref = feats[DETECTOR_FEATURES[name]]
-        if name in ONLINE_DETECTORS:
-            out.detectors[name] = _build_online(
-                name, ref, reference.config, reference.seed, reference.calibration_for(name)
-            )
+    for det in configs:
+        ref = feats[DETECTOR_FEATURES[det.name]]
+        if isinstance(det, ONLINE_CONFIGS):
+            same = det.name in stored and stored[det.name].model_dump() == det.model_dump()
+            calibration = reference.calibration_for(det.name) if same else None
+            out.detectors[det.name] = _build_online(det, ref, reference.seed, calibration, device)
         else:
-            out.detectors[name] = _build_offline(name, ref, reference.config, reference.seed)
+            out.detectors[det.name] = _build_offline(det, ref, reference.seed, device)
     if state:
         out.load_state(state)
     return out
@@ -392,7 +413,7 @@ def check_batch(
     reference: "DriftReference",
     x_batch: np.ndarray,
     model: "nn.Module",
-    detectors: DetectorSet | Sequence[str] | None = None,
+    detectors: "DetectorSet | Sequence[str | DetectorConfig | Mapping[str, Any]] | None" = None,
     cfg: "DriftConfig | None" = None,
     batch_id: str = "batch",
     device: "torch.device | str | None" = None,
@@ -400,23 +421,26 @@ def check_batch(
     """Run the detectors on one batch: validate it, run the model once, test each feature set.
 
     ``detectors`` is a :class:`DetectorSet` (reuse one across batches: online detectors keep their
-    window), a list of names, or None for ``cfg.detectors`` (else the reference's list). Bad input
-    (no reference, empty batch, wrong per-sample shape, too small, non-finite values, unknown
-    detector) raises DataError / ConfigError before the model or any detector runs.
+    window), a list of names, detector configs or tables (see :func:`build_detectors`), or None for the
+    names in ``cfg.detectors`` (else the reference's list); the parameters of a named detector are
+    always the reference's. Bad input (no reference, empty batch, wrong per-sample shape, too
+    small, non-finite values, unknown detector) raises DataError / ConfigError before the model
+    or any detector runs.
     Returns one :class:`DriftReport` per detector, in order.
     """
     if reference is None:
         raise DataError(f"batch {batch_id!r}: no drift reference (is there a champion with a stored reference?)")
     if not isinstance(detectors, DetectorSet):
-        names = check_detector_names(
-            detectors
-            if detectors is not None
-            else (cfg.detectors if cfg is not None else reference.config["detectors"])
-        )
+        # From cfg only the names: the parameters are the reference's (its online calibration's).
+        if detectors is not None:
+            names: list[str | DetectorConfig | Mapping[str, Any]] | None = list(detectors)
+        else:
+            names = [d.name for d in cfg.detectors] if cfg is not None else None
+        configs = reference.detector_configs(names)
     min_rows = cfg.min_batch_size if cfg is not None else int(reference.config.get("min_batch_size", 2))
     x = validate_batch(reference, x_batch, batch_id, min_rows)
     if not isinstance(detectors, DetectorSet):
-        detectors = build_detectors(reference, names)
+        detectors = build_detectors(reference, configs)
     dev = device if device is not None else reference.config.get("device", "cpu")
     # Embeddings only for the detectors that test them; one row's still tells the model apart.
     feats = batch_features(model, x, dev, embeddings=any(d.feature == "embeddings" for d in detectors))

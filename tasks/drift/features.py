@@ -11,7 +11,7 @@ features on each new batch. Both import this module; neither imports the other's
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
@@ -21,6 +21,8 @@ from tasks.seeding import derive_seed
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from tasks.drift.config import OnlineDetectorConfig
 
 DETECTOR_NAMES: tuple[str, ...] = ("ks_softmax", "mmd_embedding", "lsdd", "mmd_online", "cvm_online")
 ONLINE_DETECTORS = frozenset({"mmd_online", "cvm_online"})
@@ -105,23 +107,20 @@ def _chunked(fn, model: "nn.Module", x: np.ndarray, dev) -> np.ndarray:
     return out
 
 
-def online_n_bootstraps(cfg: Mapping[str, Any]) -> int:
-    """Bootstrap streams for the online calibration: ``online_n_bootstraps`` or 1.25 x ERT + 2 windows."""
-    return int(cfg.get("online_n_bootstraps") or int(1.25 * cfg["ert"]) + 2 * cfg["window_size"])
-
-
-def calibrate_online(name: str, ref_feats: np.ndarray, cfg: Mapping[str, Any], seed: int) -> dict[str, np.ndarray]:
-    """Calibrate an online detector's thresholds for ``cfg['ert']`` and ``cfg['window_size']``.
+def calibrate_online(
+    spec: "OnlineDetectorConfig", ref_feats: np.ndarray, seed: int, device: str = "cpu"
+) -> dict[str, np.ndarray]:
+    """Calibrate an online detector's thresholds for its ``ert`` and ``window_size``.
 
     Runs alibi-detect's own bootstrap calibration once (seconds to tens of seconds, linear in the
     number of bootstraps) under a seed derived from ``seed``, and returns what a rebuild needs as
     arrays: ``thresholds`` (and for MMD the reference split ``ref_inds`` / ``init_test_inds``).
     """
-    n_boot = online_n_bootstraps(cfg)
-    if len(ref_feats) <= 2 * cfg["window_size"]:
+    name, n_boot = spec.name, spec.bootstraps()
+    if len(ref_feats) <= 2 * spec.window_size:
         raise ConfigError(
             f"{name}: the reference holds {len(ref_feats)} samples; the online detectors need more "
-            f"than 2 * drift.window_size = {2 * cfg['window_size']}"
+            f"than 2 * window_size = {2 * spec.window_size}"
         )
     if name == "mmd_online":
         import torch
@@ -131,10 +130,10 @@ def calibrate_online(name: str, ref_feats: np.ndarray, cfg: Mapping[str, Any], s
             torch.manual_seed(derive_seed(seed, "calibrate", name))
             det = MMDDriftOnlineTorch(
                 ref_feats,
-                ert=cfg["ert"],
-                window_size=cfg["window_size"],
+                ert=spec.ert,
+                window_size=spec.window_size,
                 n_bootstraps=n_boot,
-                device=torch_device(cfg.get("device", "cpu")),
+                device=torch_device(device),
                 verbose=False,
             )
         return {
@@ -150,7 +149,7 @@ def calibrate_online(name: str, ref_feats: np.ndarray, cfg: Mapping[str, Any], s
         try:
             np.random.seed(derive_seed(seed, "calibrate", name))
             det = CVMDriftOnline(
-                ref_feats, ert=cfg["ert"], window_sizes=[cfg["window_size"]], n_bootstraps=n_boot, verbose=False
+                ref_feats, ert=spec.ert, window_sizes=[spec.window_size], n_bootstraps=n_boot, verbose=False
             )
         finally:
             np.random.set_state(state)

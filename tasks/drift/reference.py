@@ -19,21 +19,19 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from tasks.drift.config import ONLINE_CONFIGS, DetectorConfig, DriftConfig, parse_detector
 from tasks.drift.features import (
     DETECTOR_FEATURES,
-    ONLINE_DETECTORS,
     batch_features,
     calibrate_online,
     check_detector_names,
     features_from_outputs,
 )
-from tasks.errors import DataError
+from tasks.errors import ConfigError, DataError
 from tasks.seeding import rng
 
 if TYPE_CHECKING:
     from torch import nn
-
-    from tasks.drift.config import DriftConfig
 
 FORMAT = "driftloop.drift-reference/1"
 NPZ_NAME = "drift_reference.npz"
@@ -44,7 +42,9 @@ _CAL_PREFIX = "calibration."
 
 @dataclass
 class DriftReference:
-    """Arrays plus configuration; see the module docstring. ``config`` is a DriftConfig as a dict."""
+    """Arrays plus configuration; see the module docstring. ``config`` is a DriftConfig as a dict,
+    its ``detectors`` resolved (every parameter explicit; references written before detectors had
+    their own parameters hold names there, resolved from the flat keys beside them)."""
 
     x: np.ndarray
     probs: np.ndarray
@@ -84,6 +84,27 @@ class DriftReference:
         from tasks.drift.harm import AgreementSet
 
         return AgreementSet.from_arrays(self.calibration.get("agreement"))
+
+    def drift_config(self) -> DriftConfig:
+        """The stored configuration, validated."""
+        return DriftConfig.model_validate(self.config)
+
+    def detector_configs(
+        self, names: "Sequence[str | DetectorConfig | Mapping[str, Any]] | None" = None
+    ) -> list[DetectorConfig]:
+        """The resolved configs of ``names`` (default: the stored detectors). A name the reference
+        stores is its stored config; any other name, or the unset parameters of a config (or of a
+        table like ``{"name": "lsdd", "n_permutations": 50}``), are resolved from the stored shared
+        keys. Raises ConfigError for unknown or repeated names and bad tables."""
+        cfg = self.drift_config()
+        if names is None:
+            return cfg.detector_configs()
+        try:
+            given = [n if isinstance(n, str) else parse_detector(n) for n in names]
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        check_detector_names(n if isinstance(n, str) else n.name for n in given)
+        return [cfg.detector_config(n) if isinstance(n, str) else cfg.resolve(n) for n in given]
 
     def calibration_for(self, name: str) -> dict[str, np.ndarray] | None:
         """The stored online calibration of detector ``name``, if it was calibrated for this config."""
@@ -135,7 +156,7 @@ def build_reference(
     them (at most about 16 MB), in the model's standardized input space, are stored for the
     agreement estimate (``calibration["agreement"]``).
     """
-    names = check_detector_names(cfg.detectors)
+    detectors = cfg.detector_configs()
     parts = _parts(x_inputs)
     if not parts or any(a.ndim < 2 for a in parts) or not any(len(a) for a in parts):
         raise DataError(f"drift reference: need a non-empty array of samples, got shape {_shapes(parts)}")
@@ -151,7 +172,10 @@ def build_reference(
         raise DataError(f"drift reference: {total} samples are too few (need at least 10)")
     idx = np.sort(rng(seed, "drift-reference").choice(total, n, replace=False))
     x = _take(parts, idx, np.float32)
+    # The resolved detector list (every parameter explicit) beside the shared flat keys: a rebuild
+    # never depends on what the shared defaults are when it runs.
     conf = cfg.model_dump(mode="json")
+    conf["detectors"] = [d.model_dump(mode="json") for d in detectors]
     feats = batch_features(model, x, device or cfg.device)
     info = {
         "created": datetime.now(timezone.utc).isoformat(),
@@ -163,9 +187,9 @@ def build_reference(
         x=x, probs=feats["probs"], embeddings=feats["embeddings"], config=conf, seed=int(seed), meta=info
     )
     ref_feats = features_from_outputs(ref.probs, ref.embeddings)
-    for name in names:
-        if name in ONLINE_DETECTORS:
-            ref.calibration[name] = calibrate_online(name, ref_feats[DETECTOR_FEATURES[name]], conf, seed)
+    for det in detectors:
+        if isinstance(det, ONLINE_CONFIGS):
+            ref.calibration[det.name] = calibrate_online(det, ref_feats[DETECTOR_FEATURES[det.name]], seed, cfg.device)
     if y_inputs is not None:
         from tasks.drift.harm import fit_calibration
 
@@ -236,8 +260,6 @@ def reference_from_files(files: Mapping[str, bytes], origin: str = "drift refere
     Raises DataError naming the missing file, a wrong format tag, or an array whose shape, dtype or
     sha256 differs from what the JSON recorded. No pickles: the npz is read with allow_pickle=False.
     """
-    from tasks.drift.config import DriftConfig
-
     missing = [n for n in REFERENCE_FILES if n not in files or files[n] is None]
     if missing:
         raise DataError(f"{origin}: missing {missing} (a reference is {list(REFERENCE_FILES)})")
@@ -275,10 +297,14 @@ def reference_from_files(files: Mapping[str, bytes], origin: str = "drift refere
     if len(arrays["probs"]) != n or len(arrays["embeddings"]) != n:
         raise DataError(f"{origin}: x, probs and embeddings hold different numbers of samples")
     # Validate the stored configuration (a stale or hand-edited file fails here, naming the key).
+    # References written before detectors had their own parameters store names and the flat keys:
+    # resolved here, they give the same detectors as then.
     try:
-        config = DriftConfig.model_validate(doc["config"]).model_dump(mode="json")
+        parsed = DriftConfig.model_validate(doc["config"])
     except Exception as e:
         raise DataError(f"{origin}/{JSON_NAME}: invalid detector configuration: {e}") from e
+    config = parsed.model_dump(mode="json")
+    config["detectors"] = [d.model_dump(mode="json") for d in parsed.detector_configs()]
     calibration: dict[str, dict[str, np.ndarray]] = {}
     for k, a in arrays.items():
         if k.startswith(_CAL_PREFIX):
