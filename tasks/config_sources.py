@@ -34,8 +34,17 @@ if TYPE_CHECKING:
 
 ENV_PREFIX = "DRIFTLOOP_"
 ENV_NESTED_DELIMITER = "__"
-# Variables with the prefix that select things rather than set keys.
-ENV_NOT_CONFIG = {"DRIFTLOOP_CONFIG", "DRIFTLOOP_PROFILE"}
+# Variables with the prefix that select things rather than set keys: the config file and profile, and
+# the ones driftloop sets for its own processes (a worker's checkout, the Flower simulation's work dir,
+# data and test faults), which a process that loads settings may have inherited.
+ENV_NOT_CONFIG = {
+    "DRIFTLOOP_CONFIG",
+    "DRIFTLOOP_PROFILE",
+    "DRIFTLOOP_CHECKOUT",
+    "DRIFTLOOP_FED_WORKDIR",
+    "DRIFTLOOP_FED_SIM_DATA",
+    "DRIFTLOOP_FED_FAULTS",
+}
 
 
 class EnvSource(EnvSettingsSource):

@@ -220,3 +220,10 @@ def test_a_json_object_in_an_environment_variable_sets_a_whole_mapping():
     s = load_settings(environ={"DRIFTLOOP_TUNING__SEARCH_SPACE": '{"depth": {"type": "choice", "values": [1, 2]}}'})
     assert list(s.tuning.search_space) == ["depth"]
     assert s.tuning.search_space["depth"].model_dump() == {"type": "choice", "values": [1, 2]}
+
+
+def test_variables_driftloop_sets_for_its_own_processes_are_not_configuration():
+    s = load_settings(environ={"DRIFTLOOP_CHECKOUT": "/srv/driftloop", "DRIFTLOOP_FED_WORKDIR": "/tmp/x"})
+    assert s == load_settings(environ={})
+    with pytest.raises(ConfigError, match="DRIFTLOOP_CHECKOUTS"):
+        load_settings(environ={"DRIFTLOOP_CHECKOUTS": "/srv"})
