@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tasks.data.sources import Dataset
+from tasks.data.dataset import Dataset
 from tasks.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

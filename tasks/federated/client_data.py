@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from tasks.data.config import ValidationConfig
+from tasks.data.dataset import Dataset
 from tasks.data.schema import Schema
-from tasks.data.sources import Dataset
 from tasks.errors import DataError
 from tasks.seeding import rng
 

@@ -7,8 +7,8 @@ import sys
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.data.dataset import Splits
 from tasks.data.schema import Schema
-from tasks.data.sources import Splits
 from tasks.data.steps import IO_RETRY
 from tasks.models.gate import GateDecision, apply_sanity, candidate_facts, sanity_rules
 from tasks.models.gate import accuracy_gate as decide_on_accuracy

@@ -20,7 +20,7 @@ from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.data.sources import Splits
+from tasks.data.dataset import Splits
 from tasks.settings import Settings
 from tasks.tuning.plan import ray_hyperband_plan
 from tasks.tuning.progress import Reporter, StudyProgress, TerminalLine
