@@ -43,8 +43,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from tasks.data.config import ValidationConfig  # noqa: E402
+from tasks.data.dataset import Dataset  # noqa: E402
 from tasks.data.schema import infer_schema  # noqa: E402
-from tasks.data.sources import Dataset, as_float32, load_digits_dataset, split_dataset  # noqa: E402
+from tasks.data.sources import as_float32, load_digits_dataset, split_dataset  # noqa: E402
 from tasks.data.validation import validate_batch  # noqa: E402
 from tasks.errors import DataError  # noqa: E402
 from tasks.seeding import derive_seed  # noqa: E402

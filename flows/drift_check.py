@@ -20,6 +20,8 @@ drift-check`` exits 3 when any batch was quarantined (flows/cli/run.py).
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow
 
 from tasks.data import steps as data_steps
@@ -28,6 +30,7 @@ from tasks.drift.verdict import harm_line
 from tasks.errors import ValidationFailed
 from tasks.federated import drift_verdicts as fed_verdicts
 from tasks.federated import steps as fed_steps
+from tasks.federated.client_drift import ClientDrift
 from tasks.models import steps as model_steps
 from tasks.settings import Settings, load_settings
 from tasks.ui import publish_markdown, run_logger
@@ -39,6 +42,7 @@ def drift_check(config: Settings | None = None) -> dict:
     settings = config if config is not None else load_settings()
     log = run_logger()
     name = settings.registry.model_name
+    assert name is not None, "Settings derives registry.model_name from data.source"
 
     champion = model_steps.get_champion(settings)
     if champion is None:
@@ -63,7 +67,7 @@ def drift_check(config: Settings | None = None) -> dict:
         if found.refusal is not None:
             # Refused by discovery (link, FIFO/device, too large, bad name): quarantined on its own.
             q_uri = drift_steps.quarantine_refused(settings, found)
-            entry = {
+            entry: dict[str, Any] = {
                 "batch_id": found.batch_id,
                 "uri": found.uri,
                 "rules": [found.refusal[0]],
@@ -127,7 +131,8 @@ def drift_check(config: Settings | None = None) -> dict:
             {"status": "quarantined", "key": found.key, "model_version": champion["version"], **entry},
         ):
             quarantined.append(entry)
-    clients, not_checked = [], []
+    clients: list[ClientDrift] = []
+    not_checked: list[ClientDrift] = []
     if source in ("federation", "both"):
         # Ask the federation: every client's verdict on its own new data becomes one more verdict,
         # recorded, reported and triggering exactly like a batch file's (tasks/federated/drift_verdicts.py).

@@ -53,6 +53,8 @@ def start_tied_ephemeral_server() -> int | None:
         return None
     server = SubprocessASGIServer()
     server.start()
+    if server.server_process is None:
+        raise RuntimeError("Prefect's ephemeral server reported started but holds no server process")
     pid = server.server_process.pid
     # Its own session: a Ctrl-C to the terminal's process group must not kill the watchdog first.
     global _watchdog

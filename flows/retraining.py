@@ -13,6 +13,8 @@ training (the deployment also has a concurrency limit of 1).
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow
 
 from flows.pipeline import PipelineInputs, run_pipeline
@@ -36,7 +38,8 @@ def retraining(
     # Before claiming the episode: a run that cannot work must not use up the episode's one retraining.
     preflight(settings)
     log = run_logger()
-    trigger = {
+    # Saved with the claim, the outcome and the model's manifest (a JSON record).
+    trigger: dict[str, Any] = {
         "kind": "drift-event" if event_id else "manual",
         "event_id": event_id,
         "episode_id": episode_id,

@@ -11,8 +11,9 @@ from typing import Any, cast
 
 from tasks.adversarial.scale import attack_scale
 from tasks.data import steps as data_steps
+from tasks.data.dataset import Splits
 from tasks.data.handoffs import PreparedData, evidence_rules
-from tasks.data.sources import Splits, concat_datasets, is_file_source
+from tasks.data.sources import concat_datasets, is_file_source
 from tasks.data.splits import SPLIT_IDS_NAME, SplitIds
 from tasks.drift import steps as drift_steps
 from tasks.federated.outcome import FederatedOutcome
@@ -20,9 +21,9 @@ from tasks.models import steps as model_steps
 from tasks.models.auto import resolve_for_data
 from tasks.models.gate import GateDecision
 from tasks.models.handoffs import Champion, Evaluation, RegisteredModel, warm_start_compatible
-from tasks.models.serialize import state_dict_to_bytes
 from tasks.models.trained import TrainedModel, num_classes_of
 from tasks.settings import Settings
+from tasks.store.codecs import state_dict_to_bytes
 from tasks.ui import run_logger
 
 

@@ -85,7 +85,9 @@ def artifacts_gc(
 ) -> None:
     """Delete the objects of runs that never committed (killed before their manifest)."""
     settings = load(config, param)
-    report = _store(settings).collect_garbage(min_age_s=older_than_hours * 3600.0, dry_run=dry_run)
+    from tasks.store.gc import collect_garbage
+
+    report = collect_garbage(_store(settings), min_age_s=older_than_hours * 3600.0, dry_run=dry_run)
     if as_json:
         print_json(report)
         return

@@ -28,7 +28,7 @@ from tasks.adversarial.report import (
 )
 from tasks.adversarial.scale import AttackScale
 from tasks.adversarial.training import HardenResult, adversarial_train
-from tasks.data.sources import Dataset
+from tasks.data.dataset import Dataset
 from tasks.models.train import select_device
 from tasks.seeding import derive_seed
 from tasks.settings import Settings

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tasks.data.config import ValidationConfig
+from tasks.data.dataset import Splits
 from tasks.data.schema import Schema
-from tasks.data.sources import Splits
 
 
 @dataclass

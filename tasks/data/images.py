@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tasks.data.sources import Dataset
+from tasks.data.dataset import Dataset
 from tasks.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -103,7 +103,7 @@ def load_image_folder(
             )
         im = im.convert(pil_mode)
         if (im.height, im.width) != (h, w):
-            im = im.resize((w, h), Image.BILINEAR)
+            im = im.resize((w, h), Image.Resampling.BILINEAR)
         a = np.asarray(im, dtype=np.float32) / 255.0
         x[i] = a[None] if channels == 1 else a.transpose(2, 0, 1)
         y[i] = label_of[cls]

@@ -14,8 +14,9 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
+from tasks.data.dataset import Dataset, fingerprint
 from tasks.data.report import ValidationReport
-from tasks.data.sources import Dataset, fingerprint, to_npz_bytes
+from tasks.data.sources import to_npz_bytes
 from tasks.errors import DataError, StoreError
 
 QUARANTINE_PREFIX = "quarantine"

@@ -54,10 +54,11 @@ from typing import Any
 import numpy as np
 
 from tasks.data.config import ValidationConfig
+from tasks.data.dataset import Dataset
 from tasks.data.labels import label_value
 from tasks.data.report import Violation, jsonable
 from tasks.data.schema import Schema
-from tasks.data.sources import NO_LABELS, Dataset
+from tasks.data.sources import NO_LABELS
 from tasks.errors import DataError
 
 RULE_EMPTY_BATCH = "empty_batch"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.data.sources import Dataset, fingerprint
+from tasks.data.dataset import Dataset, fingerprint
 from tasks.errors import DataError
 
 SCHEMA_VERSION = 1
@@ -185,7 +185,7 @@ def infer_schema(ds: Dataset) -> Schema:
 
     Records the per-sample shape and dtype, per-feature min/max/mean/std and quantiles
     (:data:`QUANTILES`), the label set and class balance, missing-value counts, the overall
-    value range, the row count and :func:`tasks.data.sources.fingerprint` of the data.
+    value range, the row count and :func:`tasks.data.dataset.fingerprint` of the data.
     Statistics are computed in float64 and ignore missing values. Raises DataError for an
     empty dataset, non-numeric features or infinite values (a schema cannot describe them).
     """

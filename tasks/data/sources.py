@@ -1,59 +1,29 @@
-"""Datasets: the bundled digits set and user files (npz, parquet, csv) on disk or in S3.
+"""Loading datasets: the bundled digits set and user files (npz, parquet, csv) on disk or in S3, or
+image folders (:mod:`tasks.data.images`).
 
-A :class:`Dataset` holds float32 features ``x`` of shape ``(n, *sample_shape)`` and int64 labels
-``y``. Splits are decided per row by a hash of its content and the seed (:mod:`tasks.data.splits`);
-:func:`fingerprint` identifies the exact bytes.
+A :class:`~tasks.data.dataset.Dataset` holds float32 features ``x`` of shape ``(n, *sample_shape)``
+and int64 labels ``y``. Splits are decided per row by a hash of its content and the seed
+(:mod:`tasks.data.splits`); :func:`~tasks.data.dataset.fingerprint` identifies the exact bytes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from tasks.data.dataset import Dataset, Splits
+from tasks.data.images import load_image_folder
 from tasks.data.labels import integer_labels
+from tasks.data.splits import split_by_hash
 from tasks.errors import DataError
 
 SUPPORTED_SUFFIXES = (".npz", ".parquet", ".csv")
 # Meta key a lenient parse (:func:`parse_bytes`) sets when the file holds no labels.
 NO_LABELS = "label_column_missing"
-
-
-@dataclass
-class Dataset:
-    x: np.ndarray
-    y: np.ndarray
-    name: str = "dataset"
-    feature_names: list[str] | None = None
-    meta: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        return tuple(int(d) for d in self.x.shape[1:])
-
-    @property
-    def num_features(self) -> int:
-        return int(np.prod(self.sample_shape)) if self.sample_shape else 1
-
-    def subset(self, idx: np.ndarray, name: str | None = None) -> "Dataset":
-        return Dataset(self.x[idx], self.y[idx], name or self.name, self.feature_names, dict(self.meta))
-
-
-@dataclass
-class Splits:
-    train: Dataset
-    val: Dataset
-    test: Dataset
-    # Row ids of each split (tasks.data.splits.SplitIds), when split by hash.
-    ids: object | None = None
 
 
 def load_digits_dataset() -> Dataset:
@@ -223,8 +193,6 @@ def load_dataset(
     if source == "digits":
         return load_digits_dataset()
     if not is_file_source(source) and list_uris is not None:
-        from tasks.data.images import load_image_folder
-
         root = source.rstrip("/")
         uris = list_uris(root)
         if uris and uris != [root]:
@@ -256,20 +224,7 @@ def split_dataset(
 ) -> Splits:
     """Train/validation/test split by a hash of each row's content and the seed
     (:func:`tasks.data.splits.split_by_hash`): adding rows never moves an existing row."""
-    from tasks.data.splits import split_by_hash
-
     return split_by_hash(ds, seed, val_fraction, test_fraction, max_train_samples, exclude_from_test)
-
-
-def fingerprint(ds: Dataset) -> str:
-    """sha256 over dtype, shape and bytes of ``x`` and ``y``: the same data gives the same id."""
-    h = hashlib.sha256()
-    for a in (ds.x, ds.y):
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        # The array's own buffer, not a.tobytes(): no copy of the data (the same bytes, the same digest).
-        h.update(memoryview(a.reshape(-1)).cast("B") if a.size else b"")  # type: ignore[arg-type]  # ndarray is a buffer
-    return h.hexdigest()
 
 
 def to_npz_bytes(ds: Dataset) -> bytes:

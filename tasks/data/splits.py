@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.data.sources import Dataset, Splits
+from tasks.data.dataset import Dataset, Splits, fingerprint
 from tasks.errors import DataError
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -166,8 +166,6 @@ def split_by_hash(
 def split_summary(splits: Splits, excluded: np.ndarray | None = None) -> dict:
     """What the manifest records about how the splits were drawn (sizes, test fingerprint, rows
     moved out of test because a compared model trained on them)."""
-    from tasks.data.sources import fingerprint
-
     ids: SplitIds | None = splits.ids  # type: ignore[assignment]
     return {
         "method": "hash(row content, seed)",

@@ -14,9 +14,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data.config import DataConfig, ValidationConfig
+from tasks.data.dataset import Dataset, Splits
 from tasks.data.labels import check_label_set
 from tasks.data.schema import Schema, infer_schema
-from tasks.data.sources import Dataset, Splits, load_dataset, split_dataset
+from tasks.data.sources import load_dataset, split_dataset
 from tasks.data.validation import ValidatedBatch
 from tasks.data.validation import validate_or_quarantine as _validate_or_quarantine
 from tasks.errors import DataError, IntegrityError, ObjectNotFound, StoreError, ValidationFailed

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tasks.data.config import ValidationConfig
+from tasks.data.dataset import Dataset
 from tasks.data.quarantine import batch_id_for, check_batch_id, npz_for_quarantine, quarantine
 from tasks.data.report import ValidationReport, read_report, violation_details
 from tasks.data.rules import (
@@ -29,7 +30,7 @@ from tasks.data.rules import (
     check_values,
 )
 from tasks.data.schema import Schema
-from tasks.data.sources import NO_LABELS, Dataset, as_float32, parse_bytes
+from tasks.data.sources import NO_LABELS, as_float32, parse_bytes
 from tasks.errors import DataError, ObjectNotFound, ValidationFailed
 
 

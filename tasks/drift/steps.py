@@ -152,6 +152,7 @@ def quarantine_refused(settings, found: _discovery.FoundBatch) -> str:
     from tasks.data.report import read_report
     from tasks.store.backends import open_backend
 
+    assert found.refusal is not None, "only a batch discovery refused is quarantined here"
     rule, message = found.refusal
     report = read_report(found.batch_id, found.uri, rule, message)
     return quarantine(open_backend(settings.store), found.batch_id, found.raw, found.key.rsplit("/", 1)[-1], report)
@@ -363,6 +364,7 @@ def _watch_for_labels(settings, refs, flow_run_id, stop, timeout: float, poll: f
     from prefect.client.schemas.responses import SetStateStatus
 
     deadline = time.monotonic() + timeout
+    run_input: dict[str, Any]
     while not stop.wait(poll):
         if _labels_present(settings, refs):
             run_input = {"resumed_by": "labels-files"}
@@ -393,6 +395,9 @@ def wait_for_labels(settings, refs: list, episode_id: str) -> LabelsOutcome:
     if uris is not None:
         return LabelsOutcome("labelled", uris, "labels-files")
     cfg = settings.drift
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        raise RuntimeError("wait_for_labels pauses the calling flow run: call it from a flow")
     stop = threading.Event()
     # The watcher runs in a copy of this context: it talks to the same Prefect API as the run.
     watcher = threading.Thread(
@@ -403,7 +408,7 @@ def wait_for_labels(settings, refs: list, episode_id: str) -> LabelsOutcome:
             _watch_for_labels,
             settings,
             refs,
-            FlowRunContext.get().flow_run.id,
+            ctx.flow_run.id,
             stop,
             cfg.labels_timeout_seconds,
             cfg.labels_poll_seconds,

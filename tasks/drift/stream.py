@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tasks.data.sources import Dataset, Splits
+from tasks.data.dataset import Dataset, Splits
 from tasks.errors import DataError
 from tasks.seeding import rng
 

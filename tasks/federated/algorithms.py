@@ -78,7 +78,9 @@ def weighted_average(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequ
     w = w / w.sum()
     out: State = {}
     for key in states[0]:
-        acc = sum(float(wi) * s[key].double() for wi, s in zip(w, states))
+        acc = float(w[0]) * states[0][key].double()
+        for wi, s in zip(w[1:], states[1:]):
+            acc = acc + float(wi) * s[key].double()
         out[key] = acc.to(states[0][key].dtype)
     return out
 

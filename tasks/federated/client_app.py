@@ -22,7 +22,7 @@ from flwr.clientapp import ClientApp
 from tasks.errors import DataError
 from tasks.federated.client_data import LocalData, data_path_for, load_local_data, node_store_config
 from tasks.federated.faults import fault_mod
-from tasks.federated.protocol import CLIENT_KEY, VALIDATION_KEY, WEIGHT_KEY, ClientTask
+from tasks.federated.protocol import CLIENT_KEY, VALIDATION_KEY, WEIGHT_KEY, ClientTask, as_bytes, as_float, as_int
 from tasks.seeding import derive_seed
 
 app = ClientApp(mods=[fault_mod])
@@ -73,7 +73,7 @@ def _validation_reply(msg: Message, data: LocalData, client: int) -> Message:
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Federated validation: the local data against the server's schema."""
-    task = ClientTask.from_config(msg.content["config"])
+    task = ClientTask.from_config(msg.content.config_records["config"])
     return _validation_reply(msg, _local(task, context), _client_id(context))
 
 
@@ -84,13 +84,16 @@ def drift(msg: Message, context: Context) -> Message:
     from tasks.federated.client_drift import ClientDrift, check_local_drift, new_data_path_for
     from tasks.models.serialize import build_from_spec
 
-    cfg, client = msg.content["config"], _client_id(context)
+    cfg, client = msg.content.config_records["config"], _client_id(context)
     try:
         model = build_from_spec(json.loads(str(cfg["model-spec"])))
-        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
         report = check_local_drift(
             new_data_path_for(dict(context.node_config)),
-            {"drift_reference.npz": bytes(cfg["reference-npz"]), "drift_reference.json": bytes(cfg["reference-json"])},
+            {
+                "drift_reference.npz": as_bytes(cfg["reference-npz"], "reference-npz"),
+                "drift_reference.json": as_bytes(cfg["reference-json"], "reference-json"),
+            },
             model,
             label_column=str(cfg["label-column"]),
             detectors=json.loads(str(cfg["detectors"])) or None,
@@ -109,8 +112,9 @@ def train(msg: Message, context: Context) -> Message:
     from tasks.models.serialize import build_from_spec
     from tasks.models.train import select_device
 
-    cfg = msg.content["config"]
-    task, client, server_round = ClientTask.from_config(cfg), _client_id(context), int(cfg["server-round"])
+    cfg = msg.content.config_records["config"]
+    task, client = ClientTask.from_config(cfg), _client_id(context)
+    server_round = as_int(cfg["server-round"], "server-round")
     data = _local(task, context)
     if not data.validation.passed:
         return _validation_reply(msg, data, client)
@@ -118,7 +122,7 @@ def train(msg: Message, context: Context) -> Message:
     x, y = data.train.x, data.train.y
     state, loss = client_update(
         build_from_spec(task.model_spec),
-        msg.content["arrays"].to_torch_state_dict(),
+        msg.content.array_records["arrays"].to_torch_state_dict(),
         x,
         y,
         epochs=task.local_epochs,
@@ -127,7 +131,7 @@ def train(msg: Message, context: Context) -> Message:
         lr=task.lr,
         seed=derive_seed(task.seed, "federated", "client", client, "round", server_round),
         device=select_device(task.device),
-        proximal_mu=float(cfg.get("proximal-mu", 0.0)),
+        proximal_mu=as_float(cfg.get("proximal-mu", 0.0), "proximal-mu"),
         weight_decay=task.weight_decay,
         momentum=task.momentum,
     )
@@ -154,13 +158,13 @@ def evaluate(msg: Message, context: Context) -> Message:
     from tasks.models.train import evaluate as evaluate_model
     from tasks.models.train import select_device
 
-    task, client = ClientTask.from_config(msg.content["config"]), _client_id(context)
+    task, client = ClientTask.from_config(msg.content.config_records["config"]), _client_id(context)
     data = _local(task, context)
     if not data.validation.passed or len(data.held_out) == 0:
         return _validation_reply(msg, data, client)
     torch.set_num_threads(task.num_threads)
     model = build_from_spec(task.model_spec)
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
     ev = evaluate_model(
         model, data.held_out.x, data.held_out.y, select_device(task.device), int(task.model_spec["num_classes"])
     )

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from tasks.data.config import ValidationConfig
+from tasks.data.dataset import Dataset
 from tasks.data.schema import Schema
-from tasks.data.sources import Dataset
 from tasks.errors import DataError
 from tasks.seeding import rng
 
@@ -203,9 +203,14 @@ def load_local_data(
         ds, _, error = load_batch_from_uri(
             path, store_cfg or StoreConfig(uri="."), label_column, batch_id="client-data"
         )
-    report = error if error is not None else validate_batch(ds, schema, cfg, "client-data", path)
+    if error is None:
+        assert ds is not None, "a read that reports no error returns a dataset"
+        report = validate_batch(ds, schema, cfg, "client-data", path)
+    else:
+        report = error
     validation = redact(report)
-    if not validation.passed:
+    # ds is None only with a read error, whose report never passes.
+    if ds is None or not validation.passed:
         empty = Dataset(np.zeros((0, *schema.sample_shape), np.float32), np.zeros(0, np.int64), "empty")
         return LocalData(empty, empty, validation)
     train, held_out = local_split(conform(ds, schema), held_out_fraction, seed)

@@ -76,9 +76,11 @@ def check_local_drift(
 
         ds = load_image_folder(path)
     else:
-        ds, _, error = load_batch_from_uri(path, store_cfg or StoreConfig(uri="."), label_column, batch_id="new-data")
+        read, _, error = load_batch_from_uri(path, store_cfg or StoreConfig(uri="."), label_column, batch_id="new-data")
         if error is not None:
             return ClientDrift(client, 0, False, error=f"{', '.join(error.rules)}: the new data cannot be read")
+        assert read is not None, "a read that reports no error returns a dataset"
+        ds = read
     x = as_float32(ds, list(ref.sample_shape)).x
     reports = check_batch(ref, x, model, detectors, batch_id="client-new-data")
     rows = [

@@ -233,6 +233,13 @@ class FlowerCluster:
             lines.append("insecure = true")
         (self.home / "config.toml").write_text("\n".join(lines) + "\n")
 
+    def _fleet(self) -> str:
+        """The Fleet API address SuperNodes connect to (unknown only for an external SuperLink given
+        without ``fleet_address``)."""
+        if self.fleet_address is None:
+            raise FederatedEngineError("this cluster has no Fleet API address to start a SuperNode against")
+        return self.fleet_address
+
     def start(self) -> "FlowerCluster":
         self._write_connection()
         try:
@@ -240,7 +247,7 @@ class FlowerCluster:
                 cmd = [
                     str(BIN / "flower-superlink"),
                     "--fleet-api-address",
-                    self.fleet_address,
+                    self._fleet(),
                     "--control-api-address",
                     self.control_address,
                     "--serverappio-api-address",
@@ -263,7 +270,7 @@ class FlowerCluster:
                     cmd.append("--enable-supernode-auth")
                 self.superlink = self._spawn(cmd, "superlink.log")
                 wait_port(self.control_address, self.startup_timeout, self.superlink, "flower-superlink")
-                wait_port(self.fleet_address, self.startup_timeout, self.superlink, "flower-superlink")
+                wait_port(self._fleet(), self.startup_timeout, self.superlink, "flower-superlink")
                 for i in range(self.n):
                     self.supernodes.append(self._start_supernode(i))
                 self.wait_for_nodes(self.n)
@@ -288,7 +295,7 @@ class FlowerCluster:
         new_data_path: str | None = None,
     ) -> subprocess.Popen:
         cmd = supernode_command(
-            self.fleet_address,
+            self._fleet(),
             data_path,
             client_id=client_id,
             root_certificates=self.tls.ca_cert if self.tls else None,
@@ -315,8 +322,6 @@ class FlowerCluster:
         only when given as ``register_public_key``: a SuperNode whose key was never registered is
         refused by a SuperLink started with ``--enable-supernode-auth`` (the deployment tests check it).
         """
-        if self.fleet_address is None:
-            raise FederatedEngineError("this cluster has no Fleet API address to start a SuperNode against")
         proc = self._supernode(client_id, str(data_path), private_key, register_public_key, logname)
         self.extra_supernodes.append(proc)
         return proc

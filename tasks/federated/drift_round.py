@@ -18,7 +18,7 @@ REFERENCE_NPZ, REFERENCE_JSON = "drift_reference.npz", "drift_reference.json"
 
 def drift_query(grid: Grid, ws, *, timeout: float, min_nodes: int, wait_s: float) -> list[ClientDrift]:
     """Ask every connected node; a node that does not answer in time is listed with an error."""
-    from tasks.models.serialize import state_dict_from_bytes
+    from tasks.store.codecs import state_dict_from_bytes
 
     spec = ws.spec
     config = ConfigRecord(

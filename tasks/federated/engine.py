@@ -119,7 +119,7 @@ def run_federated(
     if faults and staged.summary is None:
         raise ConfigError("faults can be injected only where the task starts the clients (simulation, local demo)")
     own_dir = workdir is None
-    root = Path(tempfile.mkdtemp(prefix="driftloop-fed-")) if own_dir else Path(workdir)
+    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="driftloop-fed-"))
     root.mkdir(parents=True, exist_ok=True)
     # The simulation runs in our own subprocess: its work dir is its workspace. A deployment's
     # ServerApp runs under the SuperLink, maybe elsewhere: its workspace is a prefix of the artifact store.
@@ -164,7 +164,7 @@ def run_simulations(
         raise ConfigError("run_simulations: no runs given")
     staged = [stage(s, splits, initial_state, "simulation", None) for s, _ in runs]
     own_dir = workdir is None
-    root = Path(tempfile.mkdtemp(prefix="driftloop-fed-")) if own_dir else Path(workdir)
+    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="driftloop-fed-"))
     roots = [root / f"run-{i}" for i in range(len(runs))]
     try:
         for st, wd, (s, faults) in zip(staged, roots, runs):
@@ -203,7 +203,7 @@ def run_federated_drift_check(
     if cluster is None:
         check_reachable(fed.superlink_address)
     own_dir = workdir is None
-    root = Path(tempfile.mkdtemp(prefix="driftloop-fed-drift-")) if own_dir else Path(workdir)
+    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="driftloop-fed-drift-"))
     root.mkdir(parents=True, exist_ok=True)
     ws = staging_workspace(settings.store)
     try:

@@ -17,6 +17,8 @@ from typing import Sequence
 
 from flwr.app import ArrayRecord, Context, Message
 
+from tasks.federated.protocol import as_int
+
 ENV_FAULTS = "DRIFTLOOP_FED_FAULTS"
 FAULT_KINDS = ("nan", "crash", "hang", "exit", "sign_flip", "scale", "shape")
 
@@ -62,7 +64,7 @@ def fault_mod(msg: Message, context: Context, call_next) -> Message:
     if not faults or not msg.metadata.message_type.startswith("train") or "partition-id" not in context.node_config:
         return call_next(msg, context)
     client = int(context.node_config["partition-id"])
-    server_round = int(msg.content["config"]["server-round"])
+    server_round = as_int(msg.content.config_records["config"]["server-round"], "server-round")
     fault = next((f for f in faults if f.applies(client, server_round)), None)
     if fault is None:
         return call_next(msg, context)
@@ -70,13 +72,13 @@ def fault_mod(msg: Message, context: Context, call_next) -> Message:
         raise RuntimeError(f"injected crash of client {client} in round {server_round}")
     if fault.kind == "exit":
         os._exit(17)  # a client process dying mid-round, without a reply
-    global_state = msg.content["arrays"].to_torch_state_dict()
+    global_state = msg.content.array_records["arrays"].to_torch_state_dict()
     reply = call_next(msg, context)
     if fault.kind == "hang":
         time.sleep(fault.hang_s)
     elif not reply.has_error() and "arrays" in reply.content:
         from tasks.federated.algorithms import poison_update
 
-        state = reply.content["arrays"].to_torch_state_dict()
+        state = reply.content.array_records["arrays"].to_torch_state_dict()
         reply.content["arrays"] = ArrayRecord(poison_update(global_state, state, fault.kind, fault.factor))
     return reply

@@ -22,6 +22,28 @@ CLIENT_KEY = "partition-id"
 VALIDATION_KEY = "validation"
 
 
+def as_int(value: object, key: str) -> int:
+    """``int(value)`` for a record value the protocol defines as a number (a Flower record value
+    may also be a list); anything else is a TypeError that names ``key``."""
+    if isinstance(value, (int, float, str, bytes)):
+        return int(value)
+    raise TypeError(f"record value {key!r}: expected a number, got {type(value).__name__}")
+
+
+def as_float(value: object, key: str) -> float:
+    """``float(value)`` for a record value the protocol defines as a number (see :func:`as_int`)."""
+    if isinstance(value, (int, float, str, bytes)):
+        return float(value)
+    raise TypeError(f"record value {key!r}: expected a number, got {type(value).__name__}")
+
+
+def as_bytes(value: object, key: str) -> bytes:
+    """A record value the protocol defines as bytes; anything else is a TypeError that names ``key``."""
+    if isinstance(value, bytes):
+        return value
+    raise TypeError(f"record value {key!r}: expected bytes, got {type(value).__name__}")
+
+
 @dataclass
 class ClientTask:
     """Everything a client needs to validate, train and evaluate on its own data."""

@@ -21,9 +21,10 @@ from tasks.federated.protocol import client_task
 from tasks.federated.strategies import build_strategy
 from tasks.federated.validation_round import ExcludingGrid, validate_clients
 from tasks.federated.workspace import Workspace, workspace_from
-from tasks.models.serialize import build_from_spec, state_dict_to_bytes
+from tasks.models.serialize import build_from_spec
 from tasks.models.train import evaluate, select_device
 from tasks.seeding import derive_seed, seed_everything
+from tasks.store.codecs import state_dict_to_bytes
 
 app = ServerApp()
 

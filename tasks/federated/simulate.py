@@ -64,10 +64,11 @@ def run_in_subprocess(workdirs: Sequence[Path], timeout: float, logpath: Path) -
 
 
 def _error_chain(e: BaseException) -> str:
-    parts = []
-    while e is not None and len(parts) < 5:
-        parts.append(f"{type(e).__name__}: {e}")
-        e = e.__cause__ or e.__context__
+    parts: list[str] = []
+    link: BaseException | None = e
+    while link is not None and len(parts) < 5:
+        parts.append(f"{type(link).__name__}: {link}")
+        link = link.__cause__ or link.__context__
     return " <- ".join(parts)
 
 

@@ -38,7 +38,7 @@ class FederatedResult:
     validation: list[dict[str, Any]] = field(default_factory=list)
 
     def weights_bytes(self) -> bytes:
-        from tasks.models.serialize import state_dict_to_bytes
+        from tasks.store.codecs import state_dict_to_bytes
 
         return state_dict_to_bytes(self.state_dict)
 
@@ -143,10 +143,11 @@ def stage(settings, splits, initial_state, engine: str, cluster, schema=None) ->
     the schema, the sample shape and the classes; no rows of it go anywhere.
     """
     from tasks.data.schema import infer_schema
-    from tasks.models.serialize import build_from_spec, model_spec, state_dict_from_bytes, state_dict_to_bytes
+    from tasks.models.serialize import build_from_spec, model_spec
     from tasks.models.standardize import fit_standardization
     from tasks.models.trained import num_classes_of
     from tasks.seeding import derive_seed
+    from tasks.store.codecs import state_dict_from_bytes, state_dict_to_bytes
 
     fed = settings.federated
     if engine not in ("simulation", "deployment"):
@@ -183,7 +184,7 @@ def collect(ws, fed, engine: str, spec: dict, summary: dict | None, tail: str) -
     """The result the ServerApp wrote to ``out/`` of the workspace ``ws``; raises naming the engine's or the "
     "round's error."""
     from tasks.federated.simulate import ENGINE_ERROR
-    from tasks.models.serialize import state_dict_from_bytes
+    from tasks.store.codecs import state_dict_from_bytes
 
     err = ws.read_json(f"out/{ENGINE_ERROR}")
     if err is not None:

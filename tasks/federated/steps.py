@@ -10,7 +10,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.data.sources import Splits, fingerprint
+from tasks.data.dataset import Splits, fingerprint
 from tasks.errors import ConfigError
 from tasks.federated.baseline import central_test_accuracy
 from tasks.federated.client_drift import ClientDrift

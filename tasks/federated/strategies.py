@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -34,7 +34,7 @@ from flwr.serverapp.strategy import (
 
 from tasks.errors import DriftloopError
 from tasks.federated.config import FederatedConfig
-from tasks.federated.protocol import CLIENT_KEY, VALIDATION_KEY, WEIGHT_KEY
+from tasks.federated.protocol import CLIENT_KEY, VALIDATION_KEY, WEIGHT_KEY, as_float, as_int
 
 log = logging.getLogger("driftloop.federated")
 # Per-client counts the clients report beside their metrics: not averaged.
@@ -87,17 +87,18 @@ def _validation_summary(content: RecordDict) -> str:
 
 def aggregate_train_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
     """Example-weighted mean of each training metric, leaving out the weight and the client id."""
-    weights, rows = [], []
+    weights: list[float] = []
+    rows: list[MetricRecord] = []
     for rec in records:
         m = next(iter(rec.metric_records.values()))
-        weights.append(float(m[weight_key]))
+        weights.append(as_float(m[weight_key], weight_key))
         rows.append(m)
     total = sum(weights)
     out = MetricRecord()
     for key in rows[0].keys():
         if key in (weight_key, *_COUNT_KEYS) or isinstance(rows[0][key], list):
             continue
-        out[key] = float(sum(w * float(r[key]) for w, r in zip(weights, rows)) / total)
+        out[key] = float(sum(w * as_float(r[key], key) for w, r in zip(weights, rows)) / total)
     out["examples"] = int(total)
     return out
 
@@ -105,7 +106,7 @@ def aggregate_train_metrics(records: list[RecordDict], weight_key: str) -> Metri
 class ReplyFilter:
     """Mixin placed before a Flower strategy class: screens replies, logs rounds, enforces the minimum."""
 
-    round_log: dict[int, dict]
+    round_log: dict[int, dict[str, Any]]
 
     def _init_filter(self) -> None:
         self.round_log = {}
@@ -130,22 +131,25 @@ class ReplyFilter:
         for msg in replies:
             node = int(msg.metadata.src_node_id)
             replied_nodes.add(node)
+            reason: str | None
             if msg.has_error():
                 reason = f"client error: {msg.error.reason}"
                 client = self._node_to_client.get(node)
             else:
                 metrics = next(iter(msg.content.metric_records.values()), None)
-                client = int(metrics[CLIENT_KEY]) if metrics is not None and CLIENT_KEY in metrics else None
-                if client is not None:
-                    self._node_to_client[node] = client
+                client = None
+                if metrics is not None and CLIENT_KEY in metrics:
+                    client = self._node_to_client[node] = as_int(metrics[CLIENT_KEY], CLIENT_KEY)
                 reason = screen_reply(msg.content, self._expected)
                 if reason is None:
+                    # screen_reply passed: exactly one MetricRecord, with a positive WEIGHT_KEY.
+                    assert metrics is not None
                     accepted.append(msg)
                     entry["participants"].append(client if client is not None else node)
                     entry.setdefault("clients", {})[str(client if client is not None else node)] = {
-                        "train_examples": int(metrics[WEIGHT_KEY]),
-                        "train_loss": float(metrics.get("train_loss", "nan")),
-                        "held_out_examples": int(metrics.get("held_out_examples", 0)),
+                        "train_examples": as_int(metrics[WEIGHT_KEY], WEIGHT_KEY),
+                        "train_loss": as_float(metrics.get("train_loss", "nan"), "train_loss"),
+                        "held_out_examples": as_int(metrics.get("held_out_examples", 0), "held_out_examples"),
                     }
                     continue
             log.warning("round %d: reply from node %d (client %s) rejected: %s", server_round, node, client, reason)
@@ -174,7 +178,8 @@ class ReplyFilter:
         """Federated evaluation: record each client's figures on its held-out rows, then the
         example-weighted aggregate (replies without held-out rows or with errors are skipped)."""
         entry = self.round_log.setdefault(server_round, {"sampled_nodes": [], "participants": [], "failures": []})
-        usable, per_client = [], {}
+        usable: list[Message] = []
+        per_client: dict[str, dict[str, float]] = {}
         for msg in replies:
             if msg.has_error():
                 continue
@@ -182,11 +187,11 @@ class ReplyFilter:
             if m is None or WEIGHT_KEY not in m or "eval_accuracy" not in m:
                 continue
             usable.append(msg)
-            client = str(int(m[CLIENT_KEY])) if CLIENT_KEY in m else str(int(msg.metadata.src_node_id))
+            client = str(as_int(m[CLIENT_KEY], CLIENT_KEY) if CLIENT_KEY in m else int(msg.metadata.src_node_id))
             per_client[client] = {
-                "examples": int(m[WEIGHT_KEY]),
-                "accuracy": float(m["eval_accuracy"]),
-                "loss": float(m["eval_loss"]),
+                "examples": as_int(m[WEIGHT_KEY], WEIGHT_KEY),
+                "accuracy": as_float(m["eval_accuracy"], "eval_accuracy"),
+                "loss": as_float(m["eval_loss"], "eval_loss"),
             }
         entry["client_eval"] = dict(sorted(per_client.items(), key=lambda kv: int(kv[0])))
         if not usable:
@@ -211,12 +216,20 @@ _BASES: dict[str, type[Strategy]] = {
     "fedavgm": FedAvgM,
     "fedadam": FedAdam,
 }
-_FILTERED: dict[str, type] = {
-    name: type(f"Filtered{base.__name__}", (ReplyFilter, base), {}) for name, base in _BASES.items()
+
+
+class FilteredStrategy(ReplyFilter, Strategy):
+    """What :func:`build_strategy` returns: a Flower strategy with :class:`ReplyFilter`'s round log.
+    Abstract; each configured strategy is ``Filtered<Base>(FilteredStrategy, Base)``, so the filter
+    comes before the base in the MRO."""
+
+
+_FILTERED: dict[str, type[FilteredStrategy]] = {
+    name: type(f"Filtered{base.__name__}", (FilteredStrategy, base), {}) for name, base in _BASES.items()
 }
 
 
-def build_strategy(cfg: FederatedConfig) -> Strategy:
+def build_strategy(cfg: FederatedConfig) -> FilteredStrategy:
     """The configured Flower strategy, wrapped in :class:`ReplyFilter`.
 
     Clients are sampled as in FedAvg: ``max(floor(C * K), min_fit_clients)`` of the ``K`` connected

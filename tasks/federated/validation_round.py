@@ -15,7 +15,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from tasks.federated.client_data import ClientValidation
-from tasks.federated.protocol import CLIENT_KEY, VALIDATION_KEY
+from tasks.federated.protocol import CLIENT_KEY, VALIDATION_KEY, as_int
 from tasks.federated.strategies import RoundFailed
 
 log = logging.getLogger("driftloop.federated")
@@ -72,7 +72,7 @@ def _status(node: int, reply: Message | None) -> ClientStatus:
     if reply.has_error():
         return ClientStatus(node, None, "error", reason=f"client error: {reply.error.reason}")
     metrics = next(iter(reply.content.metric_records.values()), None)
-    client = int(metrics[CLIENT_KEY]) if metrics is not None and CLIENT_KEY in metrics else None
+    client = as_int(metrics[CLIENT_KEY], CLIENT_KEY) if metrics is not None and CLIENT_KEY in metrics else None
     try:
         report = ClientValidation.from_dict(json.loads(str(reply.content[VALIDATION_KEY]["report"])))
     except (KeyError, ValueError, TypeError) as e:

@@ -82,7 +82,7 @@ class Workspace:
         return Schema.from_json(self.read("schema.json").decode())
 
     def initial_state(self) -> dict[str, torch.Tensor]:
-        from tasks.models.serialize import state_dict_from_bytes
+        from tasks.store.codecs import state_dict_from_bytes
 
         return state_dict_from_bytes(self.read("initial.safetensors"))
 

@@ -177,7 +177,7 @@ def labels_of(*ys: Sequence[int]) -> list[int]:
 def candidate_facts(
     splits, metrics: Mapping[str, Any], champion_labels: Sequence[int] | None, declared_classes: Sequence[int] | None
 ) -> CandidateFacts:
-    """The facts of a candidate trained on ``splits`` (a :class:`tasks.data.sources.Splits`)."""
+    """The facts of a candidate trained on ``splits`` (a :class:`tasks.data.dataset.Splits`)."""
     return CandidateFacts(
         train_rows=len(splits.train),
         train_labels=labels_of(splits.train.y),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tasks.data.dataset import Splits, fingerprint
 from tasks.data.schema import Schema
-from tasks.data.sources import Splits, fingerprint
 from tasks.errors import ObjectNotFound
 from tasks.models.report import learning_curve_png
 from tasks.models.trained import TrainedModel

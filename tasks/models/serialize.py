@@ -1,4 +1,5 @@
-"""Models to and from bytes without pickles: weights as safetensors, architecture as a JSON spec.
+"""Models to and from bytes without pickles: weights as safetensors (the store's codec,
+:func:`tasks.store.codecs.state_dict_to_bytes`), architecture as a JSON spec.
 
 The spec holds the resolved architecture (never ``"auto"``), the input shape, the class count
 and the training split's standardization statistics (:mod:`tasks.models.standardize`), so a
@@ -9,15 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from torch import nn
 
 from tasks.models.auto import resolve_model_config
 from tasks.models.config import ModelConfig
 from tasks.models.standardize import Standardization
 from tasks.models.zoo import build_model
+from tasks.store.codecs import state_dict_from_bytes
 
 
 def model_spec(
@@ -52,16 +51,6 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
         int(spec["num_classes"]),
         Standardization.from_dict(std) if std else None,
     )
-
-
-def state_dict_to_bytes(model_or_state: nn.Module | dict[str, torch.Tensor]) -> bytes:
-    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
-    return st_save({k: v.detach().cpu().contiguous() for k, v in state.items()})
-
-
-def state_dict_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
-    """Parse safetensors bytes (never executes code, unlike a pickle)."""
-    return st_load(data)
 
 
 def load_model(spec: dict[str, Any], weights: bytes) -> nn.Module:

@@ -7,7 +7,8 @@ import sys
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.data.sources import Splits
+from tasks.data.dataset import Splits
+from tasks.data.schema import Schema
 from tasks.data.steps import IO_RETRY
 from tasks.models.gate import GateDecision, apply_sanity, candidate_facts, sanity_rules
 from tasks.models.gate import accuracy_gate as decide_on_accuracy
@@ -106,7 +107,7 @@ def get_champion(settings: Settings) -> dict | None:
 
 
 @task(name="champion-schema", **_IO)
-def champion_schema(settings: Settings, champion: dict):
+def champion_schema(settings: Settings, champion: dict) -> Schema:
     from tasks.models.registration import load_schema, open_registry
 
     return load_schema(open_registry(settings)[0], champion)

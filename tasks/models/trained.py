@@ -9,10 +9,11 @@ import numpy as np
 import torch
 
 from tasks.models.config import ModelConfig, TrainingConfig
-from tasks.models.serialize import build_from_spec, load_model, model_spec, same_architecture, state_dict_to_bytes
+from tasks.models.serialize import build_from_spec, load_model, model_spec, same_architecture
 from tasks.models.standardize import fit_standardization
 from tasks.models.train import EvalResult, evaluate, fit, select_device
 from tasks.seeding import derive_seed, seed_everything
+from tasks.store.codecs import state_dict_to_bytes
 
 
 @dataclass

@@ -9,15 +9,16 @@ manifest exists (:meth:`ArtifactStore.list_runs`), so a reader never sees a half
 the key on a mismatch).
 
 A run killed before its manifest (SIGKILL, a lost machine) leaves objects no reader can see.
-:meth:`ArtifactStore.collect_garbage` (``driftloop artifacts gc``) deletes those of runs started
-longer ago than a minimum age. It claims each such run first by writing a *tombstone* at the
-run's manifest key with the same write-once condition a commit uses, so a writer that was only
-slow, not dead, cannot publish a manifest over deleted objects: exactly one of the two wins, and a
-losing commit fails with an error naming the run. The tombstone and a ``gc-tombstone.json`` marker stay
-(two small objects) so the run id is never reused; readers never list a collected run. A run that a
-model-registry version references (any version of any model) is never collected, even when its
-manifest went missing: the registry still names it, so it is damage to repair, not garbage; a
-version record GC cannot read stops the collection (it might name any run).
+:meth:`ArtifactStore.collect_orphans` (through :func:`tasks.store.gc.collect_garbage`, ``driftloop
+artifacts gc``) deletes those of runs started longer ago than a minimum age. It claims each such
+run first by writing a *tombstone* at the run's manifest key with the same write-once condition a
+commit uses, so a writer that was only slow, not dead, cannot publish a manifest over deleted
+objects: exactly one of the two wins, and a losing commit fails with an error naming the run. The
+tombstone and a ``gc-tombstone.json`` marker stay (two small objects) so the run id is never
+reused; readers never list a collected run. A run that a model-registry version references (any
+version of any model) is never collected, even when its manifest went missing: the registry still
+names it, so it is damage to repair, not garbage; a version record GC cannot read stops the
+collection (it might name any run).
 
 Nothing read back is a pickle: weights are safetensors, arrays ``.npz`` loaded with
 ``allow_pickle=False``, metadata JSON (:mod:`tasks.store.codecs`); run ids and the recorded
@@ -46,7 +47,15 @@ import numpy as np
 from tasks.errors import IntegrityError, ObjectNotFound, StoreError
 from tasks.store.access import open_backend
 from tasks.store.base import Backend, PreconditionFailed
-from tasks.store.codecs import check_safetensors, dumps_json, npz_bytes, npz_load, to_jsonable  # noqa: F401 - re-exported
+from tasks.store.codecs import (  # noqa: F401 - re-exported
+    check_safetensors,
+    dumps_json,
+    npz_bytes,
+    npz_load,
+    state_dict_from_bytes,
+    state_dict_to_bytes,
+    to_jsonable,
+)
 from tasks.store.config import StoreConfig
 from tasks.store.hashing import sha256_file
 from tasks.store.provenance import (  # noqa: F401 - re-exported: callers import these from here
@@ -126,8 +135,6 @@ class RunWriter:
 
     def put_state_dict(self, name: str, state_dict: Any) -> dict[str, Any]:
         """A torch state dict (or module) as safetensors bytes."""
-        from tasks.models.serialize import state_dict_to_bytes
-
         return self.put_bytes(name, state_dict_to_bytes(state_dict))
 
     def put_model(self, spec: Mapping[str, Any], state_dict: Any) -> None:
@@ -301,24 +308,22 @@ class ArtifactStore:
                 out.append({"run_id": run_id, "objects": sorted(ks), "age_s": round(age, 1)})
         return sorted(out, key=lambda o: (parse_run_id(o["run_id"])[1], o["run_id"]))
 
-    def collect_garbage(
-        self, min_age_s: float = 86400.0, dry_run: bool = False, now: _dt.datetime | None = None
+    def collect_orphans(
+        self,
+        referenced: Mapping[str, list[str]],
+        min_age_s: float,
+        dry_run: bool = False,
+        now: _dt.datetime | None = None,
     ) -> dict[str, Any]:
-        """Delete the objects of orphaned runs (no manifest) started at least ``min_age_s`` ago.
+        """Delete the objects of orphaned runs (no manifest) started at least ``min_age_s`` ago,
+        except those in ``referenced`` (run id -> the registry versions naming it, read before
+        this call: :func:`tasks.store.gc.collect_garbage`).
 
         Each run is claimed with a write-once tombstone at its manifest key before anything is
-        deleted; a run whose writer commits first is skipped (``committed_meanwhile``). The default
-        minimum age (a day) must exceed the longest run you have: an older run still being written
-        loses its commit (with an error naming the run), never its committed objects.
+        deleted; a run whose writer commits first is skipped (``committed_meanwhile``).
         Returns what was (or, ``dry_run``, would be) collected."""
         if min_age_s < 0:
             raise StoreError(f"collect_garbage: min_age_s must be >= 0, got {min_age_s}")
-        # Imported here: the registry module builds on this one.
-        from tasks.store.registry import referenced_run_ids
-
-        # Read before listing orphans: a version registered after this read points at a run
-        # committed before it, which has a manifest and is no orphan.
-        referenced = referenced_run_ids(self)
         orphans = self.orphaned_runs(min_age_s, now=now)
         report: dict[str, Any] = {
             "store": repr(self.backend),
@@ -446,8 +451,6 @@ class ArtifactStore:
         data = self.get_bytes(run_id, name)
         where = self.object_url(run_id, name)
         check_safetensors(data, where)
-        from tasks.models.serialize import state_dict_from_bytes
-
         try:
             return state_dict_from_bytes(data)
         except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError

@@ -1,5 +1,6 @@
-"""How the store turns values into bytes and back: deterministic JSON, pickle-free npz, and a
-safetensors check that runs before any parser sees the bytes. Nothing read back is a pickle."""
+"""How the store turns values into bytes and back: deterministic JSON, pickle-free npz, torch
+state dicts as safetensors, and a safetensors check that runs before any parser sees the bytes.
+Nothing read back is a pickle."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ import io
 import json
 import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from tasks.errors import StoreError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -78,6 +83,23 @@ def check_safetensors(data: bytes, where: str) -> None:
             or not 0 <= off[0] <= off[1] <= body
         ):
             raise bad(f"tensor {name!r} has offsets {off!r} outside the data")
+
+
+def state_dict_to_bytes(model_or_state: nn.Module | Mapping[str, torch.Tensor]) -> bytes:
+    """A module's (or a state dict's) tensors as safetensors bytes: detached, on the CPU, contiguous."""
+    # torch is imported on use: the store (and the CLI's store commands) load without it.
+    from safetensors.torch import save
+    from torch import nn
+
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
+    return save({k: v.detach().cpu().contiguous() for k, v in state.items()})
+
+
+def state_dict_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
+    """Parse safetensors bytes (never executes code, unlike a pickle)."""
+    from safetensors.torch import load
+
+    return load(data)
 
 
 def npz_bytes(arrays: Mapping[str, Any], where: str) -> bytes:

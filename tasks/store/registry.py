@@ -535,8 +535,8 @@ class ModelRegistry:
                 state = self._parse_state(data)
                 report["champion"] = state["champion"]
                 report["pointer"] = "ok"
-                for e in state["history"]:  # backfill a log written before it existed
-                    self._append_history(e)
+                for event in state["history"]:  # backfill a log written before it existed
+                    self._append_history(event)
                 if state["champion"] is not None:
                     report["champion_integrity"] = self.verify(state["champion"])
                 return report
@@ -552,17 +552,20 @@ class ModelRegistry:
             report["history_problems"].append(f"history has gaps: seq {seqs}; replaying up to the first gap")
             n = next((i for i, s_ in enumerate(seqs) if s_ != i + 1), len(seqs))
             events = events[:n]
-        champion, stack = None, []
+        champion: int | None = None
+        stack: list[int] = []
         known = set(self._version_numbers())
-        for e in events:
-            if e["to"] not in known:
-                report["history_problems"].append(f"event {e['seq']} names version {e['to']}, which has no record")
-            if e["action"] == "promote" or e["to"] not in stack:
-                stack = stack + [e["to"]]
+        for event in events:
+            if event["to"] not in known:
+                report["history_problems"].append(
+                    f"event {event['seq']} names version {event['to']}, which has no record"
+                )
+            if event["action"] == "promote" or event["to"] not in stack:
+                stack = stack + [event["to"]]
             else:
-                idx = len(stack) - 1 - stack[::-1].index(e["to"])
+                idx = len(stack) - 1 - stack[::-1].index(event["to"])
                 stack = stack[: idx + 1]
-            champion = e["to"]
+            champion = event["to"]
         new = {
             "model_name": self.model_name,
             "seq": len(events),

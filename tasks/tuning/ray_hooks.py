@@ -79,15 +79,21 @@ class BracketTaggingHyperBand(HyperBandScheduler):
         while len(brackets) <= s:
             k = len(brackets)
             brackets.append(self._create_bracket(k) if self._get_r0(k) > 0 else None)
-        if (band, s) >= (self._state["band_idx"], self._bracket_index(self._state["bracket"])):
+        if (band, s) >= (self._band_idx(), self._bracket_index(self._state["bracket"])):
             self._state.update(band_idx=band, bracket=brackets[s])
         return brackets[s]
 
     def _bracket_index(self, bracket) -> int:
         if bracket is None:
             return -1
-        band = self._hyperbands[self._state["band_idx"]]
+        band = self._hyperbands[self._band_idx()]
         return band.index(bracket) if bracket in band else -1
+
+    def _band_idx(self) -> int:
+        # Ray initialises its state as {"bracket": None, "band_idx": 0}: mypy infers int | None.
+        band_idx = self._state["band_idx"]
+        assert band_idx is not None, "Ray's HyperBandScheduler always holds a band index"
+        return band_idx
 
     def on_trial_add(self, tune_controller, trial):
         if not self._metric or not self._metric_op:

@@ -162,7 +162,7 @@ def learning_curves_png(study: StudyResult, metric: str | None = None, dpi: int 
         if not curve:
             continue
         epochs = list(range(1, len(curve) + 1))
-        c = colour.get(t.bracket, "tab:blue")
+        c = colour[t.bracket] if t.bracket is not None else "tab:blue"
         best = t.trial_id == study.best_trial_id
         ax.plot(epochs, curve, color=c, lw=2.6 if best else 1.0, alpha=1.0 if best else 0.75, zorder=3 if best else 2)
         if t.status == "stopped":

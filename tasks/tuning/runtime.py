@@ -8,7 +8,7 @@ import math
 import os
 import socket
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeGuard
 from urllib.parse import urlparse
 
 from tasks.errors import ConfigError
@@ -54,15 +54,13 @@ def tune_storage(store: StoreConfig, subpath: str):
         try:
             from tasks.store.backends import pyarrow_filesystem  # the store's own adapter, when present
         except ImportError:
-            pyarrow_filesystem = None
-        if pyarrow_filesystem is not None:
-            fs, path = pyarrow_filesystem(store, subpath)
-        else:
             parsed = urlparse(uri)
             if not parsed.netloc:
-                raise ConfigError(f"store.uri {uri!r}: no bucket name")
+                raise ConfigError(f"store.uri {uri!r}: no bucket name") from None
             path = "/".join(p for p in (parsed.netloc, parsed.path.strip("/"), subpath.strip("/")) if p)
             fs = s3_filesystem(store)
+        else:
+            fs, path = pyarrow_filesystem(store, subpath)
         return path, fs, f"s3://{path}"
     if uri.startswith("file://"):
         uri = urlparse(uri).path
@@ -130,7 +128,7 @@ def connect_ray(cfg: TuningConfig) -> bool:
     return True
 
 
-def is_remote(address: str | None) -> bool:
+def is_remote(address: str | None) -> TypeGuard[str]:
     """Whether ``tuning.ray_address`` names a cluster (its nodes do not share this machine's disk)."""
     return bool(address) and address != "local"
 
@@ -170,14 +168,15 @@ def check_cluster(address: str, timeout: float = 60.0) -> None:
     """
     import ray
 
-    @ray.remote(num_cpus=0)
     class _Probe:
         def ping(self) -> str:
             import tasks.tuning.trainable  # noqa: F401  the trials' code must be importable on the nodes
 
             return ray.get_runtime_context().get_node_id()
 
-    actor = _Probe.remote()
+    # Ray's actor handles are not typed for mypy (their methods' .remote), hence Any.
+    probe: Any = ray.remote(num_cpus=0)(_Probe)
+    actor = probe.remote()
     try:
         ray.get(actor.ping.remote(), timeout=timeout)
     except ray.exceptions.ActorDiedError:

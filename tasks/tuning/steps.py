@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from uuid import UUID
 
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.data.sources import Splits
+from tasks.data.dataset import Splits
 from tasks.settings import Settings
 from tasks.tuning.plan import ray_hyperband_plan
 from tasks.tuning.progress import Reporter, StudyProgress, TerminalLine
@@ -77,7 +78,7 @@ class ProgressArtifact:
 
     def __init__(self, key: str = "tuning-progress", min_interval_s: float = 5.0):
         self.key, self.min_interval_s = key, min_interval_s
-        self.artifact_id = None
+        self.artifact_id: UUID | None = None
         self._last: tuple[int, float] = (-1, 0.0)
 
     def __call__(self, p: StudyProgress) -> None:
@@ -88,7 +89,10 @@ class ProgressArtifact:
             return
         self._last = (p.finished, now)
         if self.artifact_id is None:
-            self.artifact_id = create_progress_artifact(p.percent, key=self.key, description=p.line())
+            created = create_progress_artifact(p.percent, key=self.key, description=p.line())
+            # Prefect's async_dispatch returns a coroutine only inside an async task or flow.
+            assert isinstance(created, UUID), "the progress artifact is created from sync code"
+            self.artifact_id = created
         else:
             update_progress_artifact(self.artifact_id, p.percent, description=p.line())
 

@@ -24,7 +24,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Mapping
 
-from tasks.data.sources import Splits, fingerprint
+from tasks.data.dataset import Splits, fingerprint
 from tasks.errors import ConfigError, DriftloopError
 from tasks.models.config import ModelConfig, TrainingConfig
 from tasks.store.config import StoreConfig

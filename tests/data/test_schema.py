@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from tasks.data.dataset import Dataset, fingerprint
 from tasks.data.schema import QUANTILES, Schema, infer_schema
-from tasks.data.sources import Dataset, fingerprint, parse_bytes, split_dataset
+from tasks.data.sources import parse_bytes, split_dataset
 from tasks.errors import DataError
 
 from .conftest import frame_bytes

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from tasks.data.config import ValidationConfig
+from tasks.data.dataset import Dataset
 from tasks.data.schema import infer_schema
 from tasks.data.sources import (
-    Dataset,
     concat_datasets,
     load_dataset,
     load_digits_dataset,

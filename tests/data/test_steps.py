@@ -8,7 +8,8 @@ import pytest
 
 from tasks.data import steps
 from tasks.data.config import DataConfig, ValidationConfig
-from tasks.data.sources import Dataset, to_npz_bytes
+from tasks.data.dataset import Dataset
+from tasks.data.sources import to_npz_bytes
 from tasks.errors import DataError, IntegrityError, ObjectNotFound, StoreError, ValidationFailed
 from tasks.store.backends import open_backend
 

@@ -11,10 +11,11 @@ import pytest
 from tasks.data import rules as R
 from tasks.data import validation as V
 from tasks.data.config import ValidationConfig
+from tasks.data.dataset import Dataset
 from tasks.data.quarantine import quarantine
 from tasks.data.report import ValidationReport, read_report
 from tasks.data.schema import infer_schema
-from tasks.data.sources import Dataset, parse_bytes, to_npz_bytes
+from tasks.data.sources import parse_bytes, to_npz_bytes
 from tasks.data.validation import load_batch_from_uri, validate_batch, validate_or_quarantine
 from tasks.errors import ObjectNotFound, StoreError, ValidationFailed
 from tasks.store.backends import open_backend, write_uri

@@ -13,9 +13,10 @@ from tasks.data import quarantine as Q
 from tasks.data import rules as R
 from tasks.data import validation as V
 from tasks.data.config import ValidationConfig
+from tasks.data.dataset import Dataset
 from tasks.data.report import ValidationReport
 from tasks.data.schema import infer_schema
-from tasks.data.sources import Dataset, parse_bytes, split_dataset
+from tasks.data.sources import parse_bytes, split_dataset
 from tasks.data.validation import conform, validate_batch
 from tasks.errors import DataError
 

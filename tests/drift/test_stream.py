@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from tasks.data.sources import Dataset
+from tasks.data.dataset import Dataset
 from tasks.drift.stream import DRIFT_KINDS, apply_drift, simulate_stream, write_stream
 from tasks.errors import DataError
 

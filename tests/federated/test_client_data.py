@@ -75,7 +75,7 @@ def test_missing_file_is_a_failed_report(tabular, tmp_path):
 
 
 def test_local_split_edges(tabular):
-    from tasks.data.sources import Dataset
+    from tasks.data.dataset import Dataset
 
     ds = Dataset(np.zeros((3, 2), np.float32), np.zeros(3, np.int64))
     assert [len(p) for p in local_split(ds, 0.2, 1)] == [2, 1]  # at least one held-out row

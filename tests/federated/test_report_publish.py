@@ -12,7 +12,8 @@ from tasks.federated.engine import FederatedResult
 from tasks.federated.partition import partition_indices, partition_summary
 from tasks.federated.report import markdown_report, partition_plot_png, partition_rows, round_plot_png, round_rows
 from tasks.models.config import ModelConfig
-from tasks.models.serialize import build_from_spec, model_spec, state_dict_to_bytes
+from tasks.models.serialize import build_from_spec, model_spec
+from tasks.store.codecs import state_dict_to_bytes
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ROUNDS = [

@@ -9,7 +9,8 @@ import pytest
 from tasks.federated.engine import run_federated
 from tasks.federated.faults import Fault
 from tasks.federated.strategies import RoundFailed
-from tasks.models.serialize import build_from_spec, state_dict_from_bytes
+from tasks.models.serialize import build_from_spec
+from tasks.store.codecs import state_dict_from_bytes
 
 from .conftest import fed_settings
 

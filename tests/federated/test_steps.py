@@ -14,8 +14,8 @@ def test_federate_task_stores_run_and_publishes_artifacts(prefect_api, s3_store_
     from prefect.client.orchestration import get_client
 
     from tasks.federated.steps import federate
-    from tasks.models.serialize import state_dict_from_bytes
     from tasks.store.artifacts import ArtifactStore
+    from tasks.store.codecs import state_dict_from_bytes
 
     s = fed_settings(num_clients=3, rounds=2, central_baseline=True).model_copy(update={"store": s3_store_config})
 

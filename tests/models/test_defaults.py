@@ -8,15 +8,16 @@ import pytest
 import torch
 
 from tasks.adversarial.scale import attack_scale
+from tasks.data.dataset import Dataset
 from tasks.data.schema import infer_schema
-from tasks.data.sources import Dataset
 from tasks.errors import ConfigError
 from tasks.models.auto import arch_for, resolve_for_data
 from tasks.models.config import ModelConfig
-from tasks.models.serialize import load_model, model_spec, same_architecture, state_dict_to_bytes
+from tasks.models.serialize import load_model, model_spec, same_architecture
 from tasks.models.standardize import fit_standardization
 from tasks.models.zoo import MLP, SmallCNN, build_model
 from tasks.settings import load_settings
+from tasks.store.codecs import state_dict_to_bytes
 
 
 def test_auto_arch_and_an_explicit_choice_that_cannot_fit():

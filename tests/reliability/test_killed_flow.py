@@ -136,6 +136,7 @@ def _flow_runs() -> dict[str, str]:
 def test_killed_training_leaves_no_partial_run_and_a_rerun_adds_one_version(prefect_api, tmp_path, figures):
     from flows.training import training
     from tasks.store.artifacts import ArtifactStore
+    from tasks.store.gc import collect_garbage
 
     s = smoke_settings(tmp_path)
     training(s)  # the champion (v1) the killed runs must not disturb
@@ -179,7 +180,7 @@ def test_killed_training_leaves_no_partial_run_and_a_rerun_adds_one_version(pref
     rc, out = _run(launcher, s.store.uri, "")
     # Garbage collection (`driftloop artifacts gc`) removes the SIGKILLed run's orphaned objects and
     # nothing that a committed run or the registry needs (every run still verifies below).
-    gc = store.collect_garbage(min_age_s=0)
+    gc = collect_garbage(store, min_age_s=0)
     after = store_snapshot(s)
     orphan_keys_left = [k for o in store.orphaned_runs(0) for k in o["objects"]]
     figures.update(

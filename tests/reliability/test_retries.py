@@ -18,10 +18,10 @@ from tasks.data.sources import load_digits_dataset, split_dataset
 from tasks.data.steps import IO_RETRIES, is_transient
 from tasks.errors import RegistryCorrupt, RegistryError, StoreError
 from tasks.models import steps
-from tasks.models.serialize import state_dict_to_bytes
 from tasks.models.trained import TrainedModel
 from tasks.settings import Settings
 from tasks.store.artifacts import ArtifactStore
+from tasks.store.codecs import state_dict_to_bytes
 from tasks.store.config import StoreConfig
 from tasks.store.local import LocalBackend
 from tasks.store.registry import ModelRegistry

@@ -59,7 +59,7 @@ def study_splits():
 
 def experiment_dir(store_dir: str | Path, splits) -> Path:
     """Where Tune keeps the study's results, checkpoints and experiment state in a local store."""
-    from tasks.data.sources import fingerprint
+    from tasks.data.dataset import fingerprint
     from tasks.tuning.search import study_name_for
 
     cfg = study_config()

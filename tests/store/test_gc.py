@@ -9,6 +9,7 @@ import pytest
 
 from tasks.errors import ObjectNotFound, StoreError
 from tasks.store.artifacts import COLLECTED_MARKER, MANIFEST, ArtifactStore, new_run_id
+from tasks.store.gc import collect_garbage
 
 DAY = 86400.0
 
@@ -34,10 +35,10 @@ def test_gc_deletes_only_old_orphans_and_keeps_committed_runs(store):
     assert [o["run_id"] for o in found] == [old.run_id] and len(found[0]["objects"]) == 2
     assert {o["run_id"] for o in store.orphaned_runs(0)} == {old.run_id, young.run_id}
 
-    dry = store.collect_garbage(min_age_s=DAY, dry_run=True)
+    dry = collect_garbage(store, min_age_s=DAY, dry_run=True)
     assert [r["run_id"] for r in dry["runs"]] == [old.run_id] and set(store.backend.list("")) == before
 
-    rep = store.collect_garbage(min_age_s=DAY)
+    rep = collect_garbage(store, min_age_s=DAY)
     assert [r["run_id"] for r in rep["runs"]] == [old.run_id] and rep["objects_deleted"] == 2
     left = set(store.backend.list(""))
     assert not [k for k in left if k.startswith(old.prefix) and not k.endswith((MANIFEST, COLLECTED_MARKER))]
@@ -46,14 +47,14 @@ def test_gc_deletes_only_old_orphans_and_keeps_committed_runs(store):
     assert store.orphaned_runs(0) and [o["run_id"] for o in store.orphaned_runs(0)] == [young.run_id]
     with pytest.raises(ObjectNotFound, match="garbage-collected"):
         store.manifest(old.run_id)
-    assert store.collect_garbage(min_age_s=DAY)["runs"] == []  # idempotent
+    assert collect_garbage(store, min_age_s=DAY)["runs"] == []  # idempotent
 
 
 def test_a_slow_writer_loses_its_commit_to_gc_never_its_objects(store):
     """The writer was not dead, only slower than the minimum age: its commit fails naming the run,
     and nothing half-deleted is ever published."""
     slow = _orphan(store, "training", dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2))
-    store.collect_garbage(min_age_s=DAY)
+    collect_garbage(store, min_age_s=DAY)
     with pytest.raises(StoreError, match=f"{slow.run_id} already has a manifest.*garbage-collected"):
         slow.commit()
     assert store.list_runs() == []
@@ -72,14 +73,14 @@ def test_gc_skips_a_run_committed_meanwhile(store, monkeypatch):
         return found
 
     monkeypatch.setattr(store, "orphaned_runs", listed_then_committed)
-    rep = store.collect_garbage(min_age_s=DAY)
+    rep = collect_garbage(store, min_age_s=DAY)
     assert rep["committed_meanwhile"] == [w.run_id] and rep["objects_deleted"] == 0
     assert store.list_runs() == [w.run_id] and store.get_bytes(w.run_id, "metrics.json") == b"partial metrics.json"
 
 
 def test_gc_refuses_a_negative_age_and_writer_refuses_reserved_names(store):
     with pytest.raises(StoreError, match="min_age_s"):
-        store.collect_garbage(min_age_s=-1)
+        collect_garbage(store, min_age_s=-1)
     w = store.begin_run("training")
     with pytest.raises(StoreError, match="reserved"):
         w.put_bytes(COLLECTED_MARKER, b"{}")

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from tasks.errors import IntegrityError, RegistryError, StoreError
-from tasks.models.serialize import load_model, state_dict_from_bytes
+from tasks.models.serialize import load_model
 from tasks.store.artifacts import dumps_json
+from tasks.store.codecs import state_dict_from_bytes
 from tasks.store.registry import ModelRegistry
 from tests.store.conftest import commit_model_run, flip_one_byte, tiny_model
 
