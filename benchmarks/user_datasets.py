@@ -83,7 +83,7 @@ def _logistic(source: Path, seed: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", default="1337", help="comma-separated base seeds (default: the default seed)")
+    ap.add_argument("--seeds", default="1337,7,42", help="comma-separated base seeds (1337 is the default seed)")
     ap.add_argument("--datasets", default=",".join(MAKERS), help=f"comma-separated, of {', '.join(MAKERS)}")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -57,6 +57,9 @@ def client_update(
     """
     model.load_state_dict(global_state)
     model.to(device)
+    # Dropout draws from torch's global generator, whose state would otherwise depend on which clients
+    # this process (a Ray actor serves several) ran before: seed it, so a round is the same every run.
+    torch.manual_seed(derive_seed(seed, "dropout"))
     opt = make_optimizer(model, optimizer, lr, weight_decay, momentum)
     hook = proximal_hook(list(model.parameters()), proximal_mu) if proximal_mu > 0 else None
     loss = float("nan")

@@ -126,7 +126,7 @@ class ReplyFilter:
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
         entry = self.round_log.setdefault(server_round, {"sampled_nodes": [], "participants": [], "failures": []})
-        accepted: list[Message] = []
+        accepted: list[tuple[tuple[int, int], Message]] = []
         replied_nodes = set()
         for msg in replies:
             node = int(msg.metadata.src_node_id)
@@ -144,7 +144,7 @@ class ReplyFilter:
                 if reason is None:
                     # screen_reply passed: exactly one MetricRecord, with a positive WEIGHT_KEY.
                     assert metrics is not None
-                    accepted.append(msg)
+                    accepted.append(((0, client) if client is not None else (1, node), msg))
                     entry["participants"].append(client if client is not None else node)
                     entry.setdefault("clients", {})[str(client if client is not None else node)] = {
                         "train_examples": as_int(metrics[WEIGHT_KEY], WEIGHT_KEY),
@@ -169,7 +169,10 @@ class ReplyFilter:
                 f"{len(entry['sampled_nodes'])} sampled, below federated.min_fit_clients={need}; "
                 f"failures: {reasons}"
             )
-        arrays, metrics = super().aggregate_train(server_round, accepted)  # type: ignore[misc]
+        # Replies arrive in whatever order the clients finish; floating-point sums depend on the order,
+        # so aggregate in client order: the same seed gives the same global model on every run.
+        ordered = [msg for _, msg in sorted(accepted, key=lambda km: km[0])]
+        arrays, metrics = super().aggregate_train(server_round, ordered)  # type: ignore[misc]
         if metrics is not None and "train_loss" in metrics:
             entry["train_loss"] = float(metrics["train_loss"])
         return arrays, metrics

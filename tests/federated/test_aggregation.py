@@ -22,8 +22,9 @@ class FakeGrid:
         return list(range(1, self.n + 1))
 
 
-def _round(strategy, global_arrays, client_arrays, counts, server_round=1):
-    """Configure a round on a fake grid, answer each instruction with the given arrays."""
+def _round(strategy, global_arrays, client_arrays, counts, server_round=1, reverse=False):
+    """Configure a round on a fake grid, answer each instruction with the given arrays (replies in
+    node order, or the reverse)."""
     ins = list(
         strategy.configure_train(
             server_round,
@@ -44,7 +45,7 @@ def _round(strategy, global_arrays, client_arrays, counts, server_round=1):
             }
         )
         replies.append(Message(content=content, reply_to=m))
-    return strategy.aggregate_train(server_round, replies)
+    return strategy.aggregate_train(server_round, replies[::-1] if reverse else replies)
 
 
 def cfg(**kw):
@@ -150,3 +151,27 @@ def test_screen_reply_and_poison_helpers():
     g, local = {"w": torch.tensor([1.0, 1.0])}, {"w": torch.tensor([2.0, 0.0])}
     torch.testing.assert_close(poison_update(g, local, "sign_flip", 2.0)["w"], torch.tensor([-1.0, 3.0]))
     torch.testing.assert_close(poison_update(g, local, "scale", 2.0)["w"], torch.tensor([3.0, -1.0]))
+
+
+def test_the_aggregate_does_not_depend_on_the_order_replies_arrive_in():
+    """Float sums depend on their order; replies are aggregated in client order, so the same seed
+    gives the same global model whichever client finishes first."""
+    clients = [{"w": [1.0, 1e-3]}, {"w": [1e8, 3.0]}, {"w": [-1e8, 7.0]}]  # 1.0 survives only added last
+    a, _ = _round(build_strategy(cfg(strategy="fedavg")), G, clients, [1, 1, 1])
+    b, _ = _round(build_strategy(cfg(strategy="fedavg")), G, clients, [1, 1, 1], reverse=True)
+    assert a["w"].numpy().tobytes() == b["w"].numpy().tobytes()
+
+
+def test_a_client_update_is_the_same_whatever_ran_before_it_in_the_process():
+    """Dropout draws from torch's global generator; a client seeds it, so an actor that served other
+    clients first gives the same update."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.5), nn.Linear(16, 2))
+    g = {k: v.clone() for k, v in model.state_dict().items()}
+    r = np.random.default_rng(0)
+    x, y = r.normal(size=(40, 4)).astype(np.float32), r.integers(0, 2, 40)
+    kw = dict(epochs=2, batch_size=8, optimizer="sgd", lr=0.1, seed=5, device=torch.device("cpu"))
+    first, _ = client_update(model, g, x, y, **kw)
+    torch.rand(1000)  # another client's training moved the global generator
+    second, _ = client_update(model, g, x, y, **kw)
+    assert all(torch.equal(first[k], second[k]) for k in first)
