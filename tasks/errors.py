@@ -26,6 +26,11 @@ class StoreError(DriftloopError):
     """The artifact store cannot be reached or refused an operation."""
 
 
+class PreconditionFailed(StoreError):
+    """A conditional write (``if_absent`` / ``if_match``) lost: the object exists or changed. Not
+    transient: a retry of the same write loses again; the caller re-reads and decides."""
+
+
 class ObjectNotFound(StoreError):
     """A key (or the bucket) does not exist in the artifact store."""
 

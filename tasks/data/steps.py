@@ -20,7 +20,7 @@ from tasks.data.schema import Schema, infer_schema
 from tasks.data.sources import load_dataset, split_dataset
 from tasks.data.validation import ValidatedBatch
 from tasks.data.validation import validate_or_quarantine as _validate_or_quarantine
-from tasks.errors import DataError, IntegrityError, ObjectNotFound, StoreError, ValidationFailed
+from tasks.errors import DataError, IntegrityError, ObjectNotFound, PreconditionFailed, StoreError, ValidationFailed
 
 IO_RETRIES = 3
 IO_RETRY_DELAYS = [1, 4, 10]
@@ -35,6 +35,7 @@ def is_transient(exc: BaseException | None) -> bool:
             ValidationFailed,
             ObjectNotFound,
             IntegrityError,
+            PreconditionFailed,
             FileNotFoundError,
             IsADirectoryError,
             NotADirectoryError,

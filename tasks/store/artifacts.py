@@ -44,9 +44,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from tasks.errors import IntegrityError, ObjectNotFound, StoreError
+from tasks.errors import IntegrityError, ObjectNotFound, PreconditionFailed, StoreError
 from tasks.store.access import open_backend
-from tasks.store.base import Backend, PreconditionFailed
+from tasks.store.base import Backend
 from tasks.store.codecs import (  # noqa: F401 - re-exported
     check_safetensors,
     dumps_json,

@@ -6,8 +6,9 @@ The code lives in :mod:`tasks.store.uri` (URI parsing, key validation), :mod:`ta
 the ``*_uri`` helpers). Callers outside the store package import from here.
 """
 
+from tasks.errors import PreconditionFailed
 from tasks.store.access import _s3_for, list_uri, open_backend, pyarrow_filesystem, read_uri, write_uri
-from tasks.store.base import Backend, PreconditionFailed
+from tasks.store.base import Backend
 from tasks.store.hashing import sha256_file
 from tasks.store.local import LocalBackend
 from tasks.store.s3 import S3Backend

@@ -25,12 +25,6 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 
-from tasks.errors import StoreError
-
-
-class PreconditionFailed(StoreError):
-    """A conditional write (``if_absent`` / ``if_match``) lost: the object exists or changed."""
-
 
 class Backend(ABC):
     """Keys -> bytes under one root URI. Every method names the full URI in its errors."""

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from tasks.errors import ObjectNotFound, StoreError
-from tasks.store.base import Backend, PreconditionFailed
+from tasks.errors import ObjectNotFound, PreconditionFailed, StoreError
+from tasks.store.base import Backend
 from tasks.store.hashing import _COPY_CHUNK
 from tasks.store.uri import validate_key
 

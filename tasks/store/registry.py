@@ -37,9 +37,8 @@ import socket
 import uuid
 from typing import Any, Mapping
 
-from tasks.errors import IntegrityError, ObjectNotFound, RegistryCorrupt, RegistryError, StoreError
+from tasks.errors import IntegrityError, ObjectNotFound, PreconditionFailed, RegistryCorrupt, RegistryError, StoreError
 from tasks.store.artifacts import MODEL_SPEC, MODEL_WEIGHTS, ArtifactStore, check_safetensors, dumps_json, utc_now
-from tasks.store.base import PreconditionFailed
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _UNSET: Any = object()

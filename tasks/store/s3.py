@@ -7,8 +7,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import ObjectNotFound, StoreError
-from tasks.store.base import Backend, PreconditionFailed
+from tasks.errors import ObjectNotFound, PreconditionFailed, StoreError
+from tasks.store.base import Backend
 from tasks.store.config import StoreConfig
 from tasks.store.hashing import _HashingWriter
 from tasks.store.uri import validate_key

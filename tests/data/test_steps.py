@@ -10,7 +10,7 @@ from tasks.data import steps
 from tasks.data.config import DataConfig, ValidationConfig
 from tasks.data.dataset import Dataset
 from tasks.data.sources import to_npz_bytes
-from tasks.errors import DataError, IntegrityError, ObjectNotFound, StoreError, ValidationFailed
+from tasks.errors import DataError, IntegrityError, ObjectNotFound, PreconditionFailed, StoreError, ValidationFailed
 from tasks.store.backends import open_backend
 
 from .conftest import frame_bytes
@@ -24,6 +24,7 @@ from .conftest import frame_bytes
         (TimeoutError("slow"), True),
         (ObjectNotFound("s3://b/k does not exist"), False),
         (IntegrityError("sha256 mismatch"), False),
+        (PreconditionFailed("s3://b/k exists (write-once)"), False),
         (DataError("bad file"), False),
         (ValidationFailed("rules"), False),
         (FileNotFoundError("x"), False),

@@ -8,9 +8,8 @@ import traceback
 
 import pytest
 
-from tasks.errors import ConfigError, ObjectNotFound, StoreError
+from tasks.errors import ConfigError, ObjectNotFound, PreconditionFailed, StoreError
 from tasks.store.access import list_uri, open_backend, pyarrow_filesystem, read_uri, write_uri
-from tasks.store.base import PreconditionFailed
 from tasks.store.config import StoreConfig
 from tasks.store.local import LocalBackend
 from tasks.store.uri import parse_store_uri
