@@ -34,7 +34,8 @@ def run_server(grid: Grid, ws: Workspace) -> None:
     settings = ws.settings()
     fed, tr = settings.federated, settings.training
     seed_everything(derive_seed(settings.seed, "federated", "server"))
-    # Flower's node sampling uses Python's global random: seed it so client selection reproduces.
+    # Flower's node sampling uses Python's global random: seed it so client selection reproduces
+    # (ExcludingGrid lists the nodes in client order: their ids are random, drawn anew every run).
     random.seed(derive_seed(settings.seed, "federated", "sampling"))
     strategy = build_strategy(fed)
     model = build_from_spec(ws.spec["model_spec"])
@@ -95,7 +96,7 @@ def run_server(grid: Grid, ws: Workspace) -> None:
         ws.write_json("out/validation.json", [c.to_dict() for c in clients])
         excluded = {c.node for c in clients if c.status != "valid"}
         result = strategy.start(
-            grid=ExcludingGrid(grid, excluded),
+            grid=ExcludingGrid(grid, excluded, {c.node: c.client for c in clients}),
             initial_arrays=ArrayRecord(initial),
             num_rounds=fed.rounds,
             timeout=fed.round_timeout_s,

@@ -161,6 +161,8 @@ class ReplyFilter:
                 log.warning("round %d: node %d (client %s): %s", server_round, node, client, reason)
                 entry["failures"].append({"node": node, "client": client, "reason": reason})
         entry["participants"].sort(key=lambda c: (c is None, c))
+        if "clients" in entry:  # the round record in client order, not in the order replies arrived
+            entry["clients"] = dict(sorted(entry["clients"].items(), key=lambda kv: int(kv[0])))
         need = self.min_train_nodes  # type: ignore[attr-defined]
         if len(accepted) < need:
             reasons = "; ".join(f"client {f['client']}: {f['reason']}" for f in entry["failures"]) or "none"
@@ -181,7 +183,7 @@ class ReplyFilter:
         """Federated evaluation: record each client's figures on its held-out rows, then the
         example-weighted aggregate (replies without held-out rows or with errors are skipped)."""
         entry = self.round_log.setdefault(server_round, {"sampled_nodes": [], "participants": [], "failures": []})
-        usable: list[Message] = []
+        usable: list[tuple[int, Message]] = []
         per_client: dict[str, dict[str, float]] = {}
         for msg in replies:
             if msg.has_error():
@@ -189,8 +191,9 @@ class ReplyFilter:
             m = next(iter(msg.content.metric_records.values()), None)
             if m is None or WEIGHT_KEY not in m or "eval_accuracy" not in m:
                 continue
-            usable.append(msg)
-            client = str(as_int(m[CLIENT_KEY], CLIENT_KEY) if CLIENT_KEY in m else int(msg.metadata.src_node_id))
+            client_no = as_int(m[CLIENT_KEY], CLIENT_KEY) if CLIENT_KEY in m else int(msg.metadata.src_node_id)
+            usable.append((client_no, msg))
+            client = str(client_no)
             per_client[client] = {
                 "examples": as_int(m[WEIGHT_KEY], WEIGHT_KEY),
                 "accuracy": as_float(m["eval_accuracy"], "eval_accuracy"),
@@ -199,7 +202,9 @@ class ReplyFilter:
         entry["client_eval"] = dict(sorted(per_client.items(), key=lambda kv: int(kv[0])))
         if not usable:
             return None
-        agg = super().aggregate_evaluate(server_round, usable)  # type: ignore[misc]
+        # In client order, as in aggregate_train: the weighted sums then do not depend on arrival order.
+        ordered = [msg for _, msg in sorted(usable, key=lambda cm: cm[0])]
+        agg = super().aggregate_evaluate(server_round, ordered)  # type: ignore[misc]
         if agg is not None:
             entry["client_eval_accuracy"] = float(agg["eval_accuracy"])
             entry["client_eval_loss"] = float(agg["eval_loss"])

@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
@@ -37,11 +37,19 @@ class ClientStatus:
 
 
 class ExcludingGrid(Grid):
-    """``grid`` without the nodes in ``excluded``: the strategy never samples them."""
+    """``grid`` without the nodes in ``excluded``: the strategy never samples them.
 
-    def __init__(self, grid: Grid, excluded: Iterable[int]):
+    Its node ids come in client order (``clients`` maps node id to client number; nodes it does not
+    name follow, by id). Flower's node ids are random (a simulation draws new ones every run) and
+    its grid returns them as a set, whose order follows the ids; the strategy samples with
+    ``random.sample`` over that order, so without a stable order the same seed would pick other
+    clients every run.
+    """
+
+    def __init__(self, grid: Grid, excluded: Iterable[int], clients: Mapping[int, int | None] | None = None):
         self._grid = grid
         self.excluded = set(excluded)
+        self.clients = {int(n): int(c) for n, c in (clients or {}).items() if c is not None}
 
     def set_run(self, run) -> None:
         self._grid.set_run(run)
@@ -53,8 +61,9 @@ class ExcludingGrid(Grid):
     def create_message(self, *args, **kwargs):
         return self._grid.create_message(*args, **kwargs)
 
-    def get_node_ids(self):
-        return [n for n in self._grid.get_node_ids() if n not in self.excluded]
+    def get_node_ids(self) -> list[int]:
+        nodes = [n for n in self._grid.get_node_ids() if n not in self.excluded]
+        return sorted(nodes, key=lambda n: (n not in self.clients, self.clients.get(n, 0), n))
 
     def push_messages(self, messages):
         return self._grid.push_messages(messages)

@@ -175,3 +175,54 @@ def test_a_client_update_is_the_same_whatever_ran_before_it_in_the_process():
     torch.rand(1000)  # another client's training moved the global generator
     second, _ = client_update(model, g, x, y, **kw)
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+class SetGrid:
+    """Flower's grid: node ids (random, new every simulation) as a set."""
+
+    def __init__(self, node_of_client):
+        self.node_of_client = node_of_client
+
+    def get_node_ids(self):
+        return set(self.node_of_client.values())
+
+
+def test_the_sampled_clients_do_not_depend_on_the_random_node_ids():
+    """The strategy samples with ``random.sample`` over the grid's node ids; the ids (and so a set's
+    order) change every run, so ExcludingGrid lists them in client order: the same seed then picks
+    the same clients."""
+    import random
+
+    from tasks.federated.validation_round import ExcludingGrid
+
+    picked = []
+    for node_of_client in ({c: 1000 + c for c in range(10)}, {c: 1009 - c for c in range(10)}):
+        client_of_node = {n: c for c, n in node_of_client.items()}
+        grid = ExcludingGrid(SetGrid(node_of_client), [node_of_client[3]], client_of_node)  # type: ignore[arg-type]
+        random.seed(11)
+        ins = build_strategy(cfg(num_clients=10, fraction_fit=0.4)).configure_train(
+            1, ArrayRecord({k: Array(v) for k, v in G.items()}), ConfigRecord(), grid
+        )
+        picked.append(sorted(client_of_node[int(m.metadata.dst_node_id)] for m in ins))
+    assert len(picked[0]) == 3 and 3 not in picked[0]  # 40 % of the 9 valid clients
+    assert picked[0] == picked[1]
+
+
+def test_the_federated_evaluation_does_not_depend_on_the_order_replies_arrive_in():
+    s = build_strategy(cfg(strategy="fedavg"))
+    ins = list(s.configure_evaluate(1, ArrayRecord({k: Array(v) for k, v in G.items()}), ConfigRecord(), FakeGrid(3)))
+    ins.sort(key=lambda m: m.metadata.dst_node_id)
+    losses = [1.0, 1e17, -1e17]  # 1.0 survives only when added last
+    replies = [
+        Message(
+            content=RecordDict(
+                {"metrics": MetricRecord({"eval_loss": v, "eval_accuracy": 0.5, "num-examples": 1, "partition-id": i})}
+            ),
+            reply_to=m,
+        )
+        for i, (m, v) in enumerate(zip(ins, losses))
+    ]
+    a = s.aggregate_evaluate(1, replies)
+    b = s.aggregate_evaluate(1, replies[::-1])
+    assert a is not None and b is not None and a["eval_loss"] == b["eval_loss"]
+    assert list(s.round_log[1]["client_eval"]) == ["0", "1", "2"]
