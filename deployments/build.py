@@ -12,7 +12,7 @@
 * ``retraining/retraining``: an event trigger on ``driftloop.drift.detected`` for this model's
   resource (``driftloop.model.<name>``), parameters templated from the event, at most one run at a time.
 
-Why this dedup (Prefect 3.8.8, ``prefect/server/events/triggers.py``): a reactive trigger with
+Why this dedup (Prefect 3.8.8 and 3.9.1, ``prefect/server/events/triggers.py``): a reactive trigger with
 ``threshold=1`` and ``within=W > 0`` fires on the first matching event and then opens its next
 bucket only after W, so later events in that window are dropped ("late"); ``for_each`` on the
 event's ``driftloop.episode.id`` label keeps one bucket per episode, so a new episode (after the

@@ -23,7 +23,7 @@ from tasks.procs import cmdline, pid_alive, start_group, stop_pid
 
 POLL_S = 0.5
 _watchdog: subprocess.Popen | None = None  # kept referenced for the life of the command
-SERVER_MARK = "prefect.server.api.server:create_app"  # in the uvicorn command line Prefect 3.8.8 runs
+SERVER_MARK = "prefect.server.api.server:create_app"  # in the uvicorn command line Prefect runs (3.8.8, 3.9.1)
 
 
 def watch(parent_pid: int, server_pid: int) -> int:

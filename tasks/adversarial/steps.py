@@ -1,6 +1,6 @@
 """Prefect tasks of the harden stage: each calls one pure function and publishes its artifacts.
 
-Plots: Prefect 3.8.8's ``create_image_artifact(image_url=...)`` only stores a URL, so it needs the
+Plots: Prefect's (3.8.8, 3.9.1) ``create_image_artifact(image_url=...)`` only stores a URL, so it needs the
 PNG to be served from somewhere the UI can reach. The plots are instead embedded in markdown
 artifacts as ``data:image/png;base64`` URIs (a few tens of kB each), which keeps every artifact
 self-contained; the same PNG bytes are returned for the flow to store with the run.

@@ -1,6 +1,6 @@
 """Prefect task of the federate stage: one call to ``run_federated``, then the run is stored and
 shown. Artifacts: the per-round table, the partition table (labels per client), and a markdown
-page with the round and partition plots (PNG as ``data:`` URIs: Prefect 3.8.8's
+page with the round and partition plots (PNG as ``data:`` URIs: Prefect's (3.8.8, 3.9.1)
 ``create_image_artifact`` only stores a URL; ``tasks.ui.publish_image`` does both)."""
 
 from __future__ import annotations

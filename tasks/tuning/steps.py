@@ -4,7 +4,7 @@ While the study runs: a live line in the terminal and the ``tuning-progress`` pr
 (trials finished, running, paused, stopped early, best so far), from a Ray Tune callback
 (``tasks.tuning.progress``). After it, tables of the Hyperband plan Ray runs, the brackets as they ran (trials per rung,
 promoted, stopped, failed), every trial, and the best configuration; the learning curves of every
-trial as a PNG. Prefect 3.8.8's ``create_image_artifact`` only stores a URL, so the PNG goes in as a
+trial as a PNG. Prefect's (3.8.8, 3.9.1) ``create_image_artifact`` only stores a URL, so the PNG goes in as a
 ``data:image/png;base64`` URI (``tasks.ui.publish_image``: an image artifact plus a markdown
 artifact showing it inline — the UI renders markdown through DOMPurify, which keeps data: URIs on
 ``<img>``); the same bytes are returned for the flow to store with the run.
