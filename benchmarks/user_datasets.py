@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import write_result  # noqa: E402
-from tests.fixtures.datasets import MAKERS  # noqa: E402
+from tests.fixtures.datasets import MAKERS, logistic_accuracy  # noqa: E402
 
 PLAIN = ["tuning.enabled=false", "federated.enabled=false", "adversarial.enabled=false"]
 GOAL_POINTS = 2.0
@@ -64,23 +64,6 @@ def _run(source: Path, store: Path, seed: int, extra: list[str]) -> dict:
     }
 
 
-def _logistic(source: Path, seed: int) -> float:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    from tasks.data.sources import split_dataset
-    from tasks.data.steps import load_data
-    from tasks.settings import load_settings
-
-    s = load_settings(overrides={"data.source": str(source), "seed": seed}, environ={})
-    sp = split_dataset(load_data.fn(s.data, s.store), seed, s.data.val_fraction, s.data.test_fraction)
-    xtr, xte = sp.train.x.reshape(len(sp.train), -1), sp.test.x.reshape(len(sp.test), -1)
-    sc = StandardScaler().fit(xtr)
-    return float(
-        LogisticRegression(max_iter=2000).fit(sc.transform(xtr), sp.train.y).score(sc.transform(xte), sp.test.y)
-    )
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", default="1337,7,42", help="comma-separated base seeds (1337 is the default seed)")
@@ -104,7 +87,7 @@ def main() -> None:
                     "seed": seed,
                     "all_stages": every,
                     "plain_training": plain,
-                    "logistic_regression_test_accuracy": _logistic(source, seed),
+                    "logistic_regression_test_accuracy": logistic_accuracy(source, seed),
                     "gap_points": gap,
                     "within_goal": gap <= GOAL_POINTS,
                 }

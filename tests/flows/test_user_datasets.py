@@ -7,23 +7,11 @@ import json
 
 import pytest
 
-from tasks.data.sources import split_dataset
 from tasks.settings import load_settings
 from tasks.store.artifacts import ArtifactStore
-from tests.fixtures.datasets import MAKERS
+from tests.fixtures.datasets import MAKERS, logistic_accuracy
 
 pytestmark = pytest.mark.integration
-
-
-def _plain_accuracy(source_ds, seed):
-    """Logistic regression on standardized features, same train/test rows: what plain training reaches."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    sp = split_dataset(source_ds, seed, 0.15, 0.2)
-    xtr, xte = sp.train.x.reshape(len(sp.train), -1), sp.test.x.reshape(len(sp.test), -1)
-    sc = StandardScaler().fit(xtr)
-    return LogisticRegression(max_iter=2000).fit(sc.transform(xtr), sp.train.y).score(sc.transform(xte), sp.test.y)
 
 
 @pytest.mark.parametrize("kind", ["breast_cancer_parquet", "generated_csv"])
@@ -33,7 +21,6 @@ def test_users_own_data_through_every_stage_on_the_defaults(prefect_api, tmp_pat
 
 def run_every_stage(tmp_path, kind):
     from flows.training import training
-    from tasks.data.steps import load_data
 
     source = MAKERS[kind](tmp_path)
     settings = load_settings(
@@ -49,7 +36,7 @@ def run_every_stage(tmp_path, kind):
     spec = json.loads(ArtifactStore.from_config(settings.store).get_bytes(result["run_id"], "model.json"))
     assert spec["standardize"]["axis"] == ("channel" if kind == "image_folder" else "feature")
     assert manifest["extra"]["splits"]["test_fingerprint"] == manifest["data_fingerprint"]["test"]
-    plain = _plain_accuracy(load_data.fn(settings.data, settings.store), settings.seed)
+    plain = logistic_accuracy(source, settings.seed)
     acc = result["metrics"]["test_accuracy"]
     # Smoke budgets (a few epochs per stage, adversarial fine-tuning on top): a loose bound here;
     # benchmarks/user_datasets.py measures the default budget (figures in the README).
