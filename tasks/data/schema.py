@@ -90,8 +90,7 @@ class Schema(BaseModel):
         bounded or binary column has none. NaN where the training data had no values."""
         mins, maxs = self.array("min"), self.array("max")
         span = maxs - mins
-        q01 = np.array([np.nan if f.quantiles.get("q01") is None else f.quantiles["q01"] for f in self.features])
-        q99 = np.array([np.nan if f.quantiles.get("q99") is None else f.quantiles["q99"] for f in self.features])
+        q01, q99 = self.quantile_array("q01"), self.quantile_array("q99")
         low_gap = np.nan_to_num(q01 - mins, nan=0.0)
         high_gap = np.nan_to_num(maxs - q99, nan=0.0)
         return (
@@ -101,6 +100,12 @@ class Schema(BaseModel):
 
     def feature_name(self, flat_index: int) -> str:
         return self.features[flat_index].name
+
+    def quantile_array(self, key: str) -> np.ndarray:
+        """One recorded quantile (``"q01"`` ... ``"q99"``) as a float64 array (missing as NaN)."""
+        return np.array(
+            [np.nan if f.quantiles.get(key) is None else f.quantiles[key] for f in self.features], dtype=np.float64
+        )
 
     def array(self, attr: str) -> np.ndarray:
         """One per-feature statistic as a float64 array (missing as NaN), in flat feature order."""
@@ -135,8 +140,10 @@ def feature_names_for(ds: Dataset) -> list[str]:
     return [str(i) for i in range(ds.num_features)]
 
 
-# Rows per chunk for the moments: float64 copies of a chunk, never of the whole training split.
-_CHUNK_ROWS = 16384
+# Bytes of one float64 chunk of rows for the moments: a few such copies are live at once, never
+# of the whole training split, so the schema of a 10^4-row table needs well under the table's
+# own size on top of it (benchmarks/data_scale.py).
+_CHUNK_BYTES = 256 * 1024
 
 
 def _column_stats(flat: np.ndarray, name: str):
@@ -144,10 +151,11 @@ def _column_stats(flat: np.ndarray, name: str):
     ignoring NaN; float64 arithmetic on chunks of rows (moments) and one column at a time
     (quantiles), so the memory needed is a small multiple of one column, not of the data."""
     n, d = flat.shape
+    rows = max(64, _CHUNK_BYTES // (8 * max(d, 1)))
     mins, maxs = np.full(d, np.inf), np.full(d, -np.inf)
     s1, cnt, missing = np.zeros(d), np.zeros(d), np.zeros(d, dtype=np.int64)
-    for i in range(0, n, _CHUNK_ROWS):
-        c = np.asarray(flat[i : i + _CHUNK_ROWS], dtype=np.float64)
+    for i in range(0, n, rows):
+        c = np.asarray(flat[i : i + rows], dtype=np.float64)
         if np.isinf(c).any():
             r, col = np.argwhere(np.isinf(c))[0]
             raise DataError(
@@ -163,8 +171,8 @@ def _column_stats(flat: np.ndarray, name: str):
     with np.errstate(all="ignore"):
         means = np.where(cnt > 0, s1 / np.maximum(cnt, 1), np.nan)
         s2 = np.zeros(d)
-        for i in range(0, n, _CHUNK_ROWS):  # second pass: exact variance, no cancellation
-            c = np.asarray(flat[i : i + _CHUNK_ROWS], dtype=np.float64)
+        for i in range(0, n, rows):  # second pass: exact variance, no cancellation
+            c = np.asarray(flat[i : i + rows], dtype=np.float64)
             s2 += np.where(np.isnan(c), 0.0, (c - means) ** 2).sum(axis=0)
         stds = np.where(cnt > 0, np.sqrt(s2 / np.maximum(cnt, 1)), np.nan)
     mins[cnt == 0] = np.nan

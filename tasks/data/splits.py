@@ -26,9 +26,15 @@ from tasks.errors import DataError
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
-# Rows hashed per chunk: bounds the temporary copies to a few MB whatever the data's size.
-_CHUNK_ROWS = 16384
+# Bytes of the widest temporary per chunk of rows (each 32-bit word widened to uint64): bounds the
+# copies hashing makes to about a MiB whatever the data's size, well under a 10^4-row table's own.
+_CHUNK_BYTES = 512 * 1024
 SPLIT_IDS_NAME = "split_ids.npz"
+
+
+def _chunk_rows(width: int) -> int:
+    """Rows per chunk for rows of ``width`` hashed words."""
+    return max(64, _CHUNK_BYTES // (8 * max(width, 1)))
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
@@ -43,9 +49,10 @@ def hash_rows(a: np.ndarray) -> np.ndarray:
     dtype (floats with -0.0 taken as 0.0): equal rows get equal hashes. Chunked: temporaries stay small."""
     n = int(a.shape[0])
     out = np.empty(n, dtype=np.uint64)
+    step = _chunk_rows(int(np.prod(a.shape[1:], dtype=np.int64)) * max(a.dtype.itemsize // 4, 1))
     with np.errstate(over="ignore"):
-        for i in range(0, n, _CHUNK_ROWS):
-            c = np.ascontiguousarray(a[i : i + _CHUNK_ROWS]).reshape(min(_CHUNK_ROWS, n - i), -1)
+        for i in range(0, n, step):
+            c = np.ascontiguousarray(a[i : i + step]).reshape(min(step, n - i), -1)
             if c.dtype.kind == "f":
                 c = c + c.dtype.type(0.0)  # -0.0 + 0.0 == +0.0
             words = c.view(np.uint32 if c.dtype.itemsize % 4 == 0 else np.uint8).astype(np.uint64)
@@ -61,10 +68,11 @@ def row_ids(ds: Dataset) -> np.ndarray:
     n = len(ds)
     out = np.empty(n, dtype=np.uint64)
     y = np.asarray(ds.y).astype(np.int64, copy=False)
+    step = _chunk_rows(int(np.prod(ds.x.shape[1:], dtype=np.int64)))
     with np.errstate(over="ignore"):
-        for i in range(0, n, _CHUNK_ROWS):
+        for i in range(0, n, step):
             # float32: the form every stage sees, whatever the file stored.
-            c = np.asarray(ds.x[i : i + _CHUNK_ROWS], dtype=np.float32).reshape(min(_CHUNK_ROWS, n - i), -1)
+            c = np.asarray(ds.x[i : i + step], dtype=np.float32).reshape(min(step, n - i), -1)
             out[i : i + len(c)] = _mix(hash_rows(c) ^ y[i : i + len(c)].view(np.uint64))
     return out
 

@@ -21,8 +21,9 @@ from torch import nn
 # A feature whose training std is below this (a constant column) is only centred: dividing by
 # a near-zero std would turn rounding noise in new data into huge inputs.
 _MIN_STD = 1e-6
-# Rows per chunk when computing the statistics: float64 copies of a chunk, not of the whole set.
-_CHUNK_ROWS = 16384
+# Bytes of one float64 chunk of rows when computing the statistics: a few copies of a chunk are
+# live at once, never of the whole set (benchmarks/data_scale.py measures the peak).
+_CHUNK_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,15 @@ def fit_standardization(x: np.ndarray) -> Standardization:
     s1 = np.zeros(width)
     s2 = np.zeros(width)
     count = 0
-    for i in range(0, n, _CHUNK_ROWS):
-        c = np.asarray(x[i : i + _CHUNK_ROWS], dtype=np.float64)
+    step = max(1, _CHUNK_BYTES // (8 * max(int(np.prod(x.shape[1:])), 1)))
+    for i in range(0, n, step):
+        c = np.asarray(x[i : i + step], dtype=np.float64)
         c = c.transpose(1, 0, 2, 3).reshape(width, -1).T if image else c.reshape(len(c), -1)
         s1 += c.sum(axis=0)
         count += c.shape[0]
     mean = s1 / count
-    for i in range(0, n, _CHUNK_ROWS):  # second pass: exact variance, no cancellation
-        c = np.asarray(x[i : i + _CHUNK_ROWS], dtype=np.float64)
+    for i in range(0, n, step):  # second pass: exact variance, no cancellation
+        c = np.asarray(x[i : i + step], dtype=np.float64)
         c = c.transpose(1, 0, 2, 3).reshape(width, -1).T if image else c.reshape(len(c), -1)
         s2 += ((c - mean) ** 2).sum(axis=0)
     std = np.sqrt(s2 / count)

@@ -116,3 +116,36 @@ def test_schema_is_deterministic(digits_splits):
     again = split_dataset(Dataset(ds.x.copy(), ds.y.copy(), ds.name), 1, 0.2, 0.2)
     assert infer_schema(ds) == infer_schema(ds)
     assert infer_schema(again.train).fingerprint != infer_schema(ds).fingerprint
+
+
+def test_schema_split_and_standardization_work_in_small_chunks():
+    """The schema, the hash split and the standardization of a table take temporaries of a
+    bounded size, not copies of the data: benchmarks/data_scale.py's memory goal (peak <= 3x the
+    data) holds at 10^4 rows only if each needs well under the data's own size on top of it. The
+    statistics must also be exactly those of an unchunked pass."""
+    import tracemalloc
+
+    from tasks.data.splits import row_ids
+    from tasks.models.standardize import fit_standardization
+
+    r = np.random.default_rng(3)
+    x = r.normal(size=(60_000, 20)).astype(np.float32)
+    x[:, :3] = np.exp(x[:, :3])
+    ds = Dataset(x, (x[:, 4] > 0).astype(np.int64), "chunks")
+    nbytes = x.nbytes + ds.y.nbytes
+    for name, fn in [
+        ("infer_schema", lambda: infer_schema(ds)),
+        ("fit_standardization", lambda: fit_standardization(x)),
+        ("row hashing", lambda: row_ids(ds)),
+    ]:
+        tracemalloc.start()
+        fn()
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        budget = 0.35 * nbytes + (8 * len(x) if name == "row hashing" else 0)  # row_ids' own output
+        assert peak < budget, f"{name}: {peak / 2**20:.1f} MiB of temporaries for {nbytes / 2**20:.1f} MiB of data"
+    schema = infer_schema(ds)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(schema.array("mean"), x64.mean(0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(schema.array("std"), x64.std(0), rtol=1e-10)
+    assert schema.array("min").tolist() == x64.min(0).tolist()
