@@ -23,8 +23,11 @@ class AdversarialConfig(Section):
     mode: Literal["pgd", "delayed", "fast", "natural"] = "delayed"
     norm: Literal["linf", "l2"] = "linf"
     # Epsilons and steps are fractions of each feature's training range (tasks/adversarial/scale.py):
-    # images, pixels in [0, 1]: 0.1 = a tenth of the pixel range; a column spanning 20..90: 7 units.
-    epsilon: float = Field(0.1, description="perturbation budget as a fraction of each feature's training range")
+    # images, pixels in [0, 1]: 0.1 = a tenth of the pixel range; a table's column: a tenth of its
+    # P1..P99 range (about 0.47 standard deviations for normal data; 20..90 evenly: 6.9 units).
+    epsilon: float = Field(
+        0.1, description="perturbation budget as a fraction of each feature's training range (P1..P99 for tables)"
+    )
     step_size: float = Field(
         0.025, description="PGD step during training, as a fraction of each feature's training range"
     )

@@ -1,5 +1,5 @@
 """Defaults that follow the data: auto architecture, standardization inside the model, the
-attack scale (a fraction of each feature's training range)."""
+attack scale (a fraction of each feature's training range: P1..P99 for table columns)."""
 
 from __future__ import annotations
 
@@ -61,21 +61,37 @@ def test_standardization_is_part_of_the_stored_model():
     assert fit_standardization(imgs).axis == "channel" and len(fit_standardization(imgs).mean) == 3
 
 
-def test_attack_scale_is_a_fraction_of_each_features_training_range():
+def test_attack_scale_is_a_fraction_of_each_columns_central_training_range():
     r = np.random.default_rng(0)
-    x = np.stack([r.uniform(20, 90, 300), r.uniform(0, 1, 300)], 1).astype(np.float32)
+    x = np.stack([r.uniform(20, 90, 300), r.uniform(0, 1, 300), r.lognormal(0, 1, 300)], 1).astype(np.float32)
+    x[0, 2] = 1000.0  # one extreme row: it must not stretch the scale of its column
     schema = infer_schema(Dataset(x, (x[:, 1] > 0.5).astype(np.int64)))
-    scale = attack_scale(schema, x, np.array([[95.0, 0.5]], np.float32))
+    scale = attack_scale(schema, x, np.array([[95.0, 0.5, 1.0]], np.float32))
+    # 0.1 in unit coordinates is a tenth of each column's P1..P99 range (about 6.9 years; 0.1 of the
+    # ratio), whatever its extremes: the outlier column's step follows its bulk, not the 1000.
+    p01, p99 = np.quantile(x.astype(np.float64), [0.01, 0.99], axis=0)
+    step = (scale.origin + 0.1 * scale.span) - scale.origin
+    for j in range(3):
+        assert step[j] == pytest.approx(0.1 * (p99[j] - p01[j]), rel=1e-4)
+    assert step[0] == pytest.approx(6.9, abs=0.3)
+    assert step[2] < 0.01 * (x[:, 2].max() - x[:, 2].min())
+    # The box holds the whole training range (past P1 and P99) and the clean held-out value above
+    # the training maximum.
     u = scale.to_unit(x)
-    assert u.min() >= 0 and u.max() <= 1 + 1e-6
-    # 0.1 in unit coordinates is a tenth of each feature's own range (about 7 years, 0.1 of the ratio).
-    step = scale.origin + 0.1 * scale.span - scale.origin
-    assert step[0] == pytest.approx(0.1 * (x[:, 0].max() - x[:, 0].min()), rel=1e-5)
-    assert step[1] == pytest.approx(0.1 * (x[:, 1].max() - x[:, 1].min()), rel=1e-5)
-    # The box holds the clean held-out value above the training maximum.
-    assert scale.hi[0] > 1.0 and scale.lo[0] == 0.0
-    model = build_model(ModelConfig(), (2,), 2, fit_standardization(x))
+    assert np.all(u >= scale.lo - 1e-6) and np.all(u <= scale.hi + 1e-6)
+    assert scale.lo[0] < 0.0 < 1.0 < scale.hi[2]
+    assert scale.hi[0] >= scale.to_unit(np.array([[95.0, 0.5, 1.0]], np.float32))[0, 0] - 1e-6
+    model = build_model(ModelConfig(), (3,), 2, fit_standardization(x))
     wrapped = scale.wrap(model)
     model.eval()
     assert torch.allclose(wrapped(torch.from_numpy(u)), model(torch.from_numpy(x)), atol=1e-4)
-    assert list(wrapped.parameters()) == list(model.parameters())
+
+
+def test_attack_scale_of_an_almost_constant_column_falls_back_to_its_range():
+    x = np.zeros((200, 2), np.float32)
+    x[:, 0] = np.linspace(0, 1, 200)
+    x[0, 1] = 5.0  # P1 == P99 == 0: the central range is empty
+    schema = infer_schema(Dataset(x, (x[:, 0] > 0.5).astype(np.int64)))
+    scale = attack_scale(schema, x)
+    assert scale.span[1] == pytest.approx(5.0) and scale.origin[1] == 0.0
+    assert np.all(np.isfinite(scale.to_unit(x)))
