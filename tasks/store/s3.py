@@ -10,7 +10,7 @@ from typing import Any
 from tasks.errors import ObjectNotFound, PreconditionFailed, StoreError
 from tasks.store.base import Backend
 from tasks.store.config import StoreConfig
-from tasks.store.hashing import _HashingWriter
+from tasks.store.s3_download import ranged_download
 from tasks.store.uri import validate_key
 
 
@@ -23,7 +23,8 @@ class S3Backend(Backend):
 
     Credentials come from the configuration or, when absent there, boto3's standard chain.
     Transient errors are retried by botocore (``standard`` mode, ``max_attempts``); files above
-    ``multipart_chunk_bytes`` are transferred in parts, ``max_concurrency`` at a time.
+    ``multipart_chunk_bytes`` are transferred in parts, ``max_concurrency`` at a time: uploads by
+    boto3's ``upload_file``, downloads by tasks/store/s3_download.py (hashed as they stream in).
     """
 
     def __init__(self, cfg: StoreConfig, bucket: str, prefix: str = ""):
@@ -57,15 +58,12 @@ class S3Backend(Backend):
                 s3=s3_opts,
             ),
         )
+        self.max_attempts = cfg.max_attempts
         self.transfer_config = TransferConfig(
             multipart_threshold=cfg.multipart_chunk_bytes,
             multipart_chunksize=cfg.multipart_chunk_bytes,
             max_concurrency=cfg.max_concurrency,
         )
-        # Downloads go through _HashingWriter (non-seekable): parts that arrive ahead of the one being
-        # written wait in memory, at most this many 256 KiB chunks (64 MiB; s3transfer's default is
-        # 1000, 250 MiB). boto3's TransferConfig takes it only as an attribute.
-        self.transfer_config.max_in_memory_download_chunks = 256
 
     def __repr__(self) -> str:
         return f"S3Backend({self.root_uri!r}, endpoint_url={self.endpoint_url!r})"
@@ -169,27 +167,34 @@ class S3Backend(Backend):
             Config=self.transfer_config,
         )
 
+    def _fetch_range(self, k: str, first: int, last: int | None, etag: str | None) -> dict[str, Any]:
+        """One GetObject of bytes ``first..last`` of ``k`` (the part fetch of :meth:`get_file`)."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": k}
+        if last is not None:
+            kwargs["Range"] = f"bytes={first}-{last}"
+        if etag is not None:
+            kwargs["IfMatch"] = etag
+        return self.client.get_object(**kwargs)
+
     def get_file(self, key: str, path: str | os.PathLike) -> tuple[str, int]:
+        """Parallel ranged download to ``path`` (via a temporary, renamed when complete), hashed as
+        the bytes arrive (tasks/store/s3_download.py); returns (sha256 hex, size)."""
         dest = Path(path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.part-{uuid.uuid4().hex[:8]}")
+        k = self._key(key)
         try:
-            with open(tmp, "wb", buffering=0) as f:
-                writer = _HashingWriter(f)
-                try:
-                    self._call(
-                        "download",
-                        key,
-                        self.client.download_fileobj,
-                        Bucket=self.bucket,
-                        Key=self._key(key),
-                        Fileobj=writer,
-                        Config=self.transfer_config,
-                    )
-                except BaseException:
-                    writer.stop()
-                    raise
-                digest, size = writer.finish()
+            with open(tmp, "w+b", buffering=0) as f:
+                digest, size = self._call(
+                    "download",
+                    key,
+                    ranged_download,
+                    fetch=lambda first, last, etag: self._fetch_range(k, first, last, etag),
+                    f=f,
+                    part_bytes=self.transfer_config.multipart_chunksize,
+                    concurrency=self.transfer_config.max_concurrency,
+                    max_attempts=self.max_attempts,
+                )
             os.replace(tmp, dest)
             return digest, size
         finally:

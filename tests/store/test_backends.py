@@ -205,19 +205,125 @@ def test_pyarrow_filesystem_reads_what_the_store_wrote(store_cfg):
     assert open_backend(store_cfg).get_bytes("tune/probe.txt") == b"hello"
 
 
-def test_hashing_writer_hashes_what_it_writes_beside_the_writes(tmp_path):
-    """The download wrapper's sha256 equals the file's; it says it is not seekable, so s3transfer
-    hands it the parts in order."""
+# The S3 download (tasks/store/s3_download.py): parallel ranged GETs, hashed as they stream in.
+CHUNK = 5 * 1024 * 1024  # the smallest multipart chunk StoreConfig allows
+
+
+@pytest.fixture
+def s3_backend(s3_store_config):
+    return open_backend(s3_store_config.model_copy(update={"multipart_chunk_bytes": CHUNK, "max_concurrency": 4}))
+
+
+def _record_fetches(monkeypatch, backend, fail_on: int | None = None, exc: Exception | None = None):
+    """Wrap the part fetch: record (first byte, last byte, thread) per call; raise ``exc`` on call ``fail_on``."""
+    calls: list[tuple[int, int | None, str]] = []
+    real = type(backend)._fetch_range
+
+    def fetch(self, k, first, last, etag):
+        calls.append((first, last, threading.current_thread().name))
+        if fail_on is not None and len(calls) == fail_on:
+            raise exc or RuntimeError("injected")
+        return real(self, k, first, last, etag)
+
+    monkeypatch.setattr(type(backend), "_fetch_range", fetch)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "size, gets",
+    [(0, 2), (1, 1), (CHUNK - 1, 1), (CHUNK, 1), (CHUNK + 1, 2), (3 * CHUNK + 12345, 4)],
+    ids=["empty", "one-byte", "chunk-1", "chunk", "chunk+1", "four-parts"],
+)
+def test_s3_download_in_ranged_parts_returns_the_bytes_and_their_sha256(s3_backend, tmp_path, monkeypatch, size, gets):
+    """One GET per chunk (a single GET below one chunk; an empty object answers any Range with 416,
+    then comes whole), parts fetched in parallel, the sha256 and size those of the bytes written."""
     import hashlib
 
-    from tasks.store.hashing import _HashingWriter
+    payload = os.urandom(size)
+    src = tmp_path / "src.bin"
+    src.write_bytes(payload)
+    s3_backend.put_file("files/obj.bin", src)
+    calls = _record_fetches(monkeypatch, s3_backend)
+    dest = tmp_path / "out" / "obj.bin"
+    digest, got = s3_backend.get_file("files/obj.bin", dest)
+    assert (digest, got) == (hashlib.sha256(payload).hexdigest(), size)
+    assert dest.read_bytes() == payload
+    assert [p.name for p in dest.parent.iterdir()] == ["obj.bin"]
+    assert len(calls) == gets
+    if gets > 2:
+        starts = sorted(c[0] for c in calls)
+        assert starts == list(range(0, size, CHUNK))
+        assert len({c[2] for c in calls if c[0] > 0}) >= 2  # parts after the first: not one thread after the other
 
-    payload = os.urandom(3 * 1024 * 1024 + 17)
-    with open(tmp_path / "f.bin", "wb", buffering=0) as f:
-        writer = _HashingWriter(f)
-        assert not writer.seekable()
-        for o in range(0, len(payload), 256 * 1024):
-            assert writer.write(payload[o : o + 256 * 1024]) == len(payload[o : o + 256 * 1024])
-        digest, size = writer.finish()
-    assert (digest, size) == (hashlib.sha256(payload).hexdigest(), len(payload))
-    assert (tmp_path / "f.bin").read_bytes() == payload
+
+def test_s3_download_failing_part_leaves_no_file(s3_backend, tmp_path, monkeypatch):
+    """The 3rd part's GET fails (after botocore's retries): a StoreError naming the object, and
+    neither the file nor its temporary is left."""
+    from botocore.exceptions import ConnectionClosedError
+
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(4 * CHUNK + 7))
+    s3_backend.put_file("files/big.bin", src)
+    _record_fetches(monkeypatch, s3_backend, fail_on=3, exc=ConnectionClosedError(endpoint_url="http://x"))
+    out = tmp_path / "out"
+    with pytest.raises(StoreError, match="download") as ei:
+        s3_backend.get_file("files/big.bin", out / "big.bin")
+    assert s3_backend.url("files/big.bin") in str(ei.value) and "ConnectionClosedError" in str(ei.value)
+    assert list(out.iterdir()) == []
+
+
+def test_s3_download_resumes_a_broken_body_from_its_last_byte(s3_backend, tmp_path, monkeypatch):
+    """A body that breaks off mid-part is fetched again from the first byte not yet written; one
+    that keeps breaking gives up after max_attempts with no file left."""
+    import hashlib
+
+    from tasks.store import s3_download
+
+    payload = os.urandom(3 * CHUNK + 5)
+    src = tmp_path / "src.bin"
+    src.write_bytes(payload)
+    s3_backend.put_file("files/big.bin", src)
+    calls = _record_fetches(monkeypatch, s3_backend)
+    real = s3_download._Body.readinto
+    broken = {"times": 1, "at_read": 2}  # how many bodies break, and on which read (2: 1 MiB in)
+
+    def readinto(self, view):
+        self.reads = getattr(self, "reads", 0) + 1
+        if self.reads == broken["at_read"] and broken["times"] > 0:
+            broken["times"] -= 1
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return real(self, view)
+
+    monkeypatch.setattr(s3_download._Body, "readinto", readinto)
+    dest = tmp_path / "out" / "big.bin"
+    assert s3_backend.get_file("files/big.bin", dest) == (hashlib.sha256(payload).hexdigest(), len(payload))
+    assert dest.read_bytes() == payload
+    assert len(calls) == 5  # 4 parts and one resumed
+    assert any(first % CHUNK for first, _, _ in calls)  # resumed mid-part, not from the part's start
+
+    broken.update(times=10**6, at_read=1)  # every body breaks before its first byte
+    dest2 = tmp_path / "out2" / "big.bin"
+    with pytest.raises(StoreError, match="ConnectionResetError"):
+        s3_backend.get_file("files/big.bin", dest2)
+    assert list(dest2.parent.iterdir()) == []
+
+
+def test_s3_download_of_an_object_replaced_midway_fails(s3_backend, tmp_path, monkeypatch):
+    """Later parts carry If-Match on the first part's ETag: an object overwritten during the
+    download fails (412) instead of mixing two versions."""
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(2 * CHUNK + 1))
+    s3_backend.put_file("files/big.bin", src)
+    real = type(s3_backend)._fetch_range
+
+    def fetch(self, k, first, last, etag):
+        resp = real(self, k, first, last, etag)
+        if first == 0:
+            s3_backend.put_bytes("files/big.bin", os.urandom(2 * CHUNK + 1))
+        return resp
+
+    monkeypatch.setattr(type(s3_backend), "_fetch_range", fetch)
+    dest = tmp_path / "out" / "big.bin"
+    with pytest.raises(PreconditionFailed, match="big.bin"):
+        s3_backend.get_file("files/big.bin", dest)
+    assert list(dest.parent.iterdir()) == []
