@@ -192,7 +192,8 @@ def history_markdown(res: HardenResult, plot_png: bytes | None = None) -> str:
     if res.max_clean_drop is not None and res.selected_epoch is not None:
         lines.append(
             f"- kept epoch {res.selected_epoch}: the most robust one whose natural accuracy is at most "
-            f"{res.max_clean_drop:g} below the start (`adversarial.max_clean_drop`)"
+            f"{res.max_clean_drop:g} below the start (`adversarial.max_clean_drop`); robust accuracies "
+            "within one standard error of the best count as a tie, won by the higher natural accuracy"
         )
     lines.append("")
     if plot_png is not None:

@@ -131,10 +131,11 @@ def adversarial_train(
     ``cfg.history_samples`` validation samples; that evaluation is timed separately from training.
 
     ``max_clean_drop`` (fine-tuning a trained model; needs ``track_history``): at the end the model
-    holds the weights of the epoch with the highest robust validation accuracy among those whose
-    natural validation accuracy is at most ``max_clean_drop`` below the starting point's (epoch 0
-    always qualifies, so fine-tuning never costs more clean accuracy than that; ties go to the later
-    epoch). ``None``: the last epoch's weights, as in the papers.
+    holds the weights of the epoch :func:`select_epoch` picks: the most robust on validation among
+    those whose natural validation accuracy is at most ``max_clean_drop`` below the starting
+    point's (epoch 0 always qualifies, so fine-tuning never costs more clean accuracy than that),
+    robust accuracies within one standard error counting as a tie that the higher natural accuracy
+    breaks. ``None``: the last epoch's weights, as in the papers.
 
     Raises ``DataError`` (data outside ``[lo, hi]``) or ``ValueError`` before any training.
     """
@@ -158,16 +159,19 @@ def adversarial_train(
         hx, hy = val_x[idx], val_y[idx]
     result.history_samples = int(len(hy)) if track_history else 0
     selecting = max_clean_drop is not None and track_history and len(hy) > 0
-    best: dict[str, torch.Tensor] | None = None
-    best_robust = -1.0
+    # Weights (on the CPU) of every epoch that select_epoch could still pick: within the clean
+    # budget, and not beaten on both accuracies by a later one.
+    kept: dict[int, dict[str, torch.Tensor]] = {}
 
-    def keep_if_best(rec: EpochRecord) -> None:
-        nonlocal best, best_robust
+    def keep_candidate(rec: EpochRecord) -> None:
         assert max_clean_drop is not None
-        start = result.history[0].natural_accuracy
-        if rec.natural_accuracy >= start - max_clean_drop - 1e-9 and rec.robust_accuracy >= best_robust:
-            best_robust, result.selected_epoch = rec.robust_accuracy, rec.epoch
-            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if rec.natural_accuracy < result.history[0].natural_accuracy - max_clean_drop - 1e-9:
+            return
+        kept[rec.epoch] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        for e in [e for e in kept if e != rec.epoch]:
+            old = result.history[e]
+            if old.natural_accuracy <= rec.natural_accuracy and old.robust_accuracy <= rec.robust_accuracy:
+                del kept[e]
 
     def record(epoch: int, phase: str, loss: float | None) -> None:
         if not track_history or len(hy) == 0:
@@ -193,7 +197,7 @@ def adversarial_train(
         rec = EpochRecord(epoch, phase, loss, nat, rob, result.grad_passes, result.example_grads, result.train_seconds)
         result.history.append(rec)
         if selecting:
-            keep_if_best(rec)
+            keep_candidate(rec)
         if on_epoch is not None:
             on_epoch(rec)
 
@@ -225,12 +229,33 @@ def adversarial_train(
         result.train_seconds += time.perf_counter() - t0
         result.train_cpu_seconds += time.process_time() - c0
         record(epoch, phase, loss)
-    if best is not None:
-        model.load_state_dict(best)
+    if selecting:
+        assert max_clean_drop is not None
+        result.selected_epoch = select_epoch(result.history, max_clean_drop, len(hy))
+        model.load_state_dict(kept[result.selected_epoch])
     else:
         result.selected_epoch = cfg.epochs
     model.eval()
     return result
+
+
+def select_epoch(history: list[EpochRecord], max_clean_drop: float, samples: int) -> int:
+    """The epoch fine-tuning keeps under a clean-accuracy budget (``history[0]`` is the start).
+
+    Eligible: epochs whose natural accuracy is at most ``max_clean_drop`` below the start's (the
+    start always is). Among them the most robust wins, but robust accuracies measured on
+    ``samples`` examples within one standard error of the best, ``sqrt(r (1 - r) / samples)``, are
+    a tie, broken by the higher natural accuracy, then the later epoch. Without the tie rule the
+    choice chases noise where robustness barely moves (a table at 0.09 robust accuracy, 300
+    validation rows: 0.097 against 0.093) and gives up the clean accuracy that the natural epochs
+    of delayed training won back.
+    """
+    start = history[0].natural_accuracy
+    ok = [r for r in history if r.natural_accuracy >= start - max_clean_drop - 1e-9]
+    best = max(r.robust_accuracy for r in ok)
+    tol = math.sqrt(best * (1.0 - best) / max(samples, 1))
+    ties = [r for r in ok if r.robust_accuracy >= best - tol - 1e-9]
+    return max(ties, key=lambda r: (r.natural_accuracy, r.epoch)).epoch
 
 
 def _adversarial_epoch(
