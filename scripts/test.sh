@@ -22,7 +22,7 @@ mkdir -p test-output
 # Lint and type-check first (rules in pyproject.toml [tool.ruff], [tool.mypy]); the import contracts run as tests/test_import_contracts.py.
 .venv/bin/ruff check --quiet . || { echo "driftloop test: ruff check failed (see above)"; exit 1; }
 .venv/bin/ruff format --check --quiet . || { echo "driftloop test: files need \`ruff format\` (see above)"; exit 1; }
-# Type check of tasks/ and flows/ ([tool.mypy] in pyproject.toml; a short list of modules is known debt).
+# Type check of tasks/ and flows/ ([tool.mypy] in pyproject.toml; no module is exempt).
 .venv/bin/mypy --no-error-summary || { echo "driftloop test: mypy failed (see above)"; exit 1; }
 # Two workers, whole files per worker (module fixtures are not duplicated): most integration tests
 # wait on servers, so two of them overlap well even on 2 cores (~10 min instead of ~16 serially).
