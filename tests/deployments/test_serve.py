@@ -41,6 +41,8 @@ def _wait_for(pred, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+# 30-70 s end to end: in the full suite, not in the quick `-m "not slow"` run.
+@pytest.mark.slow
 def test_serve_closes_the_loop_drift_to_exactly_one_retraining(on_server, tmp_path):
     """Served deployments only: training on demand, then a drifted stream, then the drift-check
     deployment emits an event, the retraining deployment runs once, and the registry shows it."""

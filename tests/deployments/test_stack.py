@@ -20,6 +20,8 @@ from tasks.store.seaweed import free_ports
 pytestmark = pytest.mark.integration
 
 
+# 30-70 s end to end: in the full suite, not in the quick `-m "not slow"` run.
+@pytest.mark.slow
 def test_up_prints_urls_and_env_and_down_stops_everything():
     runner = CliRunner()
     # not pytest's tmp_path: parallel sessions prune old basetemps under running servers

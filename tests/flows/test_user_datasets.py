@@ -14,6 +14,8 @@ from tests.fixtures.datasets import MAKERS, logistic_accuracy
 pytestmark = pytest.mark.integration
 
 
+# 30-70 s end to end: in the full suite, not in the quick `-m "not slow"` run.
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["breast_cancer_parquet", "generated_csv"])
 def test_users_own_data_through_every_stage_on_the_defaults(prefect_api, tmp_path, kind):
     run_every_stage(tmp_path, kind)

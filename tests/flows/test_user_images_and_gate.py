@@ -15,6 +15,8 @@ from tests.flows.test_user_datasets import run_every_stage
 pytestmark = pytest.mark.integration
 
 
+# 30-70 s end to end: in the full suite, not in the quick `-m "not slow"` run.
+@pytest.mark.slow
 def test_image_folder_through_every_stage_on_the_defaults(prefect_api, tmp_path):
     run_every_stage(tmp_path, "image_folder")
 

@@ -75,6 +75,8 @@ except Exception as e:
 """
 
 
+# 30-70 s end to end: in the full suite, not in the quick `-m "not slow"` run.
+@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc to list sockets")
 def test_local_ray_has_no_dashboard_no_client_server_and_requires_its_token(figures):

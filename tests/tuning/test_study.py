@@ -171,6 +171,8 @@ def test_bohb_runs_a_study(local_ray, small_splits, tmp_path):
     assert all(1e-3 <= t.config["lr"] <= 3e-2 and t.config["width"] in (16, 32) for t in study.trials)
 
 
+# 30-70 s end to end: in the full suite, not in the quick `-m "not slow"` run.
+@pytest.mark.slow
 def test_a_hung_trial_is_stopped_and_retried_from_its_checkpoint(local_ray, small_splits, tmp_path):
     """The first trial to reach epoch 2 goes silent (sleeps for an hour); the stall guard kills its
     worker after tuning.trial_stall_s and Tune retries it from its epoch-1 checkpoint."""
