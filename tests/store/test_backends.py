@@ -367,6 +367,15 @@ def _record_uploads(backend, fail_part: int | None = None):
     return calls
 
 
+def _upload_backend(s3_store_config, checksum: str):
+    cfg = s3_store_config.model_copy(
+        update={"multipart_chunk_bytes": CHUNK, "max_concurrency": 4, "upload_checksum": checksum}
+    )
+    backend = open_backend(cfg)
+    assert backend.upload_checksum == checksum  # (backends are cached per configuration)
+    return backend
+
+
 def _pending_uploads(backend) -> list:
     return backend.client.list_multipart_uploads(Bucket=backend.bucket).get("Uploads", [])
 
@@ -378,7 +387,7 @@ def _pending_uploads(backend) -> list:
     ids=["empty", "one-byte", "one-part-exactly", "part+1", "four-parts"],
 )
 def test_s3_upload_in_parts_returns_the_sha256_and_stores_a_verified_checksum(
-    s3_backend, tmp_path, size, parts, checksum
+    s3_store_config, tmp_path, size, parts, checksum
 ):
     """A single PutObject up to one part, else one UploadPart per part (in parallel, at most
     max_concurrency in flight); the returned sha256 and size are the file's, the bytes round-trip,
@@ -391,7 +400,7 @@ def test_s3_upload_in_parts_returns_the_sha256_and_stores_a_verified_checksum(
     payload = os.urandom(size)
     src = tmp_path / "src.bin"
     src.write_bytes(payload)
-    s3_backend.upload_checksum = checksum
+    s3_backend = _upload_backend(s3_store_config, checksum)
     calls = _record_uploads(s3_backend)
     assert s3_backend.put_file("files/obj.bin", src) == (hashlib.sha256(payload).hexdigest(), size)
     assert s3_backend.get_bytes("files/obj.bin") == payload
@@ -430,13 +439,13 @@ def test_s3_upload_failing_part_aborts_the_multipart_upload(s3_backend, tmp_path
 @pytest.mark.parametrize("checksum", ["CRC32", "SHA256"])
 @pytest.mark.parametrize("size", [CHUNK - 1, 2 * CHUNK + 9], ids=["single-put", "multipart"])
 def test_s3_upload_of_bytes_that_differ_from_the_hashed_ones_is_refused(
-    s3_backend, tmp_path, monkeypatch, checksum, size
+    s3_store_config, tmp_path, monkeypatch, checksum, size
 ):
     """Bytes that change between the hash pass and the send (a file rewritten in place, a flipped
     bit) fail the checksum on the server: the upload fails and is aborted, nothing is stored."""
     from tasks.store import s3_upload
 
-    s3_backend.upload_checksum = checksum
+    s3_backend = _upload_backend(s3_store_config, checksum)
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(size))
     real = s3_upload.FilePart.read
