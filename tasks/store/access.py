@@ -35,6 +35,7 @@ def _cache_key(cfg: StoreConfig, uri: str) -> tuple:
         cfg.multipart_chunk_bytes,
         cfg.max_concurrency,
         cfg.max_attempts,
+        cfg.upload_checksum,
     )
 
 

@@ -38,7 +38,6 @@ import json
 import os
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -57,7 +56,6 @@ from tasks.store.codecs import (  # noqa: F401 - re-exported
     to_jsonable,
 )
 from tasks.store.config import StoreConfig
-from tasks.store.hashing import sha256_file
 from tasks.store.provenance import (  # noqa: F401 - re-exported: callers import these from here
     RUN_ID_RE,
     git_revision,
@@ -151,12 +149,9 @@ class RunWriter:
         if not Path(path).is_file():
             raise ObjectNotFound(f"local file {str(path)!r} does not exist (for {self.url(name)})")
         key = self._claim(name)
-        # Hash on a second thread while the upload streams (hashlib releases the GIL), so the
-        # bookkeeping costs next to nothing on top of the transfer itself.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
-            hashed = pool.submit(sha256_file, path)
-            self.store.backend.put_file(key, path)
-            digest, size = hashed.result()
+        # The backend hashes the bytes it uploads (on S3 in the same pass that checksums the parts:
+        # tasks/store/s3_upload.py), so the bookkeeping costs little on top of the transfer.
+        digest, size = self.store.backend.put_file(key, path)
         entry = {"sha256": digest, "size": size}
         self.objects[name] = entry
         return entry

@@ -44,8 +44,9 @@ class Backend(ABC):
         """The object's bytes and a token for a later ``put_bytes(..., if_match=token)``."""
 
     @abstractmethod
-    def put_file(self, key: str, path: str | os.PathLike) -> None:
-        """Upload a local file (streamed; multipart on S3 above the configured chunk size)."""
+    def put_file(self, key: str, path: str | os.PathLike) -> tuple[str, int]:
+        """Upload a local file (streamed; multipart on S3 above the configured chunk size); returns
+        the sha256 hex digest and size of the bytes uploaded, computed during the transfer."""
 
     @abstractmethod
     def get_file(self, key: str, path: str | os.PathLike) -> tuple[str, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 
 from tasks.config_base import Section
@@ -23,6 +25,10 @@ class StoreConfig(Section):
     # Parallel part uploads/downloads per transfer (boto3 TransferConfig.max_concurrency).
     max_concurrency: int = Field(10, ge=1, le=64)
     max_attempts: int = Field(5, ge=1, description="retries for transient S3 errors")
+    # Checksum of every uploaded part (and of a single-PUT object) that the server verifies
+    # (tasks/store/s3_upload.py). CRC32: botocore's default check, cheap. SHA256: also catches
+    # deliberate changes, at one more sha256 of every byte on the client and on the server.
+    upload_checksum: Literal["CRC32", "SHA256"] = "CRC32"
 
 
 class RegistryConfig(Section):

@@ -6,13 +6,14 @@ import hashlib
 import os
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from filelock import FileLock
 
 from tasks.errors import ObjectNotFound, PreconditionFailed, StoreError
 from tasks.store.base import Backend
-from tasks.store.hashing import _COPY_CHUNK
+from tasks.store.hashing import _COPY_CHUNK, sha256_file
 from tasks.store.uri import validate_key
 
 
@@ -99,7 +100,7 @@ class LocalBackend(Backend):
         data = self.get_bytes(key)
         return data, hashlib.sha256(data).hexdigest()
 
-    def put_file(self, key: str, path: str | os.PathLike) -> None:
+    def put_file(self, key: str, path: str | os.PathLike) -> tuple[str, int]:
         dest = self._path(key)
         src = Path(path)
         if not src.is_file():
@@ -107,10 +108,15 @@ class LocalBackend(Backend):
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._tmp_for(dest)
         try:
-            shutil.copyfile(src, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
+            # Hash on a second thread while the kernel copies (hashlib releases the GIL).
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
+                hashed = pool.submit(sha256_file, src)
+                shutil.copyfile(src, tmp)
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+                digest, size = hashed.result()
             os.replace(tmp, dest)
+            return digest, size
         except OSError as e:
             raise StoreError(f"copy {str(src)!r} to {self.url(key)} failed: {e.strerror or e}") from e
         finally:

@@ -11,6 +11,7 @@ from tasks.errors import ObjectNotFound, PreconditionFailed, StoreError
 from tasks.store.base import Backend
 from tasks.store.config import StoreConfig
 from tasks.store.s3_download import ranged_download
+from tasks.store.s3_upload import upload_file
 from tasks.store.uri import validate_key
 
 
@@ -24,7 +25,7 @@ class S3Backend(Backend):
     Credentials come from the configuration or, when absent there, boto3's standard chain.
     Transient errors are retried by botocore (``standard`` mode, ``max_attempts``); files above
     ``multipart_chunk_bytes`` are transferred in parts, ``max_concurrency`` at a time: uploads by
-    boto3's ``upload_file``, downloads by tasks/store/s3_download.py (hashed as they stream in).
+    tasks/store/s3_upload.py, downloads by tasks/store/s3_download.py (both hashed in the transfer).
     """
 
     def __init__(self, cfg: StoreConfig, bucket: str, prefix: str = ""):
@@ -49,6 +50,10 @@ class S3Backend(Backend):
         if cfg.endpoint_url:
             # Virtual-host addressing needs DNS for bucket.host, which self-hosted servers lack.
             s3_opts["addressing_style"] = "path"
+        # No SigV4 payload hash (on plain HTTP botocore would sha256 every body; SeaweedFS 4.48 does
+        # not check it): integrity comes from the x-amz-checksum-* header, which is signed and which
+        # the server verifies (botocore's CRC32; put_file sends cfg.upload_checksum per part).
+        s3_opts["payload_signing_enabled"] = False
         self.client = session.client(
             "s3",
             endpoint_url=cfg.endpoint_url,
@@ -59,6 +64,7 @@ class S3Backend(Backend):
             ),
         )
         self.max_attempts = cfg.max_attempts
+        self.upload_checksum = cfg.upload_checksum
         self.transfer_config = TransferConfig(
             multipart_threshold=cfg.multipart_chunk_bytes,
             multipart_chunksize=cfg.multipart_chunk_bytes,
@@ -154,17 +160,22 @@ class S3Backend(Backend):
         resp = self._call("get", key, self.client.get_object, Bucket=self.bucket, Key=self._key(key))
         return self._call("get", key, resp["Body"].read), resp["ETag"]
 
-    def put_file(self, key: str, path: str | os.PathLike) -> None:
+    def put_file(self, key: str, path: str | os.PathLike) -> tuple[str, int]:
+        """Upload ``path`` (multipart above one chunk, each part's checksum verified by the server),
+        sha256-hashed in the same pass (tasks/store/s3_upload.py); returns (sha256 hex, size)."""
         if not Path(path).is_file():
             raise ObjectNotFound(f"local file {str(path)!r} does not exist (uploading to {self.url(key)})")
-        self._call(
+        return self._call(
             "upload",
             key,
-            self.client.upload_file,
-            Filename=str(path),
-            Bucket=self.bucket,
-            Key=self._key(key),
-            Config=self.transfer_config,
+            upload_file,
+            client=self.client,
+            bucket=self.bucket,
+            key=self._key(key),
+            path=path,
+            part_bytes=self.transfer_config.multipart_chunksize,
+            concurrency=self.transfer_config.max_concurrency,
+            checksum=self.upload_checksum,
         )
 
     def _fetch_range(self, k: str, first: int, last: int | None, etag: str | None) -> dict[str, Any]:

@@ -238,3 +238,45 @@ def test_run_ids_sort_by_time_and_list_runs_filters(store):
 def test_package_versions_come_from_metadata():
     pv = package_versions()
     assert pv["python"].count(".") == 2 and pv["torch"].startswith(torch.__version__.split("+")[0])
+
+
+def test_put_file_records_the_sha256_of_a_multipart_upload(store, tmp_path):
+    """11 MiB + 1: three 5 MiB parts on S3; the manifest's sha256 and size are the file's."""
+    import hashlib
+    import os
+
+    data = os.urandom(11 * 1024 * 1024 + 1)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    with store.begin_run("training") as w:
+        entry = w.put_file("big.bin", src)
+        man = w.commit()
+    assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    assert man["objects"]["big.bin"] == entry
+    store.verify_run(man["run_id"])
+
+
+def test_a_failed_multipart_upload_leaves_no_manifest_entry_and_no_parts(s3_store_config, tmp_path):
+    """The 3rd part fails: the writer records nothing for the file, the block's abort removes the
+    run, and the multipart upload was aborted (no pending uploads)."""
+    import os
+
+    store = ArtifactStore.from_config(s3_store_config.model_copy(update={"multipart_chunk_bytes": 5 * 1024 * 1024}))
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(16 * 1024 * 1024))
+
+    def fail_third(params, **kw):
+        if params.get("PartNumber") == 3:
+            raise RuntimeError("injected failure on part 3")
+
+    store.backend.client.meta.events.register("before-parameter-build.s3.UploadPart", fail_third)
+    writer = None
+    with pytest.raises(StoreError, match="part 3"):
+        with store.begin_run("training") as w:
+            writer = w
+            w.put_bytes("small.json", b"{}")
+            w.put_file("big.bin", src)
+    assert writer is not None and "big.bin" not in writer.objects
+    assert store.backend.list() == [] and store.list_runs() == []
+    client = store.backend.client
+    assert client.list_multipart_uploads(Bucket=store.backend.bucket).get("Uploads", []) == []

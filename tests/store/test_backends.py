@@ -100,6 +100,14 @@ def test_file_transfer_roundtrip(backend, tmp_path):
     assert not (tmp_path / "absent.bin").exists()
 
 
+def test_put_file_of_a_missing_local_file_names_it(backend, tmp_path):
+    missing = tmp_path / "nope.bin"
+    with pytest.raises(ObjectNotFound, match="nope.bin") as ei:
+        backend.put_file("files/x.bin", missing)
+    assert "local file" in str(ei.value) and backend.url("files/x.bin") in str(ei.value)
+    assert backend.list() == []
+
+
 def test_unsafe_keys_are_refused(backend):
     for key in ["", "/abs", "a//b", "a/../b", "a/./b", ".hidden", "a/.tmp-x", "a\\b"]:
         with pytest.raises(StoreError, match="invalid store key"):
@@ -123,6 +131,7 @@ def test_local_write_is_atomic_when_rename_fails(tmp_path, monkeypatch):
 
 
 def test_missing_bucket_names_the_bucket(s3_store_config):
+    # (No write here: SeaweedFS creates a missing bucket on an admin's PUT.)
     cfg = s3_store_config.model_copy(update={"uri": "s3://no-such-bucket-x1/prefix"})
     backend = open_backend(cfg)
     for op in (
@@ -137,7 +146,7 @@ def test_missing_bucket_names_the_bucket(s3_store_config):
 
 
 @pytest.mark.parametrize("which", ["bad-access-key", "bad-secret"])
-def test_credentials_never_appear_in_errors_or_reprs(s3_server, s3_bucket, which):
+def test_credentials_never_appear_in_errors_or_reprs(s3_server, s3_bucket, which, tmp_path):
     access = "AKIDLEAKCHECK1234" if which == "bad-access-key" else s3_server.access_key
     secret = "SECRETLEAKCHECK-5678-do-not-print"
     cfg = StoreConfig(
@@ -150,8 +159,11 @@ def test_credentials_never_appear_in_errors_or_reprs(s3_server, s3_bucket, which
     )
     backend = open_backend(cfg)
     texts = [repr(cfg), str(cfg), cfg.model_dump_json(), repr(backend)]
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"x" * (cfg.multipart_chunk_bytes + 1))
     for op in (
         lambda: backend.put_bytes("k", b"x"),
+        lambda: backend.put_file("k", src),
         lambda: backend.get_bytes("k"),
         lambda: backend.list(),
         lambda: backend.exists("k"),
@@ -327,3 +339,165 @@ def test_s3_download_of_an_object_replaced_midway_fails(s3_backend, tmp_path, mo
     with pytest.raises(PreconditionFailed, match="big.bin"):
         s3_backend.get_file("files/big.bin", dest)
     assert list(dest.parent.iterdir()) == []
+
+
+# The S3 upload (tasks/store/s3_upload.py): one hash pass, a server-verified SHA-256 per part.
+def _record_uploads(backend, fail_part: int | None = None):
+    """Record each PutObject/UploadPart (part number, thread, requests in flight); raise on part ``fail_part``."""
+    calls: list[tuple[str, int, str, int]] = []
+    lock = threading.Lock()
+    state = {"in_flight": 0}
+
+    def before(params, model, **kw):
+        number = params.get("PartNumber", 0)
+        if fail_part is not None and number == fail_part:
+            raise RuntimeError(f"injected failure on part {number}")
+        with lock:
+            state["in_flight"] += 1
+            calls.append((model.name, number, threading.current_thread().name, state["in_flight"]))
+
+    def after(model, **kw):
+        with lock:
+            state["in_flight"] -= 1
+
+    events = backend.client.meta.events
+    for op in ("PutObject", "UploadPart"):
+        events.register(f"before-parameter-build.s3.{op}", before)
+        events.register(f"after-call.s3.{op}", after)
+    return calls
+
+
+def _upload_backend(s3_store_config, checksum: str):
+    cfg = s3_store_config.model_copy(
+        update={"multipart_chunk_bytes": CHUNK, "max_concurrency": 4, "upload_checksum": checksum}
+    )
+    backend = open_backend(cfg)
+    assert backend.upload_checksum == checksum  # (backends are cached per configuration)
+    return backend
+
+
+def _pending_uploads(backend) -> list:
+    return backend.client.list_multipart_uploads(Bucket=backend.bucket).get("Uploads", [])
+
+
+@pytest.mark.parametrize("checksum", ["CRC32", "SHA256"])
+@pytest.mark.parametrize(
+    "size, parts",
+    [(0, 0), (1, 0), (CHUNK, 0), (CHUNK + 1, 2), (3 * CHUNK + 12345, 4)],
+    ids=["empty", "one-byte", "one-part-exactly", "part+1", "four-parts"],
+)
+def test_s3_upload_in_parts_returns_the_sha256_and_stores_a_verified_checksum(
+    s3_store_config, tmp_path, size, parts, checksum
+):
+    """A single PutObject up to one part, else one UploadPart per part (in parallel, at most
+    max_concurrency in flight); the returned sha256 and size are the file's, the bytes round-trip,
+    the server holds the checksum we sent (of the object, or per part), and no multipart upload is
+    left pending."""
+    import base64
+    import hashlib
+    import zlib
+
+    payload = os.urandom(size)
+    src = tmp_path / "src.bin"
+    src.write_bytes(payload)
+    s3_backend = _upload_backend(s3_store_config, checksum)
+    calls = _record_uploads(s3_backend)
+    assert s3_backend.put_file("files/obj.bin", src) == (hashlib.sha256(payload).hexdigest(), size)
+    assert s3_backend.get_bytes("files/obj.bin") == payload
+    if parts == 0:
+        assert [c[:2] for c in calls] == [("PutObject", 0)]
+    else:
+        assert sorted(c[1] for c in calls) == list(range(1, parts + 1))
+        assert {c[0] for c in calls} == {"UploadPart"}
+        assert max(c[3] for c in calls) <= 4  # max_concurrency of the fixture
+        if parts > 2:
+            assert len({c[2] for c in calls}) >= 2  # not one part after the other on one thread
+    key = s3_backend._key("files/obj.bin")
+    head = s3_backend.client.head_object(Bucket=s3_backend.bucket, Key=key, ChecksumMode="ENABLED")
+    stored = head.get(f"Checksum{checksum}")
+    assert stored, head  # the server checked and kept the checksum we sent
+    if parts == 0:
+        digest = hashlib.sha256(payload).digest() if checksum == "SHA256" else zlib.crc32(payload).to_bytes(4, "big")
+        assert stored == base64.b64encode(digest).decode()
+    else:
+        assert stored.endswith(f"-{parts}")  # a checksum of the parts' checksums
+    assert _pending_uploads(s3_backend) == []
+
+
+def test_s3_upload_failing_part_aborts_the_multipart_upload(s3_backend, tmp_path):
+    """The 3rd part fails: a StoreError naming the object, no object, no pending multipart upload."""
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(5 * CHUNK + 3))
+    _record_uploads(s3_backend, fail_part=3)
+    with pytest.raises(StoreError, match="upload") as ei:
+        s3_backend.put_file("files/big.bin", src)
+    assert s3_backend.url("files/big.bin") in str(ei.value) and "injected failure on part 3" in str(ei.value)
+    assert not s3_backend.exists("files/big.bin")
+    assert _pending_uploads(s3_backend) == []
+
+
+@pytest.mark.parametrize("checksum", ["CRC32", "SHA256"])
+@pytest.mark.parametrize("size", [CHUNK - 1, 2 * CHUNK + 9], ids=["single-put", "multipart"])
+def test_s3_upload_of_bytes_that_differ_from_the_hashed_ones_is_refused(
+    s3_store_config, tmp_path, monkeypatch, checksum, size
+):
+    """Bytes that change between the hash pass and the send (a file rewritten in place, a flipped
+    bit) fail the checksum on the server: the upload fails and is aborted, nothing is stored."""
+    from tasks.store import s3_upload
+
+    s3_backend = _upload_backend(s3_store_config, checksum)
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(size))
+    real = s3_upload.FilePart.read
+    target = CHUNK if size > CHUNK else 0  # the second part, or the single PUT
+
+    def read(self, amt=-1):
+        pos = self.pos
+        data = real(self, amt)
+        if self.offset == target and pos == 0 and data:  # one bit of the first block
+            data = bytes([data[0] ^ 1]) + data[1:]
+        return data
+
+    monkeypatch.setattr(s3_upload.FilePart, "read", read)
+    with pytest.raises(StoreError, match="BadDigest"):
+        s3_backend.put_file("files/big.bin", src)
+    assert not s3_backend.exists("files/big.bin")
+    assert _pending_uploads(s3_backend) == []
+
+
+def test_s3_upload_retries_a_part_from_its_first_byte(s3_backend, tmp_path):
+    """A connection that breaks after part 2's body was partly read: botocore retries the part,
+    rewinding it to the part's first byte (not the file's), and the object is the file."""
+    import hashlib
+
+    from botocore.exceptions import ConnectionClosedError
+
+    payload = os.urandom(3 * CHUNK + 77)
+    src = tmp_path / "src.bin"
+    src.write_bytes(payload)
+    broken: list[int] = []
+
+    def before_send(request, **kw):
+        if "partNumber=2" not in request.url:
+            return
+        if not broken:
+            broken.append(len(request.body.read(12345)))
+            raise ConnectionClosedError(endpoint_url=request.url)
+        if request.body.tell() != 0:  # fail now, not after the server's wait for the missing bytes
+            raise RuntimeError(f"retry starts at byte {request.body.tell()} of the part")
+
+    s3_backend.client.meta.events.register("before-send.s3.UploadPart", before_send)
+    assert s3_backend.put_file("files/big.bin", src) == (hashlib.sha256(payload).hexdigest(), len(payload))
+    assert broken == [12345]
+    assert s3_backend.get_bytes("files/big.bin") == payload
+
+
+def test_s3_upload_keeps_at_most_max_concurrency_parts_in_flight(s3_store_config, tmp_path):
+    """Five parts with max_concurrency 2: two at a time, never more (the memory/connection bound)."""
+    backend = open_backend(s3_store_config.model_copy(update={"multipart_chunk_bytes": CHUNK, "max_concurrency": 2}))
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(4 * CHUNK + 1))
+    calls = _record_uploads(backend)
+    backend.put_file("files/big.bin", src)
+    assert sorted(c[1] for c in calls) == [1, 2, 3, 4, 5]
+    assert max(c[3] for c in calls) <= 2
