@@ -132,28 +132,15 @@ def _tabular_sets() -> dict[str, Dataset]:
 
 
 def _image_folder_set() -> Dataset:
+    """The 3-class 12x12 PNG folder the tests train on (tests/fixtures/datasets.image_folder), 100 per class."""
     import tempfile
-
-    from PIL import Image
 
     from tasks.data.sources import load_dataset
     from tasks.store.backends import list_uri, read_uri
     from tasks.store.config import StoreConfig
+    from tests.fixtures.datasets import image_folder
 
-    r = np.random.default_rng(0)
-    root = Path(tempfile.mkdtemp(prefix="bench-images-"))
-    for k, cls in enumerate(["horizontal", "vertical", "diagonal"]):
-        (root / cls).mkdir()
-        for i in range(100):
-            a = r.uniform(0, 90, (12, 12))
-            p = r.integers(2, 10)
-            if k == 0:
-                a[p, :] = 255
-            elif k == 1:
-                a[:, p] = 255
-            else:
-                np.fill_diagonal(a, 255)
-            Image.fromarray(a.astype(np.uint8)).save(root / cls / f"{i:03d}.png")
+    root = image_folder(Path(tempfile.mkdtemp(prefix="bench-images-")) / "images", per_class=100, seed=0)
     cfg = StoreConfig()
     return load_dataset(str(root), lambda u: read_uri(u, cfg), list_uris=lambda u: list_uri(u, cfg))
 
