@@ -23,6 +23,27 @@ class _PlanBracket(_Bracket):
     def filled(self) -> bool:
         return len(self._all_trials) >= self._n0
 
+    def cleanup_full(self, tune_controller) -> None:
+        # Ray stops only the PAUSED trials of a finished bracket. A trial whose PAUSE is still in
+        # flight (Tune saves its checkpoint first: RUNNING, is_saving) becomes PAUSED afterwards,
+        # in a bracket nothing will process again, and the study waits for it forever (seen
+        # after a restore, when a trial paused at max_t while the last one reached it). Ray's
+        # halving stops such a trial too.
+        for trial in self.current_trials():
+            if trial.status == Trial.PAUSED or trial.is_saving:
+                tune_controller.stop_trial(trial)
+
+    def orphaned(self) -> bool:
+        """Every live trial is PAUSED at the current milestone, none is to be resumed, and no
+        more trials will join: no result will ever come to halve or finish the bracket."""
+        live = self.current_trials()
+        return (
+            self.filled()
+            and bool(live)
+            and all(t.status == Trial.PAUSED and not t.is_saving and t not in self.trials_to_unpause for t in live)
+            and self.cur_iter_done()
+        )
+
 
 def _tag_of(trial):
     """(band, s) of a trial restored from a saved experiment: from its last result, else from the
@@ -57,6 +78,9 @@ class BracketTaggingHyperBand(HyperBandScheduler):
       forward to its current rung (the scheduler's own state is not saved by Tune).
     * A trial removed (error, stop) that finishes its bracket stops the bracket's PAUSED trials
       (Ray 2.55.1 leaves them paused: the study hangs when a retried trial leaves its bracket).
+    * A finished bracket also stops a trial whose PAUSE is still in flight (Ray only stops the
+      PAUSED ones: the other would wait forever), and a bracket whose live trials are all PAUSED
+      at its milestone with nothing left to report is processed when Tune next asks for a trial.
     * A trial stopped while PAUSED is marked for the next experiment snapshot: Tune 2.55.1 would
       otherwise save it as PAUSED, and a restore would run it again.
     """
@@ -111,8 +135,14 @@ class BracketTaggingHyperBand(HyperBandScheduler):
             bracket = self._bracket_at(*tag)
             if trial not in bracket._all_trials:
                 bracket._all_trials.append(trial)
-            result = trial.last_result if trial.last_result and self._time_attr in trial.last_result else None
-            bracket._live_trials[trial] = result
+            # An unfinished trial resumes from its latest checkpoint and reports again from there:
+            # that is its place in the bracket, as for a retry (on_trial_error). At its last result
+            # it would count as at the milestone while it retrains (Ray then drops it from the
+            # halving as if it were the reporting trial, and it trains on past the milestone).
+            ckpt = trial.latest_checkpoint_result
+            metrics = dict(ckpt.metrics) if ckpt is not None and ckpt.metrics else None
+            bracket._live_trials[trial] = metrics if metrics and self._time_attr in metrics else None
+            trial.__dict__["_driftloop_hold"] = True  # at the milestone: waits for the halving
             self._trial_info[trial] = (bracket, tag[0])
         trial.__dict__["_driftloop_hb"] = tag
         if trial.status in (Trial.TERMINATED, Trial.ERROR):
@@ -134,8 +164,10 @@ class BracketTaggingHyperBand(HyperBandScheduler):
         for band in self._hyperbands:
             for bracket in [b for b in band if b is not None]:
                 # Every live trial is at the milestone but the one that would have halved the
-                # bracket is a held retry: halve now (nothing else will report).
-                if any(self._held(t, bracket) for t in bracket.current_trials()) and bracket.cur_iter_done():
+                # bracket is a held retry, or every one is PAUSED there and nothing is left to
+                # report (a trial left the bracket without processing it): halve or finish now.
+                held = any(self._held(t, bracket) for t in bracket.current_trials())
+                if (held and bracket.filled() and bracket.cur_iter_done()) or bracket.orphaned():
                     self._process_bracket(tune_controller, bracket)
         # Ray's choice (HyperBandScheduler.choose_trial_to_run, ray 2.55.1), held trials left out.
         for band in self._hyperbands:
@@ -161,7 +193,7 @@ class BracketTaggingHyperBand(HyperBandScheduler):
             good, bad = bracket.successive_halving(self._metric, self._metric_op)
             self._num_stopped += len(bad)
             for t in bad:
-                if t.status in (Trial.PAUSED, Trial.PENDING) or t.is_saving:
+                if t.status in (Trial.PAUSED, Trial.PENDING) or t.is_saving or self._other_running(t):
                     tune_controller.stop_trial(t)
                 elif t.status == Trial.RUNNING:
                     bracket.cleanup_trial(t)
@@ -179,15 +211,23 @@ class BracketTaggingHyperBand(HyperBandScheduler):
                     if t.status == Trial.PAUSED or t.is_saving:
                         self._unpause_trial(tune_controller, t)
                         bracket.trials_to_unpause.add(t)
-                    elif t.status == Trial.RUNNING:
+                    elif t.status == Trial.RUNNING and not self._other_running(t):
                         action = TrialScheduler.CONTINUE
                 elif bracket.finished() and bracket.stop_last_trials:
-                    if t.status == Trial.PAUSED or t.is_saving:
+                    if t.status == Trial.PAUSED or t.is_saving or self._other_running(t):
                         tune_controller.stop_trial(t)
                     elif t.status == Trial.RUNNING:
                         bracket.cleanup_trial(t)
                         action = TrialScheduler.STOP
         return action
+
+    def _other_running(self, trial) -> bool:
+        """A RUNNING trial that is not the one reporting. Ray assumes there is none when a bracket
+        is processed (the others are PAUSED at the milestone), but a trial resumed by a restore or a
+        retry runs from its checkpoint while the bracket halves: Ray would only drop a loser from
+        the bracket (it trains on, to max_t) and let a winner's CONTINUE override the reporting
+        trial's decision. It is stopped, or left to run, like any other trial."""
+        return trial.status == Trial.RUNNING and trial is not getattr(self, "_reporting", None)
 
     def _catch_up(self, bracket) -> None:
         # Halvings that had happened before a restore: every live trial is past the milestone and
@@ -212,7 +252,11 @@ class BracketTaggingHyperBand(HyperBandScheduler):
             # trial its snapshot held as unfinished): it is live again, or Ray 2.55.1 asserts.
             bracket._live_trials[trial] = None
         self._catch_up(bracket)
-        return super().on_trial_result(tune_controller, trial, result)
+        self._reporting = trial  # the RUNNING trial whose decision _process_bracket returns
+        try:
+            return super().on_trial_result(tune_controller, trial, result)
+        finally:
+            self._reporting = None
 
     def on_trial_error(self, tune_controller, trial):
         # Ray calls this for a trial it is about to retry (TuneController._requeue_trial: the trial

@@ -1,5 +1,6 @@
-"""BracketTaggingHyperBand keeps a retried trial in its bracket at the epoch it resumes from, on fake
-trials and a fake controller (no Ray cluster): the bracket must not halve while it retrains."""
+"""BracketTaggingHyperBand on fake trials and a fake controller (no Ray cluster): a retried trial
+stays in its bracket at the epoch it resumes from (the bracket must not halve while it retrains),
+and no trial is left PAUSED in a bracket that nothing will process again (the study would hang)."""
 
 from types import SimpleNamespace
 
@@ -27,7 +28,8 @@ class FakeTrial(SimpleNamespace):
 
 
 class FakeController:
-    """TuneController.stop_trial as far as the scheduler sees it: a PENDING/PAUSED trial is removed."""
+    """TuneController.stop_trial as far as the scheduler sees it: a PENDING/PAUSED trial is removed,
+    a RUNNING one completes."""
 
     def __init__(self):
         self.stopped = []
@@ -37,6 +39,8 @@ class FakeController:
         self.stopped.append(trial.trial_id)
         if trial.status in ("PENDING", "PAUSED"):
             self.scheduler.on_trial_remove(self, trial)
+        elif trial.status == "RUNNING":
+            self.scheduler.on_trial_complete(self, trial, trial.last_result or {})
         trial.status = "TERMINATED"
 
 
@@ -119,3 +123,101 @@ def test_held_winner_is_released_by_the_halving_and_a_bracket_of_held_trials_hal
     # halves the bracket, stops d and e, and c (the winner) is the trial to run.
     assert sched.choose_trial_to_run(ctl) is t["c"]
     assert sorted(ctl.stopped) == ["d", "e"] and bracket._cumul_r == 3
+
+
+def restored_bracket_s0():
+    """a and b share bracket s=0 (3 epochs, no halving), as after a restore: both PENDING, a with
+    its saved epoch-3 result (it was PAUSED at max_t, waiting for b, when the study was interrupted)."""
+    sched = BracketTaggingHyperBand(time_attr="epoch", max_t=3, reduction_factor=3, metric="acc", mode="max")
+    ctl = FakeController()
+    ctl.scheduler = sched
+    trials = {k: FakeTrial(k) for k in "abcde"}
+    for t in trials.values():
+        sched.on_trial_add(ctl, t)
+    a, b = trials["a"], trials["b"]
+    bracket = sched._trial_info[a][0]
+    assert sched._trial_info[b][0] is bracket and bracket._halves == 0 and bracket._cumul_r == 3
+    return sched, ctl, bracket, a, b
+
+
+def test_a_finished_bracket_stops_a_trial_whose_pause_is_in_flight():
+    sched, ctl, bracket, a, b = restored_bracket_s0()
+    a.status = b.status = "RUNNING"
+    assert sched.on_trial_result(ctl, b, result(1, 0.3)) == "CONTINUE"
+    # a (resumed from its epoch-1 checkpoint) reaches max_t first and is paused: Tune saves its
+    # checkpoint first, so it is still RUNNING (is_saving) when b reaches max_t.
+    assert sched.on_trial_result(ctl, a, result(3, 0.6)) == "PAUSE"
+    a.is_saving = True
+    # b finishes the bracket: a is stopped with it (Ray stopped only PAUSED trials; a then became
+    # PAUSED in a finished bracket and the study waited for it forever).
+    assert sched.on_trial_result(ctl, b, result(3, 0.5)) == "STOP"
+    assert ctl.stopped == ["a"] and a.status == "TERMINATED" and set(bracket._live_trials) == {b}
+
+
+def test_a_bracket_left_with_only_paused_trials_is_finished_when_tune_asks_for_a_trial():
+    sched, ctl, bracket, a, b = restored_bracket_s0()
+    a.status = b.status = "RUNNING"
+    assert sched.on_trial_result(ctl, a, result(3, 0.6)) == "PAUSE"
+    a.status = "PAUSED"
+    # b leaves the bracket without a result that processes it (here: cleaned up directly).
+    bracket.cleanup_trial(b)
+    b.status = "TERMINATED"
+    # Tune asks for the next trial: bracket s=0 is finished (a stopped), and a PENDING trial of
+    # bracket s=1 is the one to run.
+    assert sched.choose_trial_to_run(ctl).trial_id in "cde"
+    assert ctl.stopped == ["a"] and a.status == "TERMINATED" and not bracket._live_trials
+
+
+def test_paused_trials_waiting_for_a_running_one_are_left_alone():
+    sched, ctl, bracket, a, b = restored_bracket_s0()
+    a.status = b.status = "RUNNING"
+    assert sched.on_trial_result(ctl, a, result(3, 0.6)) == "PAUSE"
+    a.status = "PAUSED"
+    assert sched.on_trial_result(ctl, b, result(1, 0.3)) == "CONTINUE"
+    assert not bracket.orphaned()
+    sched.choose_trial_to_run(ctl)
+    assert ctl.stopped == [] and a.status == "PAUSED"
+
+
+def test_a_restored_trial_rejoins_its_bracket_at_its_checkpoint_not_at_its_last_result():
+    # Bracket s=1 (c, d, e: 1 epoch, keep 1) as restored: c had reported epoch 1 but its checkpoint
+    # was not saved (it retrains from scratch); d and e had not started.
+    sched = BracketTaggingHyperBand(time_attr="epoch", max_t=3, reduction_factor=3, metric="acc", mode="max")
+    ctl = FakeController()
+    ctl.scheduler = sched
+    t = {k: FakeTrial(k) for k in "abcde"}
+    for k, s in zip("abcde", (0, 0, 1, 1, 1)):
+        t[k].__dict__["_driftloop_hb"] = (0, s)
+    t["c"].last_result = result(1, 0.9)
+    for trial in t.values():
+        sched.on_trial_add(ctl, trial)
+    bracket = sched._trial_info[t["c"]][0]
+    assert bracket._live_trials[t["c"]] is None and set(bracket._live_trials) == {t["c"], t["d"], t["e"]}
+    for k in "cde":
+        t[k].status = "RUNNING"
+    for k, acc in (("d", 0.5), ("e", 0.4)):
+        # Not halved while c retrains (before: halved at once on c's stale result, c was only dropped
+        # from the bracket while it trained on, and d's CONTINUE overrode e's STOP).
+        assert sched.on_trial_result(ctl, t[k], result(1, acc)) == "PAUSE"
+        t[k].status = "PAUSED"
+    assert bracket._halves == 1 and ctl.stopped == []
+    assert sched.on_trial_result(ctl, t["c"], result(1, 0.9)) == "CONTINUE"  # c wins, as before
+    assert sorted(ctl.stopped) == ["d", "e"] and set(bracket._live_trials) == {t["c"]}
+
+
+def test_a_losing_trial_that_is_running_but_not_reporting_is_stopped_not_left_to_train_on():
+    sched = BracketTaggingHyperBand(time_attr="epoch", max_t=3, reduction_factor=3, metric="acc", mode="max")
+    ctl = FakeController()
+    ctl.scheduler = sched
+    t = {k: FakeTrial(k) for k in "abcde"}
+    for trial in t.values():
+        sched.on_trial_add(ctl, trial)
+    bracket = sched._trial_info[t["c"]][0]
+    for k, acc in (("c", 0.1), ("d", 0.5)):
+        t[k].status = "RUNNING"
+        bracket.update_trial_stats(t[k], result(1, acc))
+    t["d"].status = "PAUSED"
+    t["e"].status = "RUNNING"
+    # e completes the rung; c (RUNNING: resumed from its checkpoint) and e lose, d wins.
+    assert sched.on_trial_result(ctl, t["e"], result(1, 0.4)) == "STOP"
+    assert ctl.stopped == ["c"] and t["c"].status == "TERMINATED" and set(bracket._live_trials) == {t["d"]}

@@ -116,6 +116,8 @@ def test_running_a_finished_study_again_trains_nothing(crash_study, small_splits
     assert again.best_metric == pytest.approx(study.best_metric) and again.best_params == study.best_params
 
 
+# A few seconds; a scheduler that leaves a trial paused for ever would hang it (900 s in CI once).
+@pytest.mark.timeout(300)
 def test_interrupted_study_on_s3_resumes_without_rerunning_finished_trials(local_ray, small_splits, s3_store_config):
     # max_t=3, eta=3: bracket s=0 takes 2 trials to 3 epochs; s=1 starts 3 at 1 epoch, keeps 1.
     cfg = TuningConfig(max_t=3, eta=3, num_samples=5, search_space=SPACE)
