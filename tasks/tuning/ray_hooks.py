@@ -142,7 +142,8 @@ class BracketTaggingHyperBand(HyperBandScheduler):
             ckpt = trial.latest_checkpoint_result
             metrics = dict(ckpt.metrics) if ckpt is not None and ckpt.metrics else None
             bracket._live_trials[trial] = metrics if metrics and self._time_attr in metrics else None
-            trial.__dict__["_driftloop_hold"] = True  # at the milestone: waits for the halving
+            if trial.status not in (Trial.TERMINATED, Trial.ERROR):
+                trial.__dict__["_driftloop_hold"] = True  # at the milestone: waits for the halving
             self._trial_info[trial] = (bracket, tag[0])
         trial.__dict__["_driftloop_hb"] = tag
         if trial.status in (Trial.TERMINATED, Trial.ERROR):
