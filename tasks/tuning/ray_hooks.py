@@ -33,15 +33,11 @@ class _PlanBracket(_Bracket):
             if trial.status == Trial.PAUSED or trial.is_saving:
                 tune_controller.stop_trial(trial)
 
-    def orphaned(self) -> bool:
-        """Every live trial is PAUSED at the current milestone, none is to be resumed, and no
-        more trials will join: no result will ever come to halve or finish the bracket."""
+    def only_paused(self) -> bool:
+        """Every live trial is PAUSED (none being saved, none to be resumed): none will report."""
         live = self.current_trials()
-        return (
-            self.filled()
-            and bool(live)
-            and all(t.status == Trial.PAUSED and not t.is_saving and t not in self.trials_to_unpause for t in live)
-            and self.cur_iter_done()
+        return bool(live) and all(
+            t.status == Trial.PAUSED and not t.is_saving and t not in self.trials_to_unpause for t in live
         )
 
 
@@ -56,6 +52,12 @@ def _tag_of(trial):
     if isinstance(saved, (list, tuple)) and len(saved) == 2:
         return int(saved[0]), int(saved[1])
     return None
+
+
+def _search_finished(tune_controller) -> bool:
+    """No more trials will be added (a bracket that is not filled yet will stay as it is)."""
+    search_alg = getattr(tune_controller, "search_alg", None)
+    return bool(search_alg is not None and search_alg.is_finished())
 
 
 class BracketTaggingHyperBand(HyperBandScheduler):
@@ -168,7 +170,11 @@ class BracketTaggingHyperBand(HyperBandScheduler):
                 # bracket is a held retry, or every one is PAUSED there and nothing is left to
                 # report (a trial left the bracket without processing it): halve or finish now.
                 held = any(self._held(t, bracket) for t in bracket.current_trials())
-                if (held and bracket.filled() and bracket.cur_iter_done()) or bracket.orphaned():
+                if (
+                    (held or bracket.only_paused())
+                    and bracket.cur_iter_done()
+                    and (bracket.filled() or _search_finished(tune_controller))
+                ):
                     self._process_bracket(tune_controller, bracket)
         # Ray's choice (HyperBandScheduler.choose_trial_to_run, ray 2.55.1), held trials left out.
         for band in self._hyperbands:

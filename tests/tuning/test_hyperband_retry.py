@@ -174,7 +174,7 @@ def test_paused_trials_waiting_for_a_running_one_are_left_alone():
     assert sched.on_trial_result(ctl, a, result(3, 0.6)) == "PAUSE"
     a.status = "PAUSED"
     assert sched.on_trial_result(ctl, b, result(1, 0.3)) == "CONTINUE"
-    assert not bracket.orphaned()
+    assert not bracket.only_paused()
     sched.choose_trial_to_run(ctl)
     assert ctl.stopped == [] and a.status == "PAUSED"
 
@@ -221,3 +221,30 @@ def test_a_losing_trial_that_is_running_but_not_reporting_is_stopped_not_left_to
     # e completes the rung; c (RUNNING: resumed from its checkpoint) and e lose, d wins.
     assert sched.on_trial_result(ctl, t["e"], result(1, 0.4)) == "STOP"
     assert ctl.stopped == ["c"] and t["c"].status == "TERMINATED" and set(bracket._live_trials) == {t["d"]}
+
+
+@pytest.mark.parametrize("search_finished", [True, False])
+def test_restored_trials_of_a_bracket_that_will_not_fill_halve_once_the_search_is_done(search_finished):
+    # 4 samples: bracket s=1 (planned 3 trials, keep 1) only ever gets c and d. Both were PAUSED at its
+    # milestone (checkpoints at epoch 1) when the study was interrupted; restored, both are PENDING.
+    sched = BracketTaggingHyperBand(time_attr="epoch", max_t=3, reduction_factor=3, metric="acc", mode="max")
+    ctl = FakeController()
+    ctl.scheduler = sched
+    ctl.search_alg = SimpleNamespace(is_finished=lambda: search_finished)
+    t = {k: FakeTrial(k) for k in "abcd"}
+    for k, s, acc in (("a", 0, None), ("b", 0, None), ("c", 1, 0.3), ("d", 1, 0.7)):
+        t[k].__dict__["_driftloop_hb"] = (0, s)
+        if acc is not None:
+            t[k].last_result = result(1, acc)
+            t[k].latest_checkpoint_result = SimpleNamespace(metrics=result(1, acc))
+    for trial in t.values():
+        sched.on_trial_add(ctl, trial)
+    bracket = sched._trial_info[t["c"]][0]
+    assert not bracket.filled() and bracket.cur_iter_done()
+    for k in "ab":  # bracket s=0 is running
+        t[k].status = "RUNNING"
+    chosen = sched.choose_trial_to_run(ctl)
+    if search_finished:  # the bracket halves as an uninterrupted one did: d goes on, c stops
+        assert chosen is t["d"] and ctl.stopped == ["c"] and bracket._cumul_r == 3
+    else:  # a third trial may still join: both wait at the milestone
+        assert chosen is None and ctl.stopped == [] and bracket._cumul_r == 1
