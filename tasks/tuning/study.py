@@ -288,6 +288,18 @@ def _add_session_callback(tuner, callback) -> None:
     internal._run_config.callbacks = list(internal._run_config.callbacks or []) + [callback]
 
 
+def _checkpoint_starts(restored_from: list[float]) -> int:
+    """How many times a trial started from a checkpoint, from its reports' ``restored_from_epoch``
+    in time order: each change to a non-zero value. The first report counts too: Tune 2.55.1 may
+    start a resumed trial's result.json afresh, and the reports from before the restart are gone."""
+    starts, previous = 0, 0.0
+    for value in restored_from:
+        if value and value != previous:
+            starts += 1
+        previous = value
+    return starts
+
+
 def _collect(
     grid,
     cfg: TuningConfig,
@@ -342,7 +354,7 @@ def _collect(
             status = "unfinished"
         else:
             status = "completed" if epochs >= cfg.max_t else "stopped"
-        resumes = int((df["restored_from_epoch"].diff().fillna(0) != 0).sum()) if "restored_from_epoch" in df else 0
+        resumes = _checkpoint_starts(df["restored_from_epoch"].fillna(0).tolist()) if "restored_from_epoch" in df else 0
         rec = TrialRecord(
             trial_id=str(tid),
             config=params,

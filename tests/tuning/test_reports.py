@@ -1,12 +1,12 @@
 """Where a trial reports to Tune (report_epochs) and how the study reads the per-epoch curves back
-(_expand_curves): pure, no Ray."""
+(_expand_curves), and how many times a trial started from a checkpoint: pure, no Ray."""
 
 import pandas as pd
 import pytest
 
 from tasks.tuning.plan import ray_bracket_sizes, ray_rung_milestones
 from tasks.tuning.results import asha_milestones
-from tasks.tuning.study import _expand_curves
+from tasks.tuning.study import _checkpoint_starts, _expand_curves
 from tasks.tuning.trainable import report_epochs
 
 
@@ -87,3 +87,18 @@ def test_the_restored_epochs_a_report_carries_again_fill_only_what_tune_lost():
     assert list(lost["epoch"]) == [1, 2, 3] and list(lost["val_accuracy"]) == [0.5, 0.6, 0.7]
     assert lost["session"].iloc[0] is None and list(lost["session"].iloc[1:]) == ["b", "b"]
     assert "_carried" not in lost
+
+
+@pytest.mark.parametrize(
+    "restored_from,starts",
+    [
+        ([0, 0, 0], 0),  # never restored
+        ([0, 1, 1], 1),  # paused at epoch 1, resumed from its checkpoint
+        ([0, 1, 3], 2),  # and again from epoch 3
+        ([1, 1], 1),  # the rows from before the restart are gone (result.json started afresh)
+        ([0, 1, 0, 0], 1),  # a retry without a checkpoint starts from scratch: not from a checkpoint
+        ([], 0),
+    ],
+)
+def test_checkpoint_starts_count_each_new_restore_point_the_first_report_included(restored_from, starts):
+    assert _checkpoint_starts(restored_from) == starts
