@@ -48,13 +48,19 @@ def result(epoch, acc):
     return {"epoch": epoch, "acc": acc}
 
 
-def study(checkpoint_epoch=None):
-    """max_t=3, eta=3: bracket s=0 holds trials a, b (3 epochs); s=1 holds c, d, e (1 epoch, keep 1).
-    c reports epoch 1 (worst of its bracket), pauses, is resumed... and fails; Tune retries it."""
+def scheduler(names="abcde"):
+    """max_t=3, eta=3 (bracket s=0: 2 trials to 3 epochs; s=1: 3 trials, 1 kept after epoch 1), a
+    fake controller, and fake trials named by the letters of ``names`` (not yet added)."""
     sched = BracketTaggingHyperBand(time_attr="epoch", max_t=3, reduction_factor=3, metric="acc", mode="max")
     ctl = FakeController()
     ctl.scheduler = sched
-    trials = {k: FakeTrial(k) for k in "abcde"}
+    return sched, ctl, {k: FakeTrial(k) for k in names}
+
+
+def study(checkpoint_epoch=None):
+    """max_t=3, eta=3: bracket s=0 holds trials a, b (3 epochs); s=1 holds c, d, e (1 epoch, keep 1).
+    c reports epoch 1 (worst of its bracket), pauses, is resumed... and fails; Tune retries it."""
+    sched, ctl, trials = scheduler()
     for t in trials.values():
         sched.on_trial_add(ctl, t)
     c = trials["c"]
@@ -128,10 +134,7 @@ def test_held_winner_is_released_by_the_halving_and_a_bracket_of_held_trials_hal
 def restored_bracket_s0():
     """a and b share bracket s=0 (3 epochs, no halving), as after a restore: both PENDING, a with
     its saved epoch-3 result (it was PAUSED at max_t, waiting for b, when the study was interrupted)."""
-    sched = BracketTaggingHyperBand(time_attr="epoch", max_t=3, reduction_factor=3, metric="acc", mode="max")
-    ctl = FakeController()
-    ctl.scheduler = sched
-    trials = {k: FakeTrial(k) for k in "abcde"}
+    sched, ctl, trials = scheduler()
     for t in trials.values():
         sched.on_trial_add(ctl, t)
     a, b = trials["a"], trials["b"]
@@ -182,10 +185,7 @@ def test_paused_trials_waiting_for_a_running_one_are_left_alone():
 def test_a_restored_trial_rejoins_its_bracket_at_its_checkpoint_not_at_its_last_result():
     # Bracket s=1 (c, d, e: 1 epoch, keep 1) as restored: c had reported epoch 1 but its checkpoint
     # was not saved (it retrains from scratch); d and e had not started.
-    sched = BracketTaggingHyperBand(time_attr="epoch", max_t=3, reduction_factor=3, metric="acc", mode="max")
-    ctl = FakeController()
-    ctl.scheduler = sched
-    t = {k: FakeTrial(k) for k in "abcde"}
+    sched, ctl, t = scheduler()
     for k, s in zip("abcde", (0, 0, 1, 1, 1)):
         t[k].__dict__["_driftloop_hb"] = (0, s)
     t["c"].last_result = result(1, 0.9)
@@ -206,10 +206,7 @@ def test_a_restored_trial_rejoins_its_bracket_at_its_checkpoint_not_at_its_last_
 
 
 def test_a_losing_trial_that_is_running_but_not_reporting_is_stopped_not_left_to_train_on():
-    sched = BracketTaggingHyperBand(time_attr="epoch", max_t=3, reduction_factor=3, metric="acc", mode="max")
-    ctl = FakeController()
-    ctl.scheduler = sched
-    t = {k: FakeTrial(k) for k in "abcde"}
+    sched, ctl, t = scheduler()
     for trial in t.values():
         sched.on_trial_add(ctl, trial)
     bracket = sched._trial_info[t["c"]][0]
@@ -227,11 +224,8 @@ def test_a_losing_trial_that_is_running_but_not_reporting_is_stopped_not_left_to
 def test_restored_trials_of_a_bracket_that_will_not_fill_halve_once_the_search_is_done(search_finished):
     # 4 samples: bracket s=1 (planned 3 trials, keep 1) only ever gets c and d. Both were PAUSED at its
     # milestone (checkpoints at epoch 1) when the study was interrupted; restored, both are PENDING.
-    sched = BracketTaggingHyperBand(time_attr="epoch", max_t=3, reduction_factor=3, metric="acc", mode="max")
-    ctl = FakeController()
-    ctl.scheduler = sched
+    sched, ctl, t = scheduler("abcd")
     ctl.search_alg = SimpleNamespace(is_finished=lambda: search_finished)
-    t = {k: FakeTrial(k) for k in "abcd"}
     for k, s, acc in (("a", 0, None), ("b", 0, None), ("c", 1, 0.3), ("d", 1, 0.7)):
         t[k].__dict__["_driftloop_hb"] = (0, s)
         if acc is not None:
